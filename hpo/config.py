@@ -1,0 +1,148 @@
+"""A training config: what `hpo train --config` reads, what a trial trains, what export writes."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Optional
+
+from hpo import models, schema
+from hpo.augment import Augment
+from hpo.errors import ConfigError
+from hpo.schema import require
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "nadam", "rmsprop", "adabelief")
+SCHEDULES = ("none", "step", "onecycle", "cosine")
+# keys that mean something for only some optimizers; any other optimizer rejects them
+OPTIMIZER_ONLY = {
+    "momentum": ("sgd", "rmsprop"),
+    "nesterov": ("sgd",),
+    "betas": ("adam", "adamw", "nadam", "adabelief"),
+}
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    name: str = "sgd"
+    lr: float = 0.01
+    weight_decay: float = 0.0  # L2 for sgd/adam/nadam/rmsprop; decoupled for adamw/adabelief
+    momentum: Optional[float] = None  # sgd, rmsprop (default 0.9 for sgd, 0 for rmsprop)
+    nesterov: Optional[bool] = None   # sgd
+    betas: Optional[tuple[float, float]] = None  # adam-like (default 0.9, 0.999)
+
+    def __post_init__(self):
+        require(self.name in OPTIMIZERS, "name", f"unknown optimizer {self.name!r}; choose from {', '.join(OPTIMIZERS)}")
+        require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        for key, names in OPTIMIZER_ONLY.items():
+            if getattr(self, key) is not None:
+                require(self.name in names, key, f"applies to {'/'.join(names)} only, not {self.name}")
+        if self.momentum is not None:
+            require(0 <= self.momentum < 1, "momentum", f"must be in [0, 1), got {self.momentum}")
+        if self.nesterov:
+            require((self.momentum if self.momentum is not None else 0.9) > 0, "nesterov", "needs momentum > 0")
+        if self.betas is not None:
+            require(all(0 <= b < 1 for b in self.betas), "betas", f"each must be in [0, 1), got {list(self.betas)}")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    name: str = "none"
+    step_size: int = 1         # step: epochs between decays
+    gamma: float = 0.1         # step: factor at each decay
+    pct_start: float = 0.25    # onecycle: fraction of training spent warming up to lr
+    warmup_epochs: float = 0.0  # cosine: linear warm-up before the decay
+
+    def __post_init__(self):
+        require(self.name in SCHEDULES, "name", f"unknown schedule {self.name!r}; choose from {', '.join(SCHEDULES)}")
+        require(self.step_size >= 1, "step_size", f"must be >= 1, got {self.step_size}")
+        require(0 < self.gamma <= 1, "gamma", f"must be in (0, 1], got {self.gamma}")
+        require(0 < self.pct_start < 1, "pct_start", f"must be in (0, 1), got {self.pct_start}")
+        require(self.warmup_epochs >= 0, "warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
+
+
+@dataclass(frozen=True)
+class AugmentConfig(Augment):
+    def __post_init__(self):
+        for key in ("rotate", "affine_degrees", "shear"):
+            require(0 <= getattr(self, key) <= 180, key, f"degrees in [0, 180], got {getattr(self, key)}")
+        require(0 <= self.translate < 1, "translate", f"a fraction in [0, 1), got {self.translate}")
+        require(0 <= self.scale < 1, "scale", f"a fraction in [0, 1), got {self.scale}")
+
+
+@dataclass(frozen=True)
+class Data:
+    train_subset: Optional[int] = None  # a fixed, class-stratified subset of the 60,000 (None: all)
+    test_subset: Optional[int] = None   # the same for the 10,000 test images
+
+    def __post_init__(self):
+        if self.train_subset is not None:
+            require(10 <= self.train_subset <= 60_000, "train_subset", f"must be in [10, 60000], got {self.train_subset}")
+        if self.test_subset is not None:
+            require(10 <= self.test_subset <= 10_000, "test_subset", f"must be in [10, 10000], got {self.test_subset}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: Any  # a models.ModelSpec; parsed by models.parse_model
+    optimizer: Optimizer = field(default_factory=Optimizer)
+    schedule: Schedule = field(default_factory=Schedule)
+    batch_size: int = 128
+    epochs: int = 10
+    label_smoothing: float = 0.0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    data: Data = field(default_factory=Data)
+    seed: int = 0
+
+    def __post_init__(self):
+        require(1 <= self.batch_size <= 60_000, "batch_size", f"must be in [1, 60000], got {self.batch_size}")
+        require(1 <= self.epochs <= 1000, "epochs", f"must be in [1, 1000], got {self.epochs}")
+        require(0 <= self.label_smoothing < 1, "label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
+        require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+
+    def to_dict(self) -> dict:
+        """Plain data, without optional keys left unset: what export writes and train re-reads."""
+        return _drop_none(schema.to_dict(self))
+
+    def with_overrides(self, **changes) -> "TrainConfig":
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _drop_none(value):
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    return value
+
+
+def parse_config(data: Any, source: str | None = None) -> TrainConfig:
+    """A TrainConfig from plain data; every error names `source` and the dotted key."""
+    try:
+        if not isinstance(data, dict):
+            raise ConfigError("", f"expected a mapping with at least a 'model' key, got {schema.describe(data)}")
+        if "model" not in data:
+            raise ConfigError("model", "missing; give a preset (model: {preset: lenet5}) or a family")
+        rest = {k: v for k, v in data.items() if k != "model"}
+        model = models.parse_model(data["model"])
+        return replace(schema.parse(TrainConfig, {**rest, "model": None}), model=model)
+    except ConfigError as error:
+        raise error.located(source) if source else error from None
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read a training config file; an export file with several trials gives its first."""
+    data = schema.load_yaml(path)
+    if isinstance(data, dict) and "trials" in data and "model" not in data:
+        trials = data["trials"]
+        if not trials:
+            raise ConfigError("trials", "the export holds no trials", source=str(path))
+        data = trials[0].get("config") if isinstance(trials[0], dict) else None
+        return parse_config(data, source=f"{path} (trials.0.config)")
+    return parse_config(data, source=str(path))
+
+
+def resolved_dict(data: dict) -> dict:
+    """A raw config dict with its model preset expanded, so dotted keys reach every value."""
+    out = copy.deepcopy(data)
+    out["model"] = models.resolve(out.get("model", {}))
+    return out

@@ -1,0 +1,29 @@
+"""The one exception type a user is meant to see: the CLI prints it as one line and exits 2."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input from the user: a file, a key, a value, a URL. Never a bug in hpo.
+
+    The message says what is wrong, where, and how to fix it, in one line.
+    """
+
+
+class ConfigError(UserError):
+    """A bad value in a YAML file, located by file and dotted key."""
+
+    def __init__(self, key: str, reason: str, *, source: str | None = None):
+        self.key = key
+        self.reason = reason
+        self.source = source
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = f"{self.source}: " if self.source else ""
+        at = f"key '{self.key}': " if self.key else ""
+        return f"{where}{at}{self.reason}"
+
+    def located(self, source: str) -> "ConfigError":
+        """The same error, now naming the file it came from."""
+        return ConfigError(self.key, self.reason, source=source)

@@ -1,0 +1,278 @@
+"""Every seed's network as data, and the builders that turn that data into layers.
+
+Four families cover the seeds:
+- `linear`: one fully connected layer (seed 000's linear model).
+- `mlp`: fully connected hidden layers with ReLU and dropout (seed 000's NN).
+- `convpool`: conv -> max-pool blocks, then fully connected layers (LeNet-5 of seed 001,
+  seed 000's CNN, the classic PyTorch example of seed 003).
+- `convnet`: a list of tokens, as torchvision writes VGG (seeds 002 and 004):
+    16      3x3 conv to 16 channels, then ReLU, BatchNorm and dropout as switched
+    16k1    the same block with a 1x1 kernel; `16p1` with padding 1 (kernel and padding combine)
+    t8      1x1 "transition" conv to 8 channels, nothing after it
+    M       2x2 max-pool
+    GAP     global average pooling
+    H       the head: a conv to 10 classes covering the whole remaining feature map
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import Literal, Union
+
+import torch
+from torch import nn
+
+from hpo import schema
+from hpo.errors import ConfigError
+from hpo.schema import require
+
+IMAGE_SIDE, CLASSES = 28, 10
+TOKEN = re.compile(r"^(?:(?P<transition>t)(?P<t_width>\d+)|(?P<width>\d+)(?:k(?P<kernel>\d+))?(?:p(?P<padding>\d+))?)$")
+
+
+@dataclass(frozen=True)
+class Linear:
+    family: Literal["linear"] = "linear"
+
+
+@dataclass(frozen=True)
+class MLP:
+    family: Literal["mlp"] = "mlp"
+    hidden: tuple[int, ...] = (128,)
+    dropout: float = 0.0  # after each hidden layer
+
+    def __post_init__(self):
+        require(all(h >= 1 for h in self.hidden), "hidden", "every hidden size must be >= 1")
+        require(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class ConvPool:
+    family: Literal["convpool"] = "convpool"
+    convs: tuple[int, ...] = (6, 16)  # output channels of each conv; each is followed by a 2x2 max-pool
+    kernel: int = 5
+    conv_activation: bool = True      # ReLU after each pooled conv (seed 000's CNN has none)
+    conv_dropout: float = 0.0         # Dropout2d on every conv but the first (the classic example's conv2_drop)
+    fc: tuple[int, ...] = (120, 84)   # hidden fully connected sizes before the 10 outputs
+    dropout: float = 0.0              # after each hidden fully connected layer
+
+    def __post_init__(self):
+        require(len(self.convs) >= 1 and all(c >= 1 for c in self.convs), "convs", "needs at least one width >= 1")
+        require(self.kernel >= 1, "kernel", "must be >= 1")
+        require(all(h >= 1 for h in self.fc), "fc", "every size must be >= 1")
+        for key in ("conv_dropout", "dropout"):
+            require(0 <= getattr(self, key) < 1, key, f"must be in [0, 1), got {getattr(self, key)}")
+        side = IMAGE_SIDE
+        for c in self.convs:
+            side = (side - self.kernel + 1) // 2
+            require(side >= 1, "convs", f"{len(self.convs)} conv+pool blocks of kernel {self.kernel} shrink 28x28 to nothing")
+
+
+@dataclass(frozen=True)
+class ConvNet:
+    family: Literal["convnet"] = "convnet"
+    layers: tuple[Union[int, str], ...] = (8, 16, "t8", "M", 16, 16, 16, "GAP", "H")
+    kernel: int = 3           # default kernel of a conv block
+    batchnorm: bool = True
+    bn_first: bool = False    # conv-BN-ReLU instead of the seeds' usual conv-ReLU-BN
+    dropout: float = 0.0      # after every conv block
+    bias: bool = False
+
+    def __post_init__(self):
+        require(self.kernel >= 1, "kernel", "must be >= 1")
+        require(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
+        require(len(self.layers) >= 1 and self.layers[-1] == "H", "layers", "must end with the head token H")
+        side = IMAGE_SIDE
+        for i, token in enumerate(self.layers):
+            kind, width, kernel, padding = parse_token(token, self.kernel, f"layers.{i}")
+            if kind == "H":
+                require(i == len(self.layers) - 1, f"layers.{i}", "H (the head) must be the last token")
+            elif kind == "M":
+                side //= 2
+            elif kind == "GAP":
+                side = 1
+            else:
+                side = side - kernel + 1 + 2 * padding
+            require(side >= 1, f"layers.{i}", f"the feature map shrinks to nothing at {token!r}")
+
+
+ModelSpec = Union[Linear, MLP, ConvPool, ConvNet]
+FAMILIES: dict[str, type] = {"linear": Linear, "mlp": MLP, "convpool": ConvPool, "convnet": ConvNet}
+
+
+def parse_token(token: int | str, default_kernel: int, key: str) -> tuple[str, int, int, int]:
+    """(kind, width, kernel, padding) of one convnet token; kind is conv, t, M, GAP or H."""
+    if isinstance(token, int) and not isinstance(token, bool):
+        require(token >= 1, key, f"a conv width must be >= 1, got {token}")
+        return "conv", token, default_kernel, 0
+    if token in ("M", "GAP", "H"):
+        return token, 0, 0, 0
+    match = TOKEN.match(str(token))
+    require(match is not None, key, f"unknown layer token {token!r}; use a width (16, 16k1, 16p1), t<width>, M, GAP or H")
+    if match["transition"]:
+        require(int(match["t_width"]) >= 1, key, "a transition width must be >= 1")
+        return "t", int(match["t_width"]), 1, 0
+    width = int(match["width"])
+    require(width >= 1, key, f"a conv width must be >= 1, got {token!r}")
+    return "conv", width, int(match["kernel"] or default_kernel), int(match["padding"] or 0)
+
+
+def with_width(token: int | str, width: int) -> int | str:
+    """`token` with its channel width replaced (16k1 -> 12k1, t8 -> t12): what a width search sets."""
+    if isinstance(token, int):
+        return width
+    match = TOKEN.match(str(token))
+    if match is None:
+        raise ConfigError("", f"layer {token!r} has no width to set")
+    if match["transition"]:
+        return f"t{width}"
+    return f"{width}" + (f"k{match['kernel']}" if match["kernel"] else "") + (f"p{match['padding']}" if match["padding"] else "")
+
+
+# ----------------------------------------------------------------- presets
+
+# name -> (where it comes from, the seed's parameter count, the spec)
+PRESETS: dict[str, tuple[str, int, dict]] = {
+    "linear": ("seed 000 (linear regression)", 7_850, {"family": "linear"}),
+    "mlp": ("seed 000 (NN, 128 hidden)", 101_770, {"family": "mlp", "hidden": [128]}),
+    "cnn": ("seed 000's PyTorch script", 1_111_946,
+            {"family": "convpool", "convs": [32, 64], "kernel": 5, "conv_activation": False,
+             "fc": [1024], "dropout": 0.5}),
+    "lenet5": ("seed 001 (Flux model-zoo LeNet-5)", 44_426,
+               {"family": "convpool", "convs": [6, 16], "kernel": 5, "fc": [120, 84]}),
+    "classic": ("seed 003 (PyTorch MNIST example)", 21_840,
+                {"family": "convpool", "convs": [10, 20], "kernel": 5, "conv_dropout": 0.5,
+                 "fc": [50], "dropout": 0.5}),
+    "mnistnet1": ("seed 002 (MnistNet_1)", 8_620,
+                  {"family": "convnet", "layers": [8, 16, 16, "t8", "M", 8, 8, 16, "10k1", "H"],
+                   "batchnorm": False, "dropout": 0.0}),
+    "mnistnet2": ("seed 002 (MnistNet_2)", 7_416,
+                  {"family": "convnet", "layers": [8, 16, "t8", "M", 16, 16, 16, "GAP", "H"], "dropout": 0.05}),
+    "mnistnet3": ("seed 002 (MnistNet_3)", 6_544,
+                  {"family": "convnet", "layers": [8, 16, "t8", "M", 12, 16, 16, "GAP", "H"],
+                   "bn_first": True, "dropout": 0.01}),
+    "netv3": ("seed 004 (NetV3)", 13_808,
+              {"family": "convnet", "layers": [16, 32, "t10", "M", 16, 16, 16, "16p1", "GAP", "H"], "dropout": 0.1}),
+}
+
+
+def resolve(data: dict, prefix: str = "model") -> dict:
+    """A model section as a full family dict: a `preset` expands, other keys override it."""
+    if not isinstance(data, dict):
+        raise ConfigError(prefix, f"expected a mapping with 'preset' or 'family', got {schema.describe(data)}")
+    data = dict(data)
+    if "preset" in data:
+        name = data.pop("preset")
+        if name not in PRESETS:
+            raise ConfigError(f"{prefix}.preset", f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+        base = dict(PRESETS[name][2])
+        if "family" in data and data["family"] != base["family"]:
+            raise ConfigError(f"{prefix}.family", f"preset {name!r} is a {base['family']}, not a {data['family']}")
+        data = {**base, **data}
+    family = data.get("family")
+    if family not in FAMILIES:
+        raise ConfigError(f"{prefix}.family" if "family" in data else prefix,
+                          f"unknown model family {family!r}; give a preset ({', '.join(PRESETS)}) "
+                          f"or a family ({', '.join(FAMILIES)})")
+    return data
+
+
+def parse_model(data: dict, prefix: str = "model") -> ModelSpec:
+    resolved = resolve(data, prefix)
+    return schema.parse(FAMILIES[resolved["family"]], resolved, prefix)
+
+
+# ----------------------------------------------------------------- builders
+
+
+def build(spec: ModelSpec) -> nn.Module:
+    """A freshly initialized network for `spec`, taking [B, 1, 28, 28] to [B, 10] logits."""
+    if isinstance(spec, Linear):
+        return nn.Sequential(nn.Flatten(), nn.Linear(IMAGE_SIDE * IMAGE_SIDE, CLASSES))
+    if isinstance(spec, MLP):
+        return nn.Sequential(nn.Flatten(), *_dense(IMAGE_SIDE * IMAGE_SIDE, spec.hidden, spec.dropout))
+    if isinstance(spec, ConvPool):
+        return _convpool(spec)
+    if isinstance(spec, ConvNet):
+        return _convnet(spec)
+    raise TypeError(f"not a model spec: {spec!r}")
+
+
+def _dense(features: int, hidden: tuple[int, ...], dropout: float) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    for size in hidden:
+        layers += [nn.Linear(features, size), nn.ReLU(inplace=True)]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        features = size
+    return layers + [nn.Linear(features, CLASSES)]
+
+
+def _convpool(spec: ConvPool) -> nn.Module:
+    layers: list[nn.Module] = []
+    channels, side = 1, IMAGE_SIDE
+    for i, width in enumerate(spec.convs):
+        layers.append(nn.Conv2d(channels, width, spec.kernel))
+        if i > 0 and spec.conv_dropout:
+            layers.append(nn.Dropout2d(spec.conv_dropout))
+        layers.append(nn.MaxPool2d(2))
+        if spec.conv_activation:
+            layers.append(nn.ReLU(inplace=True))
+        channels, side = width, (side - spec.kernel + 1) // 2
+    return nn.Sequential(*layers, nn.Flatten(), *_dense(channels * side * side, spec.fc, spec.dropout))
+
+
+def _convnet(spec: ConvNet) -> nn.Module:
+    layers: list[nn.Module] = []
+    channels, side = 1, IMAGE_SIDE
+    for i, token in enumerate(spec.layers):
+        kind, width, kernel, padding = parse_token(token, spec.kernel, f"layers.{i}")
+        if kind == "M":
+            layers.append(nn.MaxPool2d(2))
+            side //= 2
+        elif kind == "GAP":
+            layers.append(nn.AdaptiveAvgPool2d(1))
+            side = 1
+        elif kind == "H":
+            layers += [nn.Conv2d(channels, CLASSES, side, bias=spec.bias), nn.Flatten()]
+        elif kind == "t":
+            layers.append(nn.Conv2d(channels, width, 1, bias=spec.bias))
+            channels = width
+        else:
+            block = [nn.Conv2d(channels, width, kernel, padding=padding, bias=spec.bias)]
+            norm = [nn.BatchNorm2d(width)] if spec.batchnorm else []
+            relu = [nn.ReLU(inplace=True)]
+            block += norm + relu if spec.bn_first else relu + norm
+            if spec.dropout:
+                block.append(nn.Dropout(spec.dropout))
+            layers += block
+            channels, side = width, side - kernel + 1 + 2 * padding
+    return nn.Sequential(*layers)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def spec_params(spec: ModelSpec) -> int:
+    """Parameter count of `spec`, built on the meta device: no memory, no initialization."""
+    with torch.device("meta"):
+        return count_params(build(spec))
+
+
+def describe(spec: ModelSpec) -> str:
+    """A short human line for a spec, e.g. 'convnet 8-16-t8-M-16-16-16-GAP-H bn drop=0.05'."""
+    if isinstance(spec, Linear):
+        return "linear 784-10"
+    if isinstance(spec, MLP):
+        return "mlp 784-" + "-".join(map(str, spec.hidden)) + "-10" + (f" drop={spec.dropout:g}" if spec.dropout else "")
+    if isinstance(spec, ConvPool):
+        act = "" if spec.conv_activation else " (no conv ReLU)"
+        return (f"convpool {'-'.join(map(str, spec.convs))} k{spec.kernel}{act} fc "
+                + "-".join(map(str, spec.fc + (CLASSES,))) + (f" drop={spec.dropout:g}" if spec.dropout else ""))
+    text = "convnet " + "-".join(map(str, spec.layers))
+    return text + (" bn" if spec.batchnorm else "") + (f" drop={spec.dropout:g}" if spec.dropout else "")
+
+
+__all__ = ["PRESETS", "ModelSpec", "build", "count_params", "spec_params", "parse_model", "resolve", "replace"]

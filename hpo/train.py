@@ -1,0 +1,108 @@
+"""The training loop: plain PyTorch over on-device tensors. It knows nothing of Optuna."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from hpo import models
+from hpo.augment import random_affine
+from hpo.config import TrainConfig
+from hpo.data import MEAN, MNIST, STD, batches
+from hpo.optim import make_optimizer, make_schedule
+
+BACKGROUND = -MEAN / STD  # a black pixel after normalization
+EVAL_BATCH = 2000
+
+
+class Diverged(ArithmeticError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    epoch: int
+    train_loss: float
+    test_accuracy: float  # fraction in [0, 1]
+    seconds: float
+    lr: float             # learning rate at the end of the epoch
+
+
+def train(cfg: TrainConfig, data: MNIST, *, report: Optional[Callable[[int, float], None]] = None,
+          progress: Optional[Callable[[int, int], None]] = None) -> list[EpochResult]:
+    """Train `cfg` on `data` (on its device); call `report(epoch, accuracy)` after each epoch.
+
+    `progress(step, steps)` is called after each optimizer step of an epoch. Whatever
+    `report` raises (a pruning signal, say) ends training and propagates unchanged.
+    """
+    device = data.device
+    cuda = device.type == "cuda"
+    torch.manual_seed(cfg.seed)
+    if cfg.data.train_subset or cfg.data.test_subset:
+        data = data.subset(cfg.data.train_subset, cfg.data.test_subset)
+    model = models.build(cfg.model).to(device)
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+    n = data.train_y.numel()
+    steps = math.ceil(n / cfg.batch_size)
+    optimizer = make_optimizer(cfg.optimizer, model.parameters())
+    schedule = make_schedule(cfg.schedule, optimizer, epochs=cfg.epochs, steps_per_epoch=steps)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    history: list[EpochResult] = []
+
+    for epoch in range(1, cfg.epochs + 1):
+        started = time.perf_counter()
+        # --- one pass over a fresh permutation; the loss stays on the device until the end
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        for step, idx in enumerate(batches(n, cfg.batch_size, generator, device), 1):
+            x = random_affine(data.train_x[idx], cfg.augment, generator, BACKGROUND)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+                loss = F.cross_entropy(model(x), data.train_y[idx], label_smoothing=cfg.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            loss_sum += loss.detach() * idx.numel()
+            if progress:
+                progress(step, steps)
+        # --- one host sync per epoch: the mean loss, then the test accuracy
+        train_loss = (loss_sum / n).item()
+        if not math.isfinite(train_loss):
+            raise Diverged(f"training loss is {train_loss} in epoch {epoch}")
+        accuracy = evaluate(model, data.test_x, data.test_y)
+        if cuda:
+            torch.cuda.synchronize(device)
+        history.append(EpochResult(epoch, train_loss, accuracy, time.perf_counter() - started,
+                                   optimizer.param_groups[0]["lr"]))
+        if report:
+            report(epoch, accuracy)
+    return history
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Top-1 accuracy of `model` on (x, y), as a fraction."""
+    model.eval()
+    correct = torch.zeros((), dtype=torch.long, device=x.device)
+    for start in range(0, len(y), EVAL_BATCH):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
+            logits = model(x[start : start + EVAL_BATCH])
+        correct += (logits.argmax(1) == y[start : start + EVAL_BATCH]).sum()
+    return correct.item() / len(y)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """`auto` takes CUDA where there is one and the CPU otherwise; `cuda` insists."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        from hpo.errors import UserError  # noqa: PLC0415
+
+        raise UserError(f"--device {name}: no CUDA device is visible here; use --device cpu or auto")
+    return torch.device(name)
