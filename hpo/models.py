@@ -164,14 +164,14 @@ def resolve(data: dict, prefix: str = "model") -> dict:
     data = dict(data)
     if "preset" in data:
         name = data.pop("preset")
-        if name not in PRESETS:
+        if not isinstance(name, str) or name not in PRESETS:
             raise ConfigError(f"{prefix}.preset", f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
         base = dict(PRESETS[name][2])
         if "family" in data and data["family"] != base["family"]:
             raise ConfigError(f"{prefix}.family", f"preset {name!r} is a {base['family']}, not a {data['family']}")
         data = {**base, **data}
     family = data.get("family")
-    if family not in FAMILIES:
+    if not isinstance(family, str) or family not in FAMILIES:
         raise ConfigError(f"{prefix}.family" if "family" in data else prefix,
                           f"unknown model family {family!r}; give a preset ({', '.join(PRESETS)}) "
                           f"or a family ({', '.join(FAMILIES)})")

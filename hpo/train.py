@@ -34,11 +34,13 @@ class EpochResult:
 
 
 def train(cfg: TrainConfig, data: MNIST, *, report: Optional[Callable[[int, float], None]] = None,
-          progress: Optional[Callable[[int, int], None]] = None) -> list[EpochResult]:
+          on_step: Optional[Callable[[int, int], None]] = None,
+          on_epoch: Optional[Callable[[EpochResult], None]] = None) -> list[EpochResult]:
     """Train `cfg` on `data` (on its device); call `report(epoch, accuracy)` after each epoch.
 
-    `progress(step, steps)` is called after each optimizer step of an epoch. Whatever
-    `report` raises (a pruning signal, say) ends training and propagates unchanged.
+    `on_step(step, steps)` follows each optimizer step and `on_epoch(result)` each epoch,
+    for progress displays. Whatever `report` raises (a pruning signal, say) ends training
+    and propagates unchanged.
     """
     device = data.device
     cuda = device.type == "cuda"
@@ -69,8 +71,8 @@ def train(cfg: TrainConfig, data: MNIST, *, report: Optional[Callable[[int, floa
             optimizer.step()
             schedule.step()
             loss_sum += loss.detach() * idx.numel()
-            if progress:
-                progress(step, steps)
+            if on_step:
+                on_step(step, steps)
         # --- one host sync per epoch: the mean loss, then the test accuracy
         train_loss = (loss_sum / n).item()
         if not math.isfinite(train_loss):
@@ -80,6 +82,8 @@ def train(cfg: TrainConfig, data: MNIST, *, report: Optional[Callable[[int, floa
             torch.cuda.synchronize(device)
         history.append(EpochResult(epoch, train_loss, accuracy, time.perf_counter() - started,
                                    optimizer.param_groups[0]["lr"]))
+        if on_epoch:
+            on_epoch(history[-1])
         if report:
             report(epoch, accuracy)
     return history

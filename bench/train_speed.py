@@ -1,0 +1,233 @@
+#!/usr/bin/env python
+"""Seconds per MNIST epoch: hpo's on-device trainer against the loop the seeds wrote.
+
+Both loops train the same network (hpo.models.build), optimizer, batch size and augmentation
+on the same device, in one process, with their repeats interleaved so that a busy machine
+slows both alike. The seed loop is what seeds 000, 002 and 003 ran: a Dataset that converts
+and augments one image at a time, a shuffling DataLoader, `.to(device)` per batch, and a test
+pass through a DataLoader of 1000 images.
+
+    python bench/train_speed.py --device cpu
+    python bench/train_speed.py --device cuda --json artifacts/train_speed.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # hpo is not installed, only checked out
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from hpo import data as mnist, models
+from hpo.config import parse_config
+from hpo.optim import make_optimizer
+from hpo.train import evaluate, train as hpo_train
+
+try:  # seed 002's exact transforms, where torchvision works (it is optional, and often broken on CPU torch)
+    from PIL import Image
+    from torchvision import transforms as T
+except Exception:
+    T = None
+
+ROTATE, AFFINE_DEGREES = 7.0, 15.0  # seed 002: RandomRotation((-7, 7)), RandomAffine(degrees=15)
+TEST_BATCH = 1000                   # the seeds' --test-batch-size
+
+
+def rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
+    """One random rotation of one image [1, 1, 28, 28]: what torchvision does for a tensor image."""
+    angle = math.radians(torch.empty(1).uniform_(-degrees, degrees).item())
+    cos, sin = math.cos(angle), math.sin(angle)
+    grid = F.affine_grid(torch.tensor([[[cos, -sin, 0.0], [sin, cos, 0.0]]]), [1, 1, 28, 28], align_corners=False)
+    return F.grid_sample(x, grid, mode="nearest", align_corners=False)  # torchvision's default interpolation
+
+
+class SeedMNIST(Dataset):
+    """One image at a time from uint8 tensors, converted and augmented per sample."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, augment: bool):
+        self.images, self.labels, self.augment = images, labels, augment
+        if T is not None:
+            warps = [T.RandomRotation((-ROTATE, ROTATE), fill=(1,)), T.RandomAffine(degrees=AFFINE_DEGREES)]
+            self.transform = T.Compose((warps if augment else []) + [T.ToTensor(), T.Normalize((mnist.MEAN,), (mnist.STD,))])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        image, label = self.images[i], int(self.labels[i])
+        if T is not None:  # torchvision's MNIST hands each transform a PIL image
+            return self.transform(Image.fromarray(image.numpy())), label
+        x = image.float().div(255).view(1, 1, 28, 28)
+        if self.augment:  # two warps, as the two transforms do
+            x = rotate(rotate(x, ROTATE), AFFINE_DEGREES)
+        return x.sub(mnist.MEAN).div(mnist.STD)[0], label
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seed_epoch(model, optimizer, train_loader, test_loader, device, max_steps=None) -> tuple[float, float]:
+    """(train seconds, test seconds) of one epoch of the seeds' loop; `max_steps` cuts it short."""
+    started = time.perf_counter()
+    model.train()
+    for step, (x, y) in enumerate(train_loader):
+        if max_steps is not None and step >= max_steps:
+            break
+        x, y = x.to(device), y.to(device)
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        loss.item()  # the seeds' progress bars read the loss every step (a host sync on CUDA)
+    sync(device)
+    trained = time.perf_counter()
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for step, (x, y) in enumerate(test_loader):
+            if max_steps is not None and step >= max_steps:
+                break
+            x, y = x.to(device), y.to(device)
+            correct += (model(x).argmax(1) == y).sum().item()
+    sync(device)
+    return trained - started, time.perf_counter() - trained
+
+
+def hpo_epochs(cfg, data, device) -> list[tuple[float, float]]:
+    """(train seconds, test seconds) per epoch of hpo.train.train.
+
+    EpochResult.seconds covers the train pass and the test evaluation. The evaluation part is
+    timed apart: hpo.train.evaluate on a model built as the trainer builds it (cost does not
+    depend on the weights), so only the trainer's public signature is relied on.
+    """
+    history = hpo_train(cfg, data)
+    model = models.build(cfg.model).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    sync(device)
+    started = time.perf_counter()
+    evaluate(model, data.test_x, data.test_y)  # ends with a host sync (.item())
+    test_s = time.perf_counter() - started
+    return [(r.seconds - test_s, test_s) for r in history]
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor()
+    try:
+        model = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model or 'CPU'}, {torch.get_num_threads()} torch threads"
+
+
+def stats(runs: list[tuple[float, float]], images: int) -> dict:
+    epoch = [tr + te for tr, te in runs]
+    train = [tr for tr, _ in runs]
+    return {"epoch_s": epoch, "train_s": train, "mean": statistics.mean(epoch),
+            "std": statistics.stdev(epoch) if len(epoch) > 1 else 0.0, "min": min(epoch), "max": max(epoch),
+            "train_mean": statistics.mean(train), "images_per_s": images / statistics.mean(train)}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--preset", default="mnistnet2", choices=list(models.PRESETS))
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--optimizer", default="sgd", help="hpo optimizer name (sgd: momentum 0.9)")
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--epochs", type=int, default=1, help="timed epochs per repeat, after a warm-up")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--train-subset", type=int, help="train on this many images (a quick check); default all 60,000")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                   help="seed 002's rotation 7 + affine 15 degrees (default on)")
+    p.add_argument("--data-dir", type=Path, help="folder of the MNIST IDX files (default: hpo's cache)")
+    p.add_argument("--workers", type=int, help="seed DataLoader workers (default: the seeds' 1 on cuda, 0 on cpu)")
+    p.add_argument("--json", type=Path, help="write the raw numbers here")
+    args = p.parse_args()
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    workers = args.workers if args.workers is not None else (1 if cuda else 0)
+
+    cfg = parse_config({
+        "model": {"preset": args.preset}, "optimizer": {"name": args.optimizer, "lr": args.lr},
+        "batch_size": args.batch_size, "epochs": args.epochs,
+        "augment": {"rotate": ROTATE, "affine_degrees": AFFINE_DEGREES} if args.augment else {},
+        "data": {"train_subset": args.train_subset},
+    })
+    folder = mnist.ensure(args.data_dir)
+    data = mnist.load(device, folder)
+    raw = {name: mnist.decode_idx((folder / name).read_bytes(), name) for name in mnist.IDX_SHA256}
+    train_x, train_y = raw["train-images-idx3-ubyte"], raw["train-labels-idx1-ubyte"]
+    keep = mnist.stratified_indices(train_y.long(), args.train_subset, 0)  # the subset hpo trains on
+    # the seeds' loader options: shuffle everywhere, and on CUDA pin_memory next to the workers
+    loader = dict(num_workers=workers, pin_memory=cuda, persistent_workers=workers > 0)
+    train_loader = DataLoader(SeedMNIST(train_x[keep], train_y[keep], args.augment),
+                              batch_size=args.batch_size, shuffle=True, **loader)
+    test_loader = DataLoader(SeedMNIST(raw["t10k-images-idx3-ubyte"], raw["t10k-labels-idx1-ubyte"], False),
+                             batch_size=TEST_BATCH, shuffle=True, **loader)
+    images = len(keep)
+
+    def seed_run(max_steps=None) -> list[tuple[float, float]]:
+        torch.manual_seed(cfg.seed)
+        model = models.build(cfg.model).to(device)
+        optimizer = make_optimizer(cfg.optimizer, model.parameters())
+        return [seed_epoch(model, optimizer, train_loader, test_loader, device, max_steps) for _ in range(args.epochs)]
+
+    # warm-up: kernels, allocator, autotuning and loader workers, a few steps each
+    hpo_epochs(parse_config({**cfg.to_dict(), "epochs": 1,
+                             "data": {"train_subset": min(60_000, 8 * args.batch_size), "test_subset": 2 * TEST_BATCH}}), data, device)
+    seed_run(max_steps=8)
+
+    runs: dict[str, list[tuple[float, float]]] = {"hpo": [], "seed": []}
+    for r in range(args.repeats):  # interleaved, so background load hits both loops
+        for name, run in (("hpo", lambda: hpo_epochs(cfg, data, device)), ("seed", seed_run)):
+            epochs = run()
+            runs[name].append((statistics.mean(e[0] for e in epochs), statistics.mean(e[1] for e in epochs)))
+            print(f"repeat {r + 1}/{args.repeats} {name}: {sum(runs[name][-1]):.2f} s/epoch", file=sys.stderr)
+
+    result = {name: stats(v, images) for name, v in runs.items()}
+    ratio = result["seed"]["mean"] / result["hpo"]["mean"]
+    aug = (f"rotate {ROTATE:g} + affine {AFFINE_DEGREES:g} deg" if args.augment else "none")
+    aug_impl = "torchvision on PIL" if T is not None else "torch ops per image (no torchvision)"
+    meta = {
+        "device": device_name(device), "torch": torch.__version__, "preset": args.preset,
+        "params": models.count_params(models.build(cfg.model)), "batch_size": args.batch_size,
+        "optimizer": f"{args.optimizer} lr {args.lr:g}", "augment": aug, "seed_augment_impl": aug_impl,
+        "workers": workers, "train_images": images, "test_images": len(raw["t10k-labels-idx1-ubyte"]),
+        "epochs": args.epochs, "repeats": args.repeats, "date": datetime.date.today().isoformat(),
+    }
+
+    rows = [("hpo.train (on-device batches)", result["hpo"]),
+            (f"seed loop (DataLoader, {workers} workers)", result["seed"])]
+    print(f"\n{'loop':<36} {'s/epoch':>8} {'± std':>6} {'min–max':>13} {'train s':>8} {'train img/s':>12}")
+    for label, s in rows:
+        print(f"{label:<36} {s['mean']:>8.2f} {s['std']:>6.2f} {s['min']:>6.2f}–{s['max']:<6.2f} "
+              f"{s['train_mean']:>8.2f} {s['images_per_s']:>12,.0f}")
+    print(f"\nratio (seed s/epoch / hpo s/epoch): {ratio:.2f}x")
+    print("s/epoch = train pass + test evaluation (10,000 images); img/s = train images / train seconds")
+    print(f"{meta['device']} | torch {meta['torch']} | {args.preset} ({meta['params']:,} params) | batch {args.batch_size} | "
+          f"{meta['optimizer']} | augment {aug} (seed: {aug_impl}) | {images:,} train images | "
+          f"{args.repeats} x {args.epochs} epoch | {meta['date']}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({**meta, "ratio": ratio, "results": result}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""The `hpo` command line: argument parsing and what a user sees. Work happens elsewhere."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from hpo import __version__
+from hpo.errors import UserError
+
+EXIT_USAGE = 2
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
+    return value
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that prints one line (and the usage) and exits 2 on a usage error."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"hpo {self.prog.split(' ', 1)[-1]}: error: {message}\n".replace("hpo hpo", "hpo"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="hpo", description="Hyperparameter search for small MNIST classifiers.")
+    parser.add_argument("--version", action="version", version=f"hpo {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+
+    def data_dir(p):
+        p.add_argument("--data-dir", type=Path, default=None,
+                       help="MNIST cache folder (default: $HPO_DATA_DIR or ~/.cache/hpo/mnist)")
+
+    def device(p):
+        p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                       help="where to train: auto takes CUDA when there is one (default: auto)")
+
+    def storage(p):
+        p.add_argument("--storage", default=None, metavar="URL",
+                       help="SQLAlchemy URL of the study database (default: $HPO_STORAGE, "
+                            "else sqlite:///hpo.db in the working directory)")
+
+    p = sub.add_parser("data", help="fetch and verify MNIST, print counts and checksums")
+    data_dir(p)
+    p.set_defaults(handler=cmd_data)
+
+    p = sub.add_parser("models", help="list the model presets with their parameter counts")
+    p.set_defaults(handler=cmd_models)
+
+    p = sub.add_parser("train", help="train one config from a YAML file")
+    p.add_argument("--config", required=True, type=Path, metavar="FILE.yaml",
+                   help="a training config, or an export file (its first trial is trained)")
+    p.add_argument("--epochs", type=positive_int, help="override the config's epochs")
+    p.add_argument("--seed", type=int, help="override the config's seed")
+    device(p)
+    data_dir(p)
+    p.set_defaults(handler=cmd_train)
+
+    p = sub.add_parser("run", help="run (or continue) a study until it has N finished trials")
+    p.add_argument("--study", required=True, metavar="NAME|PATH",
+                   help="a study under studies/ by name (e.g. quickstart), or a path to a study YAML file")
+    p.add_argument("--trials", required=True, type=positive_int, metavar="N",
+                   help="finished trials (complete + pruned, over-budget rejections excluded) the study "
+                        "should have in total, across every worker and machine")
+    p.add_argument("--workers", type=positive_int, default=1, metavar="K",
+                   help="worker processes on this machine (default: 1)")
+    p.add_argument("--timeout", type=positive_float, metavar="SECONDS", help="stop starting new trials after this long")
+    storage(p)
+    device(p)
+    data_dir(p)
+    p.add_argument("--quiet", action="store_true", help="no live display; a line per finished trial")
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("studies", help="list the studies in a storage")
+    storage(p)
+    p.set_defaults(handler=cmd_studies)
+
+    p = sub.add_parser("export", help="write the best trials' configs as YAML that `hpo train` re-trains")
+    p.add_argument("--study", required=True, metavar="NAME")
+    p.add_argument("--top", type=positive_int, default=1, metavar="K", help="how many of the best trials (default: 1)")
+    p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write here instead of standard output")
+    storage(p)
+    p.set_defaults(handler=cmd_export)
+    return parser
+
+
+# ----------------------------------------------------------------- handlers
+
+
+def cmd_data(args) -> int:
+    from hpo import data  # noqa: PLC0415 - keep `hpo --help` fast
+    from hpo.display import checksum_table, console, data_table  # noqa: PLC0415
+
+    folder = data.ensure(args.data_dir, log=lambda line: console.print(line, style="dim"))
+    summary = data.summary(folder)
+    console.print(data_table(summary))
+    console.print(checksum_table(summary))
+    return 0
+
+
+def cmd_models(args) -> int:
+    from hpo.display import console, models_table  # noqa: PLC0415
+
+    console.print(models_table())
+    return 0
+
+
+def cmd_train(args) -> int:
+    from hpo import data  # noqa: PLC0415
+    from hpo.config import load_config  # noqa: PLC0415
+    from hpo.display import train_run  # noqa: PLC0415
+    from hpo.train import pick_device  # noqa: PLC0415
+
+    cfg = load_config(args.config).with_overrides(epochs=args.epochs, seed=args.seed)
+    device = pick_device(args.device)
+    mnist = data.load(device, args.data_dir)
+    train_run(cfg, mnist, title=str(args.config))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from hpo.runner import run  # noqa: PLC0415
+
+    return run(study=args.study, trials=args.trials, workers=args.workers, timeout=args.timeout,
+               storage=args.storage, device=args.device, data_dir=args.data_dir, quiet=args.quiet)
+
+
+def cmd_studies(args) -> int:
+    from hpo.display import console, studies_table  # noqa: PLC0415
+    from hpo.storage import open_storage  # noqa: PLC0415
+
+    storage = open_storage(args.storage)
+    console.print(studies_table(storage))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from hpo.export import export  # noqa: PLC0415
+    from hpo.storage import open_storage  # noqa: PLC0415
+
+    text = export(open_storage(args.storage), args.study, top=args.top)
+    if args.output:
+        args.output.write_text(text)
+        print(f"wrote {args.top if args.top > 1 else 'the best'} trial config(s) of {args.study!r} to {args.output}",
+              file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return args.handler(args)
+    except UserError as error:
+        print(f"hpo {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"hpo {args.command}: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

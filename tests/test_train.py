@@ -1,0 +1,205 @@
+"""The trainer on the CPU: it learns, it is deterministic, it reports, it stops, it detects divergence."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+import hpo.train
+from hpo.config import OPTIMIZERS, SCHEDULES, TrainConfig, parse_config
+from hpo.errors import ConfigError
+from hpo.train import Diverged, train
+
+
+def config(**overrides) -> TrainConfig:
+    data = {"model": {"preset": "linear"}, "epochs": 1, "batch_size": 64, **overrides}
+    return parse_config(data)
+
+
+@pytest.fixture(scope="module")
+def tiny(mnist):
+    """256 training and 100 test images: one epoch is a handful of steps."""
+    return mnist.subset(256, 100)
+
+
+def test_a_short_run_learns(small):
+    cfg = config(model={"preset": "lenet5"}, epochs=2, optimizer={"name": "adam", "lr": 0.003})
+    history = train(cfg, small)
+    assert [r.epoch for r in history] == [1, 2]
+    assert history[-1].test_accuracy > 0.5  # chance is 0.1
+    assert history[1].train_loss < history[0].train_loss < math.log(10) + 0.1
+    assert all(r.seconds > 0 and r.lr == 0.003 for r in history)
+
+
+def test_same_seed_same_history(mnist):
+    # dropout, augmentation, shuffling and the subset all draw random numbers
+    cfg = config(model={"preset": "classic"}, epochs=2, data={"train_subset": 512, "test_subset": 200},
+                 augment={"rotate": 10, "translate": 0.1}, seed=3)
+    a, b = train(cfg, mnist), train(cfg, mnist)
+    assert [(r.train_loss, r.test_accuracy) for r in a] == [(r.train_loss, r.test_accuracy) for r in b]
+    c = train(cfg.with_overrides(seed=4), mnist)
+    assert [r.train_loss for r in c] != [r.train_loss for r in a]
+
+
+def test_report_once_per_epoch(tiny):
+    calls = []
+    history = train(config(epochs=3), tiny, report=lambda epoch, acc: calls.append((epoch, acc)))
+    assert calls == [(r.epoch, r.test_accuracy) for r in history]
+    assert [epoch for epoch, _ in calls] == [1, 2, 3]
+    assert all(isinstance(acc, float) and 0 <= acc <= 1 for _, acc in calls)
+
+
+class Pruned(Exception):
+    pass
+
+
+def test_exception_in_report_stops_training(tiny, monkeypatch):
+    evaluated = []
+    real_evaluate = hpo.train.evaluate
+    monkeypatch.setattr(hpo.train, "evaluate", lambda *a: evaluated.append(1) or real_evaluate(*a))
+    calls = []
+
+    def report(epoch, accuracy):
+        calls.append(epoch)
+        if epoch == 2:
+            raise Pruned(f"pruned at {epoch}")
+
+    with pytest.raises(Pruned, match="pruned at 2"):
+        train(config(epochs=5), tiny, report=report)
+    assert calls == [1, 2]
+    assert len(evaluated) == 2  # no third epoch was trained
+
+
+@pytest.mark.parametrize("preset", ["mlp", "lenet5"])
+def test_huge_learning_rate_diverges(tiny, preset):
+    reports = []
+    cfg = config(model={"preset": preset}, epochs=3, optimizer={"name": "sgd", "lr": 1e6})
+    with pytest.raises(Diverged, match="in epoch 1"):
+        train(cfg, tiny, report=lambda *a: reports.append(a))
+    assert reports == []
+    # the same run at a sane learning rate is fine
+    history = train(cfg.with_overrides(optimizer=parse_config({"model": {"preset": "linear"}}).optimizer), tiny)
+    assert all(math.isfinite(r.train_loss) for r in history)
+
+
+OPTIMIZER_SETTINGS = {
+    "sgd": {"lr": 0.05},
+    "adam": {"lr": 0.003},
+    "adamw": {"lr": 0.003, "weight_decay": 0.01},
+    "nadam": {"lr": 0.003},
+    "rmsprop": {"lr": 0.001},
+    "adabelief": {"lr": 0.003},
+}
+
+
+def test_optimizer_table_covers_all():
+    assert set(OPTIMIZER_SETTINGS) == set(OPTIMIZERS)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_each_optimizer_trains(tiny, name):
+    cfg = config(epochs=2, batch_size=32, optimizer={"name": name, **OPTIMIZER_SETTINGS[name]})
+    history = train(cfg, tiny)
+    assert all(math.isfinite(r.train_loss) for r in history)
+    assert history[1].train_loss < history[0].train_loss
+
+
+LR = 0.01
+# schedule settings and the learning rate expected after each of two epochs
+SCHEDULE_CASES = {
+    "none": ({}, [LR, LR]),
+    "step": ({"step_size": 1, "gamma": 0.1}, [LR * 0.1, LR * 0.01]),
+    "onecycle": ({"pct_start": 0.25}, [None, LR / 25 / 1e4]),  # OneCycleLR's defaults: div 25, final div 1e4
+    "cosine": ({"warmup_epochs": 1}, [LR, 0.0]),
+}
+
+
+def test_schedule_table_covers_all():
+    assert set(SCHEDULE_CASES) == set(SCHEDULES)
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+def test_each_schedule_runs(tiny, name):
+    settings, expected_lr = SCHEDULE_CASES[name]
+    cfg = config(epochs=2, optimizer={"name": "sgd", "lr": LR}, schedule={"name": name, **settings})
+    history = train(cfg, tiny)
+    assert all(math.isfinite(r.train_loss) for r in history)
+    for result, lr in zip(history, expected_lr):
+        if lr is not None:
+            assert result.lr == pytest.approx(lr, rel=1e-6, abs=1e-12)
+    if name == "onecycle":
+        assert 0 < history[1].lr < history[0].lr < LR
+
+
+# (config besides the model, dotted key, a fragment of the reason)
+BAD_CONFIGS = [
+    ({"bogus": 1}, "bogus", "unknown key"),
+    ({"epoch": 3}, "epoch", "unknown key"),
+    ({"batch_size": "128"}, "batch_size", "expected an integer"),
+    ({"batch_size": 0}, "batch_size", "[1, 60000]"),
+    ({"batch_size": 60_001}, "batch_size", "[1, 60000]"),
+    ({"batch_size": 12.5}, "batch_size", "expected an integer"),
+    ({"epochs": 0}, "epochs", "[1, 1000]"),
+    ({"epochs": True}, "epochs", "expected an integer"),
+    ({"seed": -1}, "seed", ">= 0"),
+    ({"label_smoothing": 1.0}, "label_smoothing", "[0, 1)"),
+    ({"optimizer": "adam"}, "optimizer", "expected a mapping"),
+    ({"optimizer": {"name": "lion"}}, "optimizer.name", "unknown optimizer"),
+    ({"optimizer": {"name": "adam", "momentum": 0.9}}, "optimizer.momentum", "sgd/rmsprop only, not adam"),
+    ({"optimizer": {"name": "rmsprop", "nesterov": True}}, "optimizer.nesterov", "sgd only"),
+    ({"optimizer": {"name": "sgd", "betas": [0.9, 0.99]}}, "optimizer.betas", "only, not sgd"),
+    ({"optimizer": {"name": "sgd", "momentum": 0.0, "nesterov": True}}, "optimizer.nesterov", "momentum > 0"),
+    ({"optimizer": {"name": "sgd", "momentum": 1.0}}, "optimizer.momentum", "[0, 1)"),
+    ({"optimizer": {"name": "adam", "betas": [0.9]}}, "optimizer.betas", "2 values"),
+    ({"optimizer": {"name": "adam", "betas": [0.9, 1.0]}}, "optimizer.betas", "[0, 1)"),
+    ({"optimizer": {"name": "adam", "betas": [0.9, "x"]}}, "optimizer.betas.1", "expected a number"),
+    ({"optimizer": {"lr": 0}}, "optimizer.lr", "> 0"),
+    ({"optimizer": {"lr": "fast"}}, "optimizer.lr", "expected a number"),
+    ({"optimizer": {"weight_decay": -1}}, "optimizer.weight_decay", ">= 0"),
+    ({"schedule": {"name": "poly"}}, "schedule.name", "unknown schedule"),
+    ({"schedule": {"name": "step", "gamma": 0}}, "schedule.gamma", "(0, 1]"),
+    ({"schedule": {"name": "step", "step_size": 0}}, "schedule.step_size", ">= 1"),
+    ({"schedule": {"name": "onecycle", "pct_start": 1.0}}, "schedule.pct_start", "(0, 1)"),
+    ({"schedule": {"name": "cosine", "warmup_epochs": -1}}, "schedule.warmup_epochs", ">= 0"),
+    ({"augment": {"flip": True}}, "augment.flip", "unknown key"),
+    ({"augment": {"rotate": 200}}, "augment.rotate", "[0, 180]"),
+    ({"augment": {"translate": 1.0}}, "augment.translate", "[0, 1)"),
+    ({"augment": {"scale": -0.1}}, "augment.scale", "[0, 1)"),
+    ({"data": {"train_subset": 5}}, "data.train_subset", "[10, 60000]"),
+    ({"data": {"test_subset": 20_000}}, "data.test_subset", "[10, 10000]"),
+    ({"model": {"preset": "nope"}}, "model.preset", "unknown preset"),
+    ({"model": {"preset": "lenet5", "fc": [0]}}, "model.fc", ">= 1"),
+]
+
+
+@pytest.mark.parametrize(("data", "key", "reason"), BAD_CONFIGS, ids=[c[1] + f"-{i}" for i, c in enumerate(BAD_CONFIGS)])
+def test_bad_train_config(data, key, reason):
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"model": {"preset": "linear"}, **data})
+    assert caught.value.key == key
+    assert reason in caught.value.reason
+
+
+def test_config_errors_name_the_file():
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"model": {"preset": "linear"}, "batch_size": 0}, source="run.yaml")
+    assert str(caught.value).startswith("run.yaml: key 'batch_size': ")
+
+
+@pytest.mark.parametrize(("data", "key"), [(None, ""), ([1, 2], ""), ({"epochs": 3}, "model")])
+def test_config_needs_a_mapping_with_a_model(data, key):
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data)
+    assert caught.value.key == key
+
+
+def test_good_config_parses():
+    cfg = parse_config({"model": {"preset": "mnistnet2", "dropout": 0.1}, "epochs": 3, "batch_size": 32,
+                        "optimizer": {"name": "adam", "lr": 1, "betas": [0.8, 0.99]},
+                        "schedule": {"name": "onecycle"}, "augment": {"rotate": 7}, "seed": 5})
+    assert cfg.model.dropout == 0.1 and cfg.model.layers[-1] == "H"
+    assert cfg.optimizer.lr == 1.0 and isinstance(cfg.optimizer.lr, float)
+    assert cfg.optimizer.betas == (0.8, 0.99)
+    assert cfg.schedule.name == "onecycle" and cfg.augment.rotate == 7.0 and cfg.augment.enabled
+    assert parse_config(cfg.to_dict()) == cfg
