@@ -18,7 +18,8 @@ SCHEDULES = ("none", "step", "onecycle", "cosine")
 OPTIMIZER_ONLY = {
     "momentum": ("sgd", "rmsprop"),
     "nesterov": ("sgd",),
-    "betas": ("adam", "adamw", "nadam", "adabelief"),
+    "beta1": ("adam", "adamw", "nadam", "adabelief"),
+    "beta2": ("adam", "adamw", "nadam", "adabelief"),
 }
 
 
@@ -29,7 +30,8 @@ class Optimizer:
     weight_decay: float = 0.0  # L2 for sgd/adam/nadam/rmsprop; decoupled for adamw/adabelief
     momentum: Optional[float] = None  # sgd, rmsprop (default 0.9 for sgd, 0 for rmsprop)
     nesterov: Optional[bool] = None   # sgd
-    betas: Optional[tuple[float, float]] = None  # adam-like (default 0.9, 0.999)
+    beta1: Optional[float] = None     # adam-like (default 0.9)
+    beta2: Optional[float] = None     # adam-like (default 0.999)
 
     def __post_init__(self):
         require(self.name in OPTIMIZERS, "name", f"unknown optimizer {self.name!r}; choose from {', '.join(OPTIMIZERS)}")
@@ -42,8 +44,9 @@ class Optimizer:
             require(0 <= self.momentum < 1, "momentum", f"must be in [0, 1), got {self.momentum}")
         if self.nesterov:
             require((self.momentum if self.momentum is not None else 0.9) > 0, "nesterov", "needs momentum > 0")
-        if self.betas is not None:
-            require(all(0 <= b < 1 for b in self.betas), "betas", f"each must be in [0, 1), got {list(self.betas)}")
+        for key in ("beta1", "beta2"):
+            if getattr(self, key) is not None:
+                require(0 <= getattr(self, key) < 1, key, f"must be in [0, 1), got {getattr(self, key)}")
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,16 @@ def _drop_none(value):
     if isinstance(value, dict):
         return {k: _drop_none(v) for k, v in value.items() if v is not None}
     return value
+
+
+def drop_inapplicable(data: dict) -> dict:
+    """`data` without optimizer keys that the chosen optimizer does not take (a search that
+    switches from SGD to Adam leaves the base's momentum behind)."""
+    optimizer = data.get("optimizer")
+    if isinstance(optimizer, dict):
+        name = optimizer.get("name", Optimizer.name)
+        data["optimizer"] = {k: v for k, v in optimizer.items() if name in OPTIMIZER_ONLY.get(k, (name,))}
+    return data
 
 
 def parse_config(data: Any, source: str | None = None) -> TrainConfig:

@@ -86,3 +86,144 @@ def train_run(cfg, mnist, *, title: str) -> list:
                   f"(epoch {best_epoch.epoch}); {n_params:,} parameters; "
                   f"{statistics.mean(seconds):.2f} s/epoch on {mnist.device}")
     return history
+
+
+# ----------------------------------------------------------------- studies
+
+
+def _fmt_params(n) -> str:
+    return f"{n:,}" if isinstance(n, int) else "-"
+
+
+def trial_line(t) -> str:
+    """One line for a trial that just finished, as `hpo run` prints it off a terminal."""
+    from optuna.trial import TrialState  # noqa: PLC0415
+
+    n = t.user_attrs.get("n_params")
+    if t.state == TrialState.COMPLETE:
+        seconds = sum(t.user_attrs.get("epoch_seconds", []))
+        return (f"trial {t.number:>4} complete  {pct(t.value)}  {_fmt_params(n)} params  "
+                f"{len(t.intermediate_values)} epochs  {seconds:.1f}s")
+    if t.state == TrialState.PRUNED and t.user_attrs.get("rejected"):
+        return f"trial {t.number:>4} rejected  {_fmt_params(n)} params: over the parameter budget"
+    if t.state == TrialState.PRUNED:
+        last = max(t.intermediate_values) if t.intermediate_values else 0
+        value = t.intermediate_values.get(last)
+        return f"trial {t.number:>4} pruned    at epoch {last} ({pct(value)})  {_fmt_params(n)} params"
+    return f"trial {t.number:>4} failed    {t.user_attrs.get('fail_reason', 'no reason recorded')}"
+
+
+def best_trial(trials):
+    from optuna.trial import TrialState  # noqa: PLC0415
+
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    return max(complete, key=lambda t: t.value) if complete else None
+
+
+class RunDisplay:
+    """The live view of `hpo run`, drawn from the storage alone (so it sees every machine's workers)."""
+
+    def __init__(self, spec, target: int, where: str, workers: int, *, live: bool):
+        self.spec, self.target, self.where, self.workers = spec, target, where, workers
+        self.live = None
+        self.seen: set[int] = set()
+        self.started = None
+        if live:
+            from rich.live import Live  # noqa: PLC0415
+
+            self.live = Live(console=console, refresh_per_second=4, transient=False)
+
+    def __enter__(self):
+        import time  # noqa: PLC0415
+
+        self.started = time.monotonic()
+        console.print(f"[bold]{self.spec.name}[/] from {self.spec.source} in {self.where}: "
+                      f"{self.target} finished trials, {self.workers} worker(s)")
+        if self.live:
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.live:
+            self.live.__exit__(*exc)
+
+    def update(self, trials) -> None:
+        from optuna.trial import TrialState  # noqa: PLC0415
+
+        if self.live:
+            self.live.update(self.panel(trials))
+            return
+        for t in trials:
+            if t.number not in self.seen and t.state not in (TrialState.RUNNING, TrialState.WAITING):
+                self.seen.add(t.number)
+                console.print(trial_line(t))
+
+    def panel(self, trials):
+        from rich.console import Group  # noqa: PLC0415
+        from optuna.trial import TrialState  # noqa: PLC0415
+
+        from hpo.runner import count  # noqa: PLC0415
+
+        c = count(trials)
+        best = best_trial(trials)
+        head = (f"finished [bold]{c.finished}/{self.target}[/]  running {c.running}  pruned {c.pruned}  "
+                f"rejected {c.rejected}  failed {c.failed}")
+        best_line = (f"best so far: [bold green]{pct(best.value)}[/] (trial {best.number}, "
+                     f"{_fmt_params(best.user_attrs.get('n_params'))} params)" if best else "best so far: -")
+        table = Table(box=None, show_header=True, header_style="dim")
+        for col in ("running trial", "epoch", "last test acc.", "params"):
+            table.add_column(col)
+        for t in trials:
+            if t.state == TrialState.RUNNING:
+                epochs = t.user_attrs.get("config", {}).get("epochs", "?")
+                last = max(t.intermediate_values) if t.intermediate_values else 0
+                table.add_row(str(t.number), f"{last}/{epochs}", pct(t.intermediate_values.get(last)),
+                              _fmt_params(t.user_attrs.get("n_params")))
+        recent = [trial_line(t) for t in sorted(trials, key=lambda t: t.number)
+                  if t.state not in (TrialState.RUNNING, TrialState.WAITING)][-5:]
+        return Group(head, best_line, table, *recent)
+
+    def summary(self, trials, top: int = 5) -> None:
+        console.print(top_table(trials, top, title=f"top {top} of {self.spec.name}"))
+        best = best_trial(trials)
+        if best:
+            console.print(f"export the best configs with: hpo export --study {self.spec.name} --top 3 -o best.yaml")
+
+
+def top_table(trials, top: int, *, title: str) -> Table:
+    from optuna.trial import TrialState  # noqa: PLC0415
+
+    complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: -t.value)[:top]
+    table = Table(title=title, title_justify="left")
+    for col, just in (("trial", "right"), ("test acc.", "right"), ("best epoch", "right"), ("params", "right"),
+                      ("s/epoch", "right"), ("config", "left")):
+        table.add_column(col, justify=just)
+    for t in complete:
+        seconds = t.user_attrs.get("epoch_seconds") or [0]
+        changed = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
+        base = " (base)" if t.user_attrs.get("base") else ""
+        table.add_row(f"{t.number}{base}", pct(t.value), str(t.user_attrs.get("best_epoch", "-")),
+                      _fmt_params(t.user_attrs.get("n_params")), f"{sum(seconds) / len(seconds):.2f}", changed)
+    return table
+
+
+def studies_table(storage) -> Table:
+    import optuna  # noqa: PLC0415
+
+    from hpo.runner import count  # noqa: PLC0415
+
+    table = Table(title="studies", title_justify="left")
+    for col, just in (("study", "left"), ("finished", "right"), ("complete", "right"), ("pruned", "right"),
+                      ("rejected", "right"), ("failed", "right"), ("running", "right"), ("best", "right"),
+                      ("best params", "right"), ("best trial", "right")):
+        table.add_column(col, justify=just)
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        study_id = storage.get_study_id_from_name(summary.study_name)
+        trials = storage.get_all_trials(study_id, deepcopy=False)
+        c = count(trials)
+        best = best_trial(trials)
+        table.add_row(summary.study_name, str(c.finished), str(c.complete), str(c.pruned), str(c.rejected),
+                      str(c.failed), str(c.running), pct(best.value) if best else "-",
+                      _fmt_params(best.user_attrs.get("n_params")) if best else "-",
+                      str(best.number) if best else "-")
+    return table

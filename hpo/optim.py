@@ -10,7 +10,7 @@ from hpo.config import Optimizer, Schedule
 
 
 def make_optimizer(cfg: Optimizer, params) -> torch.optim.Optimizer:
-    betas = tuple(cfg.betas) if cfg.betas else (0.9, 0.999)
+    betas = (0.9 if cfg.beta1 is None else cfg.beta1, 0.999 if cfg.beta2 is None else cfg.beta2)
     common = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
     if cfg.name == "sgd":
         momentum = 0.9 if cfg.momentum is None else cfg.momentum

@@ -35,6 +35,8 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
         if value is None and type(None) in args:
             return None
         options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # Optional[X]: X's own error, with its own (possibly deeper) key
+            return coerce(value, options[0], key)
         errors = []
         for option in options:
             try:

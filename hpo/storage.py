@@ -1,0 +1,174 @@
+"""Where studies live: Optuna's RDB storage on an SQLAlchemy URL, with heartbeats and a lock.
+
+The URL comes from `--storage`, else `HPO_STORAGE`, else `sqlite:///hpo.db` in the working
+directory. Passwords are masked in everything hpo prints.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import sqlite3
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import optuna
+import sqlalchemy
+from sqlalchemy.engine import URL, make_url
+
+from hpo.errors import UserError
+
+DEFAULT_URL = "sqlite:///hpo.db"
+HEARTBEAT_SECONDS = 30   # a running trial writes a heartbeat this often...
+GRACE_SECONDS = 120      # ...and is failed (then retried) when none came for this long
+MAX_RETRY = 3            # how many times a trial whose worker died is run again
+
+
+def resolve_url(url: str | None) -> str:
+    return url or os.environ.get("HPO_STORAGE") or DEFAULT_URL
+
+
+def parse_url(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except Exception:  # sqlalchemy raises ArgumentError with the whole URL in the message
+        raise UserError(f"storage URL {mask(url)!r} is not a database URL; use e.g. sqlite:///hpo.db or "
+                        "postgresql+psycopg://USER@HOST/DB") from None
+    if parsed.get_backend_name() not in ("sqlite", "postgresql", "mysql"):
+        raise UserError(f"storage {mask(url)}: unsupported database {parsed.get_backend_name()!r}; "
+                        "use sqlite:///FILE or postgresql+psycopg://USER@HOST/DB")
+    return parsed
+
+
+def mask(url: str) -> str:
+    """The URL with any password replaced by ***."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparsable storage URL>"
+
+
+def _engine_kwargs(parsed: URL) -> dict:
+    if parsed.get_backend_name() == "sqlite":
+        # wait for the write lock instead of failing with "database is locked"
+        return {"connect_args": {"timeout": 60}}
+    return {"pool_pre_ping": True, "pool_size": 2, "max_overflow": 2}
+
+
+def _prepare_sqlite(parsed: URL) -> None:
+    """Write-ahead logging lets readers (the dashboard, `hpo studies`) run beside writers."""
+    path = parsed.database
+    if not path or path == ":memory:":
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path, timeout=60) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+
+
+def _connect_error(url: str, error: Exception) -> UserError:
+    text = str(getattr(error, "orig", None) or error).strip().splitlines()
+    reason = text[0] if text else type(error).__name__
+    for line in text:  # psycopg puts the useful part on a later line
+        if "FATAL" in line or "failed" in line.lower():
+            reason = line.strip()
+            break
+    return UserError(f"cannot open storage {mask(url)}: {reason}; check the URL, the server and the credentials")
+
+
+def create_database_if_missing(url: str) -> bool:
+    """For PostgreSQL: create the URL's database when the server has none by that name."""
+    parsed = parse_url(url)
+    if parsed.get_backend_name() != "postgresql" or not parsed.database:
+        return False
+    admin = sqlalchemy.create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            exists = conn.execute(sqlalchemy.text("SELECT 1 FROM pg_database WHERE datname = :n"),
+                                  {"n": parsed.database}).scalar()
+            if exists:
+                return False
+            quoted = conn.dialect.identifier_preparer.quote(parsed.database)
+            try:
+                conn.execute(sqlalchemy.text(f"CREATE DATABASE {quoted}"))
+            except sqlalchemy.exc.ProgrammingError:  # another worker created it first
+                return False
+            return True
+    except sqlalchemy.exc.OperationalError as error:
+        raise _connect_error(url, error) from None
+    finally:
+        admin.dispose()
+
+
+def open_storage(url: str | None = None, *, heartbeat: int | None = HEARTBEAT_SECONDS,
+                 grace: int | None = GRACE_SECONDS, max_retry: int = MAX_RETRY) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage for `url`; with `heartbeat`, trials of dead workers fail and retry."""
+    url = resolve_url(url)
+    parsed = parse_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        try:
+            _prepare_sqlite(parsed)
+        except sqlite3.Error as error:
+            raise UserError(f"cannot open storage {mask(url)}: {error}") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            kwargs = {}
+            if heartbeat:
+                kwargs = {"heartbeat_interval": heartbeat, "grace_period": grace or 4 * heartbeat,
+                          "heartbeat_stale_trial_callback": _retry_callback(max_retry)}
+            return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(parsed), **kwargs)
+    except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as error:
+        raise _connect_error(url, error) from None
+
+
+def _retry_callback(max_retry: int):
+    """Optuna's re-enqueue of a stale trial (renamed in Optuna 4.9; the old name still works before)."""
+    cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
+    return cls(max_retry=max_retry)
+
+
+@contextmanager
+def exclusive(url: str, name: str):
+    """A lock shared by every worker of study `name`, on every machine that uses `url`.
+
+    PostgreSQL: a session advisory lock. SQLite: an flock on a file beside the database
+    (SQLite is one machine's storage anyway). Yields a `release()` that may be called early.
+    """
+    parsed = parse_url(url)
+    key = int.from_bytes(hashlib.sha256(f"hpo:{name}".encode()).digest()[:8], "big", signed=True)
+    if parsed.get_backend_name() == "postgresql":
+        engine = sqlalchemy.create_engine(parsed, poolclass=sqlalchemy.pool.NullPool)
+        conn = engine.connect()
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        conn.commit()
+        held = [True]
+
+        def release():
+            if held[0]:
+                held[0] = False
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
+        try:
+            yield release
+        finally:
+            release()
+            conn.close()
+            engine.dispose()
+    elif parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        lock_path = Path(f"{parsed.database}.lock")
+        with open(lock_path, "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            held = [True]
+
+            def release():
+                if held[0]:
+                    held[0] = False
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+            try:
+                yield release
+            finally:
+                release()
+    else:  # MySQL and in-memory SQLite: one process only, nothing to coordinate
+        yield lambda: None
