@@ -59,9 +59,11 @@ def make_objective(spec: StudySpec, data: MNIST, *, on_start: Callable[[optuna.T
         n_params = models.spec_params(cfg.model)
         trial.set_user_attr("n_params", n_params)
         trial.set_user_attr("config", cfg.to_dict())
+        if spec.budget.max_params:
+            # > 0 makes the trial infeasible: TPE learns where the budget ends
+            trial.set_constraint("params_over_budget", n_params - spec.budget.max_params)
         if spec.budget.max_params and n_params > spec.budget.max_params:
             trial.set_user_attr(REJECTED, "over_budget")
-            trial.set_user_attr("params_over_budget", n_params - spec.budget.max_params)
             raise optuna.TrialPruned(f"{n_params:,} parameters, over the budget of {spec.budget.max_params:,}")
         trial.set_user_attr("device", str(data.device) if data.device.type == "cpu"
                             else torch.cuda.get_device_name(data.device))

@@ -135,6 +135,9 @@ SAMPLERS = {
 }
 
 
+INTERNAL_OPTIONS = ("wrapped_pruner", "constraints_func")  # hpo sets these itself
+
+
 @dataclass(frozen=True)
 class Component:
     """A pruner or sampler by name with keyword options for its Optuna class."""
@@ -163,8 +166,8 @@ def parse_component(raw: Any, table: dict, where: str, default: str) -> Componen
                                   f"{where}.wrapped", "median")
     accepted = inspect.signature(table[name]).parameters
     for key in raw:
-        require(key in accepted and key not in ("wrapped_pruner", "constraints_func"), f"{where}.{key}",
-                f"not an option of {name}; its options: {', '.join(k for k in accepted if k not in ('wrapped_pruner', 'constraints_func')) or 'none'}")
+        options = [k for k in accepted if k not in INTERNAL_OPTIONS]
+        require(key in options, f"{where}.{key}", f"not an option of {name}; its options: {', '.join(options) or 'none'}")
     return Component(name, tuple(raw.items()), wrapped)
 
 
@@ -195,16 +198,21 @@ class StudySpec:
         return PRUNERS[component.name](**kwargs)
 
     def make_sampler(self) -> optuna.samplers.BaseSampler:
-        kwargs = self.sampler.kwargs()
-        if self.sampler.name == "tpe" and self.budget.max_params:
-            # over-budget trials count as infeasible, so TPE learns where the budget ends
-            kwargs.setdefault("constraints_func", over_budget_constraint)
-        return SAMPLERS[self.sampler.name](**kwargs)
+        from hpo.sampler import BudgetSampler  # noqa: PLC0415
 
+        sampler = SAMPLERS[self.sampler.name](**self.sampler.kwargs())
+        return BudgetSampler(sampler, self.fits_budget) if self.budget.max_params else sampler
 
-def over_budget_constraint(trial: optuna.trial.FrozenTrial) -> tuple[float]:
-    """<= 0 when the trial's model fits the budget (Optuna's constraint convention)."""
-    return (float(trial.user_attrs.get("params_over_budget", 0)),)
+    def fits_budget(self, params: dict) -> bool:
+        """Whether the base model with these sampled values stays within budget.max_params."""
+        cfg = copy.deepcopy(self.base)
+        for key, value in params.items():
+            if key.startswith("model."):
+                set_path(cfg, key, value)
+        try:
+            return models.spec_params(models.parse_model(cfg["model"])) <= self.budget.max_params
+        except ConfigError:
+            return False
 
 
 STUDY_KEYS = ("name", "base", "search", "budget", "pruner", "sampler")

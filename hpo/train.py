@@ -30,7 +30,7 @@ class EpochResult:
     train_loss: float
     test_accuracy: float  # fraction in [0, 1]
     seconds: float
-    lr: float             # learning rate at the end of the epoch
+    lr: float             # learning rate of the epoch's last step
 
 
 def train(cfg: TrainConfig, data: MNIST, *, report: Optional[Callable[[int, float], None]] = None,
@@ -69,6 +69,7 @@ def train(cfg: TrainConfig, data: MNIST, *, report: Optional[Callable[[int, floa
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            lr = optimizer.param_groups[0]["lr"]  # the rate this step used, before the schedule moves it
             schedule.step()
             loss_sum += loss.detach() * idx.numel()
             if on_step:
@@ -80,8 +81,7 @@ def train(cfg: TrainConfig, data: MNIST, *, report: Optional[Callable[[int, floa
         accuracy = evaluate(model, data.test_x, data.test_y)
         if cuda:
             torch.cuda.synchronize(device)
-        history.append(EpochResult(epoch, train_loss, accuracy, time.perf_counter() - started,
-                                   optimizer.param_groups[0]["lr"]))
+        history.append(EpochResult(epoch, train_loss, accuracy, time.perf_counter() - started, lr))
         if on_epoch:
             on_epoch(history[-1])
         if report:

@@ -34,3 +34,54 @@ def mnist(mnist_dir) -> hpo.data.MNIST:
 def small(mnist) -> hpo.data.MNIST:
     """A fixed, class-stratified 2,000 / 500 subset: enough for a training run to learn."""
     return mnist.subset(2000, 500)
+
+
+# ---------------------------------------------------------------- storages
+
+POSTGRES_SERVER = os.environ.get("HPO_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The PostgreSQL server's URL without a database; CI must have it, elsewhere it may skip."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(f"{POSTGRES_SERVER}/postgres")
+    try:
+        with engine.connect():
+            pass
+    except sqlalchemy.exc.OperationalError as error:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL at {POSTGRES_SERVER} is required in CI: {error}")
+        pytest.skip(f"no PostgreSQL at {POSTGRES_SERVER}")
+    finally:
+        engine.dispose()
+    return POSTGRES_SERVER
+
+
+@pytest.fixture
+def postgres_url(postgres_server, request):
+    """A new, empty database for one test, dropped afterwards."""
+    import uuid
+
+    import sqlalchemy
+
+    name = f"hpo_test_{uuid.uuid4().hex[:12]}"
+    admin = sqlalchemy.create_engine(f"{postgres_server}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    yield f"{postgres_server}/{name}"
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+STORAGE_MODES = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(params=STORAGE_MODES)
+def storage_url(request, tmp_path):
+    """Each service test runs once on an SQLite file and once on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'studies.db'}"
+    return request.getfixturevalue("postgres_url")

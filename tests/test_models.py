@@ -45,6 +45,40 @@ def test_forward_gives_ten_logits_per_image(preset):
     assert torch.isfinite(out).all()
 
 
+def layer_names(preset: str) -> list[str]:
+    return [type(m).__name__ for m in models.build(models.parse_model({"preset": preset}))]
+
+
+def test_classic_layer_order():
+    # the PyTorch example: relu(max_pool(conv1)), relu(max_pool(conv2_drop(conv2))), relu(fc1), dropout, fc2
+    assert layer_names("classic") == [
+        "Conv2d", "MaxPool2d", "ReLU", "Conv2d", "Dropout2d", "MaxPool2d", "ReLU",
+        "Flatten", "Linear", "ReLU", "Dropout", "Linear",
+    ]
+
+
+def test_cnn_has_no_conv_activation():
+    assert layer_names("cnn") == [
+        "Conv2d", "MaxPool2d", "Conv2d", "MaxPool2d", "Flatten", "Linear", "ReLU", "Dropout", "Linear",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("preset", "first_block"),
+    [
+        ("mnistnet1", ["Conv2d", "ReLU", "Conv2d"]),                # no batchnorm, no dropout
+        ("mnistnet2", ["Conv2d", "ReLU", "BatchNorm2d", "Dropout"]),  # conv-ReLU-BN
+        ("mnistnet3", ["Conv2d", "BatchNorm2d", "ReLU", "Dropout"]),  # bn_first: conv-BN-ReLU
+    ],
+)
+def test_convnet_block_order(preset, first_block):
+    names = layer_names(preset)
+    assert names[: len(first_block)] == first_block
+    assert names[-2:] == ["Conv2d", "Flatten"]  # the head
+    if preset == "mnistnet1":
+        assert "BatchNorm2d" not in names and "Dropout" not in names
+
+
 def test_overrides_change_the_count():
     # lenet5 with a 100-unit first hidden layer: 44,426 - (256*120+120 + 120*84) + (256*100+100 + 100*84)
     spec = models.parse_model({"preset": "lenet5", "fc": [100, 84]})

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Optional
 
 import pytest
 
 import hpo.train
+from hpo import schema
 from hpo.config import OPTIMIZERS, SCHEDULES, TrainConfig, parse_config
 from hpo.errors import ConfigError
 from hpo.train import Diverged, train
@@ -75,9 +78,9 @@ def test_exception_in_report_stops_training(tiny, monkeypatch):
 def test_huge_learning_rate_diverges(tiny, preset):
     reports = []
     cfg = config(model={"preset": preset}, epochs=3, optimizer={"name": "sgd", "lr": 1e6})
-    with pytest.raises(Diverged, match="in epoch 1"):
+    with pytest.raises(Diverged, match="training loss is (nan|inf|-inf) in epoch"):
         train(cfg, tiny, report=lambda *a: reports.append(a))
-    assert reports == []
+    assert len(reports) < 3  # it stopped at the epoch whose loss was not finite
     # the same run at a sane learning rate is fine
     history = train(cfg.with_overrides(optimizer=parse_config({"model": {"preset": "linear"}}).optimizer), tiny)
     assert all(math.isfinite(r.train_loss) for r in history)
@@ -109,8 +112,9 @@ LR = 0.01
 # schedule settings and the learning rate expected after each of two epochs
 SCHEDULE_CASES = {
     "none": ({}, [LR, LR]),
-    "step": ({"step_size": 1, "gamma": 0.1}, [LR * 0.1, LR * 0.01]),
-    "onecycle": ({"pct_start": 0.25}, [None, LR / 25 / 1e4]),  # OneCycleLR's defaults: div 25, final div 1e4
+    "step": ({"step_size": 2, "gamma": 0.5}, [LR, LR * 0.5]),  # the lr the next step would use
+    # 8 steps, warm-up over the first 2: halfway down the cosine after epoch 1
+    "onecycle": ({"pct_start": 0.25}, [(LR + LR / 25 / 1e4) / 2, None]),
     "cosine": ({"warmup_epochs": 1}, [LR, 0.0]),
 }
 
@@ -128,8 +132,6 @@ def test_each_schedule_runs(tiny, name):
     for result, lr in zip(history, expected_lr):
         if lr is not None:
             assert result.lr == pytest.approx(lr, rel=1e-6, abs=1e-12)
-    if name == "onecycle":
-        assert 0 < history[1].lr < history[0].lr < LR
 
 
 # (config besides the model, dotted key, a fragment of the reason)
@@ -148,12 +150,14 @@ BAD_CONFIGS = [
     ({"optimizer": {"name": "lion"}}, "optimizer.name", "unknown optimizer"),
     ({"optimizer": {"name": "adam", "momentum": 0.9}}, "optimizer.momentum", "sgd/rmsprop only, not adam"),
     ({"optimizer": {"name": "rmsprop", "nesterov": True}}, "optimizer.nesterov", "sgd only"),
-    ({"optimizer": {"name": "sgd", "betas": [0.9, 0.99]}}, "optimizer.betas", "only, not sgd"),
+    ({"optimizer": {"name": "sgd", "beta1": 0.9}}, "optimizer.beta1", "only, not sgd"),
+    ({"optimizer": {"name": "rmsprop", "beta2": 0.99}}, "optimizer.beta2", "only, not rmsprop"),
     ({"optimizer": {"name": "sgd", "momentum": 0.0, "nesterov": True}}, "optimizer.nesterov", "momentum > 0"),
     ({"optimizer": {"name": "sgd", "momentum": 1.0}}, "optimizer.momentum", "[0, 1)"),
-    ({"optimizer": {"name": "adam", "betas": [0.9]}}, "optimizer.betas", "2 values"),
-    ({"optimizer": {"name": "adam", "betas": [0.9, 1.0]}}, "optimizer.betas", "[0, 1)"),
-    ({"optimizer": {"name": "adam", "betas": [0.9, "x"]}}, "optimizer.betas.1", "expected a number"),
+    ({"optimizer": {"name": "adam", "betas": [0.9, 0.99]}}, "optimizer.betas", "unknown key"),
+    ({"optimizer": {"name": "adam", "beta2": 1.0}}, "optimizer.beta2", "[0, 1)"),
+    ({"optimizer": {"name": "adamw", "beta1": -0.1}}, "optimizer.beta1", "[0, 1)"),
+    ({"optimizer": {"name": "adam", "beta1": "x"}}, "optimizer.beta1", "expected a number"),
     ({"optimizer": {"lr": 0}}, "optimizer.lr", "> 0"),
     ({"optimizer": {"lr": "fast"}}, "optimizer.lr", "expected a number"),
     ({"optimizer": {"weight_decay": -1}}, "optimizer.weight_decay", ">= 0"),
@@ -181,6 +185,19 @@ def test_bad_train_config(data, key, reason):
     assert reason in caught.value.reason
 
 
+@dataclass(frozen=True)
+class Pair:
+    pair: Optional[tuple[int, int]] = None
+
+
+def test_optional_container_errors_keep_the_inner_key():
+    with pytest.raises(ConfigError) as caught:
+        schema.parse(Pair, {"pair": [1, "x"]}, "section")
+    assert caught.value.key == "section.pair.1"
+    assert schema.parse(Pair, {"pair": [1, 2]}).pair == (1, 2)
+    assert schema.parse(Pair, {"pair": None}).pair is None
+
+
 def test_config_errors_name_the_file():
     with pytest.raises(ConfigError) as caught:
         parse_config({"model": {"preset": "linear"}, "batch_size": 0}, source="run.yaml")
@@ -196,10 +213,10 @@ def test_config_needs_a_mapping_with_a_model(data, key):
 
 def test_good_config_parses():
     cfg = parse_config({"model": {"preset": "mnistnet2", "dropout": 0.1}, "epochs": 3, "batch_size": 32,
-                        "optimizer": {"name": "adam", "lr": 1, "betas": [0.8, 0.99]},
+                        "optimizer": {"name": "adam", "lr": 1, "beta1": 0.8, "beta2": 0.99},
                         "schedule": {"name": "onecycle"}, "augment": {"rotate": 7}, "seed": 5})
     assert cfg.model.dropout == 0.1 and cfg.model.layers[-1] == "H"
     assert cfg.optimizer.lr == 1.0 and isinstance(cfg.optimizer.lr, float)
-    assert cfg.optimizer.betas == (0.8, 0.99)
+    assert (cfg.optimizer.beta1, cfg.optimizer.beta2) == (0.8, 0.99)
     assert cfg.schedule.name == "onecycle" and cfg.augment.rotate == 7.0 and cfg.augment.enabled
     assert parse_config(cfg.to_dict()) == cfg

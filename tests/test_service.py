@@ -1,0 +1,193 @@
+"""The search service through the real CLI, on SQLite and on the real PostgreSQL server.
+
+Each test runs `python -m hpo ...` in a subprocess against a tiny study (a 300-image
+subset, 3 epochs, a 2-conv net), so a trial takes a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from hpo.runner import count
+
+TINY = {
+    "name": "tiny",
+    "base": {
+        "model": {"family": "convnet", "layers": [4, "M", 8, "GAP", "H"], "batchnorm": False},
+        "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
+        "batch_size": 64,
+        "epochs": 3,
+        "data": {"train_subset": 300, "test_subset": 200},
+    },
+    "search": {
+        "optimizer.lr": {"float": [0.0005, 0.5], "log": True},
+        "model.layers.0": {"int": [2, 32]},
+        "model.layers.2": {"int": [2, 64]},
+    },
+    "budget": {"max_params": 3000, "epochs": 3},
+    "pruner": {"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
+    "sampler": {"name": "random", "seed": 0},
+}
+
+
+def hpo(*args: str, cwd: Path, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "hpo", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=cli_env())
+    if check and done.returncode != 0:
+        raise AssertionError(f"hpo {' '.join(args)} exited {done.returncode}\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def cli_env() -> dict:
+    import os  # noqa: PLC0415
+
+    return {**os.environ, "HPO_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture
+def study_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY, sort_keys=False))
+    return path
+
+
+def trials_of(url: str, name: str = "tiny") -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+
+
+def run(study_file: Path, url: str, trials: int, *extra: str, check: bool = True):
+    return hpo("run", "--study", str(study_file), "--trials", str(trials), "--storage", url, "--device", "cpu",
+               "--quiet", *extra, cwd=study_file.parent, check=check)
+
+
+# ----------------------------------------------------------------- on each storage
+
+
+def test_run_prunes_rejects_and_counts_exactly(study_file, storage_url):
+    run(study_file, storage_url, 8)
+    trials = trials_of(storage_url)
+    c = count(trials)
+    assert c.finished == 8 and c.running == 0 and c.failed == 0
+    assert c.pruned >= 1, "the median pruner stopped no trial"
+    assert c.rejected >= 1, "no sampled model went over the 3,000-parameter budget"
+    for t in trials:
+        if t.user_attrs.get("rejected"):
+            assert t.state == TrialState.PRUNED
+            assert t.user_attrs["rejected"] == "over_budget" and t.user_attrs["n_params"] > 3000
+            assert t.intermediate_values == {}, "an over-budget trial trained"
+            assert "epoch_seconds" not in t.user_attrs
+        elif t.state == TrialState.COMPLETE:
+            assert sorted(t.intermediate_values) == [1, 2, 3]
+            assert t.value == t.intermediate_values[3]
+            assert t.user_attrs["n_params"] <= 3000
+            assert len(t.user_attrs["epoch_seconds"]) == 3 and t.user_attrs["device"] == "cpu"
+            assert t.user_attrs["config"]["epochs"] == 3 and "torch" in t.user_attrs["versions"]
+    base = trials[0]
+    assert base.user_attrs.get("base") is True
+    assert base.params == {"optimizer.lr": 0.05, "model.layers.0": 4, "model.layers.2": 8}
+
+
+def test_rerun_continues_to_n_and_never_past_it(study_file, storage_url):
+    run(study_file, storage_url, 4)
+    before = len(trials_of(storage_url))
+    again = run(study_file, storage_url, 4)
+    assert "nothing to run" in again.stdout
+    assert len(trials_of(storage_url)) == before
+    run(study_file, storage_url, 6)
+    assert count(trials_of(storage_url)).finished == 6
+
+
+def test_two_concurrent_runs_stop_at_n(study_file, storage_url):
+    run(study_file, storage_url, 1)  # create the study first, as a user's first run would
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(run(study_file, storage_url, 7, check=False)))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
+    trials = trials_of(storage_url)
+    assert count(trials).finished == 7
+    assert len({t.number for t in trials}) == len(trials)
+
+
+def test_a_different_study_file_under_the_same_name_is_refused(study_file, storage_url):
+    run(study_file, storage_url, 1)
+    changed = dict(TINY, search={**TINY["search"], "optimizer.lr": {"float": [0.001, 0.4], "log": True}})
+    study_file.write_text(yaml.safe_dump(changed, sort_keys=False))
+    done = run(study_file, storage_url, 3, check=False)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "created from a different study file" in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
+    assert count(trials_of(storage_url)).finished == 1
+
+
+# ----------------------------------------------------------------- PostgreSQL only
+
+
+@pytest.mark.postgres
+def test_three_workers_on_postgres_give_exactly_n(study_file, postgres_url):
+    run(study_file, postgres_url, 9, "--workers", "3")
+    trials = trials_of(postgres_url)
+    assert count(trials).finished == 9
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers))
+    assert all(t.state != TrialState.RUNNING for t in trials)
+
+
+def test_password_never_printed(study_file):
+    done = hpo("studies", "--storage", "postgresql+psycopg://postgres:s3cret-pw@127.0.0.1:1/nowhere",
+               cwd=study_file.parent, check=False)
+    assert done.returncode == 2
+    assert "s3cret-pw" not in done.stdout + done.stderr
+    assert "***" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+# ----------------------------------------------------------------- export, train, optuna's own CLI
+
+
+def test_export_retrains_to_the_same_accuracy(study_file, tmp_path):
+    url = f"sqlite:///{tmp_path / 'export.db'}"
+    run(study_file, url, 4)
+    hpo("export", "--study", "tiny", "--top", "2", "-o", "best.yaml", "--storage", url, cwd=tmp_path)
+    exported = yaml.safe_load((tmp_path / "best.yaml").read_text())
+    first = exported["trials"][0]
+    complete = [t for t in trials_of(url) if t.state == TrialState.COMPLETE]
+    best = max(complete, key=lambda t: t.value)
+    assert exported["study"] == "tiny" and first["trial"] == best.number and first["value"] == best.value
+    assert first["n_params"] == best.user_attrs["n_params"] and len(first["test_accuracy_per_epoch"]) == 3
+    assert len(exported["trials"]) == min(2, len(complete))
+    trained = hpo("train", "--config", "best.yaml", "--device", "cpu", cwd=tmp_path)
+    final = float(re.search(r"final test accuracy ([\d.]+)%", trained.stdout).group(1)) / 100
+    assert abs(final - best.value) <= 0.01, (final, best.value)
+
+
+def test_export_of_a_study_without_complete_trials_is_a_clear_error(tmp_path):
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    optuna.create_study(study_name="empty", storage=url)
+    done = hpo("export", "--study", "empty", "--storage", url, cwd=tmp_path, check=False)
+    assert done.returncode == 2 and "no complete trial" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_studies_and_the_optuna_cli_read_our_storage(study_file, tmp_path):
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    run(study_file, url, 3)
+    listed = hpo("studies", "--storage", url, cwd=tmp_path)
+    assert re.search(r"tiny\s*│\s*3\s*│", listed.stdout), listed.stdout
+    optuna_cli = Path(sys.executable).with_name("optuna")
+    done = subprocess.run([str(optuna_cli), "studies", "--storage", url], capture_output=True, text=True, check=True)
+    assert "tiny" in done.stdout
+    best = subprocess.run([str(optuna_cli), "best-trial", "--study-name", "tiny", "--storage", url, "-f", "yaml"],
+                          capture_output=True, text=True, check=True)
+    assert "n_params" in best.stdout
