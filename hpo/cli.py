@@ -88,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     device(p)
     data_dir(p)
     p.add_argument("--quiet", action="store_true", help="no live display; a line per finished trial")
+    p.add_argument("--heartbeat", type=positive_int, default=30, metavar="SECONDS",
+                   help="how often a running trial signals it is alive (default: 30)")
+    p.add_argument("--grace", type=positive_int, default=120, metavar="SECONDS",
+                   help="a trial silent this long is failed and retried from its checkpoint (default: 120)")
+    p.add_argument("--checkpoint-dir", type=Path, default=Path("checkpoints"), metavar="DIR",
+                   help="per-epoch trial checkpoints, one folder per study (default: ./checkpoints)")
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("studies", help="list the studies in a storage")
@@ -140,8 +146,11 @@ def cmd_train(args) -> int:
 def cmd_run(args) -> int:
     from hpo.runner import run  # noqa: PLC0415
 
+    if args.grace <= args.heartbeat:
+        raise UserError(f"--grace {args.grace} must be longer than --heartbeat {args.heartbeat}")
     return run(study=args.study, trials=args.trials, workers=args.workers, timeout=args.timeout,
-               storage=args.storage, device=args.device, data_dir=args.data_dir, quiet=args.quiet)
+               storage=args.storage, device=args.device, data_dir=args.data_dir, quiet=args.quiet,
+               heartbeat=args.heartbeat, grace=args.grace, checkpoint_dir=args.checkpoint_dir)
 
 
 def cmd_studies(args) -> int:

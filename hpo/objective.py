@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import platform
 import time
+import warnings
 from dataclasses import replace
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Optional
 
 import optuna
 import torch
@@ -43,8 +45,19 @@ def fail_reason(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def make_objective(spec: StudySpec, data: MNIST, *, on_start: Callable[[optuna.Trial], None] = lambda t: None):
-    """An Optuna objective training on `data`; `on_start(trial)` runs first (the runner's claim)."""
+def checkpoint_path(folder: Path, study: str, trial: optuna.Trial) -> Path:
+    """One file per trial, shared by its retries (they carry the first attempt's number)."""
+    first = trial.system_attrs.get("failed_trial", trial.number)
+    return folder / study / f"trial-{first}.pt"
+
+
+def make_objective(spec: StudySpec, data: MNIST, *, on_start: Callable[[optuna.Trial], None] = lambda t: None,
+                   checkpoint_dir: Optional[Path] = None):
+    """An Optuna objective training on `data`; `on_start(trial)` runs first (the runner's claim).
+
+    With `checkpoint_dir`, each epoch is checkpointed, and a trial retried after its worker
+    died resumes from its last finished epoch. The file goes when the trial ends here.
+    """
 
     def objective(trial: optuna.Trial) -> float:
         on_start(trial)
@@ -59,8 +72,8 @@ def make_objective(spec: StudySpec, data: MNIST, *, on_start: Callable[[optuna.T
         n_params = models.spec_params(cfg.model)
         trial.set_user_attr("n_params", n_params)
         trial.set_user_attr("config", cfg.to_dict())
-        if spec.budget.max_params:
-            # > 0 makes the trial infeasible: TPE learns where the budget ends
+        if spec.budget.max_params and not any(k.startswith("constraints") for k in trial.system_attrs):
+            # > 0 makes the trial infeasible: TPE learns where the budget ends (a retry inherits it)
             trial.set_constraint("params_over_budget", n_params - spec.budget.max_params)
         if spec.budget.max_params and n_params > spec.budget.max_params:
             trial.set_user_attr(REJECTED, "over_budget")
@@ -71,10 +84,15 @@ def make_objective(spec: StudySpec, data: MNIST, *, on_start: Callable[[optuna.T
 
         # --- train, reporting every epoch so the pruner can stop a poor trial early
         started = time.monotonic()
-        seconds, losses = [], []
+        seconds, losses, restored = [], [], []
 
         def report(epoch: int, accuracy: float) -> None:
-            trial.report(accuracy, epoch)
+            if epoch in restored:  # replayed from a checkpoint; the first attempt may have reported it
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    trial.report(accuracy, epoch)
+            else:
+                trial.report(accuracy, epoch)
             trial.set_user_attr("epoch_seconds", seconds)
             trial.set_user_attr("train_loss", losses)
             if trial.should_prune():
@@ -83,19 +101,27 @@ def make_objective(spec: StudySpec, data: MNIST, *, on_start: Callable[[optuna.T
         def on_epoch(result) -> None:
             seconds.append(round(result.seconds, 3))
             losses.append(result.train_loss)
+            if result.restored:
+                restored.append(result.epoch)
+            elif restored and result.epoch == max(restored) + 1:
+                trial.set_user_attr("resumed_at_epoch", result.epoch)
 
         def on_step(step: int, steps: int) -> None:
             if spec.budget.trial_seconds and time.monotonic() - started > spec.budget.trial_seconds:
                 raise TrialTimeLimit(f"ran past budget.trial_seconds={spec.budget.trial_seconds:g}")
 
+        checkpoint = checkpoint_path(checkpoint_dir, spec.name, trial) if checkpoint_dir else None
         try:
-            history = train(cfg, data, report=report, on_epoch=on_epoch,
+            history = train(cfg, data, report=report, on_epoch=on_epoch, checkpoint=checkpoint,
                             on_step=on_step if spec.budget.trial_seconds else None)
         except optuna.TrialPruned:
             raise
         except Exception as error:
             trial.set_user_attr(FAIL_REASON, fail_reason(error))
             raise
+        finally:
+            if checkpoint:
+                checkpoint.unlink(missing_ok=True)
         best = max(history, key=lambda r: r.test_accuracy)
         trial.set_user_attr("best_epoch", best.epoch)
         trial.set_user_attr("best_accuracy", best.test_accuracy)

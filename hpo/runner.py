@@ -89,9 +89,25 @@ def ensure_study(storage: optuna.storages.BaseStorage, spec: StudySpec, url: str
 # ----------------------------------------------------------------- a worker
 
 
-def worker_main(spec: StudySpec, url: str, target: int, deadline: float | None, device: str,
-                data_dir: str | None, index: int, workers: int) -> int:
+@dataclass(frozen=True)
+class Job:
+    """What every worker process of one `hpo run` is told."""
+
+    spec: StudySpec
+    url: str
+    target: int
+    deadline: float | None
+    device: str
+    data_dir: str | None
+    workers: int
+    heartbeat: int
+    grace: int
+    checkpoint_dir: str | None
+
+
+def worker_main(job: Job, index: int) -> int:
     """One worker process: load the data once, then run trials while the study is short of N."""
+    spec, url, target, deadline = job.spec, job.url, job.target, job.deadline
     import torch  # noqa: PLC0415
 
     from hpo import data as data_mod  # noqa: PLC0415
@@ -102,13 +118,14 @@ def worker_main(spec: StudySpec, url: str, target: int, deadline: float | None, 
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         warnings.simplefilter("ignore")
     try:
-        dev = pick_device(device)
+        dev = pick_device(job.device)
         if dev.type == "cuda" and torch.cuda.device_count() > 1:
             dev = torch.device("cuda", index % torch.cuda.device_count())
         if dev.type == "cpu":
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
-        mnist = data_mod.load(dev, Path(data_dir) if data_dir else None)
-        storage = storage_mod.open_storage(url)
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // job.workers))
+        mnist = data_mod.load(dev, Path(job.data_dir) if job.data_dir else None)
+        storage = storage_mod.open_storage(url, heartbeat=job.heartbeat, grace=job.grace)
+        checkpoints = Path(job.checkpoint_dir) if job.checkpoint_dir else None
         sampler_seed = dict(spec.sampler.options).get("seed")
         if sampler_seed is not None:  # workers must not propose identical trials in lockstep
             spec = _with_sampler_seed(spec, sampler_seed + index)
@@ -126,7 +143,7 @@ def worker_main(spec: StudySpec, url: str, target: int, deadline: float | None, 
                     time.sleep(POLL_SECONDS)
                     continue
                 mine: list[optuna.trial.FrozenTrial] = []
-                objective = make_objective(spec, mnist, on_start=lambda trial: release())
+                objective = make_objective(spec, mnist, on_start=lambda trial: release(), checkpoint_dir=checkpoints)
                 study.optimize(objective, n_trials=1, catch=(Exception,),
                                callbacks=[lambda _study, trial: mine.append(trial)])
             if mine and mine[0].state == TrialState.FAIL:
@@ -163,7 +180,9 @@ def _with_sampler_seed(spec: StudySpec, seed: int) -> StudySpec:
 
 
 def run(*, study: str, trials: int, workers: int = 1, timeout: float | None = None, storage: str | None = None,
-        device: str = "auto", data_dir: Path | None = None, quiet: bool = False) -> int:
+        device: str = "auto", data_dir: Path | None = None, quiet: bool = False,
+        heartbeat: int = storage_mod.HEARTBEAT_SECONDS, grace: int = storage_mod.GRACE_SECONDS,
+        checkpoint_dir: Path | None = Path("checkpoints")) -> int:
     from hpo import data as data_mod  # noqa: PLC0415
     from hpo.display import RunDisplay, console, err_console  # noqa: PLC0415
 
@@ -174,7 +193,7 @@ def run(*, study: str, trials: int, workers: int = 1, timeout: float | None = No
     storage_mod.parse_url(url)
     if storage_mod.create_database_if_missing(url):
         err_console.print(f"created database for {storage_mod.mask(url)}", style="dim")
-    rdb = storage_mod.open_storage(url)
+    rdb = storage_mod.open_storage(url, heartbeat=heartbeat, grace=grace)
     opened = ensure_study(rdb, spec, url)
     study_id = opened._study_id
     if count(rdb.get_all_trials(study_id, deepcopy=False)).finished >= trials:
@@ -184,10 +203,10 @@ def run(*, study: str, trials: int, workers: int = 1, timeout: float | None = No
     data_mod.ensure(data_dir, log=lambda line: err_console.print(line, style="dim"))  # once, before K workers
 
     deadline = time.time() + timeout if timeout else None
+    job = Job(spec, url, trials, deadline, device, str(data_dir) if data_dir else None, workers, heartbeat, grace,
+              str(checkpoint_dir) if checkpoint_dir else None)
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker_entry, name=f"hpo-worker-{i}",
-                         args=(spec, url, trials, deadline, device, str(data_dir) if data_dir else None, i, workers))
-             for i in range(workers)]
+    procs = [ctx.Process(target=_worker_entry, name=f"hpo-worker-{i}", args=(job, i)) for i in range(workers)]
     display = RunDisplay(spec, trials, storage_mod.mask(url), workers, live=not quiet and console.is_terminal)
     for p in procs:
         p.start()

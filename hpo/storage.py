@@ -124,9 +124,9 @@ def open_storage(url: str | None = None, *, heartbeat: int | None = HEARTBEAT_SE
 
 
 def _retry_callback(max_retry: int):
-    """Optuna's re-enqueue of a stale trial (renamed in Optuna 4.9; the old name still works before)."""
-    cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
-    return cls(max_retry=max_retry)
+    """Optuna's re-enqueue of a stale trial; the retry keeps the epochs already reported, since
+    it resumes from the trial's checkpoint rather than from scratch."""
+    return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry, inherit_intermediate_values=True)
 
 
 @contextmanager

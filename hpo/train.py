@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Optional
 
 import torch
@@ -31,16 +34,20 @@ class EpochResult:
     test_accuracy: float  # fraction in [0, 1]
     seconds: float
     lr: float             # learning rate of the epoch's last step
+    restored: bool = False  # read back from a checkpoint, not trained in this call
 
 
 def train(cfg: TrainConfig, data: MNIST, *, report: Optional[Callable[[int, float], None]] = None,
           on_step: Optional[Callable[[int, int], None]] = None,
-          on_epoch: Optional[Callable[[EpochResult], None]] = None) -> list[EpochResult]:
+          on_epoch: Optional[Callable[[EpochResult], None]] = None,
+          checkpoint: Optional[Path] = None) -> list[EpochResult]:
     """Train `cfg` on `data` (on its device); call `report(epoch, accuracy)` after each epoch.
 
     `on_step(step, steps)` follows each optimizer step and `on_epoch(result)` each epoch,
     for progress displays. Whatever `report` raises (a pruning signal, say) ends training
-    and propagates unchanged.
+    and propagates unchanged. With `checkpoint`, every finished epoch is saved there, and a
+    run that finds one resumes after its last epoch, first replaying `on_epoch` and
+    `report` for the restored epochs (marked `restored`).
     """
     device = data.device
     cuda = device.type == "cuda"
@@ -55,9 +62,14 @@ def train(cfg: TrainConfig, data: MNIST, *, report: Optional[Callable[[int, floa
     optimizer = make_optimizer(cfg.optimizer, model.parameters())
     schedule = make_schedule(cfg.schedule, optimizer, epochs=cfg.epochs, steps_per_epoch=steps)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    history: list[EpochResult] = []
+    history = restore(checkpoint, cfg, model, optimizer, schedule, generator) if checkpoint else []
+    for result in history:
+        if on_epoch:
+            on_epoch(result)
+        if report:
+            report(result.epoch, result.test_accuracy)
 
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(len(history) + 1, cfg.epochs + 1):
         started = time.perf_counter()
         # --- one pass over a fresh permutation; the loss stays on the device until the end
         model.train()
@@ -82,11 +94,48 @@ def train(cfg: TrainConfig, data: MNIST, *, report: Optional[Callable[[int, floa
         if cuda:
             torch.cuda.synchronize(device)
         history.append(EpochResult(epoch, train_loss, accuracy, time.perf_counter() - started, lr))
+        if checkpoint:
+            save(checkpoint, cfg, model, optimizer, schedule, generator, history)
         if on_epoch:
             on_epoch(history[-1])
         if report:
             report(epoch, accuracy)
     return history
+
+
+def save(path: Path, cfg, model, optimizer, schedule, generator, history: list[EpochResult]) -> None:
+    """Everything a resumed run needs to continue exactly, written atomically."""
+    state = {
+        "config": cfg.to_dict(),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
+        "generator": generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "history": [dataclasses.asdict(r) for r in history],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def restore(path: Path, cfg, model, optimizer, schedule, generator) -> list[EpochResult]:
+    """Load `path` into the run's objects; the restored history, or [] when there is none."""
+    if not path.exists():
+        return []
+    state = torch.load(path, map_location=generator.device, weights_only=True)
+    if state["config"] != cfg.to_dict():  # a checkpoint of some other run: start afresh
+        return []
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    generator.set_state(state["generator"].cpu())
+    torch.set_rng_state(state["torch_rng"].cpu())
+    if state["cuda_rng"]:
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+    return [EpochResult(**{**r, "restored": True}) for r in state["history"]]
 
 
 @torch.no_grad()

@@ -13,8 +13,8 @@ if "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   :  # already there
 elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   pip install -q torch                                   # CUDA build from PyPI
-elif pip install -q --no-index "torch==2.13.0+cpu" 2>/dev/null; then
-  :  # a CPU wheel this machine carries (pip's find-links)
+elif pip install -q "torch==2.13.0+cpu" 2>/dev/null; then
+  :  # a CPU wheel this machine carries (pip's find-links); PyPI itself has no +cpu builds
 else
   pip install -q torch --index-url https://download.pytorch.org/whl/cpu
 fi
