@@ -47,7 +47,8 @@ def fail_reason(error: Exception) -> str:
 
 def checkpoint_path(folder: Path, study: str, trial: optuna.Trial) -> Path:
     """One file per trial, shared by its retries (they carry the first attempt's number)."""
-    first = trial.system_attrs.get("failed_trial", trial.number)
+    # Optuna 5's Trial has no system_attrs; the storage holds what the retry callback wrote
+    first = trial.storage.get_trial_system_attrs(trial._trial_id).get("failed_trial", trial.number)
     return folder / study / f"trial-{first}.pt"
 
 
@@ -72,7 +73,7 @@ def make_objective(spec: StudySpec, data: MNIST, *, on_start: Callable[[optuna.T
         n_params = models.spec_params(cfg.model)
         trial.set_user_attr("n_params", n_params)
         trial.set_user_attr("config", cfg.to_dict())
-        if spec.budget.max_params and not any(k.startswith("constraints") for k in trial.system_attrs):
+        if spec.budget.max_params and not trial.constraints:
             # > 0 makes the trial infeasible: TPE learns where the budget ends (a retry inherits it)
             trial.set_constraint("params_over_budget", n_params - spec.budget.max_params)
         if spec.budget.max_params and n_params > spec.budget.max_params:

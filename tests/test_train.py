@@ -109,13 +109,15 @@ def test_each_optimizer_trains(tiny, name):
 
 
 LR = 0.01
-# schedule settings and the learning rate expected after each of two epochs
+ONECYCLE_MIN = LR / 25 / 1e4  # OneCycleLR's defaults: start at max/25, end at start/1e4
+# schedule settings and the learning rate of the last step of each of two epochs (4 steps each)
 SCHEDULE_CASES = {
     "none": ({}, [LR, LR]),
-    "step": ({"step_size": 2, "gamma": 0.5}, [LR, LR * 0.5]),  # the lr the next step would use
-    # 8 steps, warm-up over the first 2: halfway down the cosine after epoch 1
-    "onecycle": ({"pct_start": 0.25}, [(LR + LR / 25 / 1e4) / 2, None]),
-    "cosine": ({"warmup_epochs": 1}, [LR, 0.0]),
+    "step": ({"step_size": 1, "gamma": 0.5}, [LR, LR * 0.5]),
+    # warm-up over steps 0-1, then cosine down over steps 1-7: step 3 is a third of the way down
+    "onecycle": ({"pct_start": 0.25}, [ONECYCLE_MIN + (LR - ONECYCLE_MIN) * 0.75, ONECYCLE_MIN]),
+    # linear warm-up over epoch 1 (steps 0-3), then cosine over steps 4-7: step 7 is 3/4 down
+    "cosine": ({"warmup_epochs": 1}, [LR, LR * 0.5 * (1 + math.cos(math.pi * 3 / 4))]),
 }
 
 
