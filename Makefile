@@ -1,4 +1,4 @@
-# The two commands of the README. Everything lands in .venv; nothing is installed system-wide.
+# The two commands of the README. Python packages land in .venv; the tests also need Debian's chromium.
 VENV ?= .venv
 HPO = $(VENV)/bin/hpo
 
@@ -12,7 +12,9 @@ run: install
 	$(HPO) run --study quickstart --trials 20
 	$(HPO) studies
 
+# The browser tests drive Debian's chromium; install-browser.sh adds it (as root) when missing.
 test: install
+	@bash scripts/install-browser.sh
 	$(VENV)/bin/python -m pytest -q
 
 clean:

@@ -33,12 +33,21 @@ def positive_float(text: str) -> float:
     return value
 
 
+def port_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 65535, got {value}")
+    return value
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse that prints one line (and the usage) and exits 2 on a usage error."""
+    """argparse that prints one line, pointing to --help, and exits 2 on a usage error."""
 
     def error(self, message: str):
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"hpo {self.prog.split(' ', 1)[-1]}: error: {message}\n".replace("hpo hpo", "hpo"))
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a trial silent this long is failed and retried from its checkpoint (default: 120)")
     p.add_argument("--checkpoint-dir", type=Path, default=Path("checkpoints"), metavar="DIR",
                    help="per-epoch trial checkpoints, one folder per study (default: ./checkpoints)")
+    p.add_argument("--db-patience", type=positive_float, default=60.0, metavar="SECONDS",
+                   help="how long a worker waits out an unreachable database before it stops (default: 60)")
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("studies", help="list the studies in a storage")
@@ -106,6 +117,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write here instead of standard output")
     storage(p)
     p.set_defaults(handler=cmd_export)
+
+    p = sub.add_parser("dashboard", help="review studies in a browser: optuna-dashboard on the same storage")
+    storage(p)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 exposes it)")
+    p.add_argument("--port", type=port_number, default=8080, help="port to listen on; 0 picks a free one (default: 8080)")
+    p.set_defaults(handler=cmd_dashboard)
+
+    p = sub.add_parser("report", help="write one self-contained HTML report of a study (opens offline)")
+    p.add_argument("--study", required=True, metavar="NAME")
+    p.add_argument("-o", "--output", type=Path, default=Path("report.html"), metavar="FILE",
+                   help="where to write it (default: report.html)")
+    storage(p)
+    p.set_defaults(handler=cmd_report)
     return parser
 
 
@@ -134,12 +159,16 @@ def cmd_train(args) -> int:
     from hpo import data  # noqa: PLC0415
     from hpo.config import load_config  # noqa: PLC0415
     from hpo.display import train_run  # noqa: PLC0415
-    from hpo.train import pick_device  # noqa: PLC0415
+    from hpo.train import Diverged, pick_device  # noqa: PLC0415
 
     cfg = load_config(args.config).with_overrides(epochs=args.epochs, seed=args.seed)
     device = pick_device(args.device)
     mnist = data.load(device, args.data_dir)
-    train_run(cfg, mnist, title=str(args.config))
+    try:
+        train_run(cfg, mnist, title=str(args.config))
+    except Diverged as error:  # the config is valid; training it is what failed
+        print(f"hpo train: diverged: {error}; try a lower optimizer.lr in {args.config}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -150,7 +179,8 @@ def cmd_run(args) -> int:
         raise UserError(f"--grace {args.grace} must be longer than --heartbeat {args.heartbeat}")
     return run(study=args.study, trials=args.trials, workers=args.workers, timeout=args.timeout,
                storage=args.storage, device=args.device, data_dir=args.data_dir, quiet=args.quiet,
-               heartbeat=args.heartbeat, grace=args.grace, checkpoint_dir=args.checkpoint_dir)
+               heartbeat=args.heartbeat, grace=args.grace, checkpoint_dir=args.checkpoint_dir,
+               patience=args.db_patience)
 
 
 def cmd_studies(args) -> int:
@@ -168,11 +198,28 @@ def cmd_export(args) -> int:
 
     text = export(open_storage(args.storage), args.study, top=args.top)
     if args.output:
-        args.output.write_text(text)
+        try:
+            args.output.write_text(text)
+        except OSError as error:
+            raise UserError(f"cannot write {args.output}: {error.strerror}; "
+                            "check the folder exists and is writable") from None
         print(f"wrote {args.top if args.top > 1 else 'the best'} trial config(s) of {args.study!r} to {args.output}",
               file=sys.stderr)
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def cmd_dashboard(args) -> int:
+    from hpo.dashboard import serve  # noqa: PLC0415
+
+    return serve(storage=args.storage, host=args.host, port=args.port)
+
+
+def cmd_report(args) -> int:
+    from hpo.report import write_report  # noqa: PLC0415
+
+    print(write_report(storage=args.storage, study_name=args.study, output=args.output), file=sys.stderr)
     return 0
 
 

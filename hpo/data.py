@@ -185,6 +185,8 @@ def _torchvision_available() -> bool:
 def ensure(folder: Path | None = None, *, log: Callable[[str], None] = lambda _: None) -> Path:
     """Make sure `folder` holds the four verified IDX files; fetch them if not."""
     folder = Path(folder) if folder else default_data_dir()
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"data folder {folder} is a file, not a folder; give --data-dir a folder (or set HPO_DATA_DIR)")
     if not check_idx_folder(folder):
         return folder
     sources: list[tuple[str, Callable[[], dict[str, bytes]]]] = []
@@ -202,7 +204,11 @@ def ensure(folder: Path | None = None, *, log: Callable[[str], None] = lambda _:
             failures.append(f"{label}: {error}")
             log(f"  failed: {error}")
             continue
-        write_idx_folder(folder, files)
+        try:
+            write_idx_folder(folder, files)
+        except OSError as error:
+            raise UserError(f"cannot write MNIST to {folder}: {error.strerror}; "
+                            "give --data-dir a writable folder") from None
         log(f"  wrote and verified {len(files)} IDX files in {folder}")
         return folder
     raise UserError(

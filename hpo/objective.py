@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import platform
+import socket
 import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import optuna
 import torch
@@ -17,6 +19,7 @@ from hpo import models
 from hpo.config import parse_config
 from hpo.data import MNIST
 from hpo.errors import ConfigError
+from hpo.retry import is_outage
 from hpo.space import sample
 from hpo.study import StudySpec
 from hpo.train import Diverged, train
@@ -53,11 +56,13 @@ def checkpoint_path(folder: Path, study: str, trial: optuna.Trial) -> Path:
 
 
 def make_objective(spec: StudySpec, data: MNIST, *, on_start: Callable[[optuna.Trial], None] = lambda t: None,
-                   checkpoint_dir: Optional[Path] = None):
+                   checkpoint_dir: Optional[Path] = None,
+                   retry: Callable[[Callable[[], Any]], Any] = lambda fn: fn()):
     """An Optuna objective training on `data`; `on_start(trial)` runs first (the runner's claim).
 
     With `checkpoint_dir`, each epoch is checkpointed, and a trial retried after its worker
     died resumes from its last finished epoch. The file goes when the trial ends here.
+    `retry(fn)` runs each epoch's report, so training waits out a database blip (retry.Backoff).
     """
 
     def objective(trial: optuna.Trial) -> float:
@@ -82,12 +87,13 @@ def make_objective(spec: StudySpec, data: MNIST, *, on_start: Callable[[optuna.T
         trial.set_user_attr("device", str(data.device) if data.device.type == "cpu"
                             else torch.cuda.get_device_name(data.device))
         trial.set_user_attr("versions", versions())
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # which process to look at (or kill)
 
         # --- train, reporting every epoch so the pruner can stop a poor trial early
         started = time.monotonic()
         seconds, losses, restored = [], [], []
 
-        def report(epoch: int, accuracy: float) -> None:
+        def publish(epoch: int, accuracy: float) -> bool:
             if epoch in restored:  # replayed from a checkpoint; the first attempt may have reported it
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -96,7 +102,10 @@ def make_objective(spec: StudySpec, data: MNIST, *, on_start: Callable[[optuna.T
                 trial.report(accuracy, epoch)
             trial.set_user_attr("epoch_seconds", seconds)
             trial.set_user_attr("train_loss", losses)
-            if trial.should_prune():
+            return trial.should_prune()
+
+        def report(epoch: int, accuracy: float) -> None:
+            if retry(lambda: publish(epoch, accuracy)):
                 raise optuna.TrialPruned(f"pruned after epoch {epoch} at {accuracy:.4f}")
 
         def on_epoch(result) -> None:
@@ -112,16 +121,20 @@ def make_objective(spec: StudySpec, data: MNIST, *, on_start: Callable[[optuna.T
                 raise TrialTimeLimit(f"ran past budget.trial_seconds={spec.budget.trial_seconds:g}")
 
         checkpoint = checkpoint_path(checkpoint_dir, spec.name, trial) if checkpoint_dir else None
+        ended = True
         try:
             history = train(cfg, data, report=report, on_epoch=on_epoch, checkpoint=checkpoint,
                             on_step=on_step if spec.budget.trial_seconds else None)
         except optuna.TrialPruned:
             raise
         except Exception as error:
+            if is_outage(error):  # the database failed, not the trial: keep the checkpoint for its retry
+                ended = False
+                raise
             trial.set_user_attr(FAIL_REASON, fail_reason(error))
             raise
         finally:
-            if checkpoint:
+            if checkpoint and ended:
                 checkpoint.unlink(missing_ok=True)
         best = max(history, key=lambda r: r.test_accuracy)
         trial.set_user_attr("best_epoch", best.epoch)

@@ -6,10 +6,15 @@ released once the new trial exists in storage (the objective's first line). A wo
 finds N reached stops; one that finds the remaining slots all running waits, so a failed
 or dead trial is replaced. Workers on other machines follow the same protocol through the
 same database.
+
+Faults: a trial that fails (diverged, out of memory, time limit) is recorded FAIL and the
+worker goes on; a database outage is waited out (retry.Backoff) and, past its patience,
+ends the worker with one line while the study stays as it was.
 """
 
 from __future__ import annotations
 
+import gc
 import multiprocessing as mp
 import os
 import sys
@@ -24,6 +29,7 @@ from optuna.trial import TrialState
 from hpo import storage as storage_mod
 from hpo.errors import UserError
 from hpo.objective import REJECTED
+from hpo.retry import PATIENCE_SECONDS, Backoff, DatabaseUnavailable, is_outage
 from hpo.study import StudySpec, load_study
 
 POLL_SECONDS = 1.0
@@ -103,6 +109,7 @@ class Job:
     heartbeat: int
     grace: int
     checkpoint_dir: str | None
+    patience: float = PATIENCE_SECONDS  # how long a worker waits out an unreachable database
 
 
 def worker_main(job: Job, index: int) -> int:
@@ -121,7 +128,8 @@ def worker_main(job: Job, index: int) -> int:
         dev = pick_device(job.device)
         if dev.type == "cuda" and torch.cuda.device_count() > 1:
             dev = torch.device("cuda", index % torch.cuda.device_count())
-        if dev.type == "cpu":
+        if dev.type == "cpu" and not os.environ.get("OMP_NUM_THREADS"):
+            # share the cores among this run's workers, unless told otherwise (several runs on one machine)
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // job.workers))
         mnist = data_mod.load(dev, Path(job.data_dir) if job.data_dir else None)
         storage = storage_mod.open_storage(url, heartbeat=job.heartbeat, grace=job.grace)
@@ -131,22 +139,33 @@ def worker_main(job: Job, index: int) -> int:
             spec = _with_sampler_seed(spec, sampler_seed + index)
         study = optuna.load_study(study_name=spec.name, storage=storage,
                                   sampler=spec.make_sampler(), pruner=spec.make_pruner())
+        backoff = Backoff(job.patience)
         failures = 0
         while deadline is None or time.time() < deadline:
-            with storage_mod.exclusive(url, spec.name) as release:
-                optuna.storages.fail_stale_trials(study)
-                counts = count(study.get_trials(deepcopy=False))
-                if counts.finished >= target:
-                    return 0
-                if counts.finished + counts.running >= target:
-                    release()
-                    time.sleep(POLL_SECONDS)
-                    continue
-                mine: list[optuna.trial.FrozenTrial] = []
-                objective = make_objective(spec, mnist, on_start=lambda trial: release(), checkpoint_dir=checkpoints)
-                study.optimize(objective, n_trials=1, catch=(Exception,),
-                               callbacks=[lambda _study, trial: mine.append(trial)])
+            mine: list[optuna.trial.FrozenTrial] = []
+            try:
+                with storage_mod.exclusive(url, spec.name) as release:
+                    optuna.storages.fail_stale_trials(study)
+                    counts = count(study.get_trials(deepcopy=False))
+                    backoff.ok()
+                    if counts.finished >= target:
+                        return 0
+                    if counts.finished + counts.running >= target:
+                        release()
+                        time.sleep(POLL_SECONDS)
+                        continue
+                    objective = make_objective(spec, mnist, on_start=lambda trial: release(),
+                                               checkpoint_dir=checkpoints, retry=backoff.call)
+                    study.optimize(objective, n_trials=1, catch=(Exception,),
+                                   callbacks=[lambda _study, trial: mine.append(trial)])
+            except Exception as error:
+                if not is_outage(error):
+                    raise
+                # a trial cut short here stays RUNNING, goes stale and is retried from its checkpoint
+                backoff.wait(error)
+                continue
             if mine and mine[0].state == TrialState.FAIL:
+                gc.collect()  # free its tensors now: they hang on its traceback, which sits in reference cycles
                 failures += 1
                 if failures >= MAX_CONSECUTIVE_FAILURES:
                     reason = mine[0].user_attrs.get("fail_reason", "see the study's failed trials")
@@ -161,6 +180,10 @@ def worker_main(job: Job, index: int) -> int:
     except UserError as error:
         print(f"hpo run: worker {index}: error: {error}", file=sys.stderr)
         return 2
+    except DatabaseUnavailable as error:
+        print(f"hpo run: worker {index}: stopping: the database {storage_mod.mask(url)} was {error}; "
+              "the study is intact, run the same command again once the database is back", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
@@ -182,15 +205,19 @@ def _with_sampler_seed(spec: StudySpec, seed: int) -> StudySpec:
 def run(*, study: str, trials: int, workers: int = 1, timeout: float | None = None, storage: str | None = None,
         device: str = "auto", data_dir: Path | None = None, quiet: bool = False,
         heartbeat: int = storage_mod.HEARTBEAT_SECONDS, grace: int = storage_mod.GRACE_SECONDS,
-        checkpoint_dir: Path | None = Path("checkpoints")) -> int:
+        checkpoint_dir: Path | None = Path("checkpoints"), patience: float = PATIENCE_SECONDS) -> int:
     from hpo import data as data_mod  # noqa: PLC0415
     from hpo.display import RunDisplay, console, err_console  # noqa: PLC0415
+    from hpo.train import pick_device  # noqa: PLC0415
 
     if not os.environ.get("HPO_DEBUG"):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # every check a user can fail comes before the study is created
     spec = load_study(study)
     url = storage_mod.resolve_url(storage)
     storage_mod.parse_url(url)
+    pick_device(device)
+    data_mod.ensure(data_dir, log=lambda line: err_console.print(line, style="dim"))  # once, before K workers
     if storage_mod.create_database_if_missing(url):
         err_console.print(f"created database for {storage_mod.mask(url)}", style="dim")
     rdb = storage_mod.open_storage(url, heartbeat=heartbeat, grace=grace)
@@ -200,22 +227,29 @@ def run(*, study: str, trials: int, workers: int = 1, timeout: float | None = No
         console.print(f"study {spec.name!r} already has {trials} or more finished trials; nothing to run "
                       f"(ask for more with --trials)")
         return 0
-    data_mod.ensure(data_dir, log=lambda line: err_console.print(line, style="dim"))  # once, before K workers
 
     deadline = time.time() + timeout if timeout else None
     job = Job(spec, url, trials, deadline, device, str(data_dir) if data_dir else None, workers, heartbeat, grace,
-              str(checkpoint_dir) if checkpoint_dir else None)
+              str(checkpoint_dir) if checkpoint_dir else None, patience)
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_worker_entry, name=f"hpo-worker-{i}", args=(job, i)) for i in range(workers)]
     display = RunDisplay(spec, trials, storage_mod.mask(url), workers, live=not quiet and console.is_terminal)
+
+    def refresh() -> None:
+        try:
+            display.update(rdb.get_all_trials(study_id, deepcopy=False))
+        except Exception as error:
+            if not is_outage(error):
+                raise  # during an outage the display skips a beat; the workers wait it out themselves
+
     for p in procs:
         p.start()
     try:
         with display:
             while any(p.is_alive() for p in procs):
-                display.update(rdb.get_all_trials(study_id, deepcopy=False))
+                refresh()
                 time.sleep(POLL_SECONDS)
-            display.update(rdb.get_all_trials(study_id, deepcopy=False))
+            refresh()
     except KeyboardInterrupt:
         for p in procs:
             p.join(timeout=30)
@@ -224,7 +258,12 @@ def run(*, study: str, trials: int, workers: int = 1, timeout: float | None = No
         return 130
     for p in procs:
         p.join()
-    final = rdb.get_all_trials(study_id, deepcopy=False)
+    try:
+        final = Backoff(patience).call(lambda: rdb.get_all_trials(study_id, deepcopy=False))
+    except DatabaseUnavailable as error:
+        print(f"hpo run: the database {storage_mod.mask(url)} was {error}; run the same command again "
+              "once it is back", file=sys.stderr)
+        return 1
     display.summary(final)
     counts = count(final)
     bad = [p for p in procs if p.exitcode not in (0, None)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import re
 import sqlite3
 import warnings
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ import sqlalchemy
 from sqlalchemy.engine import URL, make_url
 
 from hpo.errors import UserError
+from hpo.retry import is_outage
 
 DEFAULT_URL = "sqlite:///hpo.db"
 HEARTBEAT_SECONDS = 30   # a running trial writes a heartbeat this often...
@@ -43,11 +45,10 @@ def parse_url(url: str) -> URL:
 
 
 def mask(url: str) -> str:
-    """The URL with any password replaced by ***."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<unparsable storage URL>"
+    """The URL as given, with any password replaced by ***: everything from the user name's ':'
+    to the last '@', so an unencoded '@' or '/' in a password, or a URL that does not parse,
+    leaks nothing either."""
+    return re.sub(r"(//[^/:@]*):.*@", r"\1:***@", url)
 
 
 def _engine_kwargs(parsed: URL) -> dict:
@@ -92,7 +93,7 @@ def create_database_if_missing(url: str) -> bool:
             quoted = conn.dialect.identifier_preparer.quote(parsed.database)
             try:
                 conn.execute(sqlalchemy.text(f"CREATE DATABASE {quoted}"))
-            except sqlalchemy.exc.ProgrammingError:  # another worker created it first
+            except (sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.IntegrityError):  # another worker created it first
                 return False
             return True
     except sqlalchemy.exc.OperationalError as error:
@@ -109,18 +110,37 @@ def open_storage(url: str | None = None, *, heartbeat: int | None = HEARTBEAT_SE
     if parsed.get_backend_name() == "sqlite":
         try:
             _prepare_sqlite(parsed)
-        except sqlite3.Error as error:
-            raise UserError(f"cannot open storage {mask(url)}: {error}") from None
+        except (sqlite3.Error, OSError) as error:
+            raise UserError(f"cannot open storage {mask(url)}: {error}; check the path and its permissions") from None
     try:
-        with warnings.catch_warnings():
+        # Optuna creates its tables on first use; two processes doing so at once collide
+        with warnings.catch_warnings(), exclusive(url, "(schema)"):
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             kwargs = {}
             if heartbeat:
                 kwargs = {"heartbeat_interval": heartbeat, "grace_period": grace or 4 * heartbeat,
                           "heartbeat_stale_trial_callback": _retry_callback(max_retry)}
-            return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(parsed), **kwargs)
+            return RDBStorage(url, engine_kwargs=_engine_kwargs(parsed), **kwargs)
     except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as error:
         raise _connect_error(url, error) from None
+    except OSError as error:  # the SQLite lock file beside the database
+        raise UserError(f"cannot open storage {mask(url)}: {error}; check the path and its permissions") from None
+    except ImportError:  # Optuna's own message names no driver
+        raise UserError(f"cannot open storage {mask(url)}: its database driver is not installed; use "
+                        "sqlite:///FILE or postgresql+psycopg://USER@HOST/DB") from None
+
+
+class RDBStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage, with a heartbeat that outlives a database blip."""
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        # Optuna's heartbeat thread dies at its first error, and a trial still training would
+        # then look dead once the grace period passed; a missed beat is simply sent next time.
+        try:
+            super().record_heartbeat(trial_id)
+        except Exception as error:
+            if not is_outage(error):
+                raise
 
 
 def _retry_callback(max_retry: int):
@@ -140,22 +160,23 @@ def exclusive(url: str, name: str):
     key = int.from_bytes(hashlib.sha256(f"hpo:{name}".encode()).digest()[:8], "big", signed=True)
     if parsed.get_backend_name() == "postgresql":
         engine = sqlalchemy.create_engine(parsed, poolclass=sqlalchemy.pool.NullPool)
-        conn = engine.connect()
-        conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
-        conn.commit()
-        held = [True]
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            conn.commit()
+            held = [True]
 
-        def release():
-            if held[0]:
-                held[0] = False
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                conn.commit()
-        try:
-            yield release
-        finally:
-            release()
-            conn.close()
-            engine.dispose()
+            def release():
+                if held[0]:
+                    held[0] = False
+                    conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    conn.commit()
+            try:
+                yield release
+            finally:
+                try:
+                    release()
+                except sqlalchemy.exc.DBAPIError:  # the connection is gone, and the server dropped the lock with it
+                    pass
     elif parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         lock_path = Path(f"{parsed.database}.lock")
         with open(lock_path, "a+") as handle:

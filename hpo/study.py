@@ -264,7 +264,8 @@ def check_search(params: tuple[Param, ...], base: dict, budget: Budget) -> None:
         if not has_path(base, p.key) and not p.key.startswith(("optimizer.", "schedule.", "augment.", "data.")):
             raise ConfigError(where, "no such key in the base config (after expanding its model preset)")
         if p.key == "epochs":
-            require(p.high <= budget.epochs, where, f"high {p.high} is more than budget.epochs {budget.epochs}")
+            most = p.high if p.kind != "categorical" else max((c for c in p.choices if isinstance(c, int)), default=0)
+            require(most <= budget.epochs, where, f"{most} epochs is more than budget.epochs {budget.epochs}")
         # the base is enqueued as trial 0, so its value must be a point of the space
         if p.applies(base) and has_path(base, p.key):
             value = base_value(base, p.key)

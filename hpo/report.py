@@ -1,0 +1,356 @@
+"""`hpo report`: one self-contained HTML file that tells a colleague how a study went.
+
+plotly.js is inlined once, so the file opens anywhere without a network. Figures are drawn
+from the trials' stored attributes alone (what the objective records), so a report can be
+made on any machine that reaches the database, long after the workers are gone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import math
+import statistics
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import yaml
+from optuna.trial import FrozenTrial, TrialState
+
+import hpo
+from hpo import storage as storage_mod
+from hpo.errors import UserError
+from hpo.seeds import SEED_RESULTS
+
+COLORS = {"complete": "#1f77b4", "pruned": "#d62728", "failed": "#7f7f7f", "base": "#ff7f0e", "seed": "#2ca02c",
+          "rejected": "#9467bd"}
+TEMPLATE = "plotly_white"
+# where each seed's label sits beside its star, so the cluster of small convnets stays readable
+LABEL_AT = {"mnistnet3": "bottom left", "mnistnet2": "top center", "mnistnet1": "bottom right", "netv3": "top right",
+            "classic": "bottom center", "linear": "bottom center", "mlp": "bottom center", "cnn": "bottom left"}
+
+
+def open_existing(url: str | None) -> optuna.storages.RDBStorage:
+    """The storage at `url` for reading; an SQLite file that does not exist is an error, not a new database."""
+    url = storage_mod.resolve_url(url)
+    parsed = storage_mod.parse_url(url)
+    in_file = parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
+    if in_file and not Path(parsed.database).exists():
+        raise UserError(f"no database at {parsed.database}: run a study first (hpo run --study NAME --trials N) "
+                        "or point --storage / HPO_STORAGE at one")
+    return storage_mod.open_storage(url, heartbeat=None)
+
+
+def load_trials(storage: optuna.storages.BaseStorage, study_name: str) -> tuple[optuna.Study, list[FrozenTrial]]:
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+        raise UserError(f"no study named {study_name!r} in this storage; studies here: "
+                        f"{', '.join(names) or '(none)'}") from None
+    trials = study.get_trials(deepcopy=False)
+    if not any(t.state == TrialState.COMPLETE for t in trials):
+        raise UserError(f"study {study_name!r} has no complete trial to report yet; run it first "
+                        f"(hpo run --study {study_name} --trials N)")
+    return study, trials
+
+
+# ----------------------------------------------------------------- trial facts
+
+
+def kind(t: FrozenTrial) -> str:
+    if t.state == TrialState.PRUNED:
+        return "rejected" if t.user_attrs.get("rejected") else "pruned"
+    return {TrialState.COMPLETE: "complete", TrialState.FAIL: "failed"}.get(t.state, "running")
+
+
+def curve(t: FrozenTrial) -> tuple[list[int], list[float]]:
+    epochs = sorted(t.intermediate_values)
+    return epochs, [100 * t.intermediate_values[e] for e in epochs]
+
+
+def settings(t: FrozenTrial) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
+
+
+def hover(t: FrozenTrial) -> str:
+    n = t.user_attrs.get("n_params")
+    head = f"trial {t.number}{' (base recipe)' if t.user_attrs.get('base') else ''}: {kind(t)}"
+    return "<br>".join([head, f"{n:,} parameters" if isinstance(n, int) else "", settings(t).replace(", ", "<br>")])
+
+
+def seconds_per_epoch(t: FrozenTrial) -> float | None:
+    seconds = t.user_attrs.get("epoch_seconds")
+    return statistics.mean(seconds) if seconds else None
+
+
+def duration(t: FrozenTrial) -> float | None:
+    if t.datetime_start and t.datetime_complete:
+        return (t.datetime_complete - t.datetime_start).total_seconds()
+    return None
+
+
+def budget_of(study: optuna.Study) -> int | None:
+    return ((study.user_attrs.get("hpo_spec") or {}).get("budget") or {}).get("max_params")
+
+
+# ----------------------------------------------------------------- figures
+
+
+def _layout(fig, title: str, x: str, y: str, **extra):
+    layout = dict(title=title, template=TEMPLATE, xaxis_title=x, yaxis_title=y, height=460,
+                  margin=dict(t=70, l=70, r=30, b=60), legend=dict(orientation="h", y=-0.18))
+    fig.update_layout(**{**layout, **extra})
+    return fig
+
+
+def history_figure(trials: list[FrozenTrial]):
+    import plotly.graph_objects as go  # noqa: PLC0415
+
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    pruned = [t for t in trials if kind(t) == "pruned" and t.intermediate_values]
+    best, xs, ys = float("-inf"), [], []
+    for t in sorted(complete, key=lambda t: t.number):
+        best = max(best, 100 * t.value)
+        xs.append(t.number)
+        ys.append(best)
+    fig = go.Figure()
+    fig.add_scatter(x=[t.number for t in complete], y=[100 * t.value for t in complete], mode="markers",
+                    name="complete trial: final-epoch test accuracy", marker=dict(color=COLORS["complete"], size=8),
+                    text=[hover(t) for t in complete], hoverinfo="text+y")
+    fig.add_scatter(x=[t.number for t in pruned], y=[curve(t)[1][-1] for t in pruned], mode="markers",
+                    name="pruned trial: accuracy when stopped", marker=dict(color=COLORS["pruned"], symbol="x", size=7),
+                    opacity=0.6, text=[hover(t) for t in pruned], hoverinfo="text+y")
+    fig.add_scatter(x=xs, y=ys, mode="lines", line=dict(shape="hv", color=COLORS["base"], width=2.5),
+                    name="best so far")
+    return _layout(fig, "Optimization history: each trial's test accuracy and the best so far",
+                   "trial number (order started)", "test accuracy (%)")
+
+
+def curves_figure(trials: list[FrozenTrial]):
+    import plotly.graph_objects as go  # noqa: PLC0415
+
+    fig = go.Figure()
+    styles = {"complete": dict(color=COLORS["complete"], width=1.5),
+              "pruned": dict(color=COLORS["pruned"], dash="dot", width=1.2),
+              "failed": dict(color=COLORS["failed"], dash="dash", width=1),
+              "running": dict(color="#bcbd22")}
+    names = {"complete": "complete", "pruned": "pruned (stopped early by the pruner; x = last epoch)",
+             "failed": "failed", "running": "still running"}
+    shown = set()
+    for t in sorted(trials, key=lambda t: (kind(t) == "complete", t.number)):
+        k = kind(t)
+        if k == "rejected" or not t.intermediate_values:
+            continue
+        epochs, acc = curve(t)
+        fig.add_scatter(x=epochs, y=acc, mode="lines+markers", line=styles[k], legendgroup=k, name=names[k],
+                        showlegend=k not in shown, opacity=0.85 if k == "complete" else 0.7,
+                        marker=dict(size=[4] * (len(acc) - 1) + [9 if k == "pruned" else 4],
+                                    symbol=["circle"] * (len(acc) - 1) + ["x" if k == "pruned" else "circle"]),
+                        text=hover(t), hoverinfo="text+x+y")
+        shown.add(k)
+    fig.update_xaxes(dtick=1 if max((len(t.intermediate_values) for t in trials), default=0) <= 20 else None)
+    return _layout(fig, "Learning curves: test accuracy after every epoch, one line per trial", "epoch",
+                   "test accuracy (%)")
+
+
+def importance_figure(study: optuna.Study, trials: list[FrozenTrial]):
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if len(complete) < 2 or not any(t.params for t in complete):
+        return None, "Needs at least two complete trials with searched settings."
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fig = optuna.visualization.plot_param_importances(study, target=lambda t: 100 * t.value,
+                                                              target_name="final test accuracy")
+    except (ValueError, RuntimeError) as error:
+        return None, f"Optuna could not compute importances: {error}"
+    fig.update_layout(title="Which settings mattered: share of the variation in final test accuracy "
+                            "explained by each setting", template=TEMPLATE,
+                      height=max(300, 120 + 40 * len(fig.data[0].y if fig.data else [])),
+                      xaxis_title="importance (all settings sum to 1)", yaxis_title="searched setting",
+                      showlegend=False)
+    return fig, ""
+
+
+def parallel_figure(study: optuna.Study, trials: list[FrozenTrial]):
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    shared = set.intersection(*(set(t.params) for t in complete)) if complete else set()
+    if not shared:
+        return None, "No setting was searched in every complete trial."
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fig = optuna.visualization.plot_parallel_coordinate(study, params=sorted(shared),
+                                                            target=lambda t: 100 * t.value,
+                                                            target_name="test accuracy (%)")
+    fig.update_layout(title="Parallel coordinates: each complete trial is one line through its settings, "
+                            "colored by final test accuracy", template=TEMPLATE, height=480,
+                      margin=dict(t=110, l=80, r=60, b=40))
+    dropped = sorted({p for t in complete for p in t.params} - shared)
+    return fig, (f"Settings only some trials have (conditional ones) are left out: {', '.join(dropped)}."
+                 if dropped else "")
+
+
+def pareto_figure(study: optuna.Study, trials: list[FrozenTrial]):
+    import plotly.graph_objects as go  # noqa: PLC0415
+
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and isinstance(t.user_attrs.get("n_params"), int)]
+    fig = go.Figure()
+    front, best = [], float("-inf")
+    for t in sorted(complete, key=lambda t: (t.user_attrs["n_params"], -t.value)):
+        if t.value > best:
+            best = t.value
+            front.append(t)
+    fig.add_scatter(x=[t.user_attrs["n_params"] for t in front], y=[100 * t.value for t in front],
+                    mode="lines", line=dict(shape="hv", color=COLORS["complete"], width=1, dash="dot"),
+                    name="this study's front: best accuracy at that size or smaller", hoverinfo="skip")
+    others = [t for t in complete if not t.user_attrs.get("base")]
+    fig.add_scatter(x=[t.user_attrs["n_params"] for t in others], y=[100 * t.value for t in others], mode="markers",
+                    name="complete trial (final epoch)", marker=dict(color=COLORS["complete"], size=8, opacity=0.75),
+                    text=[hover(t) for t in others], hoverinfo="text+y")
+    base = [t for t in complete if t.user_attrs.get("base")]
+    fig.add_scatter(x=[t.user_attrs["n_params"] for t in base], y=[100 * t.value for t in base], mode="markers",
+                    name="trial 0: the seed's recipe as this study trains it",
+                    marker=dict(color=COLORS["base"], size=12, symbol="diamond"), text=[hover(t) for t in base],
+                    hoverinfo="text+y")
+    fig.add_scatter(x=[s.n_params for s in SEED_RESULTS], y=[100 * s.accuracy for s in SEED_RESULTS],
+                    mode="markers+text", text=[f"{s.label} ({s.seed})" for s in SEED_RESULTS],
+                    textposition=[LABEL_AT.get(s.preset, "top center") for s in SEED_RESULTS],
+                    textfont=dict(size=10, color=COLORS["seed"]),
+                    name="seeds' hand-tuned results (best epoch, full data)",
+                    marker=dict(color=COLORS["seed"], size=12, symbol="star"),
+                    hovertext=[f"seed {s.seed}: {s.label}<br>{s.n_params:,} parameters<br>"
+                               f"{'~' if s.approximate else ''}{100 * s.accuracy:.2f}% (best epoch)"
+                               for s in SEED_RESULTS], hoverinfo="text")
+    budget = budget_of(study)
+    if budget:
+        fig.add_vline(x=budget, line=dict(color=COLORS["rejected"], dash="dash"))
+        # an annotation on a log axis is placed by log10 of the value (a shape is not)
+        fig.add_annotation(x=math.log10(budget), y=0.02, yref="paper", xanchor="left", showarrow=False,
+                           text=f" budget: {budget:,} parameters", font=dict(color=COLORS["rejected"], size=11))
+    fig.update_xaxes(type="log")
+    return _layout(fig, "Accuracy against size: smaller and higher is better (up and to the left)",
+                   "trainable parameters (log scale)", "test accuracy (%)", height=520)
+
+
+def timing_figure(trials: list[FrozenTrial]):
+    from plotly.subplots import make_subplots  # noqa: PLC0415
+
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=("Seconds per epoch against model size", "How long each trial took"))
+    timed = [t for t in trials if seconds_per_epoch(t) is not None and isinstance(t.user_attrs.get("n_params"), int)]
+    for k in ("complete", "pruned", "failed"):
+        group = [t for t in timed if kind(t) == k]
+        if group:
+            fig.add_scatter(x=[t.user_attrs["n_params"] for t in group], y=[seconds_per_epoch(t) for t in group],
+                            mode="markers", name=k, legendgroup=k, marker=dict(color=COLORS[k], size=8),
+                            text=[f"{hover(t)}<br>batch {t.user_attrs.get('config', {}).get('batch_size', '?')}, "
+                                  f"on {t.user_attrs.get('device', '?')}" for t in group], hoverinfo="text+y",
+                            row=1, col=1)
+        spans = [duration(t) for t in trials if kind(t) == k and duration(t) is not None]
+        if spans:
+            fig.add_histogram(x=spans, name=k, legendgroup=k, showlegend=not group, marker_color=COLORS[k],
+                              opacity=0.8, row=1, col=2)
+    fig.update_layout(barmode="stack", template=TEMPLATE, height=440, legend=dict(orientation="h", y=-0.2),
+                      title="Time: seconds per training epoch, and the distribution of whole-trial wall time",
+                      margin=dict(t=90, l=70, r=30, b=60))
+    fig.update_xaxes(title_text="trainable parameters", row=1, col=1)
+    fig.update_yaxes(title_text="seconds per epoch (mean over the trial)", row=1, col=1)
+    fig.update_xaxes(title_text="trial wall time (seconds, start to finish)", row=1, col=2)
+    fig.update_yaxes(title_text="number of trials", row=1, col=2)
+    return fig
+
+
+# ----------------------------------------------------------------- the page
+
+
+def top_table(trials: list[FrozenTrial], top: int) -> str:
+    complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: (-t.value, t.number))[:top]
+    rows = []
+    for rank, t in enumerate(complete, 1):
+        n = t.user_attrs.get("n_params")
+        best_epoch, best_acc = t.user_attrs.get("best_epoch"), t.user_attrs.get("best_accuracy")
+        spe, span = seconds_per_epoch(t), duration(t)
+        config = yaml.safe_dump(t.user_attrs.get("config", {}), sort_keys=False, default_flow_style=None, width=90)
+        cells = [str(rank), f"{t.number}{' (base)' if t.user_attrs.get('base') else ''}", f"{100 * t.value:.2f}%",
+                 f"{100 * best_acc:.2f}% (epoch {best_epoch})" if best_acc is not None else "-",
+                 f"{n:,}" if isinstance(n, int) else "-", f"{spe:.2f}" if spe else "-",
+                 f"{span:.0f}" if span else "-", html.escape(settings(t)) or "-"]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells)
+                    + f"<td><details><summary>config</summary><pre>{html.escape(config)}</pre></details></td></tr>")
+    head = "".join(f"<th>{h}</th>" for h in ("rank", "trial", "final test acc.", "best epoch", "parameters",
+                                             "s / epoch", "trial s", "searched settings", "full config"))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+CSS = """
+body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2em auto; max-width: 1200px;
+       padding: 0 1em; color: #222; }
+h1 { margin-bottom: 0.2em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; }
+.facts { color: #555; } .note { color: #555; font-size: 0.92em; max-width: 60em; }
+table { border-collapse: collapse; font-size: 0.9em; } td, th { border: 1px solid #ddd; padding: 4px 8px;
+  vertical-align: top; text-align: left; } th { background: #f4f4f4; } pre { margin: 0.3em 0; font-size: 0.9em; }
+"""
+
+
+def build_report(*, storage: optuna.storages.BaseStorage, study_name: str, where: str = "", top: int = 10) -> str:
+    """The whole report as one HTML document."""
+    study, trials = load_trials(storage, study_name)
+    c = Counter(kind(t) for t in trials)  # the same tally as `hpo studies`, without importing the trainer
+    best = max((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: (t.value, -t.number))
+    first = [True]
+
+    def figure(fig, note: str = "") -> str:
+        if fig is None:
+            return f'<p class="note">{html.escape(note)}</p>'
+        # plotly.js goes inline once, in the first figure; the rest reuse it
+        div = fig.to_html(full_html=False, include_plotlyjs=first[0], config={"displaylogo": False})
+        first[0] = False
+        return div + (f'<p class="note">{html.escape(note)}</p>' if note else "")
+
+    n_best = best.user_attrs.get("n_params")
+    source = study.user_attrs.get("hpo_study_file", "")
+    sections = [
+        ("Optimization history", figure(history_figure(trials)),
+         "Each dot is a finished trial's test accuracy after its last epoch (the value the search maximizes); "
+         "the line is the best so far. Pruned trials are drawn where the pruner stopped them."),
+        ("Learning curves", figure(curves_figure(trials)),
+         "Test accuracy after every epoch as the trials reported it. Dotted red lines ended early: the pruner "
+         "judged them unlikely to beat the others at that epoch. Over-budget trials never trained and are not drawn."),
+        ("Accuracy against size", figure(pareto_figure(study, trials)),
+         "The seeds' stars are their best epoch on the full MNIST test set, picked after the fact; trials show "
+         "their final epoch, on the data and epochs this study trains with, so a study on a subset or "
+         "fewer epochs sits lower than the seeds by design."),
+        ("Parameter importances", figure(*importance_figure(study, trials)),
+         "Computed by Optuna (PED-ANOVA) from the complete trials; with few trials it is a rough guide."),
+        ("Parallel coordinates", figure(*parallel_figure(study, trials)), ""),
+        ("Time", figure(timing_figure(trials)),
+         "Seconds per epoch as the trainer measured it; trial wall time includes evaluation and the storage's "
+         "writes. Over-budget trials take no time and are left out."),
+        (f"Top {min(top, c['complete'])} trials", top_table(trials, top),
+         "Each config re-trains as is: hpo export writes them as YAML for hpo train --config."),
+    ]
+    body = "".join(f"<h2>{title}</h2>{content}" + (f'<p class="note">{html.escape(note)}</p>' if note else "")
+                   for title, content, note in sections)
+    size = f" with {n_best:,} parameters" if isinstance(n_best, int) else ""
+    facts = (f"{c['complete'] + c['pruned']} finished trials: {c['complete']} complete, {c['pruned']} pruned; "
+             f"{c['rejected']} rejected over the parameter budget, {c['failed']} failed, {c['running']} running or "
+             f"waiting. Best: trial {best.number}, "
+             f"{100 * best.value:.2f}% test accuracy{size}.")
+    made = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>hpo report: {html.escape(study_name)}"
+            f"</title><style>{CSS}</style></head><body><h1>Study <code>{html.escape(study_name)}</code></h1>"
+            f"<p class='facts'>{html.escape(facts)}</p><p class='facts'>Study file {html.escape(source or '-')}; "
+            f"storage {html.escape(where)}; made {made} by hpo {hpo.__version__} with Optuna {optuna.__version__}."
+            f"</p>{body}</body></html>")
+
+
+def write_report(*, storage: str | None, study_name: str, output: Path) -> str:
+    """Write the report of `study_name` to `output`; return a line saying what was written."""
+    url = storage_mod.resolve_url(storage)
+    text = build_report(storage=open_existing(url), study_name=study_name, where=storage_mod.mask(url))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    return f"wrote the report of {study_name!r} to {output} ({len(text.encode()) / 1e6:.1f} MB, opens offline)"

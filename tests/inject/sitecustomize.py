@@ -1,0 +1,70 @@
+"""Test-only fault injection: a CUDA out-of-memory error inside a training step, on the CPU.
+
+tests/test_faults.py puts this folder on PYTHONPATH, so every `hpo` process of that test,
+spawned workers included, imports it at start-up; production code knows nothing of it.
+
+HPO_TEST_OOM_AT_RUN=K   the K-th training run in each process raises torch.OutOfMemoryError
+                        at its second step, holding a 64 MB "activation" as the real one would
+HPO_TEST_OOM_LOG=FILE   one JSON line per training run: the run, the pid, and whether the
+                        failed run's 64 MB had been freed when this run began
+"""
+
+import importlib.abc
+import importlib.util
+import json
+import os
+import sys
+import weakref
+
+AT_RUN = int(os.environ.get("HPO_TEST_OOM_AT_RUN", "0"))
+LOG = os.environ.get("HPO_TEST_OOM_LOG")
+
+
+def _patch(train_module) -> None:
+    import torch
+
+    state = {"run": 0, "steps": 0, "held": None}
+    train, random_affine = train_module.train, train_module.random_affine
+
+    def counting_train(*args, **kwargs):
+        state["run"] += 1
+        state["steps"] = 0
+        held = state["held"]
+        if LOG:
+            with open(LOG, "a") as log:
+                log.write(json.dumps({"run": state["run"], "pid": os.getpid(),
+                                      "oom_memory_freed": None if held is None else held() is None}) + "\n")
+        return train(*args, **kwargs)
+
+    def failing_affine(*args, **kwargs):
+        state["steps"] += 1
+        if state["run"] == AT_RUN and state["steps"] == 2:
+            activation = torch.ones(16 * 2**20)  # 64 MB, referenced from this frame of the traceback
+            state["held"] = weakref.ref(activation)
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 64.00 MiB (injected by the test)")
+        return random_affine(*args, **kwargs)
+
+    train_module.train = counting_train
+    train_module.random_affine = failing_affine
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Patches hpo.train right after it is executed, before anything imports names from it."""
+
+    def find_spec(self, name, path, target=None):
+        if name != "hpo.train":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        execute = spec.loader.exec_module
+
+        def exec_module(module):
+            execute(module)
+            _patch(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+if AT_RUN:
+    sys.meta_path.insert(0, _AfterImport())

@@ -1,0 +1,215 @@
+"""Every user mistake, through the real CLI in a subprocess: one line on stderr that names the
+file, key or value and how to fix it; exit code 2; no traceback; no study or trial created.
+
+Run with `pytest -s` to see each line exactly as a user does.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import optuna
+import pytest
+import sqlalchemy
+import yaml
+
+from cli_helpers import TINY, hpo
+from hpo import data as hpo_data
+from hpo.runner import ensure_study
+from hpo.storage import open_storage
+from hpo.study import load_study
+
+SECRET = "s3cret-pw"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def study_with(change: Callable[[dict], None]) -> Callable[[Path], None]:
+    """A setup that writes TINY, changed, as tiny.yaml."""
+    def setup(folder: Path) -> None:
+        spec = copy.deepcopy(TINY)
+        change(spec)
+        (folder / "tiny.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return setup
+
+
+def text_file(name: str, text: str) -> Callable[[Path], None]:
+    return lambda folder: (folder / name).write_text(text)
+
+
+def existing_study(folder: Path) -> None:
+    """tiny.yaml and its study in db.sqlite (trial 0 enqueued, none run), then tiny.yaml edited."""
+    study_with(lambda s: None)(folder)
+    url = f"sqlite:///{folder / 'db.sqlite'}"
+    ensure_study(open_storage(url, heartbeat=None), load_study(str(folder / "tiny.yaml")), url)
+    study_with(lambda s: s["search"]["optimizer.lr"].update(float=[0.001, 0.4]))(folder)
+
+
+def study_without_finished_trials(folder: Path) -> None:
+    study_with(lambda s: None)(folder)
+    url = f"sqlite:///{folder / 'db.sqlite'}"
+    ensure_study(open_storage(url, heartbeat=None), load_study(str(folder / "tiny.yaml")), url)
+
+
+def study_with_a_complete_trial(folder: Path) -> None:
+    study = optuna.create_study(study_name="tiny", storage=f"sqlite:///{folder / 'db.sqlite'}", direction="maximize")
+    study.add_trial(optuna.create_trial(value=0.9, user_attrs={"config": TINY["base"]}))
+
+
+def corrupted_data(folder: Path) -> None:
+    """A data folder with three good MNIST files and a truncated fourth."""
+    good = hpo_data.ensure()
+    data = folder / "mnist"
+    data.mkdir()
+    for name in hpo_data.IDX_SHA256:
+        (data / name).symlink_to(good / name)
+    (data / "t10k-labels-idx1-ubyte").unlink()
+    (data / "t10k-labels-idx1-ubyte").write_bytes((good / "t10k-labels-idx1-ubyte").read_bytes()[:5000])
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    argv: tuple[str, ...]                # {dir} is the case's folder, {pg} the PostgreSQL server
+    expect: tuple[str, ...]              # each must appear in the one line
+    setup: Callable[[Path], None] = field(default=lambda folder: None)
+    postgres: bool = False
+
+
+RUN = ("run", "--study", "{dir}/tiny.yaml", "--trials", "3", "--storage", "sqlite:///{dir}/db.sqlite", "--device", "cpu")
+TRAIN_CONFIG = str(REPO / "configs" / "seed000-linear.yaml")
+
+CASES = [
+    # --- study files
+    Case("malformed YAML", RUN, ("tiny.yaml", "malformed YAML at line 2"),
+         text_file("tiny.yaml", "base: {model: {preset: lenet5}\nsearch: [\n")),
+    Case("unknown key", RUN, ("tiny.yaml", "'sampler_opts'", "unknown key", "expected one of"),
+         study_with(lambda s: s.update(sampler_opts={"seed": 1}))),
+    Case("unknown nested key", RUN, ("tiny.yaml", "'base.optimzer'", "unknown key"),
+         study_with(lambda s: s["base"].update(optimzer={"name": "sgd"}))),
+    Case("wrong type", RUN, ("tiny.yaml", "'base.batch_size'", "'big'", "expected an integer"),
+         study_with(lambda s: s["base"].update(batch_size="big"))),
+    Case("low > high", RUN, ("tiny.yaml", "'search.optimizer.lr.float'", "low 0.5 is greater than high 0.001"),
+         study_with(lambda s: s["search"].update({"optimizer.lr": {"float": [0.5, 0.001]}}))),
+    Case("empty choices", RUN, ("tiny.yaml", "'search.optimizer.name.choices'", "non-empty"),
+         study_with(lambda s: s["search"].update({"optimizer.name": {"choices": []}}))),
+    Case("unknown model", RUN, ("tiny.yaml", "'base.model.preset'", "'resnet50'", "choose from"),
+         study_with(lambda s: s["base"].update(model={"preset": "resnet50"}))),
+    Case("unknown optimizer", RUN, ("tiny.yaml", "'base.optimizer.name'", "'lion'", "choose from"),
+         study_with(lambda s: s["base"]["optimizer"].update(name="lion"))),
+    Case("unknown pruner", RUN, ("tiny.yaml", "'pruner.name'", "'asha'", "choose from"),
+         study_with(lambda s: s.update(pruner={"name": "asha"}))),
+    Case("unknown sampler", RUN, ("tiny.yaml", "'sampler.name'", "'bayes'", "choose from"),
+         study_with(lambda s: s.update(sampler={"name": "bayes"}))),
+    Case("budget below the smallest model", RUN, ("tiny.yaml", "'budget.max_params'", "50 is below the smallest model"),
+         study_with(lambda s: s.update(budget={"max_params": 50, "epochs": 3}))),
+    Case("searched epochs over the budget", RUN, ("tiny.yaml", "'search.epochs'", "5 epochs is more than budget.epochs 3"),
+         study_with(lambda s: s["search"].update(epochs={"choices": [3, 5]}))),
+    Case("unknown study name", ("run", "--study", "nosuch", "--trials", "3", "--storage", "sqlite:///{dir}/db.sqlite"),
+         ("--study nosuch", "no such study file", "quickstart")),
+    Case("study file changed under its name", RUN, ("'tiny'", "created from a different study file", "another name"),
+         existing_study),
+    # --- command-line values
+    Case("--trials 0", RUN[:4] + ("0",) + RUN[5:], ("--trials", "must be 1 or more, got 0", "--help"), study_with(lambda s: None)),
+    Case("--trials negative", RUN[:4] + ("-2",) + RUN[5:], ("--trials", "got -2", "--help"), study_with(lambda s: None)),
+    Case("--workers 0", RUN + ("--workers", "0"), ("--workers", "got 0"), study_with(lambda s: None)),
+    Case("--grace not above --heartbeat", RUN + ("--heartbeat", "5", "--grace", "5"), ("--grace 5", "--heartbeat 5"),
+         study_with(lambda s: None)),
+    Case("--device cuda without one", RUN[:-1] + ("cuda",), ("--device cuda", "no CUDA device"), study_with(lambda s: None)),
+    # --- storages
+    Case("storage URL that is no URL", RUN[:6] + ("nonsense",) + RUN[7:], ("'nonsense'", "not a database URL", "sqlite:///"),
+         study_with(lambda s: None)),
+    Case("unreachable storage", RUN[:6] + (f"postgresql+psycopg://postgres:{SECRET}@127.0.0.1:1/hpo_unreached",) + RUN[7:],
+         ("postgres:***@127.0.0.1:1", "Connection refused"), study_with(lambda s: None)),
+    Case("wrong credentials", RUN[:6] + (f"postgresql+psycopg://nobody:{SECRET}@{{pg}}/hpo_nobody",) + RUN[7:],
+         ("nobody:***@", 'role "nobody" does not exist', "credentials"), study_with(lambda s: None), postgres=True),
+    Case("storage driver not installed", ("studies", "--storage", f"mysql://root:{SECRET}@127.0.0.1/hpo"),
+         ("mysql://root:***@", "driver is not installed")),
+    Case("SQLite file in a folder that cannot exist", ("studies", "--storage", "sqlite:////proc/no/such/db.sqlite"),
+         ("/proc/no", "check the path")),
+    # --- export
+    Case("export of an unknown study", ("export", "--study", "nosuch", "--storage", "sqlite:///{dir}/db.sqlite"),
+         ("'nosuch'", "studies here: tiny"), study_without_finished_trials),
+    Case("export of a study with no finished trial", ("export", "--study", "tiny", "--storage", "sqlite:///{dir}/db.sqlite"),
+         ("'tiny'", "no complete trial", "hpo run --study tiny"), study_without_finished_trials),
+    Case("export into a missing folder", ("export", "--study", "tiny", "--storage", "sqlite:///{dir}/db.sqlite", "-o",
+                                          "{dir}/no/such/best.yaml"),
+         ("no/such/best.yaml", "No such file or directory"), study_with_a_complete_trial),
+    # --- training configs and data
+    Case("training config missing its model", ("train", "--config", "{dir}/cfg.yaml"),
+         ("cfg.yaml", "'model'", "missing", "preset"), text_file("cfg.yaml", "optimizer: {name: sgd, lr: 0.1}\nepochs: 1\n")),
+    Case("training config with a wrong type", ("train", "--config", "{dir}/cfg.yaml"),
+         ("cfg.yaml", "'epochs'", "'ten'"), text_file("cfg.yaml", "model: {preset: linear}\nepochs: ten\n")),
+    Case("training config that does not exist", ("train", "--config", "{dir}/nope.yaml"), ("nope.yaml", "file not found")),
+    Case("corrupted data file (hpo data)", ("data", "--data-dir", "{dir}/mnist"),
+         ("t10k-labels-idx1-ubyte", "sha256 does not match", "hpo data"), corrupted_data),
+    Case("corrupted data file (hpo train)", ("train", "--config", TRAIN_CONFIG, "--data-dir", "{dir}/mnist", "--device", "cpu"),
+         ("t10k-labels-idx1-ubyte", "sha256 does not match"), corrupted_data),
+    Case("corrupted data file (hpo run)", RUN + ("--data-dir", "{dir}/mnist"), ("t10k-labels-idx1-ubyte", "sha256"),
+         lambda folder: (study_with(lambda s: None)(folder), corrupted_data(folder))),
+    Case("data folder that is a file", ("data", "--data-dir", "{dir}/cfg.yaml"), ("cfg.yaml", "is a file"),
+         text_file("cfg.yaml", "")),
+]
+
+
+def snapshot(folder: Path) -> dict | None:
+    """Each study in the case's SQLite file with its trials' states; None when there is no file."""
+    path = folder / "db.sqlite"
+    if not path.exists():
+        return None
+    storage = optuna.storages.RDBStorage(f"sqlite:///{path}")
+    return {s.study_name: sorted(t.state.name for t in storage.get_all_trials(s._study_id))
+            for s in storage.get_all_studies()}
+
+
+def pg_databases(server: str) -> set[str]:
+    engine = sqlalchemy.create_engine(f"{server}/postgres")
+    with engine.connect() as conn:
+        names = set(conn.execute(sqlalchemy.text("SELECT datname FROM pg_database")).scalars())
+    engine.dispose()
+    return names
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_gets_one_line_exit_2_and_changes_nothing(case: Case, tmp_path, request):
+    if case.id == "--device cuda without one":
+        import torch  # noqa: PLC0415
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+    pg = ""
+    if case.postgres:
+        server = request.getfixturevalue("postgres_server")
+        pg = sqlalchemy.engine.make_url(server).render_as_string(hide_password=False).split("@", 1)[-1]
+        databases = pg_databases(server)
+    case.setup(tmp_path)
+    before = snapshot(tmp_path)
+    argv = [a.replace("{dir}", str(tmp_path)).replace("{pg}", pg) for a in case.argv]
+
+    done = hpo(*argv, cwd=tmp_path, timeout=120)
+    lines = done.stderr.strip().splitlines()
+    print(f"\n[{case.id}] hpo {' '.join(argv[:2])} ... -> exit {done.returncode}\n  {done.stderr.strip()}")
+
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert len(lines) == 1, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert SECRET not in done.stdout + done.stderr
+    for text in case.expect:
+        assert text.replace("{dir}", str(tmp_path)) in lines[0], f"{text!r} not in: {lines[0]}"
+    assert snapshot(tmp_path) == before, "a study or trial was created"
+    assert not (tmp_path / "checkpoints").exists()
+    if case.postgres:
+        assert pg_databases(request.getfixturevalue("postgres_server")) == databases, "a database was created"
+
+
+def test_every_case_of_the_issue_is_in_the_table():
+    ids = {c.id for c in CASES}
+    for needed in ("malformed YAML", "unknown key", "wrong type", "low > high", "empty choices", "unknown model",
+                   "unknown optimizer", "unknown pruner", "unknown sampler", "budget below the smallest model",
+                   "--trials 0", "--trials negative", "unknown study name", "unreachable storage", "wrong credentials",
+                   "study file changed under its name", "export of a study with no finished trial",
+                   "training config missing its model", "corrupted data file (hpo data)",
+                   "corrupted data file (hpo train)"):
+        assert needed in ids

@@ -1,0 +1,131 @@
+"""Kill -9 a worker in the middle of a trial, on PostgreSQL, with real processes.
+
+Two `hpo run --workers 1` commands share a study; once both are training, the worker process
+(the child that `hpo run` spawns) running a trial past its first epoch is sent SIGKILL. A
+third `hpo run` joins. The dead trial must turn FAIL once its heartbeat is older than the
+grace period, its retry must resume from the checkpoint of its last finished epoch and report
+on from there without repeating a step, and the study must end with exactly N finished trials.
+
+The log goes to standard output (`pytest -s`) and to artifacts/kill-resume.log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+from cli_helpers import TINY, children, run_args, start_hpo, study_when_started, worker_pid, write_study
+from hpo.runner import count
+
+EPOCHS, N, HEARTBEAT, GRACE = 6, 4, 1, 5
+ARTIFACT = Path(__file__).resolve().parents[1] / "artifacts" / "kill-resume.log"
+
+
+def wait(proc, deadline: float) -> int:
+    try:
+        return proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except Exception:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+
+
+@pytest.mark.postgres
+def test_kill_9_mid_trial_then_the_retry_resumes_and_the_count_is_exact(tmp_path, postgres_url):
+    # 10,000 images: about half a second an epoch on an idle core, long enough to kill a trial mid-way
+    path = write_study(tmp_path, "killme", base={**TINY["base"], "epochs": EPOCHS,
+                                                 "data": {"train_subset": 10000, "test_subset": 500}},
+                       search={"optimizer.lr": {"float": [0.01, 0.1], "log": True}},
+                       budget={"epochs": EPOCHS}, pruner={"name": "none"})
+    checkpoints = tmp_path / "checkpoints"
+    args = run_args(path, postgres_url, N, "--heartbeat", str(HEARTBEAT), "--grace", str(GRACE),
+                    "--checkpoint-dir", str(checkpoints))
+    lines: list[str] = []
+    began = time.monotonic()
+
+    def log(line: str) -> None:
+        line = f"{time.monotonic() - began:6.1f}s  {line}"
+        print(line, flush=True)
+        lines.append(line)
+
+    deadline = time.monotonic() + 400
+    one_thread = {"OMP_NUM_THREADS": "1"}  # three runs on one small machine: no oversubscribed cores
+    runs = {"A": start_hpo(*args, cwd=tmp_path, env=one_thread, log=tmp_path / "A.log"),
+            "B": start_hpo(*args, cwd=tmp_path, env=one_thread, log=tmp_path / "B.log")}
+    try:
+        study = study_when_started(postgres_url, "killme", tmp_path / "A.log", runs["A"], deadline)
+        log(f"two `hpo run --workers 1` started: A (pid {runs['A'].pid}), B (pid {runs['B'].pid}); "
+            f"N={N}, {EPOCHS} epochs a trial, --heartbeat {HEARTBEAT} --grace {GRACE}")
+
+        # --- wait until both workers are up and a trial is past its first epoch and short of its last
+        victim = None
+        while victim is None:
+            assert time.monotonic() < deadline, "never saw a trial mid-way"
+            for name, proc in runs.items():
+                assert proc.poll() is None, f"run {name} ended first:\n{(tmp_path / f'{name}.log').read_text()}"
+            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            mid = [t for t in running if "worker" in t.user_attrs and 1 <= max(t.intermediate_values, default=0)
+                   <= EPOCHS - 2]
+            if mid and all(children(proc.pid) for proc in runs.values()):
+                victim = mid[0]
+            else:
+                time.sleep(0.1)
+        pid = worker_pid(victim)
+        owner = next(name for name, proc in runs.items() if pid in children(proc.pid))
+        epoch = max(victim.intermediate_values)
+        killed_at = dt.datetime.now()
+        os.kill(pid, signal.SIGKILL)
+        log(f"kill -9 worker pid {pid} (child of run {owner}) while trial {victim.number} was running, "
+            f"epoch {epoch}/{EPOCHS} reported")
+
+        assert wait(runs[owner], deadline) != 0, f"run {owner} did not notice its worker died"
+        log(f"run {owner} exited {runs[owner].returncode}: its worker stopped with an error")
+        runs["C"] = start_hpo(*args, cwd=tmp_path, env=one_thread, log=tmp_path / "C.log")
+        log(f"third `hpo run --workers 1` started: C (pid {runs['C'].pid})")
+        for name, proc in runs.items():
+            if name != owner:
+                assert wait(proc, deadline) == 0, (tmp_path / f"{name}.log").read_text()
+    finally:
+        for proc in runs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+    # --- the dead trial failed after the grace period; its retry resumed; nothing doubled
+    trials = study.get_trials(deepcopy=False)
+    dead = next(t for t in trials if t.number == victim.number)
+    assert dead.state == TrialState.FAIL
+    silent = (dead.datetime_complete - killed_at).total_seconds()
+    log(f"trial {dead.number}: FAIL {silent:.1f} s after the kill (stale {GRACE} s after its last heartbeat; "
+        f"failed by the next worker to look)")
+    assert silent >= GRACE - HEARTBEAT - 0.5, "failed before its heartbeat could have gone stale"
+
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == dead.number]
+    assert len(retries) == 1, [(t.number, t.system_attrs) for t in retries]
+    retry = retries[0]
+    resumed = retry.user_attrs.get("resumed_at_epoch")
+    log(f"trial {retry.number} retried trial {dead.number} on worker pid {worker_pid(retry)}: "
+        f"resumed at epoch {resumed}, {retry.state.name}, reported epochs {sorted(retry.intermediate_values)}")
+    assert retry.state == TrialState.COMPLETE
+    assert resumed is not None and resumed > 1 and resumed >= epoch + 1, retry.user_attrs
+    assert sorted(retry.intermediate_values) == list(range(1, EPOCHS + 1)), "a step was lost or repeated"
+    assert len(retry.user_attrs["epoch_seconds"]) == EPOCHS
+    for step, value in dead.intermediate_values.items():
+        assert retry.intermediate_values[step] == value, f"epoch {step} was re-reported differently"
+
+    c = count(trials)
+    numbers = [t.number for t in trials]
+    log(f"final: {c.finished} finished (complete {c.complete}, pruned {c.pruned}), failed {c.failed}, "
+        f"running {c.running}, waiting {c.waiting}; {len(numbers)} trials, {len(set(numbers))} distinct numbers")
+    assert c.finished == N and c.running == 0 and c.waiting == 0
+    assert c.failed == 1 and len(set(numbers)) == len(numbers)
+    left = sorted(p.name for p in checkpoints.rglob("*.pt"))
+    log(f"checkpoints left: {left or 'none'}")
+    assert not left
+
+    ARTIFACT.parent.mkdir(exist_ok=True)
+    ARTIFACT.write_text("\n".join(lines) + "\n")

@@ -1,0 +1,94 @@
+"""Faults inside a trial, through the real CLI: each becomes a FAIL trial with its reason, and
+the worker goes on with the next trial until the study has its N finished trials.
+
+Divergence and the time limit come from real configs (a huge learning rate, the full
+60,000 images); the CUDA out-of-memory error is injected on the CPU by tests/inject/
+sitecustomize.py, loaded into every `hpo` process through PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from optuna.trial import TrialState
+
+from cli_helpers import TINY, hpo, run_args, trials_of, write_study
+from hpo.runner import count
+
+INJECT = Path(__file__).parent / "inject"
+
+
+def study(tmp_path: Path, name: str, **changes) -> Path:
+    """TINY without pruning or parameter budget (every trial trains), with `changes` on top."""
+    plain = {"pruner": {"name": "none"}, "budget": {"epochs": 3},
+             "search": {"optimizer.lr": {"float": [0.01, 0.1], "log": True}}}
+    return write_study(tmp_path, name, **{**plain, **changes})
+
+
+def run(path: Path, url: str, trials: int, env: dict | None = None):
+    return hpo(*run_args(path, url, trials), cwd=path.parent, env=env)
+
+
+def failed(trials):
+    return [t for t in trials if t.state == TrialState.FAIL]
+
+
+def test_nan_loss_fails_the_trial_as_diverged_and_the_worker_goes_on(tmp_path):
+    # a learning rate of 1e6 takes an MLP's loss to NaN within two epochs (a linear model survives it)
+    base = {"model": {"family": "mlp", "hidden": [16]}, "optimizer": {"name": "sgd", "lr": 1e6, "momentum": 0.9},
+            "batch_size": 64, "epochs": 2, "data": {"train_subset": 300, "test_subset": 200}}
+    path = study(tmp_path, "diverge", base=base, budget={"epochs": 2},
+                 search={"optimizer.lr": {"choices": [1e6, 0.05]}})
+    url = f"sqlite:///{tmp_path / 'faults.db'}"
+    done = run(path, url, 2)
+    assert done.returncode == 0, done.stderr
+    trials = trials_of(url, "diverge")
+    bad = failed(trials)
+    assert bad and trials[0] in bad, "the base trial (lr 1e6) did not fail"
+    for t in bad:
+        assert t.user_attrs["fail_reason"].startswith("diverged: training loss is nan"), t.user_attrs
+        assert t.params["optimizer.lr"] == 1e6
+    assert count(trials).finished == 2
+    after = [t for t in trials if t.state == TrialState.COMPLETE and t.number > bad[0].number]
+    assert after and after[0].user_attrs["worker"] == bad[0].user_attrs["worker"], "the same worker did not go on"
+
+
+def test_cuda_out_of_memory_fails_the_trial_frees_its_memory_and_the_worker_goes_on(tmp_path):
+    path = study(tmp_path, "oom")
+    url = f"sqlite:///{tmp_path / 'faults.db'}"
+    log = tmp_path / "oom.log"
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(INJECT), os.environ.get("PYTHONPATH")])),
+           "HPO_TEST_OOM_AT_RUN": "2", "HPO_TEST_OOM_LOG": str(log)}
+    done = run(path, url, 3, env=env)
+    assert done.returncode == 0, done.stderr
+    trials = trials_of(url, "oom")
+    bad = failed(trials)
+    assert [t.number for t in bad] == [1], [(t.number, t.state) for t in trials]
+    assert bad[0].user_attrs["fail_reason"].startswith("out_of_memory: CUDA out of memory"), bad[0].user_attrs
+    assert count(trials).finished == 3
+    assert all(t.state == TrialState.COMPLETE for t in trials if t.number > 1)
+    runs = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["run"] for r in runs] == [1, 2, 3, 4] and len({r["pid"] for r in runs}) == 1, runs
+    assert runs[2]["oom_memory_freed"] is True, "the failed trial's memory was still held when the next began"
+
+
+def test_trial_seconds_from_the_study_file_stops_a_trial_with_its_reason(tmp_path):
+    # all 60,000 images take several seconds an epoch here; 300 take a fraction of one
+    path = study(tmp_path, "slow", budget={"epochs": 2, "trial_seconds": 3},
+                 base={**TINY["base"], "epochs": 2},
+                 search={"data.train_subset": {"choices": [300, 60000]}})
+    url = f"sqlite:///{tmp_path / 'faults.db'}"
+    done = run(path, url, 2)
+    assert done.returncode == 0, done.stderr
+    trials = trials_of(url, "slow")
+    bad = failed(trials)
+    assert bad, "no trial ran into the time limit"
+    for t in bad:
+        assert t.user_attrs["fail_reason"] == "time_limit: ran past budget.trial_seconds=3", t.user_attrs
+        assert t.params["data.train_subset"] == 60000
+        seconds = (t.datetime_complete - t.datetime_start).total_seconds()
+        assert seconds < 3 + 5, f"trial {t.number} ran {seconds:.1f} s past a 3 s limit"
+    assert count(trials).finished == 2
+    assert all(t.params["data.train_subset"] == 300 for t in trials if t.state == TrialState.COMPLETE)

@@ -1,0 +1,365 @@
+"""Reviewing a study: `hpo dashboard` and `hpo report`, checked through the real CLI and in headless Chromium.
+
+The study is written straight into an SQLite file with the attributes and per-epoch values the
+objective records (no training), so these tests take seconds. Point them at a real study with
+HPO_REVIEW_STORAGE=URL HPO_REVIEW_STUDY=NAME. Screenshots go to artifacts/ at the repository root.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = Path(os.environ.get("HPO_ARTIFACTS", ROOT / "artifacts"))
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+PAGE_SECONDS = 30  # the longest a page may take to show what a test waits for
+
+DISTRIBUTIONS = {
+    "optimizer.name": CategoricalDistribution(["sgd", "adamw", "nadam"]),
+    "optimizer.lr": FloatDistribution(0.001, 0.2, log=True),
+    "optimizer.momentum": FloatDistribution(0.5, 0.95),
+    "batch_size": CategoricalDistribution([32, 64, 128, 256]),
+    "model.dropout": FloatDistribution(0.0, 0.1),
+    "model.layers.4": IntDistribution(8, 32, step=4),
+    "model.layers.5": IntDistribution(8, 32, step=4),
+}
+
+
+def fake_trial(number: int, rng: random.Random, started: dt.datetime) -> optuna.trial.FrozenTrial:
+    """A trial as the objective leaves it: complete, pruned, rejected over budget, or failed."""
+    params = {"optimizer.name": rng.choice(["sgd", "adamw", "nadam"]), "optimizer.lr": 10 ** rng.uniform(-3, -0.7),
+              "batch_size": rng.choice([32, 64, 128, 256]), "model.dropout": rng.uniform(0, 0.1),
+              "model.layers.4": rng.randrange(8, 33, 4), "model.layers.5": rng.randrange(8, 33, 4)}
+    if number == 0:
+        params = {"optimizer.name": "sgd", "optimizer.lr": 0.05, "optimizer.momentum": 0.9, "batch_size": 128,
+                  "model.dropout": 0.01, "model.layers.4": 12, "model.layers.5": 16}
+    elif params["optimizer.name"] == "sgd":
+        params["optimizer.momentum"] = rng.uniform(0.5, 0.95)
+    n_params = 3424 + 100 * params["model.layers.4"] + 120 * params["model.layers.5"]  # the base: 6,544
+    config = {"model": {"preset": "mnistnet3", "layers": [8, 16, "t8", "M", params["model.layers.4"],
+                                                          params["model.layers.5"], 16, "GAP", "H"]},
+              "optimizer": {"name": params["optimizer.name"], "lr": params["optimizer.lr"]},
+              "batch_size": params["batch_size"], "epochs": 3, "data": {"train_subset": 3000, "test_subset": 1000}}
+    attrs = {"n_params": n_params, "config": config}
+    if number == 0:
+        attrs["base"] = True
+    state, value, curve = TrialState.COMPLETE, None, {}
+    if n_params > 8000:
+        state, attrs["rejected"] = TrialState.PRUNED, "over_budget"
+    else:
+        skill = 0.985 - 0.06 * abs(math.log10(params["optimizer.lr"] / 0.03)) - rng.uniform(0, 0.03)
+        curve = {epoch: round(max(0.1, skill - 0.25 / epoch ** 1.5), 4) for epoch in (1, 2, 3)}
+        if number == 7:
+            state, curve = TrialState.FAIL, {1: curve[1]}
+            attrs["fail_reason"] = "diverged: loss is nan at epoch 2"
+        elif number > 4 and curve[2] < 0.86:
+            state, curve = TrialState.PRUNED, {1: curve[1], 2: curve[2]}
+        else:
+            value = curve[3]
+        seconds = [round(0.002 * n_params / params["batch_size"] * 32 + rng.uniform(0, 0.5), 3) for _ in curve]
+        attrs.update(epoch_seconds=seconds, train_loss=[1.0 / e for e in curve], device="cpu",
+                     versions={"hpo": "0.1.0", "optuna": optuna.__version__})
+        if value is not None:
+            best = max(curve, key=curve.get)
+            attrs.update(best_epoch=best, best_accuracy=curve[best])
+    took = sum(attrs.get("epoch_seconds", [0.05])) + 0.5
+    return optuna.trial.FrozenTrial(
+        number=number, state=state, value=value, datetime_start=started,
+        datetime_complete=started + dt.timedelta(seconds=took), params=params,
+        distributions={k: DISTRIBUTIONS[k] for k in params}, user_attrs=attrs, system_attrs={},
+        intermediate_values=curve, trial_id=number)
+
+
+def make_fake_study(url: str, name: str = "quickstart", trials: int = 24) -> None:
+    study = optuna.create_study(study_name=name, storage=url, direction="maximize")
+    study.set_user_attr("hpo_spec", yaml.safe_load((ROOT / "studies" / "quickstart.yaml").read_text()))
+    study.set_user_attr("hpo_study_file", "studies/quickstart.yaml (fake trials written by tests/test_review.py)")
+    rng, started = random.Random(0), dt.datetime(2026, 1, 1, 12, 0)
+    for number in range(trials):
+        trial = fake_trial(number, rng, started)
+        study.add_trial(trial)
+        started = trial.datetime_complete
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def review(request, tmp_path_factory) -> tuple[str, str]:
+    """(storage URL, study name): a fake study on each storage, or the real one HPO_REVIEW_STORAGE names."""
+    if os.environ.get("HPO_REVIEW_STORAGE"):
+        if request.param != "sqlite":
+            pytest.skip("HPO_REVIEW_STORAGE names the one storage to review")
+        yield os.environ["HPO_REVIEW_STORAGE"], os.environ.get("HPO_REVIEW_STUDY", "quickstart")
+        return
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('review') / 'review.db'}"
+        make_fake_study(url)
+        yield url, "quickstart"
+        return
+    import sqlalchemy  # noqa: PLC0415
+
+    server, name = request.getfixturevalue("postgres_server"), f"hpo_review_{uuid.uuid4().hex[:12]}"
+    admin = sqlalchemy.create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    make_fake_study(f"{server}/{name}")
+    yield f"{server}/{name}", "quickstart"
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def shot_name(review_url: str, name: str) -> str:
+    """artifacts/NAME.png for SQLite (the README's), NAME-postgresql.png for PostgreSQL."""
+    return name if review_url.startswith("sqlite") else name.replace(".png", "-postgresql.png")
+
+
+def hpo(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hpo", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+# ----------------------------------------------------------------- the browser
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Debian Chromium driven by Selenium through Debian's chromedriver: nothing is downloaded."""
+    reason = None
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError as error:
+        reason = f"selenium is not installed ({error}); pip install -e '.[test]'"
+    if not reason and not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
+        reason = (f"no {CHROMIUM} and {CHROMEDRIVER}; apt-get install chromium chromium-driver "
+                  "(scripts/install-browser.sh does)")
+    driver = None
+    if not reason:
+        os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not look for a driver online
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        profile = tempfile.mkdtemp(prefix="hpo-chromium-")
+        # the flags that keep Chromium from calling home on a machine without a network
+        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                     "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                     "--disable-sync", "--hide-scrollbars", f"--user-data-dir={profile}", "--window-size=1400,1000"):
+            options.add_argument(flag)
+        try:
+            driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        except Exception as error:  # noqa: BLE001 - whatever stops the browser is the skip reason
+            reason = f"headless Chromium did not start: {str(error).splitlines()[0]}"
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the browser tests: {reason}")
+        pytest.skip(reason)
+    driver.set_page_load_timeout(PAGE_SECONDS)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def wait_for(driver, predicate, what: str, seconds: float = PAGE_SECONDS):
+    deadline = time.monotonic() + seconds
+    while True:
+        result = predicate(driver)
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            body = driver.find_element("tag name", "body").text[:500]
+            raise AssertionError(f"{what}: not seen in {seconds}s at {driver.current_url}; page text: {body!r}")
+        time.sleep(0.25)
+
+
+def text_of(driver) -> str:
+    return driver.find_element("tag name", "body").text
+
+
+def rendered_plots(driver) -> list:
+    """Plotly charts that drew something: an SVG with at least one trace group in it."""
+    return [p for p in driver.find_elements("css selector", ".js-plotly-plot")
+            if p.find_elements("css selector", ".main-svg .trace, .main-svg .cartesianlayer .point")]
+
+
+def screenshot(driver, name: str, *, full_page: bool = False) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / name
+    if full_page:
+        size = driver.get_window_size()
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(size["width"], min(int(height) + 40, 12000))
+        driver.save_screenshot(str(path))
+        driver.set_window_size(size["width"], size["height"])
+    else:
+        driver.save_screenshot(str(path))
+    return path
+
+
+# ----------------------------------------------------------------- hpo dashboard
+
+
+def start_dashboard(url: str, cwd: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, "-m", "hpo", "dashboard", "--storage", url, "--port", "0", *extra],
+                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + 60
+    lines = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        found = re.search(r"open (http://\S+)", line)
+        if found:
+            return proc, found.group(1)
+    proc.kill()
+    raise AssertionError(f"hpo dashboard printed no URL: {''.join(lines)}{proc.stderr.read()}")
+
+
+def stop(proc: subprocess.Popen, sig=signal.SIGINT) -> tuple[int, str, str]:
+    proc.send_signal(sig)
+    try:
+        out, err = proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("hpo dashboard did not stop within 15 s of the signal") from None
+    return proc.returncode, out, err
+
+
+def test_dashboard_in_chromium_shows_the_study_its_trials_and_charts(review, browser, tmp_path):
+    url, name = review
+    trials = optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+    proc, address = start_dashboard(url, tmp_path)
+    try:
+        assert address.startswith("http://127.0.0.1:") and address.endswith("/dashboard"), address
+        browser.get(address)
+        wait_for(browser, lambda d: name in text_of(d), f"study name {name!r} on the study list")
+        link = [a for a in browser.find_elements("css selector", "a[href*='/dashboard/studies/']")
+                if re.search(rf"\b{re.escape(name)}\b", a.text)]
+        assert len(link) == 1, [a.text for a in browser.find_elements("css selector", "a")]
+        link[0].click()
+        plots = wait_for(browser, rendered_plots, "a rendered chart on the study page")
+        wait_for(browser, lambda d: "History" in text_of(d) and "Hyperparameter Importance" in text_of(d),
+                 "the History and Hyperparameter Importance cards")
+        study_page = browser.current_url
+        shot = screenshot(browser, shot_name(url, "dashboard.png"))
+        browser.get(study_page.rstrip("/") + "/trials")
+        wait_for(browser, lambda d: f"{len(trials)} Trials" in text_of(d), f"'{len(trials)} Trials' on the trial list")
+        screenshot(browser, shot_name(url, "dashboard-trials.png"))
+    finally:
+        code, out, err = stop(proc)
+    print(f"dashboard at {address}: study {name!r}, {len(trials)} trials listed, {len(plots)} charts rendered; "
+          f"screenshot {shot}")
+    assert code == 0 and "dashboard stopped" in out, (code, out, err)
+    assert "Traceback" not in err, err
+
+
+def test_dashboard_warns_when_exposed_and_stops_on_sigterm(review, tmp_path):
+    url, _ = review
+    proc, address = start_dashboard(url, tmp_path, "--host", "0.0.0.0")
+    elsewhere = proc.stdout.readline()  # the line after the URL, before communicate() takes the pipe
+    code, out, err = stop(proc, signal.SIGTERM)
+    assert code == 0 and "dashboard stopped" in out, (code, out, err)
+    assert "warning: the dashboard listens on 0.0.0.0" in err and "no login" in err, err
+    assert address.startswith("http://127.0.0.1:") and elsewhere.startswith("from other machines: http://"), elsewhere
+
+
+def test_dashboard_refuses_a_missing_database_and_a_busy_port(review, tmp_path):
+    done = hpo("dashboard", "--storage", f"sqlite:///{tmp_path / 'nothing.db'}", cwd=tmp_path)
+    assert done.returncode == 2 and "no database at" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "nothing.db").exists(), "the dashboard created an empty database"
+    url, _ = review
+    proc, address = start_dashboard(url, tmp_path)
+    try:
+        port = address.split(":")[2].split("/")[0]
+        busy = hpo("dashboard", "--storage", url, "--port", port, cwd=tmp_path)
+    finally:
+        stop(proc)
+    assert busy.returncode == 2 and len(busy.stderr.strip().splitlines()) == 1, busy.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in busy.stderr
+
+
+# ----------------------------------------------------------------- hpo report
+
+SECTIONS = ("Optimization history", "Learning curves", "Accuracy against size", "Parameter importances",
+            "Parallel coordinates", "Time", "Top ")
+
+
+@pytest.fixture(scope="module")
+def report_file(review, tmp_path_factory) -> Path:
+    url, name = review
+    folder = tmp_path_factory.mktemp("report")
+    done = hpo("report", "--study", name, "--storage", url, "-o", "report.html", cwd=folder)
+    assert done.returncode == 0, done.stderr
+    assert "wrote the report of" in done.stderr and "opens offline" in done.stderr
+    return folder / "report.html"
+
+
+def test_report_is_one_self_contained_file(report_file, review):
+    html = report_file.read_text()
+    assert "<script src=" not in html, "the report loads a script from elsewhere"
+    assert html.count("plotly.js v") >= 1 and html.count('class="plotly-graph-div"') == 6
+    for section in SECTIONS:
+        assert f"<h2>{section}" in html, section
+    url, name = review
+    trials = optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+    best = max((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    assert f"Best: trial {best.number}, {100 * best.value:.2f}%" in html
+    assert "MnistNet_2 (002)" in html and "NetV3 (004)" in html, "the seeds' reference points are missing"
+
+
+def test_report_in_chromium_draws_every_chart_offline(report_file, review, browser):
+    url, name = review
+    trials = optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+    finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) and not t.user_attrs.get("rejected")
+                   for t in trials)
+    complete = sum(t.state == TrialState.COMPLETE for t in trials)
+    browser.set_network_conditions(offline=True, latency=0, download_throughput=0, upload_throughput=0)
+    try:
+        browser.get(report_file.as_uri())
+        wait_for(browser, lambda d: len(rendered_plots(d)) == 6, "all six charts rendered")
+        plots = rendered_plots(browser)
+    finally:
+        browser.delete_network_conditions()
+    text = text_of(browser)
+    assert f"Study {name}" in text and f"{finished} finished trials: {complete} complete" in text
+    titles = " ".join(t.text for t in browser.find_elements("css selector", ".gtitle"))
+    for title in ("Optimization history", "Learning curves", "Accuracy against size", "Which settings mattered",
+                  "Parallel coordinates", "Time: seconds per training epoch"):
+        assert title in titles, (title, titles)
+    curves = [t for t in trials if t.intermediate_values and not t.user_attrs.get("rejected")]
+    learning = plots[1].find_elements("css selector", ".scatterlayer .trace")
+    assert len(learning) == len(curves), (len(learning), len(curves))
+    rows = browser.find_elements("css selector", "table tbody tr")
+    assert len(rows) == min(10, complete)
+    shot = screenshot(browser, shot_name(url, "report.png"), full_page=True)
+    print(f"report {report_file}: {len(plots)} charts rendered offline, {len(learning)} learning curves, "
+          f"{len(rows)} top trials; screenshot {shot}")
+
+
+def test_report_errors_are_one_line(review, tmp_path):
+    url, _ = review
+    unknown = hpo("report", "--study", "no-such-study", "--storage", url, cwd=tmp_path)
+    assert unknown.returncode == 2 and len(unknown.stderr.strip().splitlines()) == 1
+    assert "no study named 'no-such-study'" in unknown.stderr and "quickstart" in unknown.stderr
+    empty_url = f"sqlite:///{tmp_path / 'empty.db'}"
+    optuna.create_study(study_name="empty", storage=empty_url)
+    empty = hpo("report", "--study", "empty", "--storage", empty_url, cwd=tmp_path)
+    assert empty.returncode == 2 and "no complete trial" in empty.stderr and "Traceback" not in empty.stderr
+    assert not (tmp_path / "report.html").exists()
