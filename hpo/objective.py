@@ -128,7 +128,9 @@ def make_objective(spec: StudySpec, data: MNIST, *, on_start: Callable[[optuna.T
         except optuna.TrialPruned:
             raise
         except Exception as error:
-            if is_outage(error):  # the database failed, not the trial: keep the checkpoint for its retry
+            if is_outage(error) or isinstance(error, optuna.exceptions.UpdateFinishedTrialError):
+                # the trial did not end here (the database failed, or another worker failed the trial
+                # while this one was silent past the grace period): keep the checkpoint for its retry
                 ended = False
                 raise
             trial.set_user_attr(FAIL_REASON, fail_reason(error))

@@ -135,14 +135,18 @@ def worker_main(job: Job, index: int) -> int:
         storage = storage_mod.open_storage(url, heartbeat=job.heartbeat, grace=job.grace)
         checkpoints = Path(job.checkpoint_dir) if job.checkpoint_dir else None
         sampler_seed = dict(spec.sampler.options).get("seed")
-        if sampler_seed is not None:  # workers must not propose identical trials in lockstep
-            spec = _with_sampler_seed(spec, sampler_seed + index)
+        if sampler_seed is not None:
+            # workers must not propose identical trials in lockstep: offset by the worker's index
+            # here and by the trials already there, so a later run (or machine) draws anew too
+            existing = len(storage.get_all_trials(storage.get_study_id_from_name(spec.name), deepcopy=False))
+            spec = _with_sampler_seed(spec, sampler_seed + index + 1009 * existing)
         study = optuna.load_study(study_name=spec.name, storage=storage,
                                   sampler=spec.make_sampler(), pruner=spec.make_pruner())
         backoff = Backoff(job.patience)
         failures = 0
         while deadline is None or time.time() < deadline:
             mine: list[optuna.trial.FrozenTrial] = []
+            claimed: list[int] = []  # the number of the trial this worker started
             try:
                 with storage_mod.exclusive(url, spec.name) as release:
                     optuna.storages.fail_stale_trials(study)
@@ -154,16 +158,26 @@ def worker_main(job: Job, index: int) -> int:
                         release()
                         time.sleep(POLL_SECONDS)
                         continue
-                    objective = make_objective(spec, mnist, on_start=lambda trial: release(),
-                                               checkpoint_dir=checkpoints, retry=backoff.call)
+
+                    def claim(trial: optuna.Trial, release=release) -> None:
+                        claimed.append(trial.number)
+                        release()
+
+                    objective = make_objective(spec, mnist, on_start=claim, checkpoint_dir=checkpoints,
+                                               retry=backoff.call)
                     study.optimize(objective, n_trials=1, catch=(Exception,),
                                    callbacks=[lambda _study, trial: mine.append(trial)])
             except Exception as error:
-                if not is_outage(error):
-                    raise
-                # a trial cut short here stays RUNNING, goes stale and is retried from its checkpoint
-                backoff.wait(error)
-                continue
+                if is_outage(error):
+                    # a trial cut short here stays RUNNING, goes stale and is retried from its checkpoint
+                    backoff.wait(error)
+                    continue
+                if claimed and study.get_trials(deepcopy=False)[claimed[0]].state == TrialState.FAIL:
+                    # Optuna could not record the trial's end: someone else had (a paused process, say)
+                    print(f"hpo run: worker {index}: trial {claimed[0]} was silent for longer than --grace and "
+                          "was failed and retried by another worker; going on", file=sys.stderr)
+                    continue
+                raise
             if mine and mine[0].state == TrialState.FAIL:
                 gc.collect()  # free its tensors now: they hang on its traceback, which sits in reference cycles
                 failures += 1

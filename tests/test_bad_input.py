@@ -78,7 +78,12 @@ class Case:
     postgres: bool = False
 
 
-RUN = ("run", "--study", "{dir}/tiny.yaml", "--trials", "3", "--storage", "sqlite:///{dir}/db.sqlite", "--device", "cpu")
+def run_cmd(*extra: str, study="{dir}/tiny.yaml", trials="3", storage="sqlite:///{dir}/db.sqlite", device="cpu"):
+    return ("run", "--study", study, "--trials", trials, "--storage", storage, "--device", device, *extra)
+
+
+RUN = run_cmd()
+TINY_FILE = study_with(lambda s: None)
 TRAIN_CONFIG = str(REPO / "configs" / "seed000-linear.yaml")
 
 CASES = [
@@ -105,26 +110,27 @@ CASES = [
          study_with(lambda s: s.update(sampler={"name": "bayes"}))),
     Case("budget below the smallest model", RUN, ("tiny.yaml", "'budget.max_params'", "50 is below the smallest model"),
          study_with(lambda s: s.update(budget={"max_params": 50, "epochs": 3}))),
-    Case("searched epochs over the budget", RUN, ("tiny.yaml", "'search.epochs'", "5 epochs is more than budget.epochs 3"),
+    Case("searched epochs over the budget", RUN,
+         ("tiny.yaml", "'search.epochs'", "5 epochs is more than budget.epochs 3"),
          study_with(lambda s: s["search"].update(epochs={"choices": [3, 5]}))),
     Case("unknown study name", ("run", "--study", "nosuch", "--trials", "3", "--storage", "sqlite:///{dir}/db.sqlite"),
          ("--study nosuch", "no such study file", "quickstart")),
     Case("study file changed under its name", RUN, ("'tiny'", "created from a different study file", "another name"),
          existing_study),
     # --- command-line values
-    Case("--trials 0", RUN[:4] + ("0",) + RUN[5:], ("--trials", "must be 1 or more, got 0", "--help"), study_with(lambda s: None)),
-    Case("--trials negative", RUN[:4] + ("-2",) + RUN[5:], ("--trials", "got -2", "--help"), study_with(lambda s: None)),
-    Case("--workers 0", RUN + ("--workers", "0"), ("--workers", "got 0"), study_with(lambda s: None)),
-    Case("--grace not above --heartbeat", RUN + ("--heartbeat", "5", "--grace", "5"), ("--grace 5", "--heartbeat 5"),
-         study_with(lambda s: None)),
-    Case("--device cuda without one", RUN[:-1] + ("cuda",), ("--device cuda", "no CUDA device"), study_with(lambda s: None)),
+    Case("--trials 0", run_cmd(trials="0"), ("--trials", "must be 1 or more, got 0", "--help"), TINY_FILE),
+    Case("--trials negative", run_cmd(trials="-2"), ("--trials", "got -2", "--help"), TINY_FILE),
+    Case("--workers 0", run_cmd("--workers", "0"), ("--workers", "got 0"), TINY_FILE),
+    Case("--grace not above --heartbeat", run_cmd("--heartbeat", "5", "--grace", "5"), ("--grace 5", "--heartbeat 5"),
+         TINY_FILE),
+    Case("--device cuda without one", run_cmd(device="cuda"), ("--device cuda", "no CUDA device"), TINY_FILE),
     # --- storages
-    Case("storage URL that is no URL", RUN[:6] + ("nonsense",) + RUN[7:], ("'nonsense'", "not a database URL", "sqlite:///"),
-         study_with(lambda s: None)),
-    Case("unreachable storage", RUN[:6] + (f"postgresql+psycopg://postgres:{SECRET}@127.0.0.1:1/hpo_unreached",) + RUN[7:],
-         ("postgres:***@127.0.0.1:1", "Connection refused"), study_with(lambda s: None)),
-    Case("wrong credentials", RUN[:6] + (f"postgresql+psycopg://nobody:{SECRET}@{{pg}}/hpo_nobody",) + RUN[7:],
-         ("nobody:***@", 'role "nobody" does not exist', "credentials"), study_with(lambda s: None), postgres=True),
+    Case("storage URL that is no URL", run_cmd(storage="nonsense"), ("'nonsense'", "not a database URL", "sqlite:///"),
+         TINY_FILE),
+    Case("unreachable storage", run_cmd(storage=f"postgresql+psycopg://postgres:{SECRET}@127.0.0.1:1/hpo_unreached"),
+         ("postgres:***@127.0.0.1:1", "Connection refused"), TINY_FILE),
+    Case("wrong credentials", run_cmd(storage=f"postgresql+psycopg://nobody:{SECRET}@{{pg}}/hpo_nobody"),
+         ("nobody:***@", 'role "nobody" does not exist', "credentials"), TINY_FILE, postgres=True),
     Case("storage driver not installed", ("studies", "--storage", f"mysql://root:{SECRET}@127.0.0.1/hpo"),
          ("mysql://root:***@", "driver is not installed")),
     Case("SQLite file in a folder that cannot exist", ("studies", "--storage", "sqlite:////proc/no/such/db.sqlite"),
@@ -132,23 +138,27 @@ CASES = [
     # --- export
     Case("export of an unknown study", ("export", "--study", "nosuch", "--storage", "sqlite:///{dir}/db.sqlite"),
          ("'nosuch'", "studies here: tiny"), study_without_finished_trials),
-    Case("export of a study with no finished trial", ("export", "--study", "tiny", "--storage", "sqlite:///{dir}/db.sqlite"),
+    Case("export of a study with no finished trial",
+         ("export", "--study", "tiny", "--storage", "sqlite:///{dir}/db.sqlite"),
          ("'tiny'", "no complete trial", "hpo run --study tiny"), study_without_finished_trials),
     Case("export into a missing folder", ("export", "--study", "tiny", "--storage", "sqlite:///{dir}/db.sqlite", "-o",
                                           "{dir}/no/such/best.yaml"),
          ("no/such/best.yaml", "No such file or directory"), study_with_a_complete_trial),
     # --- training configs and data
     Case("training config missing its model", ("train", "--config", "{dir}/cfg.yaml"),
-         ("cfg.yaml", "'model'", "missing", "preset"), text_file("cfg.yaml", "optimizer: {name: sgd, lr: 0.1}\nepochs: 1\n")),
+         ("cfg.yaml", "'model'", "missing", "preset"),
+         text_file("cfg.yaml", "optimizer: {name: sgd, lr: 0.1}\nepochs: 1\n")),
     Case("training config with a wrong type", ("train", "--config", "{dir}/cfg.yaml"),
          ("cfg.yaml", "'epochs'", "'ten'"), text_file("cfg.yaml", "model: {preset: linear}\nepochs: ten\n")),
-    Case("training config that does not exist", ("train", "--config", "{dir}/nope.yaml"), ("nope.yaml", "file not found")),
+    Case("training config that does not exist", ("train", "--config", "{dir}/nope.yaml"),
+         ("nope.yaml", "file not found")),
     Case("corrupted data file (hpo data)", ("data", "--data-dir", "{dir}/mnist"),
          ("t10k-labels-idx1-ubyte", "sha256 does not match", "hpo data"), corrupted_data),
-    Case("corrupted data file (hpo train)", ("train", "--config", TRAIN_CONFIG, "--data-dir", "{dir}/mnist", "--device", "cpu"),
+    Case("corrupted data file (hpo train)",
+         ("train", "--config", TRAIN_CONFIG, "--data-dir", "{dir}/mnist", "--device", "cpu"),
          ("t10k-labels-idx1-ubyte", "sha256 does not match"), corrupted_data),
-    Case("corrupted data file (hpo run)", RUN + ("--data-dir", "{dir}/mnist"), ("t10k-labels-idx1-ubyte", "sha256"),
-         lambda folder: (study_with(lambda s: None)(folder), corrupted_data(folder))),
+    Case("corrupted data file (hpo run)", run_cmd("--data-dir", "{dir}/mnist"), ("t10k-labels-idx1-ubyte", "sha256"),
+         lambda folder: (TINY_FILE(folder), corrupted_data(folder))),
     Case("data folder that is a file", ("data", "--data-dir", "{dir}/cfg.yaml"), ("cfg.yaml", "is a file"),
          text_file("cfg.yaml", "")),
 ]

@@ -7,6 +7,9 @@ grace period, its retry must resume from the checkpoint of its last finished epo
 on from there without repeating a step, and the study must end with exactly N finished trials.
 
 The log goes to standard output (`pytest -s`) and to artifacts/kill-resume.log.
+
+A worker paused (SIGSTOP) past the grace period loses its trial the same way; when it wakes
+up it must give the trial up with one line and go on, not crash.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ EPOCHS, N, HEARTBEAT, GRACE = 6, 4, 1, 5
 ARTIFACT = Path(__file__).resolve().parents[1] / "artifacts" / "kill-resume.log"
 
 
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # three runs on one small machine: no oversubscribed cores
+
+
 def wait(proc, deadline: float) -> int:
     try:
         return proc.wait(timeout=max(1.0, deadline - time.monotonic()))
@@ -35,16 +41,34 @@ def wait(proc, deadline: float) -> int:
         raise
 
 
-@pytest.mark.postgres
-def test_kill_9_mid_trial_then_the_retry_resumes_and_the_count_is_exact(tmp_path, postgres_url):
-    # 10,000 images: about half a second an epoch on an idle core, long enough to kill a trial mid-way
+def run_command(tmp_path: Path, url: str, grace: int) -> list[str]:
+    # 10,000 images: about half a second an epoch on an idle core, long enough to stop a trial mid-way
     path = write_study(tmp_path, "killme", base={**TINY["base"], "epochs": EPOCHS,
                                                  "data": {"train_subset": 10000, "test_subset": 500}},
                        search={"optimizer.lr": {"float": [0.01, 0.1], "log": True}},
                        budget={"epochs": EPOCHS}, pruner={"name": "none"})
+    return run_args(path, url, N, "--heartbeat", str(HEARTBEAT), "--grace", str(grace),
+                    "--checkpoint-dir", str(tmp_path / "checkpoints"))
+
+
+def trial_mid_way(study, runs: dict, tmp_path: Path, deadline: float):
+    """A RUNNING trial past its first epoch and short of its last, once every run's worker is up."""
+    while True:
+        assert time.monotonic() < deadline, "never saw a trial mid-way"
+        for name, proc in runs.items():
+            assert proc.poll() is None, f"run {name} ended first:\n{(tmp_path / f'{name}.log').read_text()}"
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        mid = [t for t in running if "worker" in t.user_attrs and 1 <= max(t.intermediate_values, default=0)
+               <= EPOCHS - 2]
+        if mid and all(children(proc.pid) for proc in runs.values()):
+            return mid[0]
+        time.sleep(0.1)
+
+
+@pytest.mark.postgres
+def test_kill_9_mid_trial_then_the_retry_resumes_and_the_count_is_exact(tmp_path, postgres_url):
+    args = run_command(tmp_path, postgres_url, GRACE)
     checkpoints = tmp_path / "checkpoints"
-    args = run_args(path, postgres_url, N, "--heartbeat", str(HEARTBEAT), "--grace", str(GRACE),
-                    "--checkpoint-dir", str(checkpoints))
     lines: list[str] = []
     began = time.monotonic()
 
@@ -54,27 +78,14 @@ def test_kill_9_mid_trial_then_the_retry_resumes_and_the_count_is_exact(tmp_path
         lines.append(line)
 
     deadline = time.monotonic() + 400
-    one_thread = {"OMP_NUM_THREADS": "1"}  # three runs on one small machine: no oversubscribed cores
-    runs = {"A": start_hpo(*args, cwd=tmp_path, env=one_thread, log=tmp_path / "A.log"),
-            "B": start_hpo(*args, cwd=tmp_path, env=one_thread, log=tmp_path / "B.log")}
+    runs = {"A": start_hpo(*args, cwd=tmp_path, env=ONE_THREAD, log=tmp_path / "A.log"),
+            "B": start_hpo(*args, cwd=tmp_path, env=ONE_THREAD, log=tmp_path / "B.log")}
     try:
         study = study_when_started(postgres_url, "killme", tmp_path / "A.log", runs["A"], deadline)
         log(f"two `hpo run --workers 1` started: A (pid {runs['A'].pid}), B (pid {runs['B'].pid}); "
             f"N={N}, {EPOCHS} epochs a trial, --heartbeat {HEARTBEAT} --grace {GRACE}")
 
-        # --- wait until both workers are up and a trial is past its first epoch and short of its last
-        victim = None
-        while victim is None:
-            assert time.monotonic() < deadline, "never saw a trial mid-way"
-            for name, proc in runs.items():
-                assert proc.poll() is None, f"run {name} ended first:\n{(tmp_path / f'{name}.log').read_text()}"
-            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            mid = [t for t in running if "worker" in t.user_attrs and 1 <= max(t.intermediate_values, default=0)
-                   <= EPOCHS - 2]
-            if mid and all(children(proc.pid) for proc in runs.values()):
-                victim = mid[0]
-            else:
-                time.sleep(0.1)
+        victim = trial_mid_way(study, runs, tmp_path, deadline)
         pid = worker_pid(victim)
         owner = next(name for name, proc in runs.items() if pid in children(proc.pid))
         epoch = max(victim.intermediate_values)
@@ -85,7 +96,7 @@ def test_kill_9_mid_trial_then_the_retry_resumes_and_the_count_is_exact(tmp_path
 
         assert wait(runs[owner], deadline) != 0, f"run {owner} did not notice its worker died"
         log(f"run {owner} exited {runs[owner].returncode}: its worker stopped with an error")
-        runs["C"] = start_hpo(*args, cwd=tmp_path, env=one_thread, log=tmp_path / "C.log")
+        runs["C"] = start_hpo(*args, cwd=tmp_path, env=ONE_THREAD, log=tmp_path / "C.log")
         log(f"third `hpo run --workers 1` started: C (pid {runs['C'].pid})")
         for name, proc in runs.items():
             if name != owner:
@@ -129,3 +140,40 @@ def test_kill_9_mid_trial_then_the_retry_resumes_and_the_count_is_exact(tmp_path
 
     ARTIFACT.parent.mkdir(exist_ok=True)
     ARTIFACT.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.postgres
+def test_a_worker_paused_past_the_grace_gives_its_trial_up_and_goes_on(tmp_path, postgres_url):
+    args = run_command(tmp_path, postgres_url, grace=3)
+    deadline = time.monotonic() + 400
+    runs = {"A": start_hpo(*args, cwd=tmp_path, env=ONE_THREAD, log=tmp_path / "A.log"),
+            "B": start_hpo(*args, cwd=tmp_path, env=ONE_THREAD, log=tmp_path / "B.log")}
+    try:
+        study = study_when_started(postgres_url, "killme", tmp_path / "A.log", runs["A"], deadline)
+        victim = trial_mid_way(study, runs, tmp_path, deadline)
+        pid = worker_pid(victim)
+        owner = next(name for name, proc in runs.items() if pid in children(proc.pid))
+        os.kill(pid, signal.SIGSTOP)
+        try:  # until the other worker has failed the silent trial and queued its retry
+            while not any(t.system_attrs.get("failed_trial") == victim.number for t in study.get_trials()):
+                assert time.monotonic() < deadline, "the paused worker's trial was never retried"
+                time.sleep(0.2)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        for name, proc in runs.items():
+            assert wait(proc, deadline) == 0, (tmp_path / f"{name}.log").read_text()
+    finally:
+        for proc in runs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+    output = (tmp_path / f"{owner}.log").read_text()
+    print(output)
+    assert f"trial {victim.number} was silent for longer than --grace" in output and "Traceback" not in output
+    trials = study.get_trials(deepcopy=False)
+    c = count(trials)
+    retry = next(t for t in trials if t.system_attrs.get("failed_trial") == victim.number)
+    assert trials[victim.number].state == TrialState.FAIL and retry.state == TrialState.COMPLETE
+    assert sorted(retry.intermediate_values) == list(range(1, EPOCHS + 1))
+    assert c.finished == N and c.running == 0 and c.waiting == 0
+    assert len({t.number for t in trials}) == len(trials)
