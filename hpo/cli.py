@@ -13,34 +13,24 @@ from hpo.errors import UserError
 EXIT_USAGE = 2
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
+def number_type(kind: type, what: str, ok, bounds: str):
+    """An argparse type: `kind` parsed from text, then checked by `ok`; errors say what fits."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {value}")
+        return value
+
+    return parse
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
-    return value
-
-
-def port_number(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 65535, got {value}")
-    return value
+positive_int = number_type(int, "a whole number", lambda v: v >= 1, "1 or more")
+positive_float = number_type(float, "a number", lambda v: v > 0, "greater than 0")
+port_number = number_type(int, "a port number", lambda v: 0 <= v <= 65535, "between 0 and 65535")
 
 
 class Parser(argparse.ArgumentParser):
