@@ -57,7 +57,7 @@ def models_table() -> Table:
 
 def train_run(cfg, mnist, *, title: str) -> list:
     """Train `cfg` with a progress bar and a line per epoch; print a summary; return the history."""
-    from hpo.train import train  # noqa: PLC0415 - torch-heavy
+    from hpo.train import bf16_autocast, train  # noqa: PLC0415 - torch-heavy
 
     spec = cfg.model
     n_params = models.spec_params(spec)
@@ -84,7 +84,8 @@ def train_run(cfg, mnist, *, title: str) -> list:
     best_epoch = max(history, key=lambda r: r.test_accuracy)
     console.print(f"[bold]final test accuracy {pct(history[-1].test_accuracy)}[/], best {pct(best_epoch.test_accuracy)} "
                   f"(epoch {best_epoch.epoch}); {n_params:,} parameters; "
-                  f"{statistics.mean(seconds):.2f} s/epoch on {mnist.device}")
+                  f"{statistics.mean(seconds):.2f} s/epoch on {mnist.device} "
+                  f"({'bf16 autocast' if bf16_autocast(mnist.device.type) else 'fp32'})")
     return history
 
 
