@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
@@ -152,10 +151,3 @@ def load_config(path: str | Path) -> TrainConfig:
         data = trials[0].get("config") if isinstance(trials[0], dict) else None
         return parse_config(data, source=f"{path} (trials.0.config)")
     return parse_config(data, source=str(path))
-
-
-def resolved_dict(data: dict) -> dict:
-    """A raw config dict with its model preset expanded, so dotted keys reach every value."""
-    out = copy.deepcopy(data)
-    out["model"] = models.resolve(out.get("model", {}))
-    return out

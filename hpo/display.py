@@ -128,16 +128,12 @@ class RunDisplay:
         self.spec, self.target, self.where, self.workers = spec, target, where, workers
         self.live = None
         self.seen: set[int] = set()
-        self.started = None
         if live:
             from rich.live import Live  # noqa: PLC0415
 
             self.live = Live(console=console, refresh_per_second=4, transient=False)
 
     def __enter__(self):
-        import time  # noqa: PLC0415
-
-        self.started = time.monotonic()
         console.print(f"[bold]{self.spec.name}[/] from {self.spec.source} in {self.where}: "
                       f"{self.target} finished trials, {self.workers} worker(s)")
         if self.live:

@@ -17,7 +17,7 @@ Four families cover the seeds:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal, Union
 
 import torch
@@ -274,5 +274,3 @@ def describe(spec: ModelSpec) -> str:
     text = "convnet " + "-".join(map(str, spec.layers))
     return text + (" bn" if spec.batchnorm else "") + (f" drop={spec.dropout:g}" if spec.dropout else "")
 
-
-__all__ = ["PRESETS", "ModelSpec", "build", "count_params", "spec_params", "parse_model", "resolve", "replace"]

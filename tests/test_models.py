@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -110,7 +112,7 @@ def test_with_width_refuses_tokens_without_a_width(token):
 def test_with_width_result_builds():
     spec = models.parse_model({"preset": "netv3"})
     layers = tuple(models.with_width(t, 20) if t == "16p1" else t for t in spec.layers)
-    wider = models.replace(spec, layers=layers)
+    wider = dataclasses.replace(spec, layers=layers)
     # 16p1 -> 20p1: its conv grows from 16*16*9 to 16*20*9, its BN by 2*4, the head from 16*10 to 20*10
     assert models.spec_params(wider) == 13_808 + 16 * 4 * 9 + 2 * 4 + 4 * 10
 
