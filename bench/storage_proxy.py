@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import optuna
 import sqlalchemy
 
-from hpo import storage as storage_mod
+from hpo.storage import Storage
 
 SERVER = os.environ.get("HPO_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432")
 PORT = 13013
@@ -44,13 +44,14 @@ def client(mode: str, url: str, seconds: float, start, counter) -> None:
     if mode == "proxy":
         storage = optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=PORT)
     else:
-        storage = storage_mod.open_storage(url, heartbeat=None)
+        storage = Storage.resolve(url).open(heartbeat=None)
     study = optuna.load_study(study_name="bench", storage=storage)
+    lock = Storage.resolve(url).lock("bench")
     start.wait()
     done, deadline = 0, time.time() + seconds
     while time.time() < deadline:
         if mode == "claim":
-            with storage_mod.exclusive(url, "bench"):
+            with lock.hold():
                 len(study.get_trials(deepcopy=False))
                 trial = study.ask()
         else:
@@ -69,7 +70,7 @@ def client(mode: str, url: str, seconds: float, start, counter) -> None:
 
 def proxy_server(url: str) -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    optuna.storages.run_grpc_proxy_server(storage_mod.open_storage(url, heartbeat=None), host="127.0.0.1", port=PORT)
+    optuna.storages.run_grpc_proxy_server(Storage.resolve(url).open(heartbeat=None), host="127.0.0.1", port=PORT)
 
 
 def connections(admin, name: str) -> int:
@@ -83,7 +84,7 @@ def one_run(mode: str, clients: int, seconds: float, admin) -> tuple[float, int]
     with admin.connect() as conn:
         conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
     url = f"{SERVER}/{name}"
-    optuna.create_study(study_name="bench", storage=storage_mod.open_storage(url, heartbeat=None),
+    optuna.create_study(study_name="bench", storage=Storage.resolve(url).open(heartbeat=None),
                         direction="maximize")
     ctx = mp.get_context("spawn")
     server = None

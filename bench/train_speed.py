@@ -30,8 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from hpo import data as mnist, models
+from hpo import datasets, models
+from hpo.data import ensure, load, stratified_indices
 from hpo.config import parse_config
+from hpo.idx import read_split
 from hpo.optim import make_optimizer
 from hpo.train import evaluate, train as hpo_train
 
@@ -41,6 +43,8 @@ try:  # seed 002's exact transforms, where torchvision works (it is optional, an
 except Exception:
     T = None
 
+MNIST = datasets.get("mnist")
+MEAN, STD = MNIST.mean[0], MNIST.std[0]
 ROTATE, AFFINE_DEGREES = 7.0, 15.0  # seed 002: RandomRotation((-7, 7)), RandomAffine(degrees=15)
 TEST_BATCH = 1000                   # the seeds' --test-batch-size
 
@@ -60,7 +64,7 @@ class SeedMNIST(Dataset):
         self.images, self.labels, self.augment = images, labels, augment
         if T is not None:
             warps = [T.RandomRotation((-ROTATE, ROTATE), fill=(1,)), T.RandomAffine(degrees=AFFINE_DEGREES)]
-            self.transform = T.Compose((warps if augment else []) + [T.ToTensor(), T.Normalize((mnist.MEAN,), (mnist.STD,))])
+            self.transform = T.Compose((warps if augment else []) + [T.ToTensor(), T.Normalize((MEAN,), (STD,))])
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -72,7 +76,7 @@ class SeedMNIST(Dataset):
         x = image.float().div(255).view(1, 1, 28, 28)
         if self.augment:  # two warps, as the two transforms do
             x = rotate(rotate(x, ROTATE), AFFINE_DEGREES)
-        return x.sub(mnist.MEAN).div(mnist.STD)[0], label
+        return x.sub(MEAN).div(STD)[0], label
 
 
 def sync(device: torch.device) -> None:
@@ -157,7 +161,7 @@ def main() -> int:
     p.add_argument("--train-subset", type=int, help="train on this many images (a quick check); default all 60,000")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                    help="seed 002's rotation 7 + affine 15 degrees (default on)")
-    p.add_argument("--data-dir", type=Path, help="folder of the MNIST IDX files (default: hpo's cache)")
+    p.add_argument("--data-dir", type=Path, metavar="ROOT", help="data root; MNIST is in ROOT/mnist (default: hpo's cache)")
     p.add_argument("--workers", type=int, help="seed DataLoader workers (default: the seeds' 1 on cuda, 0 on cpu)")
     p.add_argument("--json", type=Path, help="write the raw numbers here")
     args = p.parse_args()
@@ -171,16 +175,16 @@ def main() -> int:
         "augment": {"rotate": ROTATE, "affine_degrees": AFFINE_DEGREES} if args.augment else {},
         "data": {"train_subset": args.train_subset},
     })
-    folder = mnist.ensure(args.data_dir)
-    data = mnist.load(device, folder)
-    raw = {name: mnist.decode_idx((folder / name).read_bytes(), name) for name in mnist.IDX_SHA256}
-    train_x, train_y = raw["train-images-idx3-ubyte"], raw["train-labels-idx1-ubyte"]
-    keep = mnist.stratified_indices(train_y.long(), args.train_subset, 0)  # the subset hpo trains on
+    folder = ensure(MNIST, args.data_dir)
+    data = load(MNIST, device, args.data_dir)
+    (train_x, train_y), (test_x, test_y) = (read_split(MNIST, folder, split) for split in ("train", "test"))
+    train_x, test_x = train_x[:, 0], test_x[:, 0]  # [N, 28, 28]: what the seeds' Dataset hands to PIL
+    keep = stratified_indices(train_y.long(), args.train_subset, 0, classes=MNIST.classes)  # the subset hpo trains on
     # the seeds' loader options: shuffle everywhere, and on CUDA pin_memory next to the workers
     loader = dict(num_workers=workers, pin_memory=cuda, persistent_workers=workers > 0)
     train_loader = DataLoader(SeedMNIST(train_x[keep], train_y[keep], args.augment),
                               batch_size=args.batch_size, shuffle=True, **loader)
-    test_loader = DataLoader(SeedMNIST(raw["t10k-images-idx3-ubyte"], raw["t10k-labels-idx1-ubyte"], False),
+    test_loader = DataLoader(SeedMNIST(test_x, test_y, False),
                              batch_size=TEST_BATCH, **loader)
     images = len(keep)
 
@@ -212,7 +216,7 @@ def main() -> int:
         "device": device_name(device), "torch": torch.__version__, "preset": args.preset,
         "params": models.count_params(models.build(cfg.model)), "batch_size": args.batch_size,
         "optimizer": f"{args.optimizer} lr {args.lr:g}", "augment": aug, "seed_augment_impl": aug_impl,
-        "workers": workers, "train_images": images, "test_images": len(raw["t10k-labels-idx1-ubyte"]),
+        "workers": workers, "train_images": images, "test_images": len(test_y),
         "epochs": args.epochs, "repeats": args.repeats, "date": datetime.date.today().isoformat(),
         "load_average": [load_before, os.getloadavg()[0]],
     }

@@ -46,8 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
     def data_dir(p):
-        p.add_argument("--data-dir", type=Path, default=None,
-                       help="MNIST cache folder (default: $HPO_DATA_DIR or ~/.cache/hpo/mnist)")
+        p.add_argument("--data-dir", type=Path, default=None, metavar="ROOT",
+                       help="data root: dataset NAME is in ROOT/NAME (default: $HPO_DATA_DIR or ~/.cache/hpo)")
 
     def device(p):
         p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="SQLAlchemy URL of the study database (default: $HPO_STORAGE, "
                             "else sqlite:///hpo.db in the working directory)")
 
-    p = sub.add_parser("data", help="fetch and verify MNIST, print counts and checksums")
+    p = sub.add_parser("data", help="fetch and verify a dataset, print counts and checksums")
+    p.add_argument("--dataset", default="mnist", metavar="NAME",
+                   help="mnist, fashion-mnist, kmnist, or another name registered in hpo.datasets (default: mnist)")
     data_dir(p)
     p.set_defaults(handler=cmd_data)
 
@@ -128,11 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_data(args) -> int:
-    from hpo import data  # noqa: PLC0415 - keep `hpo --help` fast
+    from hpo import data, datasets  # noqa: PLC0415 - keep `hpo --help` fast
     from hpo.display import checksum_table, console, data_table  # noqa: PLC0415
 
-    folder = data.ensure(args.data_dir, log=lambda line: console.print(line, style="dim"))
-    summary = data.summary(folder)
+    dataset = datasets.get(args.dataset)
+    folder = data.ensure(dataset, args.data_dir, log=lambda line: console.print(line, style="dim"))
+    summary = data.summary(dataset, folder)
+    console.print(f"{dataset.title} ({dataset.name}) in {folder}", soft_wrap=True)  # a path copies whole, unwrapped
     console.print(data_table(summary))
     console.print(checksum_table(summary))
     return 0
@@ -146,55 +150,73 @@ def cmd_models(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from hpo import data  # noqa: PLC0415
+    from hpo import data, models  # noqa: PLC0415
     from hpo.config import load_config  # noqa: PLC0415
-    from hpo.display import train_run  # noqa: PLC0415
-    from hpo.train import Diverged, pick_device  # noqa: PLC0415
+    from hpo.display import TrainProgress, console, train_summary  # noqa: PLC0415
+    from hpo.space import model_size  # noqa: PLC0415
+    from hpo.train import Diverged, bf16_autocast, pick_device, train  # noqa: PLC0415
 
     cfg = load_config(args.config).with_overrides(epochs=args.epochs, seed=args.seed)
     device = pick_device(args.device)
-    mnist = data.load(device, args.data_dir)
+    splits = data.load(cfg.data.dataset, device, args.data_dir)
+    n_params = model_size(cfg)
+    n_train = cfg.data.train_subset or len(splits.train_y)
+    n_test = cfg.data.test_subset or len(splits.test_y)
+    headline = (f"[bold]{args.config}[/]: {models.describe(cfg.model)}, {n_params:,} parameters, "
+                f"{cfg.optimizer.name} lr={cfg.optimizer.lr:g}, batch {cfg.batch_size}, {cfg.epochs} epochs, "
+                f"{n_train:,} train / {n_test:,} test images of {cfg.data.dataset} on {device}")
     try:
-        train_run(cfg, mnist, title=str(args.config))
+        with TrainProgress(headline, cfg.epochs) as progress:
+            history = train(cfg, splits, on_step=progress.on_step, on_epoch=progress.on_epoch)
     except Diverged as error:  # the config is valid; training it is what failed
         print(f"hpo train: diverged: {error}; try a lower optimizer.lr in {args.config}", file=sys.stderr)
         return 1
+    precision = "bf16 autocast" if bf16_autocast(device.type) else "fp32"
+    console.print(train_summary(history, n_params=n_params, device=device, precision=precision))
     return 0
 
 
 def cmd_run(args) -> int:
     from hpo.runner import run  # noqa: PLC0415
+    from hpo.storage import Storage  # noqa: PLC0415
+    from hpo.study import load_spec  # noqa: PLC0415
 
     if args.grace <= args.heartbeat:
         raise UserError(f"--grace {args.grace} must be longer than --heartbeat {args.heartbeat}")
-    return run(study=args.study, trials=args.trials, workers=args.workers, timeout=args.timeout,
-               storage=args.storage, device=args.device, data_dir=args.data_dir, quiet=args.quiet,
-               heartbeat=args.heartbeat, grace=args.grace, checkpoint_dir=args.checkpoint_dir,
-               patience=args.db_patience)
+    # every check a user can fail comes before the study is created
+    spec = load_spec(args.study)
+    storage = Storage.resolve(args.storage)
+    return run(spec=spec, storage=storage, trials=args.trials, workers=args.workers, timeout=args.timeout,
+               device=args.device, data_dir=args.data_dir, quiet=args.quiet, heartbeat=args.heartbeat,
+               grace=args.grace, checkpoint_dir=args.checkpoint_dir, patience=args.db_patience)
 
 
 def cmd_studies(args) -> int:
-    from hpo.display import console, studies_table  # noqa: PLC0415
-    from hpo.storage import open_storage  # noqa: PLC0415
+    import optuna  # noqa: PLC0415
 
-    storage = open_storage(args.storage)
-    console.print(studies_table(storage))
+    from hpo.display import console, studies_table  # noqa: PLC0415
+    from hpo.storage import Storage  # noqa: PLC0415
+
+    rdb = Storage.resolve(args.storage).open_existing()
+    studies = {name: rdb.get_all_trials(rdb.get_study_id_from_name(name), deepcopy=False)
+               for name in optuna.get_all_study_names(rdb)}
+    console.print(studies_table(studies))
     return 0
 
 
 def cmd_export(args) -> int:
     from hpo.export import export  # noqa: PLC0415
-    from hpo.storage import open_storage  # noqa: PLC0415
+    from hpo.storage import Storage  # noqa: PLC0415
 
-    text = export(open_storage(args.storage), args.study, top=args.top)
+    text, written = export(Storage.resolve(args.storage).open_existing(), args.study, top=args.top)
     if args.output:
         try:
             args.output.write_text(text)
         except OSError as error:
             raise UserError(f"cannot write {args.output}: {error.strerror}; "
                             "check the folder exists and is writable") from None
-        print(f"wrote {args.top if args.top > 1 else 'the best'} trial config(s) of {args.study!r} to {args.output}",
-              file=sys.stderr)
+        what = "the best trial's config" if written == 1 else f"the {written} best trials' configs"
+        print(f"wrote {what} of {args.study!r} to {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 0
@@ -202,14 +224,17 @@ def cmd_export(args) -> int:
 
 def cmd_dashboard(args) -> int:
     from hpo.dashboard import serve  # noqa: PLC0415
+    from hpo.storage import Storage  # noqa: PLC0415
 
-    return serve(storage=args.storage, host=args.host, port=args.port)
+    return serve(storage=Storage.resolve(args.storage), host=args.host, port=args.port)
 
 
 def cmd_report(args) -> int:
     from hpo.report import write_report  # noqa: PLC0415
+    from hpo.storage import Storage  # noqa: PLC0415
 
-    print(write_report(storage=args.storage, study_name=args.study, output=args.output), file=sys.stderr)
+    print(write_report(storage=Storage.resolve(args.storage), study_name=args.study, output=args.output),
+          file=sys.stderr)
     return 0
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
-from hpo import models, schema
+from hpo import datasets, models, schema
 from hpo.augment import Augment
 from hpo.errors import ConfigError
 from hpo.schema import require
@@ -75,14 +75,18 @@ class AugmentConfig(Augment):
 
 @dataclass(frozen=True)
 class Data:
-    train_subset: Optional[int] = None  # a fixed, class-stratified subset of the 60,000 (None: all)
-    test_subset: Optional[int] = None   # the same for the 10,000 test images
+    dataset: str = "mnist"              # a name in hpo.datasets.DATASETS
+    train_subset: Optional[int] = None  # a fixed, class-stratified subset of the training split (None: all)
+    test_subset: Optional[int] = None   # the same for the test split
+    # the trainer checks the subsets against the split sizes, which only the files know
 
     def __post_init__(self):
+        require(self.dataset in datasets.DATASETS, "dataset",
+                f"unknown dataset {self.dataset!r}; choose from {', '.join(datasets.DATASETS)}")
         if self.train_subset is not None:
-            require(10 <= self.train_subset <= 60_000, "train_subset", f"must be in [10, 60000], got {self.train_subset}")
+            require(self.train_subset >= 10, "train_subset", f"must be 10 or more, got {self.train_subset}")
         if self.test_subset is not None:
-            require(10 <= self.test_subset <= 10_000, "test_subset", f"must be in [10, 10000], got {self.test_subset}")
+            require(self.test_subset >= 10, "test_subset", f"must be 10 or more, got {self.test_subset}")
 
 
 @dataclass(frozen=True)
@@ -117,16 +121,6 @@ def _drop_none(value):
     return value
 
 
-def drop_inapplicable(data: dict) -> dict:
-    """`data` without optimizer keys that the chosen optimizer does not take (a search that
-    switches from SGD to Adam leaves the base's momentum behind)."""
-    optimizer = data.get("optimizer")
-    if isinstance(optimizer, dict):
-        name = optimizer.get("name", Optimizer.name)
-        data["optimizer"] = {k: v for k, v in optimizer.items() if name in OPTIMIZER_ONLY.get(k, (name,))}
-    return data
-
-
 def parse_config(data: Any, source: str | None = None) -> TrainConfig:
     """A TrainConfig from plain data; every error names `source` and the dotted key."""
     try:
@@ -136,7 +130,9 @@ def parse_config(data: Any, source: str | None = None) -> TrainConfig:
             raise ConfigError("model", "missing; give a preset (model: {preset: lenet5}) or a family")
         rest = {k: v for k, v in data.items() if k != "model"}
         model = models.parse_model(data["model"])
-        return replace(schema.parse(TrainConfig, {**rest, "model": None}), model=model)
+        cfg = replace(schema.parse(TrainConfig, {**rest, "model": None}), model=model)
+        models.check_shape(model, datasets.get(cfg.data.dataset).shape)
+        return cfg
     except ConfigError as error:
         raise error.located(source) if source else error from None
 

@@ -13,8 +13,8 @@ import sys
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from hpo import storage as storage_mod
 from hpo.errors import UserError
+from hpo.storage import Storage
 
 
 class _Server(ThreadingMixIn, WSGIServer):
@@ -52,14 +52,11 @@ def browser_url(host: str, port: int) -> str:
     return f"http://{host}:{port}/dashboard"
 
 
-def serve(*, storage: str | None, host: str, port: int, out=sys.stdout, err=sys.stderr) -> int:
+def serve(*, storage: Storage, host: str, port: int, out=sys.stdout, err=sys.stderr) -> int:
     """Serve optuna-dashboard on `storage` until Ctrl-C or SIGTERM; 0 when stopped that way."""
     import optuna_dashboard  # noqa: PLC0415 - heavy; only this command needs it
 
-    from hpo.report import open_existing  # noqa: PLC0415
-
-    url = storage_mod.resolve_url(storage)
-    app = optuna_dashboard.wsgi(open_existing(url))
+    app = optuna_dashboard.wsgi(storage.open_existing())
     server_class = _Server6 if ":" in host else _Server
     try:
         httpd = make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
@@ -76,8 +73,8 @@ def serve(*, storage: str | None, host: str, port: int, out=sys.stdout, err=sys.
     try:
         if not is_loopback(host):
             print(f"warning: the dashboard listens on {host}:{bound_port} with no login: anyone who can reach "
-                  f"this machine can read, edit and delete the studies in {storage_mod.mask(url)}", file=err)
-        print(f"optuna-dashboard {optuna_dashboard.__version__} on {storage_mod.mask(url)}", file=out)
+                  f"this machine can read, edit and delete the studies in {storage.masked}", file=err)
+        print(f"optuna-dashboard {optuna_dashboard.__version__} on {storage.masked}", file=out)
         print(f"open {browser_url(host, bound_port)}  (Ctrl-C stops it)", file=out, flush=True)
         if host in WILDCARDS:
             print(f"from other machines: {browser_url(socket.gethostname(), bound_port)}", file=out, flush=True)

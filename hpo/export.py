@@ -6,25 +6,29 @@ import datetime as dt
 
 import optuna
 import yaml
-from optuna.trial import TrialState
 
 import hpo
+from hpo import records
 from hpo.errors import UserError
 
 
-def export(storage: optuna.storages.BaseStorage, study_name: str, *, top: int = 1) -> str:
+def study_trials(rdb: optuna.storages.BaseStorage, study_name: str) -> list[optuna.trial.FrozenTrial]:
+    """Every trial of the study; an unknown name is one line listing the studies there are."""
     try:
-        study_id = storage.get_study_id_from_name(study_name)
+        study_id = rdb.get_study_id_from_name(study_name)
     except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+        names = optuna.get_all_study_names(rdb)
         raise UserError(f"no study named {study_name!r} in this storage; studies here: "
                         f"{', '.join(names) or '(none)'}") from None
-    complete = [t for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.COMPLETE,))
-                if "config" in t.user_attrs]
-    if not complete:
+    return rdb.get_all_trials(study_id, deepcopy=False)
+
+
+def export(rdb: optuna.storages.BaseStorage, study_name: str, *, top: int = 1) -> tuple[str, int]:
+    """The YAML text of the `top` best trials, and how many it holds (fewer when fewer completed)."""
+    best = [t for t in records.ranked(study_trials(rdb, study_name), top) if records.CONFIG in t.user_attrs]
+    if not best:
         raise UserError(f"study {study_name!r} has no complete trial to export yet; run it first "
                         f"(hpo run --study {study_name} --trials N)")
-    best = sorted(complete, key=lambda t: (-t.value, t.number))[:top]
     document = {
         "study": study_name,
         "exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -33,17 +37,17 @@ def export(storage: optuna.storages.BaseStorage, study_name: str, *, top: int = 
             {
                 "trial": t.number,
                 "value": t.value,
-                "n_params": t.user_attrs.get("n_params"),
-                "test_accuracy_per_epoch": [t.intermediate_values[k] for k in sorted(t.intermediate_values)],
-                "best_epoch": t.user_attrs.get("best_epoch"),
-                "seconds_per_epoch": t.user_attrs.get("epoch_seconds"),
-                "device": t.user_attrs.get("device"),
-                "versions": t.user_attrs.get("versions"),
-                "config": t.user_attrs["config"],
+                "n_params": t.user_attrs.get(records.N_PARAMS),
+                "test_accuracy_per_epoch": records.curve(t),
+                "best_epoch": t.user_attrs.get(records.BEST_EPOCH),
+                "seconds_per_epoch": t.user_attrs.get(records.EPOCH_SECONDS),
+                "device": t.user_attrs.get(records.DEVICE),
+                "versions": t.user_attrs.get(records.VERSIONS),
+                "config": t.user_attrs[records.CONFIG],
             }
             for t in best
         ],
     }
     header = (f"# Top {len(best)} trial(s) of study {study_name!r}, best first.\n"
               f"# Re-train the first with: hpo train --config THIS_FILE\n")
-    return header + yaml.safe_dump(document, sort_keys=False, default_flow_style=None, width=100)
+    return header + yaml.safe_dump(document, sort_keys=False, default_flow_style=None, width=100), len(best)

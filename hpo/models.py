@@ -11,7 +11,7 @@ Four families cover the seeds:
     t8      1x1 "transition" conv to 8 channels, nothing after it
     M       2x2 max-pool
     GAP     global average pooling
-    H       the head: a conv to 10 classes covering the whole remaining feature map
+    H       the head: a conv to the classes, covering the whole remaining feature map
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from hpo import schema
 from hpo.errors import ConfigError
 from hpo.schema import require
 
-IMAGE_SIDE, CLASSES = 28, 10
+MNIST_SHAPE, MNIST_CLASSES = (1, 28, 28), 10  # the defaults: what every seed trained on
 TOKEN = re.compile(r"^(?:(?P<transition>t)(?P<t_width>\d+)|(?P<width>\d+)(?:k(?P<kernel>\d+))?(?:p(?P<padding>\d+))?)$")
 
 
@@ -63,10 +63,6 @@ class ConvPool:
         require(all(h >= 1 for h in self.fc), "fc", "every size must be >= 1")
         for key in ("conv_dropout", "dropout"):
             require(0 <= getattr(self, key) < 1, key, f"must be in [0, 1), got {getattr(self, key)}")
-        side = IMAGE_SIDE
-        for c in self.convs:
-            side = (side - self.kernel + 1) // 2
-            require(side >= 1, "convs", f"{len(self.convs)} conv+pool blocks of kernel {self.kernel} shrink 28x28 to nothing")
 
 
 @dataclass(frozen=True)
@@ -83,18 +79,9 @@ class ConvNet:
         require(self.kernel >= 1, "kernel", "must be >= 1")
         require(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
         require(len(self.layers) >= 1 and self.layers[-1] == "H", "layers", "must end with the head token H")
-        side = IMAGE_SIDE
         for i, token in enumerate(self.layers):
-            kind, width, kernel, padding = parse_token(token, self.kernel, f"layers.{i}")
-            if kind == "H":
-                require(i == len(self.layers) - 1, f"layers.{i}", "H (the head) must be the last token")
-            elif kind == "M":
-                side //= 2
-            elif kind == "GAP":
-                side = 1
-            else:
-                side = side - kernel + 1 + 2 * padding
-            require(side >= 1, f"layers.{i}", f"the feature map shrinks to nothing at {token!r}")
+            kind, *_ = parse_token(token, self.kernel, f"layers.{i}")
+            require(kind != "H" or i == len(self.layers) - 1, f"layers.{i}", "H (the head) must be the last token")
 
 
 ModelSpec = Union[Linear, MLP, ConvPool, ConvNet]
@@ -183,59 +170,95 @@ def parse_model(data: dict, prefix: str = "model") -> ModelSpec:
     return schema.parse(FAMILIES[resolved["family"]], resolved, prefix)
 
 
-# ----------------------------------------------------------------- builders
+# ----------------------------------------------------------------- shapes and builders
+
+Shape = tuple[int, int, int]  # channels, height, width of one input image
 
 
-def build(spec: ModelSpec) -> nn.Module:
-    """A freshly initialized network for `spec`, taking [B, 1, 28, 28] to [B, 10] logits."""
-    if isinstance(spec, Linear):
-        return nn.Sequential(nn.Flatten(), nn.Linear(IMAGE_SIDE * IMAGE_SIDE, CLASSES))
-    if isinstance(spec, MLP):
-        return nn.Sequential(nn.Flatten(), *_dense(IMAGE_SIDE * IMAGE_SIDE, spec.hidden, spec.dropout))
+def _convpool_sides(spec: ConvPool, h: int, w: int):
+    """The feature map's (height, width) after each conv + 2x2 max-pool block."""
+    for _ in spec.convs:
+        h, w = (h - spec.kernel + 1) // 2, (w - spec.kernel + 1) // 2
+        yield h, w
+
+
+def _convnet_walk(spec: ConvNet, h: int, w: int):
+    """Each convnet token parsed, with the feature map's (height, width) after it."""
+    for i, token in enumerate(spec.layers):
+        kind, width, kernel, padding = parse_token(token, spec.kernel, f"layers.{i}")
+        if kind == "M":
+            h, w = h // 2, w // 2
+        elif kind == "GAP":
+            h, w = 1, 1
+        elif kind == "conv":
+            h, w = h - kernel + 1 + 2 * padding, w - kernel + 1 + 2 * padding
+        yield i, token, (kind, width, kernel, padding), (h, w)
+
+
+def check_shape(spec: ModelSpec, shape: Shape = MNIST_SHAPE, prefix: str = "model") -> None:
+    """Raise ConfigError where `spec`'s conv stack shrinks a `shape` image to nothing.
+
+    Apart from the dataclasses' own checks because the answer depends on the dataset."""
+    _, height, width = shape
     if isinstance(spec, ConvPool):
-        return _convpool(spec)
+        for h, w in _convpool_sides(spec, height, width):
+            require(min(h, w) >= 1, f"{prefix}.convs", f"{len(spec.convs)} conv+pool blocks of kernel {spec.kernel} "
+                                                       f"shrink {height}x{width} to nothing")
+    elif isinstance(spec, ConvNet):
+        for i, token, _, (h, w) in _convnet_walk(spec, height, width):
+            require(min(h, w) >= 1, f"{prefix}.layers.{i}",
+                    f"the feature map shrinks to nothing at {token!r} (input {height}x{width})")
+
+
+def build(spec: ModelSpec, *, shape: Shape = MNIST_SHAPE, classes: int = MNIST_CLASSES) -> nn.Module:
+    """A freshly initialized network for `spec`, taking [B, C, H, W] images of `shape` to [B, classes] logits."""
+    check_shape(spec, shape)
+    channels, height, width = shape
+    if isinstance(spec, Linear):
+        return nn.Sequential(nn.Flatten(), nn.Linear(channels * height * width, classes))
+    if isinstance(spec, MLP):
+        return nn.Sequential(nn.Flatten(), *_dense(channels * height * width, spec.hidden, spec.dropout, classes))
+    if isinstance(spec, ConvPool):
+        return _convpool(spec, shape, classes)
     if isinstance(spec, ConvNet):
-        return _convnet(spec)
+        return _convnet(spec, shape, classes)
     raise TypeError(f"not a model spec: {spec!r}")
 
 
-def _dense(features: int, hidden: tuple[int, ...], dropout: float) -> list[nn.Module]:
+def _dense(features: int, hidden: tuple[int, ...], dropout: float, classes: int) -> list[nn.Module]:
     layers: list[nn.Module] = []
     for size in hidden:
         layers += [nn.Linear(features, size), nn.ReLU(inplace=True)]
         if dropout:
             layers.append(nn.Dropout(dropout))
         features = size
-    return layers + [nn.Linear(features, CLASSES)]
+    return layers + [nn.Linear(features, classes)]
 
 
-def _convpool(spec: ConvPool) -> nn.Module:
+def _convpool(spec: ConvPool, shape: Shape, classes: int) -> nn.Module:
     layers: list[nn.Module] = []
-    channels, side = 1, IMAGE_SIDE
-    for i, width in enumerate(spec.convs):
+    channels, h, w = shape
+    for i, (width, (h, w)) in enumerate(zip(spec.convs, _convpool_sides(spec, h, w))):
         layers.append(nn.Conv2d(channels, width, spec.kernel))
         if i > 0 and spec.conv_dropout:
             layers.append(nn.Dropout2d(spec.conv_dropout))
         layers.append(nn.MaxPool2d(2))
         if spec.conv_activation:
             layers.append(nn.ReLU(inplace=True))
-        channels, side = width, (side - spec.kernel + 1) // 2
-    return nn.Sequential(*layers, nn.Flatten(), *_dense(channels * side * side, spec.fc, spec.dropout))
+        channels = width
+    return nn.Sequential(*layers, nn.Flatten(), *_dense(channels * h * w, spec.fc, spec.dropout, classes))
 
 
-def _convnet(spec: ConvNet) -> nn.Module:
+def _convnet(spec: ConvNet, shape: Shape, classes: int) -> nn.Module:
     layers: list[nn.Module] = []
-    channels, side = 1, IMAGE_SIDE
-    for i, token in enumerate(spec.layers):
-        kind, width, kernel, padding = parse_token(token, spec.kernel, f"layers.{i}")
+    channels, h, w = shape
+    for _, _, (kind, width, kernel, padding), (h, w) in _convnet_walk(spec, h, w):
         if kind == "M":
             layers.append(nn.MaxPool2d(2))
-            side //= 2
         elif kind == "GAP":
             layers.append(nn.AdaptiveAvgPool2d(1))
-            side = 1
-        elif kind == "H":
-            layers += [nn.Conv2d(channels, CLASSES, side, bias=spec.bias), nn.Flatten()]
+        elif kind == "H":  # a conv covering the whole remaining map (H leaves the size as it was)
+            layers += [nn.Conv2d(channels, classes, (h, w), bias=spec.bias), nn.Flatten()]
         elif kind == "t":
             layers.append(nn.Conv2d(channels, width, 1, bias=spec.bias))
             channels = width
@@ -247,7 +270,7 @@ def _convnet(spec: ConvNet) -> nn.Module:
             if spec.dropout:
                 block.append(nn.Dropout(spec.dropout))
             layers += block
-            channels, side = width, side - kernel + 1 + 2 * padding
+            channels = width
     return nn.Sequential(*layers)
 
 
@@ -255,22 +278,21 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def spec_params(spec: ModelSpec) -> int:
+def spec_params(spec: ModelSpec, *, shape: Shape = MNIST_SHAPE, classes: int = MNIST_CLASSES) -> int:
     """Parameter count of `spec`, built on the meta device: no memory, no initialization."""
     with torch.device("meta"):
-        return count_params(build(spec))
+        return count_params(build(spec, shape=shape, classes=classes))
 
 
-def describe(spec: ModelSpec) -> str:
+def describe(spec: ModelSpec, *, shape: Shape = MNIST_SHAPE, classes: int = MNIST_CLASSES) -> str:
     """A short human line for a spec, e.g. 'convnet 8-16-t8-M-16-16-16-GAP-H bn drop=0.05'."""
+    inputs = shape[0] * shape[1] * shape[2]
+    drop = f" drop={spec.dropout:g}" if getattr(spec, "dropout", 0) else ""
     if isinstance(spec, Linear):
-        return "linear 784-10"
+        return f"linear {inputs}-{classes}"
     if isinstance(spec, MLP):
-        return "mlp 784-" + "-".join(map(str, spec.hidden)) + "-10" + (f" drop={spec.dropout:g}" if spec.dropout else "")
+        return f"mlp {inputs}-" + "-".join(map(str, spec.hidden)) + f"-{classes}{drop}"
     if isinstance(spec, ConvPool):
         act = "" if spec.conv_activation else " (no conv ReLU)"
-        return (f"convpool {'-'.join(map(str, spec.convs))} k{spec.kernel}{act} fc "
-                + "-".join(map(str, spec.fc + (CLASSES,))) + (f" drop={spec.dropout:g}" if spec.dropout else ""))
-    text = "convnet " + "-".join(map(str, spec.layers))
-    return text + (" bn" if spec.batchnorm else "") + (f" drop={spec.dropout:g}" if spec.dropout else "")
-
+        return f"convpool {'-'.join(map(str, spec.convs))} k{spec.kernel}{act} fc " + "-".join(map(str, spec.fc + (classes,))) + drop
+    return "convnet " + "-".join(map(str, spec.layers)) + (" bn" if spec.batchnorm else "") + drop

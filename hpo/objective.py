@@ -1,4 +1,11 @@
-"""The objective: the one place that maps a trial to a config, reports to Optuna and prunes."""
+"""The objective: the one place that maps a trial to a config, reports to Optuna and prunes.
+
+A worker asks the study for a trial, then:
+    plan = prepare(trial, ...)           # sample a config; enforce the budget before any step
+    hooks = TrialHooks(trial, ...)       # what the trainer calls each step and epoch
+    outcome = backend.run([...])         # train (hpo.backend)
+    finish(study, trial, outcome, ...)   # tell Optuna how it ended: COMPLETE, PRUNED or FAIL
+"""
 
 from __future__ import annotations
 
@@ -7,25 +14,23 @@ import platform
 import socket
 import time
 import warnings
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import optuna
 import torch
+from optuna.trial import TrialState
 
 import hpo
-from hpo import models
-from hpo.config import parse_config
-from hpo.data import MNIST
+from hpo import records
+from hpo.backend import Outcome
+from hpo.config import TrainConfig, parse_config
 from hpo.errors import ConfigError
 from hpo.retry import is_outage
-from hpo.space import sample
+from hpo.space import model_size
 from hpo.study import StudySpec
-from hpo.train import Diverged, train
-
-# user attribute names, read by the display, `hpo studies`, export and the report
-REJECTED, FAIL_REASON = "rejected", "fail_reason"
+from hpo.train import Diverged, EpochResult
 
 
 class TrialTimeLimit(Exception):
@@ -37,7 +42,11 @@ def versions() -> dict:
             "python": platform.python_version()}
 
 
-def fail_reason(error: Exception) -> str:
+def device_name(device: torch.device) -> str:
+    return str(device) if device.type != "cuda" else torch.cuda.get_device_name(device)
+
+
+def fail_reason(error: BaseException) -> str:
     """A short, stable reason for a FAIL trial: `diverged`, `time_limit`, `out_of_memory`, or the error."""
     if isinstance(error, Diverged):
         return f"diverged: {error}"
@@ -48,99 +57,115 @@ def fail_reason(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def checkpoint_path(folder: Path, study: str, trial: optuna.Trial) -> Path:
-    """One file per trial, shared by its retries (they carry the first attempt's number)."""
-    # Optuna 5's Trial has no system_attrs; the storage holds what the retry callback wrote
-    first = trial.storage.get_trial_system_attrs(trial._trial_id).get("failed_trial", trial.number)
-    return folder / study / f"trial-{first}.pt"
+# ----------------------------------------------------------------- before training
 
 
-def make_objective(spec: StudySpec, data: MNIST, *, on_start: Callable[[optuna.Trial], None] = lambda t: None,
-                   checkpoint_dir: Optional[Path] = None,
-                   retry: Callable[[Callable[[], Any]], Any] = lambda fn: fn()):
-    """An Optuna objective training on `data`; `on_start(trial)` runs first (the runner's claim).
+@dataclass(frozen=True)
+class Plan:
+    """A trial ready to train: its config within budget, and where its checkpoint lives."""
 
-    With `checkpoint_dir`, each epoch is checkpointed, and a trial retried after its worker
-    died resumes from its last finished epoch. The file goes when the trial ends here.
-    `retry(fn)` runs each epoch's report, so training waits out a database blip (retry.Backoff).
-    """
+    config: TrainConfig
+    n_params: int
+    checkpoint: Optional[Path]
 
-    def objective(trial: optuna.Trial) -> float:
-        on_start(trial)
-        # --- sample, validate, and enforce the parameter budget before any training step
-        raw = sample(trial, spec)
-        try:
-            cfg = parse_config(raw)
-        except ConfigError as error:
-            trial.set_user_attr(FAIL_REASON, f"invalid config: {error}")
-            raise
-        cfg = replace(cfg, epochs=min(cfg.epochs, spec.budget.epochs))
-        n_params = models.spec_params(cfg.model)
-        trial.set_user_attr("n_params", n_params)
-        trial.set_user_attr("config", cfg.to_dict())
-        if spec.budget.max_params and not trial.constraints:
-            # > 0 makes the trial infeasible: TPE learns where the budget ends (a retry inherits it)
-            trial.set_constraint("params_over_budget", n_params - spec.budget.max_params)
-        if spec.budget.max_params and n_params > spec.budget.max_params:
-            trial.set_user_attr(REJECTED, "over_budget")
-            raise optuna.TrialPruned(f"{n_params:,} parameters, over the budget of {spec.budget.max_params:,}")
-        trial.set_user_attr("device", str(data.device) if data.device.type == "cpu"
-                            else torch.cuda.get_device_name(data.device))
-        trial.set_user_attr("versions", versions())
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # which process to look at (or kill)
 
-        # --- train, reporting every epoch so the pruner can stop a poor trial early
-        started = time.monotonic()
-        seconds, losses, restored = [], [], []
+def prepare(trial: optuna.Trial, spec: StudySpec, *, frozen: optuna.trial.FrozenTrial, device: torch.device,
+            checkpoint_dir: Optional[Path]) -> Optional[Plan]:
+    """Sample the trial's config and record it; None when its model is over the budget (the
+    trial is then to be told PRUNED, with `rejected: over_budget`, before any training step).
+    `frozen` is the trial as stored: a retry of a dead worker's trial keeps the first attempt's
+    checkpoint and constraint."""
+    try:
+        cfg = parse_config(spec.space.sample(trial))
+    except ConfigError as error:
+        trial.set_user_attr(records.FAIL_REASON, f"invalid config: {error}")
+        raise
+    cfg = replace(cfg, epochs=min(cfg.epochs, spec.budget.epochs))
+    n_params = model_size(cfg)
+    trial.set_user_attr(records.N_PARAMS, n_params)
+    trial.set_user_attr(records.CONFIG, cfg.to_dict())
+    limit = spec.budget.max_params
+    if limit and not frozen.constraints:
+        # > 0 makes the trial infeasible: TPE learns where the budget ends
+        trial.set_constraint("params_over_budget", n_params - limit)
+    if limit and n_params > limit:
+        trial.set_user_attr(records.REJECTED, "over_budget")
+        return None
+    trial.set_user_attr(records.DEVICE, device_name(device))
+    trial.set_user_attr(records.VERSIONS, versions())
+    trial.set_user_attr(records.WORKER, f"{socket.gethostname()}:{os.getpid()}")
+    first = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
+    checkpoint = checkpoint_dir / spec.name / f"trial-{frozen.number if first is None else first}.pt" \
+        if checkpoint_dir else None
+    return Plan(cfg, n_params, checkpoint)
 
-        def publish(epoch: int, accuracy: float) -> bool:
-            if epoch in restored:  # replayed from a checkpoint; the first attempt may have reported it
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    trial.report(accuracy, epoch)
-            else:
-                trial.report(accuracy, epoch)
-            trial.set_user_attr("epoch_seconds", seconds)
-            trial.set_user_attr("train_loss", losses)
-            return trial.should_prune()
 
-        def report(epoch: int, accuracy: float) -> None:
-            if retry(lambda: publish(epoch, accuracy)):
-                raise optuna.TrialPruned(f"pruned after epoch {epoch} at {accuracy:.4f}")
+# ----------------------------------------------------------------- during training
 
-        def on_epoch(result) -> None:
-            seconds.append(round(result.seconds, 3))
-            losses.append(result.train_loss)
-            if result.restored:
-                restored.append(result.epoch)
-            elif restored and result.epoch == max(restored) + 1:
-                trial.set_user_attr("resumed_at_epoch", result.epoch)
 
-        def on_step(step: int, steps: int) -> None:
-            if spec.budget.trial_seconds and time.monotonic() - started > spec.budget.trial_seconds:
-                raise TrialTimeLimit(f"ran past budget.trial_seconds={spec.budget.trial_seconds:g}")
+class TrialHooks:
+    """What the trainer calls for one trial: each epoch is reported to Optuna, which may prune;
+    each step checks the trial's time limit. `retry(fn)` runs each report, so training waits
+    out a database blip (retry.Backoff)."""
 
-        checkpoint = checkpoint_path(checkpoint_dir, spec.name, trial) if checkpoint_dir else None
-        ended = True
-        try:
-            history = train(cfg, data, report=report, on_epoch=on_epoch, checkpoint=checkpoint,
-                            on_step=on_step if spec.budget.trial_seconds else None)
-        except optuna.TrialPruned:
-            raise
-        except Exception as error:
-            if is_outage(error) or isinstance(error, optuna.exceptions.UpdateFinishedTrialError):
-                # the trial did not end here (the database failed, or another worker failed the trial
-                # while this one was silent past the grace period): keep the checkpoint for its retry
-                ended = False
-                raise
-            trial.set_user_attr(FAIL_REASON, fail_reason(error))
-            raise
-        finally:
-            if checkpoint and ended:
-                checkpoint.unlink(missing_ok=True)
-        best = max(history, key=lambda r: r.test_accuracy)
-        trial.set_user_attr("best_epoch", best.epoch)
-        trial.set_user_attr("best_accuracy", best.test_accuracy)
-        return history[-1].test_accuracy
+    def __init__(self, trial: optuna.Trial, spec: StudySpec, *,
+                 retry: Callable[[Callable[[], Any]], Any] = lambda fn: fn(), clock=time.monotonic):
+        self.trial, self.retry, self.clock = trial, retry, clock
+        self.limit = spec.budget.trial_seconds
+        self.started = clock()
+        self.seconds: list[float] = []
+        self.losses: list[float] = []
+        self.restored: list[int] = []  # epochs replayed from a checkpoint
 
-    return objective
+    def on_epoch(self, result: EpochResult) -> None:
+        self.seconds.append(round(result.seconds, 3))
+        self.losses.append(result.train_loss)
+        if result.restored:
+            self.restored.append(result.epoch)
+        elif self.restored and result.epoch == max(self.restored) + 1:
+            self.trial.set_user_attr(records.RESUMED_AT_EPOCH, result.epoch)
+
+    def report(self, epoch: int, accuracy: float) -> None:
+        if self.retry(lambda: self._publish(epoch, accuracy)):
+            raise optuna.TrialPruned(f"pruned after epoch {epoch} at {accuracy:.4f}")
+
+    def on_step(self, step: int, steps: int) -> None:
+        if self.limit and self.clock() - self.started > self.limit:
+            raise TrialTimeLimit(f"ran past budget.trial_seconds={self.limit:g}")
+
+    def _publish(self, epoch: int, accuracy: float) -> bool:
+        with warnings.catch_warnings():
+            if epoch in self.restored:  # the first attempt may have reported it already
+                warnings.simplefilter("ignore")
+            self.trial.report(accuracy, epoch)
+        self.trial.set_user_attr(records.EPOCH_SECONDS, self.seconds)
+        self.trial.set_user_attr(records.TRAIN_LOSS, self.losses)
+        return self.trial.should_prune()
+
+
+# ----------------------------------------------------------------- after training
+
+
+def ended_here(outcome: Outcome) -> bool:
+    """Whether this worker is the one to tell how the trial ended. Not when the database failed
+    (the trial stays RUNNING, goes stale and is retried from its checkpoint), nor when another
+    worker already failed it for being silent past the grace period (a paused process)."""
+    return not (is_outage(outcome.error) or isinstance(outcome.error, optuna.exceptions.UpdateFinishedTrialError))
+
+
+def finish(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> TrialState:
+    """Tell Optuna how the trial ended: the final epoch's accuracy, PRUNED, or FAIL with a reason."""
+    error = outcome.error
+    if isinstance(error, optuna.TrialPruned):
+        study.tell(trial, state=TrialState.PRUNED)
+        return TrialState.PRUNED
+    if error is not None:
+        trial.set_user_attr(records.FAIL_REASON, fail_reason(error))
+        study.tell(trial, state=TrialState.FAIL)
+        return TrialState.FAIL
+    history = outcome.history
+    best = max(history, key=lambda r: r.test_accuracy)
+    trial.set_user_attr(records.BEST_EPOCH, best.epoch)
+    trial.set_user_attr(records.BEST_ACCURACY, best.test_accuracy)
+    study.tell(trial, history[-1].test_accuracy)
+    return TrialState.COMPLETE

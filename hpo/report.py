@@ -12,7 +12,6 @@ import html
 import math
 import statistics
 import warnings
-from collections import Counter
 from pathlib import Path
 
 import optuna
@@ -20,8 +19,11 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 import hpo
-from hpo import storage as storage_mod
+from hpo import records
 from hpo.errors import UserError
+from hpo.export import study_trials
+from hpo.records import kind
+from hpo.storage import Storage
 from hpo.seeds import SEED_RESULTS
 
 COLORS = {"complete": "#1f77b4", "pruned": "#d62728", "failed": "#7f7f7f", "base": "#ff7f0e", "seed": "#2ca02c",
@@ -32,38 +34,15 @@ LABEL_AT = {"mnistnet3": "bottom left", "mnistnet2": "top center", "mnistnet1": 
             "classic": "bottom center", "linear": "bottom center", "mlp": "bottom center", "cnn": "bottom left"}
 
 
-def open_existing(url: str | None) -> optuna.storages.RDBStorage:
-    """The storage at `url` for reading; an SQLite file that does not exist is an error, not a new database."""
-    url = storage_mod.resolve_url(url)
-    parsed = storage_mod.parse_url(url)
-    in_file = parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
-    if in_file and not Path(parsed.database).exists():
-        raise UserError(f"no database at {parsed.database}: run a study first (hpo run --study NAME --trials N) "
-                        "or point --storage / HPO_STORAGE at one")
-    return storage_mod.open_storage(url, heartbeat=None)
-
-
-def load_trials(storage: optuna.storages.BaseStorage, study_name: str) -> tuple[optuna.Study, list[FrozenTrial]]:
-    try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
-    except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
-        raise UserError(f"no study named {study_name!r} in this storage; studies here: "
-                        f"{', '.join(names) or '(none)'}") from None
-    trials = study.get_trials(deepcopy=False)
+def load_trials(rdb: optuna.storages.BaseStorage, study_name: str) -> tuple[optuna.Study, list[FrozenTrial]]:
+    trials = study_trials(rdb, study_name)
     if not any(t.state == TrialState.COMPLETE for t in trials):
         raise UserError(f"study {study_name!r} has no complete trial to report yet; run it first "
                         f"(hpo run --study {study_name} --trials N)")
-    return study, trials
+    return optuna.load_study(study_name=study_name, storage=rdb), trials
 
 
 # ----------------------------------------------------------------- trial facts
-
-
-def kind(t: FrozenTrial) -> str:
-    if t.state == TrialState.PRUNED:
-        return "rejected" if t.user_attrs.get("rejected") else "pruned"
-    return {TrialState.COMPLETE: "complete", TrialState.FAIL: "failed"}.get(t.state, "running")
 
 
 def curve(t: FrozenTrial) -> tuple[list[int], list[float]]:
@@ -76,24 +55,22 @@ def settings(t: FrozenTrial) -> str:
 
 
 def hover(t: FrozenTrial) -> str:
-    n = t.user_attrs.get("n_params")
-    head = f"trial {t.number}{' (base recipe)' if t.user_attrs.get('base') else ''}: {kind(t)}"
+    n = t.user_attrs.get(records.N_PARAMS)
+    head = f"trial {t.number}{' (base recipe)' if t.user_attrs.get(records.BASE) else ''}: {kind(t)}"
     return "<br>".join([head, f"{n:,} parameters" if isinstance(n, int) else "", settings(t).replace(", ", "<br>")])
 
 
 def seconds_per_epoch(t: FrozenTrial) -> float | None:
-    seconds = t.user_attrs.get("epoch_seconds")
+    seconds = records.epoch_seconds(t)
     return statistics.mean(seconds) if seconds else None
 
 
 def duration(t: FrozenTrial) -> float | None:
-    if t.datetime_start and t.datetime_complete:
-        return (t.datetime_complete - t.datetime_start).total_seconds()
-    return None
+    return t.duration.total_seconds() if t.duration else None
 
 
 def budget_of(study: optuna.Study) -> int | None:
-    return ((study.user_attrs.get("hpo_spec") or {}).get("budget") or {}).get("max_params")
+    return ((study.user_attrs.get(records.SPEC) or {}).get("budget") or {}).get("max_params")
 
 
 # ----------------------------------------------------------------- figures
@@ -196,22 +173,22 @@ def parallel_figure(study: optuna.Study, trials: list[FrozenTrial]):
 def pareto_figure(study: optuna.Study, trials: list[FrozenTrial]):
     import plotly.graph_objects as go  # noqa: PLC0415
 
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and isinstance(t.user_attrs.get("n_params"), int)]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and isinstance(t.user_attrs.get(records.N_PARAMS), int)]
     fig = go.Figure()
     front, best = [], float("-inf")
-    for t in sorted(complete, key=lambda t: (t.user_attrs["n_params"], -t.value)):
+    for t in sorted(complete, key=lambda t: (t.user_attrs[records.N_PARAMS], -t.value)):
         if t.value > best:
             best = t.value
             front.append(t)
-    fig.add_scatter(x=[t.user_attrs["n_params"] for t in front], y=[100 * t.value for t in front],
+    fig.add_scatter(x=[t.user_attrs[records.N_PARAMS] for t in front], y=[100 * t.value for t in front],
                     mode="lines", line=dict(shape="hv", color=COLORS["complete"], width=1, dash="dot"),
                     name="this study's front: best accuracy at that size or smaller", hoverinfo="skip")
-    others = [t for t in complete if not t.user_attrs.get("base")]
-    fig.add_scatter(x=[t.user_attrs["n_params"] for t in others], y=[100 * t.value for t in others], mode="markers",
+    others = [t for t in complete if not t.user_attrs.get(records.BASE)]
+    fig.add_scatter(x=[t.user_attrs[records.N_PARAMS] for t in others], y=[100 * t.value for t in others], mode="markers",
                     name="complete trial (final epoch)", marker=dict(color=COLORS["complete"], size=8, opacity=0.75),
                     text=[hover(t) for t in others], hoverinfo="text+y")
-    base = [t for t in complete if t.user_attrs.get("base")]
-    fig.add_scatter(x=[t.user_attrs["n_params"] for t in base], y=[100 * t.value for t in base], mode="markers",
+    base = [t for t in complete if t.user_attrs.get(records.BASE)]
+    fig.add_scatter(x=[t.user_attrs[records.N_PARAMS] for t in base], y=[100 * t.value for t in base], mode="markers",
                     name="trial 0: the seed's recipe as this study trains it",
                     marker=dict(color=COLORS["base"], size=12, symbol="diamond"), text=[hover(t) for t in base],
                     hoverinfo="text+y")
@@ -240,14 +217,14 @@ def timing_figure(trials: list[FrozenTrial]):
 
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
                         subplot_titles=("Seconds per epoch against model size", "How long each trial took"))
-    timed = [t for t in trials if seconds_per_epoch(t) is not None and isinstance(t.user_attrs.get("n_params"), int)]
+    timed = [t for t in trials if seconds_per_epoch(t) is not None and isinstance(t.user_attrs.get(records.N_PARAMS), int)]
     for k in ("complete", "pruned", "failed"):
         group = [t for t in timed if kind(t) == k]
         if group:
-            fig.add_scatter(x=[t.user_attrs["n_params"] for t in group], y=[seconds_per_epoch(t) for t in group],
+            fig.add_scatter(x=[t.user_attrs[records.N_PARAMS] for t in group], y=[seconds_per_epoch(t) for t in group],
                             mode="markers", name=k, legendgroup=k, marker=dict(color=COLORS[k], size=8),
-                            text=[f"{hover(t)}<br>batch {t.user_attrs.get('config', {}).get('batch_size', '?')}, "
-                                  f"on {t.user_attrs.get('device', '?')}" for t in group], hoverinfo="text+y",
+                            text=[f"{hover(t)}<br>batch {t.user_attrs.get(records.CONFIG, {}).get('batch_size', '?')}, "
+                                  f"on {t.user_attrs.get(records.DEVICE, '?')}" for t in group], hoverinfo="text+y",
                             row=1, col=1)
         spans = [duration(t) for t in trials if kind(t) == k and duration(t) is not None]
         if spans:
@@ -267,14 +244,14 @@ def timing_figure(trials: list[FrozenTrial]):
 
 
 def top_table(trials: list[FrozenTrial], top: int) -> str:
-    complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: (-t.value, t.number))[:top]
+    complete = records.ranked(trials, top)
     rows = []
     for rank, t in enumerate(complete, 1):
-        n = t.user_attrs.get("n_params")
-        best_epoch, best_acc = t.user_attrs.get("best_epoch"), t.user_attrs.get("best_accuracy")
+        n = t.user_attrs.get(records.N_PARAMS)
+        best_epoch, best_acc = t.user_attrs.get(records.BEST_EPOCH), t.user_attrs.get(records.BEST_ACCURACY)
         spe, span = seconds_per_epoch(t), duration(t)
-        config = yaml.safe_dump(t.user_attrs.get("config", {}), sort_keys=False, default_flow_style=None, width=90)
-        cells = [str(rank), f"{t.number}{' (base)' if t.user_attrs.get('base') else ''}", f"{100 * t.value:.2f}%",
+        config = yaml.safe_dump(t.user_attrs.get(records.CONFIG, {}), sort_keys=False, default_flow_style=None, width=90)
+        cells = [str(rank), f"{t.number}{' (base)' if t.user_attrs.get(records.BASE) else ''}", f"{100 * t.value:.2f}%",
                  f"{100 * best_acc:.2f}% (epoch {best_epoch})" if best_acc is not None else "-",
                  f"{n:,}" if isinstance(n, int) else "-", f"{spe:.2f}" if spe else "-",
                  f"{span:.0f}" if span else "-", html.escape(settings(t)) or "-"]
@@ -298,8 +275,8 @@ table { border-collapse: collapse; font-size: 0.9em; } td, th { border: 1px soli
 def build_report(*, storage: optuna.storages.BaseStorage, study_name: str, where: str = "", top: int = 10) -> str:
     """The whole report as one HTML document."""
     study, trials = load_trials(storage, study_name)
-    c = Counter(kind(t) for t in trials)  # the same tally as `hpo studies`, without importing the trainer
-    best = max((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: (t.value, -t.number))
+    c = records.count(trials)
+    best = records.best_trial(trials)
     first = [True]
 
     def figure(fig, note: str = "") -> str:
@@ -310,8 +287,8 @@ def build_report(*, storage: optuna.storages.BaseStorage, study_name: str, where
         first[0] = False
         return div + (f'<p class="note">{html.escape(note)}</p>' if note else "")
 
-    n_best = best.user_attrs.get("n_params")
-    source = study.user_attrs.get("hpo_study_file", "")
+    n_best = best.user_attrs.get(records.N_PARAMS)
+    source = study.user_attrs.get(records.SOURCE, "")
     sections = [
         ("Optimization history", figure(history_figure(trials)),
          "Each dot is a finished trial's test accuracy after its last epoch (the value the search maximizes); "
@@ -329,15 +306,15 @@ def build_report(*, storage: optuna.storages.BaseStorage, study_name: str, where
         ("Time", figure(timing_figure(trials)),
          "Seconds per epoch as the trainer measured it; trial wall time includes evaluation and the storage's "
          "writes. Over-budget trials take no time and are left out."),
-        (f"Top {min(top, c['complete'])} trials", top_table(trials, top),
+        (f"Top {min(top, c.complete)} trials", top_table(trials, top),
          "Each config re-trains as is: hpo export writes them as YAML for hpo train --config."),
     ]
     body = "".join(f"<h2>{title}</h2>{content}" + (f'<p class="note">{html.escape(note)}</p>' if note else "")
                    for title, content, note in sections)
     size = f" with {n_best:,} parameters" if isinstance(n_best, int) else ""
-    facts = (f"{c['complete'] + c['pruned']} finished trials: {c['complete']} complete, {c['pruned']} pruned; "
-             f"{c['rejected']} rejected over the parameter budget, {c['failed']} failed, {c['running']} running or "
-             f"waiting. Best: trial {best.number}, "
+    facts = (f"{c.finished} finished trials: {c.complete} complete, {c.pruned} pruned; "
+             f"{c.rejected} rejected over the parameter budget, {c.failed} failed, {c.running + c.waiting} running "
+             f"or waiting. Best: trial {best.number}, "
              f"{100 * best.value:.2f}% test accuracy{size}.")
     made = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>hpo report: {html.escape(study_name)}"
@@ -347,10 +324,9 @@ def build_report(*, storage: optuna.storages.BaseStorage, study_name: str, where
             f"</p>{body}</body></html>")
 
 
-def write_report(*, storage: str | None, study_name: str, output: Path) -> str:
+def write_report(*, storage: Storage, study_name: str, output: Path) -> str:
     """Write the report of `study_name` to `output`; return a line saying what was written."""
-    url = storage_mod.resolve_url(storage)
-    text = build_report(storage=open_existing(url), study_name=study_name, where=storage_mod.mask(url))
+    text = build_report(storage=storage.open_existing(), study_name=study_name, where=storage.masked)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text, encoding="utf-8")
     return f"wrote the report of {study_name!r} to {output} ({len(text.encode()) / 1e6:.1f} MB, opens offline)"

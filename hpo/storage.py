@@ -1,7 +1,8 @@
 """Where studies live: Optuna's RDB storage on an SQLAlchemy URL, with heartbeats and a lock.
 
-The URL comes from `--storage`, else `HPO_STORAGE`, else `sqlite:///hpo.db` in the working
-directory. Passwords are masked in everything hpo prints.
+The URL is resolved once, at the edge (`--storage`, else `HPO_STORAGE`, else `sqlite:///hpo.db`
+in the working directory), into a `Storage`: the URL, its masked form for everything hpo
+prints, the database kind, and the study lock. Commands pass that value down.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import re
 import sqlite3
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator, Optional
 
 import optuna
 import sqlalchemy
@@ -26,116 +29,143 @@ DEFAULT_URL = "sqlite:///hpo.db"
 HEARTBEAT_SECONDS = 30   # a running trial writes a heartbeat this often...
 GRACE_SECONDS = 120      # ...and is failed (then retried) when none came for this long
 MAX_RETRY = 3            # how many times a trial whose worker died is run again
-
-
-def resolve_url(url: str | None) -> str:
-    return url or os.environ.get("HPO_STORAGE") or DEFAULT_URL
-
-
-def parse_url(url: str) -> URL:
-    try:
-        parsed = make_url(url)
-    except Exception:  # sqlalchemy raises ArgumentError with the whole URL in the message
-        raise UserError(f"storage URL {mask(url)!r} is not a database URL; use e.g. sqlite:///hpo.db or "
-                        "postgresql+psycopg://USER@HOST/DB") from None
-    if parsed.get_backend_name() not in ("sqlite", "postgresql", "mysql"):
-        raise UserError(f"storage {mask(url)}: unsupported database {parsed.get_backend_name()!r}; "
-                        "use sqlite:///FILE or postgresql+psycopg://USER@HOST/DB")
-    return parsed
+BACKENDS = ("sqlite", "postgresql", "mysql")
 
 
 def mask(url: str) -> str:
     """The URL as given, with any password replaced by ***: everything from the user name's ':'
-    to the last '@', so an unencoded '@' or '/' in a password, or a URL that does not parse,
-    leaks nothing either."""
-    return re.sub(r"(//[^/:@]*):.*@", r"\1:***@", url)
+    to the last '@', so an unencoded '@' or '/' in a password, a URL missing a slash, or one that
+    does not parse at all leaks nothing either."""
+    return re.sub(r"^([^:@]*:/*[^/:@]*):.*@", r"\1:***@", url)
 
 
-def _engine_kwargs(parsed: URL) -> dict:
-    if parsed.get_backend_name() == "sqlite":
-        # wait for the write lock instead of failing with "database is locked"
-        return {"connect_args": {"timeout": 60}}
-    return {"pool_pre_ping": True, "pool_size": 2, "max_overflow": 2}
+@dataclass(frozen=True)
+class Storage:
+    """A resolved storage URL: what every command that touches the database is given."""
 
+    url: str
+    parsed: URL = field(repr=False, compare=False)
 
-def _prepare_sqlite(parsed: URL) -> None:
-    """Write-ahead logging lets readers (the dashboard, `hpo studies`) run beside writers."""
-    path = parsed.database
-    if not path or path == ":memory:":
-        return
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with sqlite3.connect(path, timeout=60) as conn:
-        conn.execute("PRAGMA journal_mode=WAL")
-
-
-def _connect_error(url: str, error: Exception) -> UserError:
-    text = str(getattr(error, "orig", None) or error).strip().splitlines()
-    reason = text[0] if text else type(error).__name__
-    for line in text:  # psycopg puts the useful part on a later line
-        if "FATAL" in line or "failed" in line.lower():
-            reason = line.strip()
-            break
-    return UserError(f"cannot open storage {mask(url)}: {reason}; check the URL, the server and the credentials")
-
-
-def create_database_if_missing(url: str) -> bool:
-    """For PostgreSQL: create the URL's database when the server has none by that name."""
-    parsed = parse_url(url)
-    if parsed.get_backend_name() != "postgresql" or not parsed.database:
-        return False
-    admin = sqlalchemy.create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            exists = conn.execute(sqlalchemy.text("SELECT 1 FROM pg_database WHERE datname = :n"),
-                                  {"n": parsed.database}).scalar()
-            if exists:
-                return False
-            quoted = conn.dialect.identifier_preparer.quote(parsed.database)
-            try:
-                conn.execute(sqlalchemy.text(f"CREATE DATABASE {quoted}"))
-            except (sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.IntegrityError):  # another worker created it first
-                return False
-            return True
-    except sqlalchemy.exc.OperationalError as error:
-        raise _connect_error(url, error) from None
-    finally:
-        admin.dispose()
-
-
-def open_storage(url: str | None = None, *, heartbeat: int | None = HEARTBEAT_SECONDS,
-                 grace: int | None = GRACE_SECONDS, max_retry: int = MAX_RETRY) -> optuna.storages.RDBStorage:
-    """Optuna's RDB storage for `url`; with `heartbeat`, trials of dead workers fail and retry."""
-    url = resolve_url(url)
-    parsed = parse_url(url)
-    if parsed.get_backend_name() == "sqlite":
+    @classmethod
+    def resolve(cls, url: Optional[str] = None) -> "Storage":
+        """`url`, else $HPO_STORAGE, else the default; a URL that is no database URL is a UserError."""
+        url = url or os.environ.get("HPO_STORAGE") or DEFAULT_URL
         try:
-            _prepare_sqlite(parsed)
-        except (sqlite3.Error, OSError) as error:
-            raise UserError(f"cannot open storage {mask(url)}: {error}; check the path and its permissions") from None
-    try:
-        # Optuna creates its tables on first use; two processes doing so at once collide
-        with warnings.catch_warnings(), exclusive(url, "(schema)"):
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            kwargs = {}
-            if heartbeat:
-                kwargs = {"heartbeat_interval": heartbeat, "grace_period": grace or 4 * heartbeat,
-                          "heartbeat_stale_trial_callback": _retry_callback(max_retry)}
-            return RDBStorage(url, engine_kwargs=_engine_kwargs(parsed), **kwargs)
-    except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as error:
-        raise _connect_error(url, error) from None
-    except OSError as error:  # the SQLite lock file beside the database
-        raise UserError(f"cannot open storage {mask(url)}: {error}; check the path and its permissions") from None
-    except ImportError:  # Optuna's own message names no driver
-        raise UserError(f"cannot open storage {mask(url)}: its database driver is not installed; use "
-                        "sqlite:///FILE or postgresql+psycopg://USER@HOST/DB") from None
+            parsed = make_url(url)
+        except Exception:  # sqlalchemy raises ArgumentError with the whole URL in the message
+            raise UserError(f"storage URL {mask(url)!r} is not a database URL; use e.g. sqlite:///hpo.db or "
+                            "postgresql+psycopg://USER@HOST/DB") from None
+        if parsed.get_backend_name() not in BACKENDS:
+            raise UserError(f"storage {mask(url)}: unsupported database {parsed.get_backend_name()!r}; "
+                            "use sqlite:///FILE or postgresql+psycopg://USER@HOST/DB")
+        return cls(url, parsed)
+
+    @property
+    def masked(self) -> str:
+        return mask(self.url)
+
+    @property
+    def backend(self) -> str:
+        """sqlite, postgresql or mysql."""
+        return self.parsed.get_backend_name()
+
+    @property
+    def file(self) -> Optional[Path]:
+        """The SQLite database file; None for a server or an in-memory database."""
+        if self.backend == "sqlite" and self.parsed.database not in (None, "", ":memory:"):
+            return Path(self.parsed.database)
+        return None
+
+    def lock(self, name: str) -> "StudyLock":
+        return StudyLock(self, name)
+
+    # ------------------------------------------------------------- opening
+
+    def create_database_if_missing(self) -> bool:
+        """For PostgreSQL: create the URL's database when the server has none by that name."""
+        if self.backend != "postgresql" or not self.parsed.database:
+            return False
+        admin = sqlalchemy.create_engine(self.parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as conn:
+                exists = conn.execute(sqlalchemy.text("SELECT 1 FROM pg_database WHERE datname = :n"),
+                                      {"n": self.parsed.database}).scalar()
+                if exists:
+                    return False
+                quoted = conn.dialect.identifier_preparer.quote(self.parsed.database)
+                try:
+                    conn.execute(sqlalchemy.text(f"CREATE DATABASE {quoted}"))
+                except (sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.IntegrityError):  # another worker was first
+                    return False
+                return True
+        except sqlalchemy.exc.OperationalError as error:
+            raise self._connect_error(error) from None
+        finally:
+            admin.dispose()
+
+    def open(self, *, heartbeat: Optional[int] = HEARTBEAT_SECONDS, grace: Optional[int] = GRACE_SECONDS,
+             max_retry: int = MAX_RETRY) -> "RDBStorage":
+        """Optuna's RDB storage; with `heartbeat`, trials of dead workers fail and are retried."""
+        if self.file is not None:
+            try:
+                self.file.parent.mkdir(parents=True, exist_ok=True)
+                with sqlite3.connect(self.file, timeout=60) as conn:
+                    # write-ahead logging lets readers (the dashboard, `hpo studies`) run beside writers
+                    conn.execute("PRAGMA journal_mode=WAL")
+            except (sqlite3.Error, OSError) as error:
+                raise UserError(f"cannot open storage {self.masked}: {error}; check the path and its permissions") \
+                    from None
+        lock = self.lock("(schema)")
+        try:
+            # Optuna creates its tables on first use; two processes doing so at once collide
+            with warnings.catch_warnings(), lock.hold():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                kwargs = {}
+                if heartbeat:
+                    # a dead worker's trial is re-run, keeping the epochs it reported: it resumes from its checkpoint
+                    kwargs = {"heartbeat_interval": heartbeat, "grace_period": grace or 4 * heartbeat,
+                              "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
+                                  max_retry=max_retry, inherit_intermediate_values=True)}
+                return RDBStorage(self.url, engine_kwargs=self._engine_kwargs(), **kwargs)
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as error:
+            raise self._connect_error(error) from None
+        except OSError as error:  # the SQLite lock file beside the database
+            raise UserError(f"cannot open storage {self.masked}: {error}; check the path and its permissions") from None
+        except ImportError:  # Optuna's own message names no driver
+            raise UserError(f"cannot open storage {self.masked}: its database driver is not installed; use "
+                            "sqlite:///FILE or postgresql+psycopg://USER@HOST/DB") from None
+        finally:
+            lock.close()
+
+    def open_existing(self) -> "RDBStorage":
+        """The storage for commands that only read: an SQLite file that does not exist is an
+        error, not a new database."""
+        if self.file is not None and not self.file.exists():
+            raise UserError(f"no database at {self.file}: run a study first (hpo run --study NAME --trials N) "
+                            "or point --storage / HPO_STORAGE at one")
+        return self.open(heartbeat=None)
+
+    def _engine_kwargs(self) -> dict:
+        if self.backend == "sqlite":
+            return {"connect_args": {"timeout": 60}}  # wait for the write lock instead of failing at once
+        return {"pool_pre_ping": True, "pool_size": 2, "max_overflow": 2}
+
+    def _connect_error(self, error: Exception) -> UserError:
+        text = str(getattr(error, "orig", None) or error).strip().splitlines()
+        reason = text[0] if text else type(error).__name__
+        for line in text:  # psycopg puts the useful part on a later line
+            if "FATAL" in line or "failed" in line.lower():
+                reason = line.strip()
+                break
+        return UserError(f"cannot open storage {self.masked}: {reason}; check the URL, the server and the credentials")
 
 
 class RDBStorage(optuna.storages.RDBStorage):
     """Optuna's RDB storage, with a heartbeat that outlives a database blip."""
 
     def record_heartbeat(self, trial_id: int) -> None:
-        # Optuna's heartbeat thread dies at its first error, and a trial still training would
-        # then look dead once the grace period passed; a missed beat is simply sent next time.
+        # A missed beat is simply sent next time: a trial still training must not look dead
+        # because the database hiccuped once.
         try:
             super().record_heartbeat(trial_id)
         except Exception as error:
@@ -143,32 +173,51 @@ class RDBStorage(optuna.storages.RDBStorage):
                 raise
 
 
-def _retry_callback(max_retry: int):
-    """Optuna's re-enqueue of a stale trial; the retry keeps the epochs already reported, since
-    it resumes from the trial's checkpoint rather than from scratch."""
-    return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry, inherit_intermediate_values=True)
+class StudyLock:
+    """A lock shared by every worker of one study, on every machine that uses the storage.
 
-
-@contextmanager
-def exclusive(url: str, name: str):
-    """A lock shared by every worker of study `name`, on every machine that uses `url`.
-
-    PostgreSQL: a session advisory lock. SQLite: an flock on a file beside the database
-    (SQLite is one machine's storage anyway). Yields a `release()` that may be called early.
+    PostgreSQL: a session advisory lock, taken on one connection that this lock keeps for the
+    worker's life (not a new engine per trial). SQLite: an flock on a file beside the database
+    (SQLite is one machine's storage anyway). MySQL and in-memory SQLite: one process only,
+    nothing to coordinate.
     """
-    parsed = parse_url(url)
-    key = int.from_bytes(hashlib.sha256(f"hpo:{name}".encode()).digest()[:8], "big", signed=True)
-    if parsed.get_backend_name() == "postgresql":
-        engine = sqlalchemy.create_engine(parsed, poolclass=sqlalchemy.pool.NullPool)
-        with engine.connect() as conn:
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+
+    def __init__(self, storage: Storage, name: str):
+        self.storage = storage
+        self.key = int.from_bytes(hashlib.sha256(f"hpo:{name}".encode()).digest()[:8], "big", signed=True)
+        self._engine: Optional[sqlalchemy.engine.Engine] = None
+
+    @contextmanager
+    def hold(self) -> Iterator:
+        """Hold the lock; yields a `release()` that may be called early (once the trial exists)."""
+        if self.storage.backend == "postgresql":
+            with self._postgres() as release:
+                yield release
+        elif self.storage.file is not None:
+            with self._flock() as release:
+                yield release
+        else:
+            yield lambda: None
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    @contextmanager
+    def _postgres(self):
+        if self._engine is None:
+            self._engine = sqlalchemy.create_engine(self.storage.parsed, pool_size=1, max_overflow=0,
+                                                    pool_pre_ping=True)
+        with self._engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self.key})
             conn.commit()
             held = [True]
 
             def release():
                 if held[0]:
                     held[0] = False
-                    conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
                     conn.commit()
             try:
                 yield release
@@ -176,10 +225,11 @@ def exclusive(url: str, name: str):
                 try:
                     release()
                 except sqlalchemy.exc.DBAPIError:  # the connection is gone, and the server dropped the lock with it
-                    pass
-    elif parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        lock_path = Path(f"{parsed.database}.lock")
-        with open(lock_path, "a+") as handle:
+                    conn.invalidate()
+
+    @contextmanager
+    def _flock(self):
+        with open(f"{self.storage.file}.lock", "a+") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             held = [True]
 
@@ -191,5 +241,3 @@ def exclusive(url: str, name: str):
                 yield release
             finally:
                 release()
-    else:  # MySQL and in-memory SQLite: one process only, nothing to coordinate
-        yield lambda: None

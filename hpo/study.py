@@ -17,6 +17,7 @@ import copy
 import hashlib
 import inspect
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -24,79 +25,12 @@ from typing import Any, Optional
 import optuna
 
 from hpo import config as config_mod
-from hpo import models, schema
+from hpo import schema
 from hpo.errors import ConfigError, UserError
 from hpo.schema import require
+from hpo.space import SearchSpace
 
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
-
-
-# ----------------------------------------------------------------- distributions
-
-
-@dataclass(frozen=True)
-class Param:
-    key: str                       # dotted key into the training config
-    kind: str                      # float | int | categorical
-    low: Optional[float] = None
-    high: Optional[float] = None
-    log: bool = False
-    step: Optional[float] = None
-    choices: tuple = ()
-    when: tuple[tuple[str, tuple], ...] = ()  # (dotted key, allowed values) that must all hold
-
-    def distribution(self) -> optuna.distributions.BaseDistribution:
-        if self.kind == "float":
-            return optuna.distributions.FloatDistribution(self.low, self.high, log=self.log, step=self.step)
-        if self.kind == "int":
-            return optuna.distributions.IntDistribution(int(self.low), int(self.high), log=self.log,
-                                                        step=int(self.step or 1))
-        return optuna.distributions.CategoricalDistribution(self.choices)
-
-    def applies(self, cfg: dict) -> bool:
-        return all(get_path(cfg, key) in allowed for key, allowed in self.when)
-
-
-def parse_param(key: str, raw: Any, prefix: str) -> Param:
-    where = f"{prefix}.{key}"
-    require(isinstance(raw, dict), where, "expected a mapping like {float: [low, high]}, {int: [low, high]} "
-                                          "or {choices: [...]}")
-    kinds = [k for k in ("float", "int", "choices") if k in raw]
-    require(len(kinds) == 1, where, "give exactly one of float: [low, high], int: [low, high], choices: [...]")
-    allowed = {"float": {"log", "step"}, "int": {"log", "step"}, "choices": set()}[kinds[0]] | {kinds[0], "when"}
-    for extra in raw:
-        require(extra in allowed, f"{where}.{extra}", f"unknown key; expected one of: {', '.join(sorted(allowed))}")
-    when = parse_when(raw.get("when"), f"{where}.when")
-    if kinds[0] == "choices":
-        choices = raw["choices"]
-        require(isinstance(choices, list) and len(choices) > 0, f"{where}.choices", "must be a non-empty list")
-        for i, c in enumerate(choices):
-            require(c is None or isinstance(c, (bool, int, float, str)), f"{where}.choices.{i}",
-                    f"choices must be plain numbers, strings or booleans, got {schema.describe(c)}")
-        require(len(set(map(repr, choices))) == len(choices), f"{where}.choices", "has duplicates")
-        return Param(key, "categorical", choices=tuple(choices), when=when)
-    kind = kinds[0]
-    bounds = raw[kind]
-    require(isinstance(bounds, list) and len(bounds) == 2, f"{where}.{kind}", "expected [low, high]")
-    number = int if kind == "int" else float
-    low, high = (schema.coerce(b, number, f"{where}.{kind}.{i}") for i, b in enumerate(bounds))
-    require(low <= high, f"{where}.{kind}", f"low {low} is greater than high {high}")
-    log = schema.coerce(raw.get("log", False), bool, f"{where}.log")
-    step = raw.get("step")
-    if step is not None:
-        step = schema.coerce(step, number, f"{where}.step")
-        require(step > 0, f"{where}.step", f"must be > 0, got {step}")
-        require(not log, f"{where}.step", "cannot be combined with log: true")
-    if log:
-        require(low > 0, f"{where}.{kind}", f"log scale needs low > 0, got {low}")
-    return Param(key, kind, low=low, high=high, log=log, step=step, when=when)
-
-
-def parse_when(raw: Any, where: str) -> tuple:
-    if raw is None:
-        return ()
-    require(isinstance(raw, dict) and raw, where, "expected a mapping of dotted keys to a value or a list of values")
-    return tuple((k, tuple(v) if isinstance(v, list) else (v,)) for k, v in raw.items())
 
 
 # ----------------------------------------------------------------- the study
@@ -174,13 +108,16 @@ def parse_component(raw: Any, table: dict, where: str, default: str) -> Componen
 @dataclass(frozen=True)
 class StudySpec:
     name: str
-    base: dict                      # the base training config, model resolved to a family dict
-    search: tuple[Param, ...]
+    space: SearchSpace              # the base config (trial 0) and what is sampled around it
     budget: Budget
     pruner: Component
     sampler: Component
     source: str = ""
     raw: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def base(self) -> dict:
+        return self.space.base
 
     @property
     def fingerprint(self) -> str:
@@ -197,22 +134,17 @@ class StudySpec:
             kwargs["wrapped_pruner"] = self.make_pruner(component.wrapped)
         return PRUNERS[component.name](**kwargs)
 
-    def make_sampler(self) -> optuna.samplers.BaseSampler:
+    def make_sampler(self, *, seed: Optional[int] = None) -> optuna.samplers.BaseSampler:
+        """The study file's sampler (`seed` replaces its seed), kept under the parameter budget."""
         from hpo.sampler import BudgetSampler  # noqa: PLC0415
 
-        sampler = SAMPLERS[self.sampler.name](**self.sampler.kwargs())
-        return BudgetSampler(sampler, self.fits_budget) if self.budget.max_params else sampler
-
-    def fits_budget(self, params: dict) -> bool:
-        """Whether the base model with these sampled values stays within budget.max_params."""
-        cfg = copy.deepcopy(self.base)
-        for key, value in params.items():
-            if key.startswith("model."):
-                set_path(cfg, key, value)
-        try:
-            return models.spec_params(models.parse_model(cfg["model"])) <= self.budget.max_params
-        except ConfigError:
-            return False
+        kwargs = self.sampler.kwargs()
+        if seed is not None:
+            kwargs["seed"] = seed
+        sampler = SAMPLERS[self.sampler.name](**kwargs)
+        if not self.budget.max_params:
+            return sampler
+        return BudgetSampler(sampler, lambda values: self.space.fits(values, self.budget.max_params))
 
 
 STUDY_KEYS = ("name", "base", "search", "budget", "pruner", "sampler")
@@ -230,134 +162,48 @@ def parse_study(raw: Any, source: str, default_name: str) -> StudySpec:
             base = config_mod.parse_config(raw["base"])  # validates the base as a training config
         except ConfigError as error:
             raise ConfigError(f"base.{error.key}" if error.key else "base", error.reason) from None
-        base_dict = base.to_dict()  # every default filled in, so each key can be searched
         budget = schema.parse(Budget, raw.get("budget"), "budget")
         require(base.epochs <= budget.epochs, "base.epochs",
                 f"{base.epochs} is more than budget.epochs {budget.epochs}; lower it or raise the budget")
-        search_raw = raw.get("search") or {}
-        require(isinstance(search_raw, dict), "search", "expected a mapping of dotted config keys to distributions")
-        params = tuple(parse_param(key, value, "search") for key, value in search_raw.items())
-        check_search(params, base_dict, budget)
+        # every default filled in, so each key can be searched
+        space = SearchSpace.parse(raw.get("search"), base.to_dict(), max_epochs=budget.epochs)
         spec = StudySpec(
-            name=name, base=base_dict, search=params, budget=budget,
+            name=name, space=space, budget=budget,
             pruner=parse_component(raw.get("pruner"), PRUNERS, "pruner", "median"),
             sampler=parse_component(raw.get("sampler"), SAMPLERS, "sampler", "tpe"),
             source=source, raw=copy.deepcopy(raw),
         )
         check_budget(spec)
+        check_components(spec)
         return spec
     except ConfigError as error:
         raise error.located(source) from None
-
-
-def check_search(params: tuple[Param, ...], base: dict, budget: Budget) -> None:
-    seen: set[str] = set()
-    for p in params:
-        where = f"search.{p.key}"
-        require(p.key not in seen, where, "appears twice")
-        require(p.key.split(".")[0] in STUDY_CONFIG_KEYS, where,
-                f"not a training config key; it must start with one of {', '.join(STUDY_CONFIG_KEYS)}")
-        for cond_key, _ in p.when:
-            require(cond_key in seen or has_path(base, cond_key), f"{where}.when.{cond_key}",
-                    "must be a key searched earlier in the file or set in base")
-        seen.add(p.key)
-        if not has_path(base, p.key) and not p.key.startswith(("optimizer.", "schedule.", "augment.", "data.")):
-            raise ConfigError(where, "no such key in the base config (after expanding its model preset)")
-        if p.key == "epochs":
-            most = p.high if p.kind != "categorical" else max((c for c in p.choices if isinstance(c, int)), default=0)
-            require(most <= budget.epochs, where, f"{most} epochs is more than budget.epochs {budget.epochs}")
-        # the base is enqueued as trial 0, so its value must be a point of the space
-        if p.applies(base) and has_path(base, p.key):
-            value = base_value(base, p.key)
-            if p.kind == "categorical":
-                require(value in p.choices, where, f"the base value {value!r} is not among the choices")
-            else:
-                require(p.low <= value <= p.high, where,
-                        f"the base value {value!r} is outside [{p.low}, {p.high}]; widen the range or change base")
-
-
-STUDY_CONFIG_KEYS = ("model", "optimizer", "schedule", "batch_size", "epochs", "label_smoothing", "augment", "data", "seed")
 
 
 def check_budget(spec: StudySpec) -> None:
     """An impossible budget fails here, not after a night of rejected trials."""
     if not spec.budget.max_params:
         return
-    base_params = models.spec_params(models.parse_model(spec.base["model"]))
-    smallest = smallest_model(spec)
+    smallest = spec.space.smallest_model()
     if smallest > spec.budget.max_params:
         raise ConfigError("budget.max_params", f"{spec.budget.max_params:,} is below the smallest model the search "
                                                f"can build ({smallest:,} parameters); raise it or shrink the ranges")
+    base_params = spec.space.n_params(spec.base)
     if base_params > spec.budget.max_params:
         raise ConfigError("budget.max_params", f"the base model has {base_params:,} parameters, over the budget of "
                                                f"{spec.budget.max_params:,}")
 
 
-def smallest_model(spec: StudySpec) -> int:
-    """Parameters of the base model with every searched model value at its low end."""
-    cfg = copy.deepcopy(spec.base)
-    for p in spec.search:
-        if p.key.startswith("model.") and p.kind in ("int", "float"):
-            set_path(cfg, p.key, int(p.low) if p.kind == "int" else p.low)
-        elif p.key.startswith("model.") and p.kind == "categorical":
-            numeric = [c for c in p.choices if isinstance(c, (int, float)) and not isinstance(c, bool)]
-            if numeric:
-                set_path(cfg, p.key, min(numeric))
-    return models.spec_params(models.parse_model(cfg["model"]))
-
-
-# ----------------------------------------------------------------- dotted keys
-
-
-def _walk(cfg: Any, key: str):
-    parts = key.split(".")
-    node = cfg
-    for part in parts[:-1]:
-        node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
-    return node, parts[-1]
-
-
-def has_path(cfg: dict, key: str) -> bool:
-    node: Any = cfg
-    for part in key.split("."):
-        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        elif isinstance(node, dict) and part in node:
-            node = node[part]
-        else:
-            return False
-    return True
-
-
-def get_path(cfg: dict, key: str) -> Any:
-    node: Any = cfg
-    for part in key.split("."):
-        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        elif isinstance(node, dict):
-            node = node.get(part)
-        else:
-            return None
-    return node
-
-
-def base_value(cfg: dict, key: str) -> Any:
-    """The value at `key`, with a convnet token read as its width (16k1 -> 16)."""
-    value = get_path(cfg, key)
-    if isinstance(value, str) and key.startswith("model.layers."):
-        _, width, _, _ = models.parse_token(value, 3, key)
-        return width
-    return value
-
-
-def set_path(cfg: dict, key: str, value: Any) -> None:
-    """Set `key` in `cfg`; a convnet layer token keeps its kind and takes the new width."""
-    node, last = _walk(cfg, key)
-    if isinstance(node, list):
-        index = int(last)
-        node[index] = models.with_width(node[index], value) if isinstance(node[index], str) else value
-    else:
-        node[last] = value
+def check_components(spec: StudySpec) -> None:
+    """Build the pruner and the sampler once, here: a bad option value (a percentile of 150, a
+    string seed) is the file's mistake, not a traceback in every worker after the study exists."""
+    for key, make in (("pruner", spec.make_pruner), ("sampler", spec.make_sampler)):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # experimental samplers warn on construction
+                make()
+        except (ValueError, TypeError) as error:
+            raise ConfigError(key, f"{getattr(spec, key).name}: {error}") from None
 
 
 # ----------------------------------------------------------------- finding files
@@ -375,6 +221,7 @@ def find_study_file(name_or_path: str) -> Path:
     raise UserError(f"--study {name_or_path}: no such study file; give a path, or one of: {', '.join(known) or '(none found)'}")
 
 
-def load_study(name_or_path: str) -> StudySpec:
+def load_spec(name_or_path: str) -> StudySpec:
+    """The study file named (under studies/) or at this path, parsed and checked."""
     path = find_study_file(name_or_path)
     return parse_study(schema.load_yaml(path), str(path), path.stem)

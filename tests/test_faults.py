@@ -15,7 +15,7 @@ from pathlib import Path
 from optuna.trial import TrialState
 
 from cli_helpers import TINY, hpo, run_args, trials_of, write_study
-from hpo.runner import count
+from hpo.records import count
 
 INJECT = Path(__file__).parent / "inject"
 

@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.gpu,
 
 
 def test_trains_on_the_gpu_with_data_resident_there(mnist_dir):
-    mnist = data.load("cuda", mnist_dir)
+    mnist = data.load("mnist", "cuda", mnist_dir.parent)
     assert mnist.train_x.is_cuda and mnist.test_y.is_cuda
     assert bf16_autocast("cuda")
     cfg = parse_config({"model": {"preset": "mnistnet2"}, "optimizer": {"name": "sgd", "lr": 0.05},

@@ -154,6 +154,50 @@ BAD_MODELS = [
 @pytest.mark.parametrize(("section", "key", "reason"), BAD_MODELS, ids=[str(i) for i in range(len(BAD_MODELS))])
 def test_bad_model_config(section, key, reason):
     with pytest.raises(ConfigError) as caught:
-        models.parse_model(section)
+        models.check_shape(models.parse_model(section), (1, 28, 28))  # where parse_config checks the shape
     assert caught.value.key == key
     assert reason in caught.value.reason
+
+
+# ----------------------------------------------------------------- other datasets' shapes and classes
+
+SHAPES = [(1, 28, 28), (1, 20, 20), (3, 32, 32), (1, 20, 24)]  # MNIST, small, colour, not square
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=["x".join(map(str, s)) for s in SHAPES])
+@pytest.mark.parametrize("preset", sorted(SEED_PARAMS))
+def test_every_preset_builds_for_other_shapes_and_classes(preset, shape):
+    spec = models.parse_model({"preset": preset})
+    model = models.build(spec, shape=shape, classes=4).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, *shape))
+    assert out.shape == (2, 4)
+    assert models.spec_params(spec, shape=shape, classes=4) == models.count_params(model)
+
+
+def test_input_size_and_classes_change_the_dense_layers():
+    linear = models.parse_model({"preset": "linear"})
+    assert models.spec_params(linear, shape=(3, 32, 32), classes=4) == 3 * 32 * 32 * 4 + 4
+    assert models.describe(linear, shape=(3, 32, 32), classes=4) == "linear 3072-4"
+    assert models.describe(linear) == "linear 784-10"
+    assert models.describe(models.parse_model({"preset": "mlp"}), shape=(1, 20, 20), classes=4) == "mlp 400-128-4"
+
+
+# (preset, shape, dotted key, a fragment of the reason): fine on 28x28, too deep for a smaller image
+TOO_DEEP = [
+    ("mnistnet1", (1, 16, 16), "model.layers.7", "shrinks to nothing at 16 (input 16x16)"),
+    ("netv3", (1, 12, 12), "model.layers.5", "shrinks to nothing at 16 (input 12x12)"),
+    ("lenet5", (1, 12, 12), "model.convs", "2 conv+pool blocks of kernel 5 shrink 12x12 to nothing"),
+    ("classic", (3, 28, 12), "model.convs", "shrink 28x12 to nothing"),
+]
+
+
+@pytest.mark.parametrize(("preset", "shape", "key", "reason"), TOO_DEEP, ids=[c[0] for c in TOO_DEEP])
+def test_too_deep_for_the_image_is_a_config_error(preset, shape, key, reason):
+    spec = models.parse_model({"preset": preset})
+    models.check_shape(spec, (1, 28, 28))
+    for check in (lambda: models.check_shape(spec, shape), lambda: models.build(spec, shape=shape)):
+        with pytest.raises(ConfigError) as caught:
+            check()
+        assert caught.value.key == key
+        assert reason in caught.value.reason

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from hpo.runner import count
+from hpo.records import count
 
 TINY = {
     "name": "tiny",

@@ -11,8 +11,7 @@ import yaml
 
 from hpo import models
 from hpo.errors import ConfigError, UserError
-from hpo.space import base_params, sample
-from hpo.study import STUDIES_DIR, load_study, parse_study
+from hpo.study import STUDIES_DIR, load_spec, parse_study
 
 SHIPPED = sorted(p.stem for p in STUDIES_DIR.glob("*.yaml"))
 
@@ -48,9 +47,9 @@ def variant(path: str, value, *, delete: bool = False) -> dict:
 def test_every_shipped_study_parses_and_its_base_is_in_its_space():
     assert {"quickstart", "lenet-tuning", "budget-8k", "budget-14k", "cnn", "mlp", "linear", "classic"} <= set(SHIPPED)
     for name in SHIPPED:
-        spec = load_study(name)
-        params = base_params(spec)
-        for p in spec.search:
+        spec = load_spec(name)
+        params = spec.space.base_params()
+        for p in spec.space.params:
             if p.key in params and p.kind == "categorical":
                 assert params[p.key] in p.choices
             elif p.key in params:
@@ -58,11 +57,11 @@ def test_every_shipped_study_parses_and_its_base_is_in_its_space():
 
 
 def test_budget_studies_match_the_seeds():
-    assert load_study("budget-8k").budget.max_params == 8000
-    assert load_study("budget-8k").budget.epochs == 15
-    assert load_study("budget-14k").budget.max_params == 14000
-    assert load_study("budget-14k").budget.epochs == 20
-    assert load_study("lenet-tuning").budget.epochs == 10
+    assert load_spec("budget-8k").budget.max_params == 8000
+    assert load_spec("budget-8k").budget.epochs == 15
+    assert load_spec("budget-14k").budget.max_params == 14000
+    assert load_spec("budget-14k").budget.epochs == 20
+    assert load_spec("lenet-tuning").budget.epochs == 10
 
 
 def test_comments_say_where_the_base_comes_from():
@@ -116,9 +115,9 @@ def test_malformed_yaml_and_unknown_study(tmp_path: Path):
     bad = tmp_path / "broken.yaml"
     bad.write_text("base: {model: [\n")
     with pytest.raises(ConfigError, match=r"broken.yaml: malformed YAML at line"):
-        load_study(str(bad))
+        load_spec(str(bad))
     with pytest.raises(UserError, match="no such study file; give a path, or one of: .*quickstart"):
-        load_study("no-such-study")
+        load_spec("no-such-study")
 
 
 def test_fingerprint_changes_with_the_file_not_with_formatting():
@@ -134,7 +133,7 @@ def test_sampling_is_conditional_and_sets_convnet_widths():
     seen = set()
     for _ in range(30):
         trial = study.ask()
-        cfg = sample(trial, spec)
+        cfg = spec.space.sample(trial)
         name = cfg["optimizer"]["name"]
         seen.add(name)
         assert ("optimizer.momentum" in trial.params) == (name == "sgd")
@@ -150,19 +149,19 @@ def test_transition_token_width_is_searchable():
     spec = parse_study(raw, "x.yaml", "x")
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     trial = study.ask()
-    cfg = sample(trial, spec)
+    cfg = spec.space.sample(trial)
     assert cfg["model"]["layers"][2] == f"t{trial.params['model.layers.2']}"
     assert models.spec_params(models.parse_model(cfg["model"])) > 0
 
 
 def test_budget_sampler_only_proposes_models_that_fit():
-    spec = load_study("budget-8k")
+    spec = load_spec("budget-8k")
     sampler = spec.make_sampler()
     study = optuna.create_study(direction="maximize", sampler=sampler)
     # a tiny fake history, so multivariate TPE is past its random start-up phase
     for i in range(12):
         trial = study.ask()
-        cfg = sample(trial, spec)
+        cfg = spec.space.sample(trial)
         n = models.spec_params(models.parse_model(cfg["model"]))
         if n > 8000:
             trial.set_constraint("params_over_budget", n - 8000)
@@ -171,6 +170,6 @@ def test_budget_sampler_only_proposes_models_that_fit():
             study.tell(trial, 0.9 + i / 1000)
     for _ in range(10):
         trial = study.ask()
-        cfg = sample(trial, spec)
+        cfg = spec.space.sample(trial)
         assert models.spec_params(models.parse_model(cfg["model"])) <= 8000
         study.tell(trial, 0.95)

@@ -1,0 +1,259 @@
+"""A worker process of `hpo run`: claim a trial, build it, train it, tell Optuna how it ended.
+
+Exact counts under concurrency: a worker takes the study's lock, counts finished and running
+trials, and asks for a trial only while their sum is short of N; the lock is released as soon
+as the new trial exists in storage. A worker that finds N reached stops; one that finds the
+remaining slots all running waits, so a failed or dead trial is replaced. Workers on other
+machines follow the same protocol through the same database.
+
+Heartbeats: Optuna beats only inside `study.optimize`; a worker that uses ask and tell beats
+itself (`Heartbeat`), so a dead worker's trial is failed after the grace period and retried
+from its checkpoint by whoever looks next.
+
+Faults: a trial that fails (diverged, out of memory, time limit) is recorded FAIL and the
+worker goes on; a database outage is waited out (retry.Backoff) and, past its patience,
+ends the worker with one line while the study stays as it was.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from hpo import data as data_mod
+from hpo import records
+from hpo.backend import OneAtATime, TrainJob, TrialBackend
+from hpo.errors import UserError
+from hpo.objective import TrialHooks, ended_here, finish, prepare
+from hpo.retry import PATIENCE_SECONDS, Backoff, DatabaseUnavailable, is_outage
+from hpo.storage import Storage
+from hpo.study import StudySpec
+from hpo.train import pick_device
+
+POLL_SECONDS = 1.0
+MAX_CONSECUTIVE_FAILURES = 5
+# Workers of one run seed their samplers apart: seed + index + SEED_STRIDE * (trials so far).
+# A prime above any worker count, so two (index, trials so far) pairs never give the same seed.
+SEED_STRIDE = 1009
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every worker process of one `hpo run` is told."""
+
+    spec: StudySpec
+    storage: Storage
+    target: int
+    deadline: Optional[float]
+    device: str
+    data_dir: Optional[str]
+    workers: int
+    heartbeat: int
+    grace: int
+    checkpoint_dir: Optional[str]
+    patience: float = PATIENCE_SECONDS  # how long a worker waits out an unreachable database
+
+
+class Heartbeat:
+    """Records a heartbeat for a running trial now and every `interval` seconds until stopped."""
+
+    def __init__(self, storage: optuna.storages.RDBStorage, trial_id: int, interval: int):
+        self._stop = threading.Event()
+
+        def beat():
+            while True:
+                storage.record_heartbeat(trial_id)
+                if self._stop.wait(interval):
+                    return
+
+        self._thread = threading.Thread(target=beat, name=f"hpo-heartbeat-{trial_id}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class Claimed:
+    trial: optuna.Trial
+    trial_id: int                      # the storage's id, for heartbeats and reads
+    frozen: optuna.trial.FrozenTrial   # as stored when asked: a retry's first attempt, its constraints
+    heartbeat: Heartbeat
+
+
+class Worker:
+    def __init__(self, job: Job, index: int, backend: TrialBackend):
+        self.job, self.index, self.backend = job, index, backend
+        self.device = pick_device(job.device)
+        if self.device.type == "cuda" and torch.cuda.device_count() > 1:
+            self.device = torch.device("cuda", index % torch.cuda.device_count())
+        if self.device.type == "cpu" and not os.environ.get("OMP_NUM_THREADS"):
+            # share the cores among this run's workers, unless told otherwise (several runs on one machine)
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // job.workers))
+        spec = job.spec
+        self.data = data_mod.load(spec.base["data"]["dataset"], self.device, Path(job.data_dir) if job.data_dir else None)
+        self.rdb = job.storage.open(heartbeat=job.heartbeat, grace=job.grace)
+        self.study_id = self.rdb.get_study_id_from_name(spec.name)
+        seed = dict(spec.sampler.options).get("seed")
+        if seed is not None:  # workers must not propose identical trials in lockstep
+            seed += index + SEED_STRIDE * len(self.rdb.get_all_trials(self.study_id, deepcopy=False))
+        self.study = optuna.load_study(study_name=spec.name, storage=self.rdb, sampler=spec.make_sampler(seed=seed),
+                                       pruner=spec.make_pruner())
+        self.lock = job.storage.lock(spec.name)
+        self.backoff = Backoff(job.patience)
+        self.checkpoints = Path(job.checkpoint_dir) if job.checkpoint_dir else None
+
+    def loop(self) -> int:
+        """Claim, build, train, tell, until the study has its N finished trials (0) or this worker
+        must stop (1: too many failures in a row)."""
+        failures = 0
+        while self.job.deadline is None or time.time() < self.job.deadline:
+            try:
+                claimed = self.claim()
+                if claimed is None:
+                    return 0
+                if not claimed:  # the remaining slots are all running: wait, one of them may fail
+                    time.sleep(POLL_SECONDS)
+                    continue
+                ended = self.train(claimed)
+            except Exception as error:
+                if isinstance(error, DatabaseUnavailable) or not is_outage(error):
+                    raise
+                # a trial cut short here stays RUNNING, goes stale and is retried from its checkpoint
+                self.backoff.wait(error)
+                continue
+            for state, reason in ended:
+                if state != TrialState.FAIL:
+                    failures = 0
+                    continue
+                gc.collect()  # free its tensors now: they hang on its traceback, which sits in reference cycles
+                failures += 1
+                if failures >= MAX_CONSECUTIVE_FAILURES:
+                    print(f"hpo run: worker {self.index}: {failures} trials failed in a row, stopping; "
+                          f"last: {reason}", file=sys.stderr)
+                    return 1
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+        return 0
+
+    def claim(self) -> Optional[list[Claimed]]:
+        """Under the study's lock: fail stale trials, count, and ask for as many trials as the
+        backend trains at once and the study still needs. None: the study has its N."""
+        with self.lock.hold():
+            optuna.storages.fail_stale_trials(self.study)
+            counts = records.count(self.rdb.get_all_trials(self.study_id, deepcopy=False))
+            self.backoff.ok()
+            if counts.finished >= self.job.target:
+                return None
+            room = min(self.backend.group_size, self.job.target - counts.finished - counts.running)
+            claimed: list[Claimed] = []
+            try:
+                for _ in range(max(room, 0)):
+                    trial = self.study.ask()
+                    trial_id = self.rdb.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
+                    claimed.append(Claimed(trial, trial_id, self.rdb.get_trial(trial_id),
+                                           Heartbeat(self.rdb, trial_id, self.job.heartbeat)))
+            except BaseException:
+                for c in claimed:  # silent from now on: stale after the grace period, then retried
+                    c.heartbeat.stop()
+                raise
+            return claimed
+
+    def train(self, claimed: list[Claimed]) -> list[tuple[TrialState, str]]:
+        """Build each claimed trial, train those within budget, tell each how it ended."""
+        jobs, running, ended = [], [], []
+        try:
+            for c in claimed:
+                try:
+                    plan = prepare(c.trial, self.job.spec, frozen=c.frozen, device=self.device,
+                                   checkpoint_dir=self.checkpoints)
+                except UserError:  # an invalid sampled config: this trial fails, the study goes on
+                    self.study.tell(c.trial, state=TrialState.FAIL)
+                    ended.append((TrialState.FAIL, c.trial.user_attrs.get(records.FAIL_REASON, "")))
+                    continue
+                if plan is None:  # over budget: rejected before any step, not counted
+                    self.study.tell(c.trial, state=TrialState.PRUNED)
+                    continue
+                hooks = TrialHooks(c.trial, self.job.spec, retry=self.backoff.call)
+                jobs.append(TrainJob(plan.config, hooks.report, hooks.on_epoch,
+                                     hooks.on_step if self.job.spec.budget.trial_seconds else None, plan.checkpoint))
+                running.append(c)
+            outcomes = self.backend.run(jobs, self.data)
+        except KeyboardInterrupt:
+            self.interrupted(running)
+            raise
+        finally:
+            for c in claimed:
+                c.heartbeat.stop()
+        for c, job, outcome in zip(running, jobs, outcomes):
+            if not ended_here(outcome):
+                self.give_up(c, outcome.error)
+                continue
+            try:
+                state = finish(self.study, c.trial, outcome)
+            except optuna.exceptions.UpdateFinishedTrialError as error:
+                self.give_up(c, error)
+                continue
+            if job.checkpoint:
+                job.checkpoint.unlink(missing_ok=True)
+            ended.append((state, c.trial.user_attrs.get(records.FAIL_REASON, "")))
+        return ended
+
+    def interrupted(self, running: list[Claimed]) -> None:
+        """Ctrl-C: each trial in training is failed and queued again at once, as a dead worker's
+        would be after the grace period, so the next run resumes it from its checkpoint."""
+        retry = self.rdb.get_heartbeat_stale_trial_callback()
+        for c in running:
+            try:
+                c.trial.set_user_attr(records.FAIL_REASON, "interrupted: Ctrl-C or SIGTERM")
+                self.study.tell(c.trial, state=TrialState.FAIL)
+                if retry:
+                    retry(self.study, self.rdb.get_trial(c.trial_id))
+            except Exception:  # the database is gone too: the trial goes stale and is retried all the same
+                pass
+
+    def give_up(self, c: Claimed, error: BaseException) -> None:
+        """The trial did not end here: keep its checkpoint for the retry."""
+        if is_outage(error):
+            raise error  # the loop waits the outage out, or stops the worker past its patience
+        print(f"hpo run: worker {self.index}: trial {c.trial.number} was silent for longer than --grace and was "
+              "failed and retried by another worker; going on", file=sys.stderr)
+
+
+def worker_main(job: Job, index: int) -> int:
+    """One worker process: load the data once, then run trials while the study is short of N."""
+    if not os.environ.get("HPO_DEBUG"):
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        warnings.simplefilter("ignore")
+    worker = None
+    try:
+        worker = Worker(job, index, OneAtATime())
+        return worker.loop()
+    except UserError as error:
+        print(f"hpo run: worker {index}: error: {error}", file=sys.stderr)
+        return 2
+    except DatabaseUnavailable as error:
+        print(f"hpo run: worker {index}: stopping: the database {job.storage.masked} was {error}; "
+              "the study is intact, run the same command again once the database is back", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if worker is not None:
+            worker.lock.close()
+
+
+def worker_entry(job: Job, index: int) -> None:
+    sys.exit(worker_main(job, index))
