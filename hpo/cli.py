@@ -162,9 +162,10 @@ def cmd_train(args) -> int:
     n_params = model_size(cfg)
     n_train = cfg.data.train_subset or len(splits.train_y)
     n_test = cfg.data.test_subset or len(splits.test_y)
-    headline = (f"[bold]{args.config}[/]: {models.describe(cfg.model)}, {n_params:,} parameters, "
-                f"{cfg.optimizer.name} lr={cfg.optimizer.lr:g}, batch {cfg.batch_size}, {cfg.epochs} epochs, "
-                f"{n_train:,} train / {n_test:,} test images of {cfg.data.dataset} on {device}")
+    layout = models.describe(cfg.model, shape=splits.dataset.shape, classes=splits.dataset.classes)
+    headline = (f"[bold]{args.config}[/]: {layout}, {n_params:,} parameters, {cfg.optimizer.name} "
+                f"lr={cfg.optimizer.lr:g}, batch {cfg.batch_size}, {cfg.epochs} epochs, {n_train:,} train / "
+                f"{n_test:,} test images of {splits.dataset.title} on {device}")
     try:
         with TrainProgress(headline, cfg.epochs) as progress:
             history = train(cfg, splits, on_step=progress.on_step, on_epoch=progress.on_epoch)

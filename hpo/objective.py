@@ -94,7 +94,9 @@ def prepare(trial: optuna.Trial, spec: StudySpec, *, frozen: optuna.trial.Frozen
     trial.set_user_attr(records.DEVICE, device_name(device))
     trial.set_user_attr(records.VERSIONS, versions())
     trial.set_user_attr(records.WORKER, f"{socket.gethostname()}:{os.getpid()}")
-    first = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        first = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
     checkpoint = checkpoint_dir / spec.name / f"trial-{frozen.number if first is None else first}.pt" \
         if checkpoint_dir else None
     return Plan(cfg, n_params, checkpoint)

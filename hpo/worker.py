@@ -151,7 +151,10 @@ class Worker:
     def claim(self) -> Optional[list[Claimed]]:
         """Under the study's lock: fail stale trials, count, and ask for as many trials as the
         backend trains at once and the study still needs. None: the study has its N."""
-        with self.lock.hold():
+        with self.lock.hold(), warnings.catch_warnings():
+            # ask and tell beat themselves (Heartbeat): Optuna's warning about it does not apply
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with")
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(self.study)
             counts = records.count(self.rdb.get_all_trials(self.study_id, deepcopy=False))
             self.backoff.ok()
@@ -217,10 +220,10 @@ class Worker:
         retry = self.rdb.get_heartbeat_stale_trial_callback()
         for c in running:
             try:
+                if retry:  # queued first, so the retry does not inherit the reason below
+                    retry(self.study, self.rdb.get_trial(c.trial_id))
                 c.trial.set_user_attr(records.FAIL_REASON, "interrupted: Ctrl-C or SIGTERM")
                 self.study.tell(c.trial, state=TrialState.FAIL)
-                if retry:
-                    retry(self.study, self.rdb.get_trial(c.trial_id))
             except Exception:  # the database is gone too: the trial goes stale and is retried all the same
                 pass
 

@@ -96,10 +96,12 @@ def test_dashboard_listens_on_loopback_only_by_default(tmp_path):
     "postgresql+psycopg://hpo:with%40encoded%2Fchars@db/hpo",
     "postgresql+psycopg://hpo:raw@and/slash@db/hpo",      # not valid, still never shown
     f"postgres ql://hpo:{SECRET}@db/hpo",                   # not even a URL
+    f"postgresql+psycopg:/hpo:{SECRET}@db/hpo",              # a slash missing
+    f"postgresql+psycopg:hpo:{SECRET}@db/hpo",               # both missing
 ])
 def test_mask_hides_every_password(url):
     shown = mask(url)
-    password = re.search(r"//[^:]*:(.*)@", url).group(1)
+    password = re.search(r"^[^:]*:/*[^:]*:(.*)@", url).group(1)
     assert password not in shown and "***" in shown, shown
 
 

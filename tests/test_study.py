@@ -92,6 +92,11 @@ BAD = [
     (("pruner", {"name": "median", "patience": 3}), "pruner.patience", "not an option of median"),
     (("pruner", {"name": "patient"}), "pruner.wrapped", "wraps"),
     (("sampler", {"name": "annealing"}), "sampler.name", "unknown sampler"),
+    # option values are checked by building the pruner and sampler once, when the file is read
+    (("pruner", {"name": "percentile", "percentile": 150}), "pruner", "between 0 and 100"),
+    (("pruner", {"name": "median", "n_startup_trials": -1}), "pruner", "cannot be negative"),
+    (("pruner", {"name": "successive_halving", "min_resource": 0}), "pruner", "min_resource"),
+    (("sampler", {"name": "tpe", "seed": "x"}), "sampler", "tpe: "),
     (("sampler", {"name": "tpe", "sed": 1}), "sampler.sed", "not an option of tpe"),
     (("budget/max_params", 50), "budget.max_params", "smallest model"),
     (("budget/max_params", 7000), "budget.max_params", "base model has 7,416"),

@@ -1,4 +1,5 @@
-"""Test-only fault injection: a CUDA out-of-memory error inside a training step, on the CPU.
+"""Test-only fault injection: a CUDA out-of-memory error inside a training step, on the CPU, and a
+trial clock that does not depend on how fast the machine is.
 
 tests/test_faults.py puts this folder on PYTHONPATH, so every `hpo` process of that test,
 spawned workers included, imports it at start-up; production code knows nothing of it.
@@ -7,6 +8,8 @@ HPO_TEST_OOM_AT_RUN=K   the K-th training run in each process raises torch.OutOf
                         at its second step, holding a 64 MB "activation" as the real one would
 HPO_TEST_OOM_LOG=FILE   one JSON line per training run: the run, the pid, and whether the
                         failed run's 64 MB had been freed when this run began
+HPO_TEST_CLOCK_STEP=S   each trial's clock (what budget.trial_seconds is measured on) reads 0 when
+                        the trial starts and S seconds later at every look: a step, not a second
 """
 
 import importlib.abc
@@ -18,6 +21,19 @@ import weakref
 
 AT_RUN = int(os.environ.get("HPO_TEST_OOM_AT_RUN", "0"))
 LOG = os.environ.get("HPO_TEST_OOM_LOG")
+CLOCK_STEP = float(os.environ.get("HPO_TEST_CLOCK_STEP", "0"))
+
+
+def _patch_clock(objective_module) -> None:
+    hooks = objective_module.TrialHooks
+    init = hooks.__init__
+
+    def with_stepping_clock(self, *args, **kwargs):
+        ticks = iter(range(10**9))
+        kwargs["clock"] = lambda: CLOCK_STEP * next(ticks)
+        init(self, *args, **kwargs)
+
+    hooks.__init__ = with_stepping_clock
 
 
 def _patch(train_module) -> None:
@@ -49,10 +65,13 @@ def _patch(train_module) -> None:
 
 
 class _AfterImport(importlib.abc.MetaPathFinder):
-    """Patches hpo.train right after it is executed, before anything imports names from it."""
+    """Patches a module of hpo right after it is executed, before anything imports names from it."""
+
+    def __init__(self, name: str, patch):
+        self.name, self.patch = name, patch
 
     def find_spec(self, name, path, target=None):
-        if name != "hpo.train":
+        if name != self.name:
             return None
         sys.meta_path.remove(self)
         spec = importlib.util.find_spec(name)
@@ -60,11 +79,13 @@ class _AfterImport(importlib.abc.MetaPathFinder):
 
         def exec_module(module):
             execute(module)
-            _patch(module)
+            self.patch(module)
 
         spec.loader.exec_module = exec_module
         return spec
 
 
 if AT_RUN:
-    sys.meta_path.insert(0, _AfterImport())
+    sys.meta_path.insert(0, _AfterImport("hpo.train", _patch))
+if CLOCK_STEP:
+    sys.meta_path.insert(0, _AfterImport("hpo.objective", _patch_clock))

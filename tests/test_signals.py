@@ -1,0 +1,69 @@
+"""SIGTERM to `hpo run` (what `docker stop` sends) stops it as Ctrl-C does: every worker records
+how its trial ended, none outlives the command, and the next run resumes the interrupted trials."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from optuna.trial import TrialState
+
+from cli_helpers import TINY, children, hpo, run_args, start_hpo, study_when_started, write_study
+from hpo import records
+
+EPOCHS, N = 4, 3
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_sigterm_stops_every_worker_and_the_next_run_resumes(tmp_path):
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    path = write_study(tmp_path, "term", base={**TINY["base"], "epochs": EPOCHS,
+                                               "data": {"train_subset": 10000, "test_subset": 500}},
+                       search={"optimizer.lr": {"float": [0.01, 0.1], "log": True}},
+                       budget={"epochs": EPOCHS}, pruner={"name": "none"})
+    argv = run_args(path, url, N, "--workers", "2", "--checkpoint-dir", str(tmp_path / "checkpoints"))
+    log = tmp_path / "run.log"
+    proc = start_hpo(*argv, cwd=tmp_path, env={"OMP_NUM_THREADS": "1"}, log=log)
+    deadline = time.monotonic() + 240
+    try:
+        study = study_when_started(url, "term", log, proc, deadline)
+        while not any(t.intermediate_values for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        workers = children(proc.pid)
+        assert len(workers) >= 2, workers
+        proc.send_signal(signal.SIGTERM)  # to the command alone, as docker does to PID 1
+        assert proc.wait(timeout=90) == 130, log.read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = log.read_text()
+    print(text)
+    assert "interrupted:" in text and "Traceback" not in text
+    time.sleep(1)
+    assert not [pid for pid in workers if alive(pid)], "a worker outlived hpo run"
+
+    trials = study.get_trials(deepcopy=False)
+    c = records.count(trials)
+    assert c.running == 0, "a trial was left RUNNING"
+    interrupted = [t for t in trials if t.state == TrialState.FAIL]
+    assert all(t.user_attrs[records.FAIL_REASON].startswith("interrupted") for t in interrupted)
+    assert interrupted and c.waiting == len(interrupted), "an interrupted trial was not queued again"
+
+    again = hpo(*argv, cwd=tmp_path, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    trials = study.get_trials(deepcopy=False)
+    assert records.count(trials).finished == N and records.count(trials).running == 0
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") in {i.number for i in interrupted}]
+    assert retried and all(t.state == TrialState.COMPLETE for t in retried)
+    assert not any(records.FAIL_REASON in t.user_attrs for t in retried)
+    assert any(t.user_attrs.get(records.RESUMED_AT_EPOCH) for t in retried), "no retry resumed from its checkpoint"

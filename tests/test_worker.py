@@ -1,0 +1,102 @@
+"""The worker's loop through its backend seam, in-process on SQLite: claim K, build, train, tell."""
+
+from __future__ import annotations
+
+import threading
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hpo import records
+from hpo.backend import Outcome
+from hpo.runner import ensure_study
+from hpo.storage import Storage
+from hpo.study import parse_study
+from hpo.train import Diverged, EpochResult
+from hpo.worker import Job, Worker
+
+STUDY = {
+    "base": {"model": {"family": "convnet", "layers": [4, "M", 8, "GAP", "H"], "batchnorm": False},
+             "optimizer": {"name": "sgd", "lr": 0.05}, "epochs": 2, "data": {"train_subset": 100, "test_subset": 50}},
+    "search": {"optimizer.lr": {"float": [0.001, 0.5], "log": True}},
+    "budget": {"epochs": 2},
+    "pruner": "none",
+    "sampler": {"name": "random", "seed": 0},
+}
+
+
+class Scripted:
+    """A backend that trains `group_size` trials at once, as a packing backend would, and ends
+    each as its script says: a value, a pruning signal or an error, after reporting each epoch."""
+
+    def __init__(self, group_size: int, script):
+        self.group_size, self.script, self.groups = group_size, list(script), []
+
+    def run(self, jobs, data):
+        self.groups.append(len(jobs))
+        outcomes = []
+        for job in jobs:
+            ending = self.script.pop(0)
+            if isinstance(ending, type) and issubclass(ending, BaseException) and ending is KeyboardInterrupt:
+                raise KeyboardInterrupt
+            history = []
+            try:
+                for epoch in (1, 2):
+                    history.append(EpochResult(epoch, 0.5, 0.8 + epoch / 100, 0.01, 0.05))
+                    job.on_epoch(history[-1])
+                    job.report(epoch, history[-1].test_accuracy)
+                    if isinstance(ending, BaseException) and epoch == 1:
+                        raise ending
+            except Exception as error:
+                outcomes.append(Outcome(error=error))
+            else:
+                outcomes.append(Outcome(history=history))
+        return outcomes
+
+
+@pytest.fixture
+def make_worker(tmp_path):
+    spec = parse_study(STUDY, "worker.yaml", "worker")
+    storage = Storage.resolve(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    ensure_study(storage.open(heartbeat=None), spec, storage)
+
+    def make(backend, target: int) -> Worker:
+        job = Job(spec, storage, target, None, "cpu", None, 1, heartbeat=1, grace=5,
+                  checkpoint_dir=str(tmp_path / "checkpoints"), patience=5)
+        return Worker(job, 0, backend)
+
+    return make, storage
+
+
+def trials(storage: Storage) -> list[optuna.trial.FrozenTrial]:
+    rdb = storage.open_existing()
+    return rdb.get_all_trials(rdb.get_study_id_from_name("worker"), deepcopy=False)
+
+
+def test_a_group_backend_gets_k_trials_at_once_and_each_is_told_its_own_end(make_worker):
+    make, storage = make_worker
+    backend = Scripted(3, [None, optuna.TrialPruned("stop"), Diverged("loss is nan"), None, None])
+    beating = threading.active_count()
+    assert make(backend, target=4).loop() == 0
+    assert backend.groups[0] == 3, "the worker did not claim a whole group"
+    got = trials(storage)
+    assert [records.kind(t) for t in got[:3]] == ["complete", "pruned", "failed"]
+    assert got[0].value == pytest.approx(0.82) and got[0].user_attrs[records.BEST_EPOCH] == 2
+    assert got[1].last_step == 1
+    assert got[2].user_attrs[records.FAIL_REASON] == "diverged: loss is nan"
+    c = records.count(got)
+    assert (c.finished, c.running, c.waiting) == (4, 0, 0), "a failed trial counted, or one was left running"
+    assert sum(backend.groups) == 5 and backend.groups[1:] == [2], backend.groups  # 4 - 2 finished = room for 2
+    assert threading.active_count() == beating, "a heartbeat thread outlived its trial"
+
+
+def test_ctrl_c_fails_the_trial_and_queues_it_again_for_the_next_run(make_worker):
+    make, storage = make_worker
+    with pytest.raises(KeyboardInterrupt):
+        make(Scripted(1, [None, KeyboardInterrupt]), target=5).loop()
+    got = trials(storage)
+    assert [t.state for t in got] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
+    assert got[1].user_attrs[records.FAIL_REASON].startswith("interrupted")
+    assert got[2].params == got[1].params, "the retry is not the interrupted trial's config"
+    assert got[2].system_attrs["failed_trial"] == 1  # so it resumes from trial 1's checkpoint
