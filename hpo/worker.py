@@ -103,7 +103,8 @@ class Worker:
             # share the cores among this run's workers, unless told otherwise (several runs on one machine)
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // job.workers))
         spec = job.spec
-        self.data = data_mod.load(spec.base["data"]["dataset"], self.device, Path(job.data_dir) if job.data_dir else None)
+        root = Path(job.data_dir) if job.data_dir else None
+        self.data = data_mod.load(spec.base["data"]["dataset"], self.device, root)
         self.rdb = job.storage.open(heartbeat=job.heartbeat, grace=job.grace)
         self.study_id = self.rdb.get_study_id_from_name(spec.name)
         seed = dict(spec.sampler.options).get("seed")
@@ -200,18 +201,26 @@ class Worker:
         finally:
             for c in claimed:
                 c.heartbeat.stop()
+        outage = None
         for c, job, outcome in zip(running, jobs, outcomes):
-            if not ended_here(outcome):
-                self.give_up(c, outcome.error)
-                continue
             try:
+                if not ended_here(outcome):
+                    raise outcome.error
                 state = finish(self.study, c.trial, outcome)
-            except optuna.exceptions.UpdateFinishedTrialError as error:
-                self.give_up(c, error)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                print(f"hpo run: worker {self.index}: trial {c.trial.number} was silent for longer than --grace "
+                      "and was failed and retried by another worker; going on", file=sys.stderr)
+                continue
+            except Exception as error:
+                if not is_outage(error):
+                    raise
+                outage = error  # the trial stays RUNNING, goes stale and is retried from its checkpoint
                 continue
             if job.checkpoint:
                 job.checkpoint.unlink(missing_ok=True)
             ended.append((state, c.trial.user_attrs.get(records.FAIL_REASON, "")))
+        if outage is not None:
+            raise outage  # the loop waits the outage out, or stops the worker past its patience
         return ended
 
     def interrupted(self, running: list[Claimed]) -> None:
@@ -226,13 +235,6 @@ class Worker:
                 self.study.tell(c.trial, state=TrialState.FAIL)
             except Exception:  # the database is gone too: the trial goes stale and is retried all the same
                 pass
-
-    def give_up(self, c: Claimed, error: BaseException) -> None:
-        """The trial did not end here: keep its checkpoint for the retry."""
-        if is_outage(error):
-            raise error  # the loop waits the outage out, or stops the worker past its patience
-        print(f"hpo run: worker {self.index}: trial {c.trial.number} was silent for longer than --grace and was "
-              "failed and retried by another worker; going on", file=sys.stderr)
 
 
 def worker_main(job: Job, index: int) -> int:
