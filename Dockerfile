@@ -12,7 +12,7 @@ ENV PYTHONUNBUFFERED=1 \
 WORKDIR /srv/hpo
 COPY pyproject.toml README.md ./
 COPY hpo ./hpo
-# torch>=2.1 is already satisfied by the base image's CUDA build, so pip keeps it
+# torch>=2.5 is already satisfied by the base image's CUDA build, so pip keeps it
 RUN pip install .
 # MNIST into $HPO_DATA_DIR/mnist (HPO_DATA_DIR names the data root)
 RUN hpo data

@@ -29,6 +29,8 @@ def number_type(kind: type, what: str, ok, bounds: str):
 
 
 positive_int = number_type(int, "a whole number", lambda v: v >= 1, "1 or more")
+MAX_WORKERS = 256  # worker processes on one machine; each holds the data and a few database connections
+worker_count = number_type(int, "a whole number", lambda v: 1 <= v <= MAX_WORKERS, f"between 1 and {MAX_WORKERS}")
 positive_float = number_type(float, "a number", lambda v: v > 0, "greater than 0")
 port_number = number_type(int, "a port number", lambda v: 0 <= v <= 65535, "between 0 and 65535")
 
@@ -82,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", required=True, type=positive_int, metavar="N",
                    help="finished trials (complete + pruned, over-budget rejections excluded) the study "
                         "should have in total, across every worker and machine")
-    p.add_argument("--workers", type=positive_int, default=1, metavar="K",
+    p.add_argument("--workers", type=worker_count, default=1, metavar="K",
                    help="worker processes on this machine (default: 1)")
     p.add_argument("--timeout", type=positive_float, metavar="SECONDS", help="stop starting new trials after this long")
     storage(p)
@@ -184,6 +186,9 @@ def cmd_run(args) -> int:
 
     if args.grace <= args.heartbeat:
         raise UserError(f"--grace {args.grace} must be longer than --heartbeat {args.heartbeat}")
+    if args.checkpoint_dir and args.checkpoint_dir.exists() and not args.checkpoint_dir.is_dir():
+        raise UserError(f"--checkpoint-dir {args.checkpoint_dir} is a file, not a folder; give a folder "
+                        "(it is created if missing)")
     # every check a user can fail comes before the study is created
     spec = load_spec(args.study)
     storage = Storage.resolve(args.storage)
@@ -239,6 +244,19 @@ def cmd_report(args) -> int:
     return 0
 
 
+def damaged_database(error: BaseException) -> str | None:
+    """SQLite's own words when `error` is a damaged database file met mid-command, else None."""
+    import sqlite3  # noqa: PLC0415
+
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, sqlite3.DatabaseError) and not isinstance(error, sqlite3.OperationalError):
+            return str(error)
+        error = getattr(error, "orig", None) or error.__cause__ or error.__context__
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -250,6 +268,13 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"hpo {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as error:
+        damage = damaged_database(error)
+        if damage is None:
+            raise
+        print(f"hpo {args.command}: error: the database is damaged ({damage}); restore it from a backup, "
+              "or point --storage at another one", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"hpo {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -142,6 +142,9 @@ def load_config(path: str | Path) -> TrainConfig:
     data = schema.load_yaml(path)
     if isinstance(data, dict) and "trials" in data and "model" not in data:
         trials = data["trials"]
+        if not isinstance(trials, list):
+            raise ConfigError("trials", f"expected the list `hpo export` writes, got {schema.describe(trials)}",
+                              source=str(path))
         if not trials:
             raise ConfigError("trials", "the export holds no trials", source=str(path))
         data = trials[0].get("config") if isinstance(trials[0], dict) else None

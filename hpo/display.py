@@ -116,10 +116,11 @@ def trial_line(t) -> str:
 class RunDisplay:
     """The live view of `hpo run`, drawn from the storage alone (so it sees every machine's workers)."""
 
-    def __init__(self, spec, target: int, where: str, workers: int, *, live: bool):
+    def __init__(self, spec, target: int, where: str, workers: int, *, live: bool, already=()):
         self.spec, self.target, self.where, self.workers = spec, target, where, workers
         self.live = None
-        self.seen: set[int] = set()
+        # a continued study: its trials that had ended before this run are not printed again
+        self.seen: set[int] = {t.number for t in already if records.kind(t) not in ("running", "waiting")}
         if live:
             from rich.live import Live  # noqa: PLC0415
 

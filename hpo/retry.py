@@ -35,6 +35,8 @@ def _chain(error: BaseException | None):
 def is_outage(error: BaseException | None) -> bool:
     """Whether `error`, or an error that led to it, is the database being unreachable."""
     for e in _chain(error):
+        if isinstance(e, sqlalchemy.exc.OperationalError) and "readonly database" in str(e):
+            return False  # SQLite's "attempt to write a readonly database": waiting will not fix it
         if isinstance(e, (DatabaseUnavailable, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
             return True
         if isinstance(e, sqlalchemy.exc.DBAPIError) and e.connection_invalidated:

@@ -82,17 +82,21 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int = 1, tim
         err_console.print(f"created database for {storage.masked}", style="dim")
     rdb = storage.open(heartbeat=heartbeat, grace=grace)
     study_id = ensure_study(rdb, spec, storage)
-    if records.count(rdb.get_all_trials(study_id, deepcopy=False)).finished >= trials:
+    before = rdb.get_all_trials(study_id, deepcopy=False)
+    finished = records.count(before).finished
+    if finished >= trials:
         console.print(f"study {spec.name!r} already has {trials} or more finished trials; nothing to run "
                       f"(ask for more with --trials)")
         return 0
+    workers = min(workers, trials - finished)  # a worker more than the trials left would only wait
 
     deadline = time.time() + timeout if timeout else None
     job = Job(spec, storage, trials, deadline, device, str(data_dir) if data_dir else None, workers, heartbeat, grace,
               str(checkpoint_dir) if checkpoint_dir else None, patience)
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=worker_entry, name=f"hpo-worker-{i}", args=(job, i)) for i in range(workers)]
-    display = RunDisplay(spec, trials, storage.masked, workers, live=not quiet and console.is_terminal)
+    display = RunDisplay(spec, trials, storage.masked, workers, live=not quiet and console.is_terminal,
+                         already=before)
 
     def refresh() -> None:
         try:

@@ -39,6 +39,19 @@ def mask(url: str) -> str:
     return re.sub(r"^([^:@]*:/*[^/:@]*):.*@", r"\1:***@", url)
 
 
+def _check_sqlite(url: str, parsed: URL) -> None:
+    """An SQLite URL names one file: every worker process must open the same one."""
+    if parsed.host or parsed.port:
+        raise UserError(f"storage {url}: an SQLite URL has three slashes before the file, sqlite:///{parsed.host}"
+                        f"{parsed.database and '/' + parsed.database or ''} (four for an absolute path)")
+    if parsed.database in (None, "", ":memory:"):
+        raise UserError(f"storage {url}: an in-memory SQLite database lives and dies with one process, and "
+                        "hpo's workers are processes; name a file: sqlite:///hpo.db")
+    if parsed.query or "?" in url:
+        raise UserError(f"storage {url}: an SQLite URL takes no '?' options here (the file would be "
+                        f"{parsed.database!r}); name the file alone, e.g. sqlite:///hpo.db")
+
+
 @dataclass(frozen=True)
 class Storage:
     """A resolved storage URL: what every command that touches the database is given."""
@@ -58,6 +71,13 @@ class Storage:
         if parsed.get_backend_name() not in BACKENDS:
             raise UserError(f"storage {mask(url)}: unsupported database {parsed.get_backend_name()!r}; "
                             "use sqlite:///FILE or postgresql+psycopg://USER@HOST/DB")
+        try:
+            parsed.get_dialect()
+        except sqlalchemy.exc.NoSuchModuleError:
+            raise UserError(f"storage {mask(url)}: unknown driver {parsed.drivername!r}; use sqlite:///FILE or "
+                            "postgresql+psycopg://USER@HOST/DB") from None
+        if parsed.get_backend_name() == "sqlite":
+            _check_sqlite(url, parsed)
         return cls(url, parsed)
 
     @property
@@ -104,17 +124,11 @@ class Storage:
             admin.dispose()
 
     def open(self, *, heartbeat: Optional[int] = HEARTBEAT_SECONDS, grace: Optional[int] = GRACE_SECONDS,
-             max_retry: int = MAX_RETRY) -> "RDBStorage":
-        """Optuna's RDB storage; with `heartbeat`, trials of dead workers fail and are retried."""
+             max_retry: int = MAX_RETRY, write: bool = True) -> "RDBStorage":
+        """Optuna's RDB storage; with `heartbeat`, trials of dead workers fail and are retried.
+        An SQLite file that cannot be written is refused here (`write`), not waited on as an outage."""
         if self.file is not None:
-            try:
-                self.file.parent.mkdir(parents=True, exist_ok=True)
-                with sqlite3.connect(self.file, timeout=60) as conn:
-                    # write-ahead logging lets readers (the dashboard, `hpo studies`) run beside writers
-                    conn.execute("PRAGMA journal_mode=WAL")
-            except (sqlite3.Error, OSError) as error:
-                raise UserError(f"cannot open storage {self.masked}: {error}; check the path and its permissions") \
-                    from None
+            self._prepare_sqlite(write)
         lock = self.lock("(schema)")
         try:
             # Optuna creates its tables on first use; two processes doing so at once collide
@@ -143,7 +157,32 @@ class Storage:
         if self.file is not None and not self.file.exists():
             raise UserError(f"no database at {self.file}: run a study first (hpo run --study NAME --trials N) "
                             "or point --storage / HPO_STORAGE at one")
-        return self.open(heartbeat=None)
+        return self.open(heartbeat=None, write=False)
+
+    def _prepare_sqlite(self, write: bool) -> None:
+        try:
+            if write:
+                self.file.parent.mkdir(parents=True, exist_ok=True)
+            with sqlite3.connect(self.file, timeout=60) as conn:
+                # write-ahead logging lets readers (the dashboard, `hpo studies`) run beside writers
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA schema_version").fetchone()  # reads the header: a damaged file says so here
+                if write:  # a read-only file (or folder) fails its first write, as the workers' would
+                    conn.execute("BEGIN IMMEDIATE")
+                    conn.execute("CREATE TABLE hpo_write_probe (x)")
+                    conn.rollback()
+        except sqlite3.OperationalError as error:
+            if "readonly" in str(error) or "read-only" in str(error):
+                raise UserError(f"storage {self.masked} is read-only ({error}); hpo run writes trials to it: "
+                                "make the file and its folder writable, or use another --storage") from None
+            raise UserError(f"cannot open storage {self.masked}: {error}; check the path and its permissions") \
+                from None
+        except sqlite3.DatabaseError as error:
+            raise UserError(f"storage {self.masked} is not a readable SQLite database ({error}); restore it from "
+                            "a backup, or point --storage at another file") from None
+        except OSError as error:
+            raise UserError(f"cannot open storage {self.masked}: {error}; check the path and its permissions") \
+                from None
 
     def _engine_kwargs(self) -> dict:
         if self.backend == "sqlite":

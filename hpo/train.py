@@ -165,8 +165,13 @@ def restore(path: Path, cfg, model, optimizer, schedule, generator) -> list[Epoc
     """Load `path` into the run's objects; the restored history, or [] when there is none."""
     if not path.exists():
         return []
-    state = torch.load(path, map_location=generator.device, weights_only=True)
-    if state["config"] != cfg.to_dict():  # a checkpoint of some other run: start afresh
+    try:
+        state = torch.load(path, map_location=generator.device, weights_only=True)
+        ours = state["config"] == cfg.to_dict()
+    except Exception:  # damaged (a torn copy, a full disk, a stranger's file): the retry starts afresh
+        path.unlink(missing_ok=True)
+        return []
+    if not ours:  # a checkpoint of some other run: start afresh
         return []
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])

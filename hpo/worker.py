@@ -43,9 +43,7 @@ from hpo.train import pick_device
 
 POLL_SECONDS = 1.0
 MAX_CONSECUTIVE_FAILURES = 5
-# Workers of one run seed their samplers apart: seed + index + SEED_STRIDE * (trials so far).
-# A prime above any worker count, so two (index, trials so far) pairs never give the same seed.
-SEED_STRIDE = 1009
+JOINED = "hpo_workers_joined"  # study system attribute: how many worker processes have joined, ever
 
 
 @dataclass(frozen=True)
@@ -107,14 +105,24 @@ class Worker:
         self.data = data_mod.load(spec.base["data"]["dataset"], self.device, root)
         self.rdb = job.storage.open(heartbeat=job.heartbeat, grace=job.grace)
         self.study_id = self.rdb.get_study_id_from_name(spec.name)
+        self.lock = job.storage.lock(spec.name)
+        self.joined = self.join()
         seed = dict(spec.sampler.options).get("seed")
-        if seed is not None:  # workers must not propose identical trials in lockstep
-            seed += index + SEED_STRIDE * len(self.rdb.get_all_trials(self.study_id, deepcopy=False))
+        if seed is not None:
+            seed += self.joined
         self.study = optuna.load_study(study_name=spec.name, storage=self.rdb, sampler=spec.make_sampler(seed=seed),
                                        pruner=spec.make_pruner())
-        self.lock = job.storage.lock(spec.name)
         self.backoff = Backoff(job.patience)
         self.checkpoints = Path(job.checkpoint_dir) if job.checkpoint_dir else None
+
+    def join(self) -> int:
+        """This worker's place among every worker that has ever joined the study, on any machine
+        and in any run: the k-th seeds its sampler with `sampler.seed + k`, so no two workers
+        propose the same trials in lockstep, however many runs start together."""
+        with self.lock.hold():
+            joined = self.rdb.get_study_system_attrs(self.study_id).get(JOINED, 0)
+            self.rdb.set_study_system_attr(self.study_id, JOINED, joined + 1)
+        return joined
 
     def loop(self) -> int:
         """Claim, build, train, tell, until the study has its N finished trials (0) or this worker

@@ -58,6 +58,15 @@ def study_with_a_complete_trial(folder: Path) -> None:
     study.add_trial(optuna.create_trial(value=0.9, user_attrs={"config": TINY["base"]}))
 
 
+def damaged_database(folder: Path) -> None:
+    """A study database with garbage written over its first pages."""
+    path = folder / "damaged.sqlite"
+    optuna.create_study(study_name="tiny", storage=f"sqlite:///{path}")
+    with open(path, "r+b") as handle:
+        handle.seek(100)
+        handle.write(bytes(range(256)) * 16)
+
+
 def corrupted_data(folder: Path) -> None:
     """A data folder with three good MNIST files and a truncated fourth."""
     good = hpo_data.ensure("mnist")
@@ -137,7 +146,18 @@ CASES = [
          ("no database at /proc/no/such/db.sqlite", "run a study first")),
     Case("SQLite file that does not exist, for a command that only reads",
          ("export", "--study", "tiny", "--storage", "sqlite:///{dir}/typo.db"), ("no database at {dir}/typo.db",)),
-    # --- export
+    Case("SQLite URL with two slashes", ("studies", "--storage", "sqlite://typo.db"),
+         ("three slashes", "sqlite:///typo.db")),
+    Case("in-memory SQLite (no file)", run_cmd(storage="sqlite://"), ("in-memory", "name a file"), TINY_FILE),
+    Case("in-memory SQLite (:memory:)", ("studies", "--storage", "sqlite:///:memory:"), ("in-memory",)),
+    Case("SQLite URL with a query", ("studies", "--storage", "sqlite:///{dir}/db.sqlite?x.db"), ("takes no '?'",)),
+    Case("unknown storage driver", ("studies", "--storage", f"postgresql+nodriver://hpo:{SECRET}@db/hpo"),
+         ("unknown driver 'postgresql+nodriver'", "hpo:***@")),
+    Case("PostgreSQL URL missing a slash", run_cmd(storage=f"postgresql+psycopg:/hpo:{SECRET}@db/hpo"),
+         ("not a database URL", "hpo:***@"), TINY_FILE),
+    Case("damaged SQLite file", ("studies", "--storage", "sqlite:///{dir}/damaged.sqlite"),
+         ("damaged.sqlite", "not a readable SQLite database", "restore it"), damaged_database),
+    # --- export and report
     Case("export of an unknown study", ("export", "--study", "nosuch", "--storage", "sqlite:///{dir}/db.sqlite"),
          ("'nosuch'", "studies here: tiny"), study_without_finished_trials),
     Case("export of a study with no finished trial",
@@ -146,7 +166,17 @@ CASES = [
     Case("export into a missing folder", ("export", "--study", "tiny", "--storage", "sqlite:///{dir}/db.sqlite", "-o",
                                           "{dir}/no/such/best.yaml"),
          ("no/such/best.yaml", "No such file or directory"), study_with_a_complete_trial),
+    Case("report into a folder", ("report", "--study", "tiny", "--storage", "sqlite:///{dir}/db.sqlite", "-o", "{dir}"),
+         ("is a folder", "report.html"), study_with_a_complete_trial),
+    Case("report to a path that cannot be written",
+         ("report", "--study", "tiny", "--storage", "sqlite:///{dir}/db.sqlite", "-o", "/proc/no/report.html"),
+         ("cannot write /proc/no/report.html",), study_with_a_complete_trial),
+    # --- more command-line values
+    Case("--workers beyond reason", run_cmd("--workers", "10000"), ("--workers", "between 1 and 256"), TINY_FILE),
+    Case("--checkpoint-dir that is a file", run_cmd("--checkpoint-dir", "{dir}/tiny.yaml"), ("is a file",), TINY_FILE),
     # --- training configs and data
+    Case("export file whose trials are a mapping", ("train", "--config", "{dir}/best.yaml"),
+         ("best.yaml", "'trials'", "expected the list"), text_file("best.yaml", "trials: {best: {model: 1}}\n")),
     Case("training config missing its model", ("train", "--config", "{dir}/cfg.yaml"),
          ("cfg.yaml", "'model'", "missing", "preset"),
          text_file("cfg.yaml", "optimizer: {name: sgd, lr: 0.1}\nepochs: 1\n")),

@@ -10,11 +10,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import optuna
 import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
-from cli_helpers import hpo, run_args, trials_of, worker_pid, write_study
+from cli_helpers import env_with, hpo, run_args, trials_of, worker_pid, write_study
 from hpo.records import count
 
 FINISHED_SQL = """
@@ -74,3 +75,26 @@ def test_sqlite_with_four_workers_never_reports_database_is_locked(tmp_path):
     assert c.finished == 12 and c.failed == 0 and c.running == 0
     assert len({t.number for t in trials}) == len(trials)
     assert all(t.state != TrialState.FAIL for t in trials)
+
+
+@pytest.mark.postgres
+def test_three_runs_started_together_finish_exactly_and_never_repeat_a_config(tmp_path, postgres_url):
+    # the README's "same command on every machine": three `hpo run --workers 2` at once on one
+    # database; each worker process seeds its sampler by its place among all that joined
+    path = write_study(tmp_path, "three")
+    argv = run_args(path, postgres_url, 12, "--workers", "2")
+    procs = [subprocess.Popen([sys.executable, "-m", "hpo", *argv], cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env=env_with({"OMP_NUM_THREADS": "1"}))
+             for _ in range(3)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], "\n".join(outputs)
+    trials = trials_of(postgres_url, "three")
+    c = count(trials)
+    configs = [tuple(sorted(t.params.items())) for t in trials]
+    print(f"3 runs x 2 workers, --trials 12: {c.finished} finished ({c.complete} complete, {c.pruned} pruned), "
+          f"{c.rejected} rejected, {len(trials)} trials with {len(set(configs))} distinct configs")
+    assert c.finished == 12 and c.running == 0 and c.waiting == 0 and c.failed == 0
+    assert len(set(configs)) == len(configs), "two trials were given the same config"
+    storage = optuna.storages.RDBStorage(postgres_url)
+    joined = storage.get_study_system_attrs(storage.get_study_id_from_name("three"))["hpo_workers_joined"]
+    assert joined == 6

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from optuna.trial import TrialState
 
@@ -94,3 +97,21 @@ def test_trial_seconds_from_the_study_file_stops_a_trial_with_its_reason(tmp_pat
         assert t.user_attrs["fail_reason"] == "time_limit: ran past budget.trial_seconds=3", t.user_attrs
         assert not t.intermediate_values, "a trial over its time limit trained a whole epoch"
     assert count(trials).complete == 0
+
+
+def test_a_read_only_database_is_one_line_not_an_outage(tmp_path):
+    path = study(tmp_path, "readonly")
+    url = f"sqlite:///{tmp_path / 'faults.db'}"
+    assert run(path, url, 1).returncode == 0
+    db = tmp_path / "faults.db"
+    # root writes through file modes, so the file is made immutable instead
+    if subprocess.run(["chattr", "+i", str(db)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not supported here")
+    try:
+        done = hpo(*run_args(path, url, 2, "--db-patience", "600"), cwd=tmp_path, timeout=120)
+    finally:
+        subprocess.run(["chattr", "-i", str(db)], check=True)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert "is read-only" in lines[0] and "Traceback" not in done.stderr
+    assert count(trials_of(url, "readonly")).finished == 1

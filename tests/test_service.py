@@ -102,8 +102,10 @@ def test_rerun_continues_to_n_and_never_past_it(study_file, storage_url):
     again = run(study_file, storage_url, 4)
     assert "nothing to run" in again.stdout
     assert len(trials_of(storage_url)) == before
-    run(study_file, storage_url, 6)
+    more = run(study_file, storage_url, 6)
     assert count(trials_of(storage_url)).finished == 6
+    printed = [int(n) for n in re.findall(r"^trial +(\d+) ", more.stdout, re.M)]
+    assert printed and min(printed) >= before, f"--quiet printed the earlier trials again:\n{more.stdout}"
 
 
 def test_two_concurrent_runs_stop_at_n(study_file, storage_url):

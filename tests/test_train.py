@@ -239,3 +239,16 @@ def test_good_config_parses():
     assert (cfg.optimizer.beta1, cfg.optimizer.beta2) == (0.8, 0.99)
     assert cfg.schedule.name == "onecycle" and cfg.augment.rotate == 7.0 and cfg.augment.enabled
     assert parse_config(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("damage", [b"", b"not a checkpoint at all", None], ids=["empty", "garbage", "truncated"])
+def test_a_damaged_checkpoint_starts_the_trial_afresh(small, tmp_path, damage):
+    cfg = parse_config({"model": {"preset": "linear"}, "epochs": 2, "batch_size": 256})
+    checkpoint = tmp_path / "trial-0.pt"
+    hpo.train.train(cfg, small, checkpoint=checkpoint)  # a good checkpoint after epoch 2...
+    body = checkpoint.read_bytes()
+    checkpoint.write_bytes(body[: len(body) // 2] if damage is None else damage)  # ...torn, emptied or replaced
+    history = hpo.train.train(cfg, small, checkpoint=checkpoint)
+    assert [r.epoch for r in history] == [1, 2] and not any(r.restored for r in history)
+    again = hpo.train.train(cfg, small, checkpoint=checkpoint)  # and it wrote a good one again
+    assert [r.epoch for r in again] == [1, 2] and all(r.restored for r in again)
