@@ -55,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                        help="where to train: auto takes CUDA when there is one (default: auto)")
 
+    def artifacts(p):
+        p.add_argument("--artifacts", type=Path, default=None, metavar="DIR",
+                       help="artifact store: each trial's config as a file the dashboard downloads (default: "
+                            "$HPO_ARTIFACTS, else NAME-artifacts/ beside an SQLite file NAME.db, else ./hpo-artifacts)")
+
     def storage(p):
         p.add_argument("--storage", default=None, metavar="URL",
                        help="SQLAlchemy URL of the study database (default: $HPO_STORAGE, "
@@ -99,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-epoch trial checkpoints, one folder per study (default: ./checkpoints)")
     p.add_argument("--db-patience", type=positive_float, default=60.0, metavar="SECONDS",
                    help="how long a worker waits out an unreachable database before it stops (default: 60)")
+    artifacts(p)
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("studies", help="list the studies in a storage")
@@ -117,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 exposes it)")
     p.add_argument("--port", type=port_number, default=8080, help="port to listen on; 0 picks a free one (default: 8080)")
+    artifacts(p)
     p.set_defaults(handler=cmd_dashboard)
 
     p = sub.add_parser("report", help="write one self-contained HTML report of a study (opens offline)")
@@ -180,6 +187,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from hpo import artifacts  # noqa: PLC0415
     from hpo.runner import run  # noqa: PLC0415
     from hpo.storage import Storage  # noqa: PLC0415
     from hpo.study import load_spec  # noqa: PLC0415
@@ -192,9 +200,12 @@ def cmd_run(args) -> int:
     # every check a user can fail comes before the study is created
     spec = load_spec(args.study)
     storage = Storage.resolve(args.storage)
+    store = artifacts.folder_for(storage, args.artifacts)
+    if store.exists() and not store.is_dir():
+        raise UserError(f"--artifacts {store} is a file, not a folder; give a folder (it is created if missing)")
     return run(spec=spec, storage=storage, trials=args.trials, workers=args.workers, timeout=args.timeout,
                device=args.device, data_dir=args.data_dir, quiet=args.quiet, heartbeat=args.heartbeat,
-               grace=args.grace, checkpoint_dir=args.checkpoint_dir, patience=args.db_patience)
+               grace=args.grace, checkpoint_dir=args.checkpoint_dir, patience=args.db_patience, artifacts=store)
 
 
 def cmd_studies(args) -> int:
@@ -229,10 +240,12 @@ def cmd_export(args) -> int:
 
 
 def cmd_dashboard(args) -> int:
+    from hpo import artifacts  # noqa: PLC0415
     from hpo.dashboard import serve  # noqa: PLC0415
     from hpo.storage import Storage  # noqa: PLC0415
 
-    return serve(storage=Storage.resolve(args.storage), host=args.host, port=args.port)
+    storage = Storage.resolve(args.storage)
+    return serve(storage=storage, host=args.host, port=args.port, artifacts=artifacts.folder_for(storage, args.artifacts))
 
 
 def cmd_report(args) -> int:

@@ -10,6 +10,8 @@ import ipaddress
 import signal
 import socket
 import sys
+from pathlib import Path
+from typing import Optional
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -52,11 +54,16 @@ def browser_url(host: str, port: int) -> str:
     return f"http://{host}:{port}/dashboard"
 
 
-def serve(*, storage: Storage, host: str, port: int, out=sys.stdout, err=sys.stderr) -> int:
+def serve(*, storage: Storage, host: str, port: int, artifacts: Optional[Path] = None, out=sys.stdout,
+          err=sys.stderr) -> int:
     """Serve optuna-dashboard on `storage` until Ctrl-C or SIGTERM; 0 when stopped that way."""
     import optuna_dashboard  # noqa: PLC0415 - heavy; only this command needs it
 
-    app = optuna_dashboard.wsgi(storage.open_existing())
+    from optuna.artifacts import FileSystemArtifactStore  # noqa: PLC0415
+
+    # a folder that is not there means no study wrote artifacts yet; a command that reads creates nothing
+    store = FileSystemArtifactStore(str(artifacts)) if artifacts and artifacts.is_dir() else None
+    app = optuna_dashboard.wsgi(storage.open_existing(), artifact_store=store)
     server_class = _Server6 if ":" in host else _Server
     try:
         httpd = make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
@@ -74,7 +81,8 @@ def serve(*, storage: Storage, host: str, port: int, out=sys.stdout, err=sys.std
         if not is_loopback(host):
             print(f"warning: the dashboard listens on {host}:{bound_port} with no login: anyone who can reach "
                   f"this machine can read, edit and delete the studies in {storage.masked}", file=err)
-        print(f"optuna-dashboard {optuna_dashboard.__version__} on {storage.masked}", file=out)
+        print(f"optuna-dashboard {optuna_dashboard.__version__} on {storage.masked}"
+              + (f", artifacts in {artifacts}" if store else ""), file=out)
         print(f"open {browser_url(host, bound_port)}  (Ctrl-C stops it)", file=out, flush=True)
         if host in WILDCARDS:
             print(f"from other machines: {browser_url(socket.gethostname(), bound_port)}", file=out, flush=True)

@@ -48,12 +48,15 @@ def ensure_study(rdb: optuna.storages.BaseStorage, spec: StudySpec, storage: Sto
 
 
 def _create(rdb: optuna.storages.BaseStorage, spec: StudySpec) -> int:
+    import optuna_dashboard  # noqa: PLC0415 - heavy; needed once, for the study's note
+
     study = optuna.create_study(study_name=spec.name, storage=rdb, direction="maximize")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # both are, in some versions
             study.set_metric_names([METRIC])
             study.enqueue_trial(spec.space.base_params(), user_attrs={records.BASE: True})
+        optuna_dashboard.save_note(study, study_note(spec))
         study.set_user_attr(records.SOURCE, spec.source)
         study.set_user_attr(records.SPEC, spec.raw)
         study.set_user_attr(records.FINGERPRINT, spec.fingerprint)  # last: the mark of a complete study
@@ -63,10 +66,40 @@ def _create(rdb: optuna.storages.BaseStorage, spec: StudySpec) -> int:
     return rdb.get_study_id_from_name(spec.name)
 
 
+def study_note(spec: StudySpec) -> str:
+    """The note optuna-dashboard shows on the study's page: where the search starts, its budget,
+    and the hand-tuned number it is out to beat."""
+    from hpo import datasets, models  # noqa: PLC0415
+    from hpo.config import parse_config  # noqa: PLC0415
+    from hpo.seeds import SEED_RESULTS  # noqa: PLC0415
+
+    base = parse_config(spec.base)
+    budget = spec.budget
+    limits = [f"at most {budget.max_params:,} parameters" if budget.max_params else "no parameter limit",
+              f"at most {budget.epochs} epochs"]
+    if budget.trial_seconds:
+        limits.append(f"{budget.trial_seconds:g} s a trial")
+    opt = base.optimizer
+    lines = [f"# {spec.name}", f"From `{spec.source}`. Each trial's value is its **{METRIC}** after its last epoch; "
+             "each trial's full config is attached as an artifact (`hpo train --config` re-trains it).", "",
+             f"**Base recipe (trial 0):** {models.describe(base.model)}, {opt.name} lr {opt.lr:g}, "
+             f"batch {base.batch_size}, {base.epochs} epochs on {datasets.get(base.data.dataset).title}.", "",
+             f"**Budget:** {', '.join(limits)}.", "",
+             f"**Searched:** {', '.join(f'`{p.key}`' for p in spec.space.params) or 'nothing'}."]
+    preset = (spec.raw.get("base", {}).get("model") or {}).get("preset")
+    seed = next((s for s in SEED_RESULTS if s.preset == preset), None)
+    if seed:
+        lines += ["", f"**To beat:** {seed.label} (seed {seed.seed}), {100 * seed.accuracy:.2f}% "
+                      f"{'(about) ' if seed.approximate else ''}with {seed.n_params:,} parameters: its best "
+                      "epoch on the test set, picked after the fact."]
+    return "\n".join(lines)
+
+
 def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int = 1, timeout: Optional[float] = None,
         device: str = "auto", data_dir: Optional[Path] = None, quiet: bool = False,
         heartbeat: int = HEARTBEAT_SECONDS, grace: int = GRACE_SECONDS,
-        checkpoint_dir: Optional[Path] = Path("checkpoints"), patience: float = PATIENCE_SECONDS) -> int:
+        checkpoint_dir: Optional[Path] = Path("checkpoints"), patience: float = PATIENCE_SECONDS,
+        artifacts: Optional[Path] = None) -> int:
     """Run `spec` until it has `trials` finished trials; every user mistake is caught before the
     study is created. Returns the command's exit status."""
     from hpo import data as data_mod  # noqa: PLC0415 - torch-heavy
@@ -92,7 +125,7 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int = 1, tim
 
     deadline = time.time() + timeout if timeout else None
     job = Job(spec, storage, trials, deadline, device, str(data_dir) if data_dir else None, workers, heartbeat, grace,
-              str(checkpoint_dir) if checkpoint_dir else None, patience)
+              str(checkpoint_dir) if checkpoint_dir else None, patience, str(artifacts) if artifacts else None)
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=worker_entry, name=f"hpo-worker-{i}", args=(job, i)) for i in range(workers)]
     display = RunDisplay(spec, trials, storage.masked, workers, live=not quiet and console.is_terminal,

@@ -31,8 +31,8 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
+from hpo import artifacts, records
 from hpo import data as data_mod
-from hpo import records
 from hpo.backend import OneAtATime, TrainJob, TrialBackend
 from hpo.errors import UserError
 from hpo.objective import TrialHooks, ended_here, finish, prepare
@@ -61,6 +61,7 @@ class Job:
     grace: int
     checkpoint_dir: Optional[str]
     patience: float = PATIENCE_SECONDS  # how long a worker waits out an unreachable database
+    artifacts: Optional[str] = None     # the artifact store's folder: each trial's config goes there
 
 
 class Heartbeat:
@@ -114,6 +115,7 @@ class Worker:
                                        pruner=spec.make_pruner())
         self.backoff = Backoff(job.patience)
         self.checkpoints = Path(job.checkpoint_dir) if job.checkpoint_dir else None
+        self.store = artifacts.open_store(Path(job.artifacts)) if job.artifacts else None
 
     def join(self) -> int:
         """This worker's place among every worker that has ever joined the study, on any machine
@@ -198,6 +200,8 @@ class Worker:
                 if plan is None:  # over budget: rejected before any step, not counted
                     self.study.tell(c.trial, state=TrialState.PRUNED)
                     continue
+                if self.store:  # the dashboard offers it for download beside the trial
+                    artifacts.upload_config(self.store, c.trial, plan.config.to_dict())
                 hooks = TrialHooks(c.trial, self.job.spec, retry=self.backoff.call)
                 jobs.append(TrainJob(plan.config, hooks.report, hooks.on_epoch,
                                      hooks.on_step if self.job.spec.budget.trial_seconds else None, plan.checkpoint))

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -363,3 +364,58 @@ def test_report_errors_are_one_line(review, tmp_path):
     empty = hpo("report", "--study", "empty", "--storage", empty_url, cwd=tmp_path)
     assert empty.returncode == 2 and "no complete trial" in empty.stderr and "Traceback" not in empty.stderr
     assert not (tmp_path / "report.html").exists()
+
+
+# ----------------------------------------------------------------- what a user looks for on the dashboard
+
+REAL_STUDY = """\
+name: looked-at
+base:
+  model: {preset: linear}
+  optimizer: {name: sgd, lr: 0.05, momentum: 0.9}
+  batch_size: 64
+  epochs: 2
+  data: {train_subset: 300, test_subset: 200}
+search:
+  optimizer.lr: {float: [0.005, 0.2], log: true}
+budget: {epochs: 2}
+pruner: none
+"""
+
+
+def test_dashboard_names_the_metric_shows_the_note_and_offers_each_config(browser, tmp_path):
+    (tmp_path / "looked-at.yaml").write_text(REAL_STUDY)
+    url = f"sqlite:///{tmp_path / 'looked.db'}"
+    done = hpo("run", "--study", "looked-at.yaml", "--trials", "2", "--storage", url, "--device", "cpu", "--quiet",
+               cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    trials = optuna.load_study(study_name="looked-at", storage=url).get_trials(deepcopy=False)
+    proc, address = start_dashboard(url, tmp_path)
+    try:
+        browser.get(address.rstrip("/") + "/studies/1")
+        wait_for(browser, lambda d: "test accuracy" in text_of(d), "the objective's name, test accuracy")
+        browser.get(address.rstrip("/") + "/studies/1/note")
+        wait_for(browser, lambda d: "To beat:" in text_of(d), "the study's note")
+        note = next(line for line in text_of(browser).splitlines() if line.startswith("To beat:"))
+        screenshot(browser, "dashboard-note.png")
+        browser.get(address.rstrip("/") + "/studies/1/trials")
+        wait_for(browser, lambda d: "trial-0-config.yaml" in text_of(d), "trial 0's config among its artifacts")
+        screenshot(browser, "dashboard-artifact.png")
+        links = [a.get_attribute("href") for a in browser.find_elements("css selector", "a[href*='/artifacts/']")]
+        assert links, "no download link for the artifact"
+        with urllib.request.urlopen(links[0], timeout=30) as response:
+            downloaded = yaml.safe_load(response.read())
+    finally:
+        code, out, err = stop(proc)
+    print(f"metric name on the study page: test accuracy\nnote: {note}\n"
+          f"artifact: trial-0-config.yaml downloaded from {links[0]}: model {downloaded['model']['family']}, "
+          f"lr {downloaded['optimizer']['lr']}")
+    assert code == 0 and "Traceback" not in err, err
+    assert "linear 784-10" in note_of(url) and "91.68%" in note
+    assert downloaded == trials[0].user_attrs["config"], "the artifact is not trial 0's config"
+
+
+def note_of(url: str) -> str:
+    import optuna_dashboard  # noqa: PLC0415
+
+    return optuna_dashboard.get_note(optuna.load_study(study_name="looked-at", storage=url))
