@@ -188,6 +188,7 @@ def cmd_train(args) -> int:
 
 def cmd_run(args) -> int:
     from hpo import artifacts  # noqa: PLC0415
+    from hpo.display import RunDisplay, console  # noqa: PLC0415
     from hpo.runner import run  # noqa: PLC0415
     from hpo.storage import Storage  # noqa: PLC0415
     from hpo.study import load_spec  # noqa: PLC0415
@@ -203,9 +204,14 @@ def cmd_run(args) -> int:
     store = artifacts.folder_for(storage, args.artifacts)
     if store.exists() and not store.is_dir():
         raise UserError(f"--artifacts {store} is a file, not a folder; give a folder (it is created if missing)")
+    def display(workers: int, before: list) -> RunDisplay:
+        return RunDisplay(spec, args.trials, storage.masked, workers, live=not args.quiet and console.is_terminal,
+                          already=before)
+
     return run(spec=spec, storage=storage, trials=args.trials, workers=args.workers, timeout=args.timeout,
-               device=args.device, data_dir=args.data_dir, quiet=args.quiet, heartbeat=args.heartbeat,
-               grace=args.grace, checkpoint_dir=args.checkpoint_dir, patience=args.db_patience, artifacts=store)
+               device=args.device, data_dir=args.data_dir, heartbeat=args.heartbeat, grace=args.grace,
+               checkpoint_dir=args.checkpoint_dir, patience=args.db_patience, artifacts=store, display=display,
+               info=console.print, warn=lambda line: print(line, file=sys.stderr, flush=True))
 
 
 def cmd_studies(args) -> int:

@@ -23,7 +23,7 @@ from typing import Literal, Union
 import torch
 from torch import nn
 
-from hpo import schema
+from hpo import schema, usermodel
 from hpo.errors import ConfigError
 from hpo.schema import require
 
@@ -84,7 +84,7 @@ class ConvNet:
             require(kind != "H" or i == len(self.layers) - 1, f"layers.{i}", "H (the head) must be the last token")
 
 
-ModelSpec = Union[Linear, MLP, ConvPool, ConvNet]
+ModelSpec = Union[Linear, MLP, ConvPool, ConvNet, usermodel.ModuleModel]
 FAMILIES: dict[str, type] = {"linear": Linear, "mlp": MLP, "convpool": ConvPool, "convnet": ConvNet}
 
 
@@ -166,6 +166,8 @@ def resolve(data: dict, prefix: str = "model") -> dict:
 
 
 def parse_model(data: dict, prefix: str = "model") -> ModelSpec:
+    if isinstance(data, dict) and "module" in data:  # the user's own factory (hpo.usermodel)
+        return usermodel.parse(data, prefix)
     resolved = resolve(data, prefix)
     return schema.parse(FAMILIES[resolved["family"]], resolved, prefix)
 
@@ -195,12 +197,15 @@ def _convnet_walk(spec: ConvNet, h: int, w: int):
         yield i, token, (kind, width, kernel, padding), (h, w)
 
 
-def check_shape(spec: ModelSpec, shape: Shape = MNIST_SHAPE, prefix: str = "model") -> None:
+def check_shape(spec: ModelSpec, shape: Shape = MNIST_SHAPE, prefix: str = "model", *,
+                classes: int = MNIST_CLASSES) -> None:
     """Raise ConfigError where `spec`'s conv stack shrinks a `shape` image to nothing.
 
     Apart from the dataclasses' own checks because the answer depends on the dataset."""
     _, height, width = shape
-    if isinstance(spec, ConvPool):
+    if isinstance(spec, usermodel.ModuleModel):
+        usermodel.check(spec, shape, classes, prefix)
+    elif isinstance(spec, ConvPool):
         for h, w in _convpool_sides(spec, height, width):
             require(min(h, w) >= 1, f"{prefix}.convs", f"{len(spec.convs)} conv+pool blocks of kernel {spec.kernel} "
                                                        f"shrink {height}x{width} to nothing")
@@ -212,6 +217,8 @@ def check_shape(spec: ModelSpec, shape: Shape = MNIST_SHAPE, prefix: str = "mode
 
 def build(spec: ModelSpec, *, shape: Shape = MNIST_SHAPE, classes: int = MNIST_CLASSES) -> nn.Module:
     """A freshly initialized network for `spec`, taking [B, C, H, W] images of `shape` to [B, classes] logits."""
+    if isinstance(spec, usermodel.ModuleModel):
+        return usermodel.build(spec, shape, classes)
     check_shape(spec, shape)
     channels, height, width = shape
     if isinstance(spec, Linear):
@@ -286,6 +293,8 @@ def spec_params(spec: ModelSpec, *, shape: Shape = MNIST_SHAPE, classes: int = M
 
 def describe(spec: ModelSpec, *, shape: Shape = MNIST_SHAPE, classes: int = MNIST_CLASSES) -> str:
     """A short human line for a spec, e.g. 'convnet 8-16-t8-M-16-16-16-GAP-H bn drop=0.05'."""
+    if isinstance(spec, usermodel.ModuleModel):
+        return usermodel.describe(spec)
     inputs = shape[0] * shape[1] * shape[2]
     drop = f" drop={spec.dropout:g}" if getattr(spec, "dropout", 0) else ""
     if isinstance(spec, Linear):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
-import sys
+import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import optuna
 
@@ -95,31 +95,53 @@ def study_note(spec: StudySpec) -> str:
     return "\n".join(lines)
 
 
+class Silent:
+    """A display that shows nothing: what `hpo.run` from Python uses."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def update(self, trials) -> None:
+        pass
+
+    def summary(self, trials) -> None:
+        pass
+
+
+def quiet(line: str) -> None:
+    pass
+
+
 def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int = 1, timeout: Optional[float] = None,
-        device: str = "auto", data_dir: Optional[Path] = None, quiet: bool = False,
+        device: str = "auto", data_dir: Optional[Path] = None,
         heartbeat: int = HEARTBEAT_SECONDS, grace: int = GRACE_SECONDS,
         checkpoint_dir: Optional[Path] = Path("checkpoints"), patience: float = PATIENCE_SECONDS,
-        artifacts: Optional[Path] = None) -> int:
+        artifacts: Optional[Path] = None, display: Callable[[int, list], Any] = lambda workers, before: Silent(),
+        info: Callable[[str], None] = quiet, warn: Callable[[str], None] = quiet) -> int:
     """Run `spec` until it has `trials` finished trials; every user mistake is caught before the
-    study is created. Returns the command's exit status."""
+    study is created. `display(workers, trials before)` makes what draws the run from the
+    database (`hpo.display.RunDisplay` for the CLI); `info` and `warn` take its other lines.
+    Returns the exit status: 0 done (or stopped by `timeout`), 1 a worker failed, 130 interrupted."""
     from hpo import data as data_mod  # noqa: PLC0415 - torch-heavy
-    from hpo.display import RunDisplay, console, err_console  # noqa: PLC0415
     from hpo.train import pick_device  # noqa: PLC0415
 
     if not os.environ.get("HPO_DEBUG"):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     pick_device(device)
     dataset = spec.base["data"]["dataset"]
-    data_mod.ensure(dataset, data_dir, log=lambda line: err_console.print(line, style="dim"))  # once, before K workers
+    data_mod.ensure(dataset, data_dir, log=warn)  # once, before K workers
     if storage.create_database_if_missing():
-        err_console.print(f"created database for {storage.masked}", style="dim")
+        warn(f"created database for {storage.masked}")
     rdb = storage.open(heartbeat=heartbeat, grace=grace)
     study_id = ensure_study(rdb, spec, storage)
     before = rdb.get_all_trials(study_id, deepcopy=False)
     finished = records.count(before).finished
     if finished >= trials:
-        console.print(f"study {spec.name!r} already has {trials} or more finished trials; nothing to run "
-                      f"(ask for more with --trials)")
+        info(f"study {spec.name!r} already has {trials} or more finished trials; nothing to run "
+             f"(ask for more with --trials)")
         return 0
     workers = min(workers, trials - finished)  # a worker more than the trials left would only wait
 
@@ -128,12 +150,11 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int = 1, tim
               str(checkpoint_dir) if checkpoint_dir else None, patience, str(artifacts) if artifacts else None)
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=worker_entry, name=f"hpo-worker-{i}", args=(job, i)) for i in range(workers)]
-    display = RunDisplay(spec, trials, storage.masked, workers, live=not quiet and console.is_terminal,
-                         already=before)
+    view = display(workers, before)
 
     def refresh() -> None:
         try:
-            display.update(rdb.get_all_trials(study_id, deepcopy=False))
+            view.update(rdb.get_all_trials(study_id, deepcopy=False))
         except Exception as error:
             if not is_outage(error):
                 raise  # during an outage the display skips a beat; the workers wait it out themselves
@@ -144,11 +165,13 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int = 1, tim
         terminated.append(signum)
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, on_sigterm)  # `docker stop` sends SIGTERM: stop as Ctrl-C does
+    main_thread = threading.current_thread() is threading.main_thread()
+    if main_thread:  # `docker stop` sends SIGTERM: stop as Ctrl-C does
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         for p in procs:
             p.start()
-        with display:
+        with view:
             while any(p.is_alive() for p in procs):
                 refresh()
                 time.sleep(POLL_SECONDS)
@@ -156,28 +179,28 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int = 1, tim
     except KeyboardInterrupt:
         stop_workers(procs, forward=bool(terminated))
         counts = records.count(rdb.get_all_trials(study_id, deepcopy=False))
-        err_console.print(f"interrupted: {counts.finished}/{trials} finished; run the same command to continue")
+        warn(f"interrupted: {counts.finished}/{trials} finished; run the same command to continue")
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     for p in procs:
         p.join()
     try:
         final = Backoff(patience).call(lambda: rdb.get_all_trials(study_id, deepcopy=False))
     except DatabaseUnavailable as error:
-        print(f"hpo run: the database {storage.masked} was {error}; run the same command again "
-              "once it is back", file=sys.stderr)
+        warn(f"hpo run: the database {storage.masked} was {error}; run the same command again once it is back")
         return 1
-    display.summary(final)
+    view.summary(final)
     counts = records.count(final)
     bad = [p for p in procs if p.exitcode not in (0, None)]
     if bad:
-        err_console.print(f"hpo run: {len(bad)} of {workers} workers stopped with an error (see above); "
-                          f"{counts.finished}/{trials} finished; rerun to continue")
+        warn(f"hpo run: {len(bad)} of {workers} workers stopped with an error (see above); "
+             f"{counts.finished}/{trials} finished; rerun to continue")
         return 1
     if counts.finished < trials:
         reason = "the --timeout passed" if deadline and time.time() >= deadline else "the workers stopped"
-        err_console.print(f"{counts.finished}/{trials} finished: {reason}; run the same command to continue")
+        warn(f"{counts.finished}/{trials} finished: {reason}; run the same command to continue")
     return 0
 
 

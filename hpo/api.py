@@ -1,0 +1,84 @@
+"""`hpo` from Python: for notebooks and scripts. Each function returns values and prints nothing;
+the command line (hpo.cli) is built on the same pieces.
+
+    import hpo
+    spec = hpo.load_spec("studies/quickstart.yaml")
+    study = hpo.run(spec, trials=20, storage="sqlite:///hpo.db")      # an optuna.Study
+    history = hpo.train(study.best_trial.user_attrs["config"], epochs=3)  # one EpochResult per epoch
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import optuna
+
+from hpo.errors import UserError
+from hpo.study import StudySpec, load_spec
+
+__all__ = ["load_spec", "run", "train"]
+
+
+class RunStopped(RuntimeError):
+    """The run ended short of its trials: a worker failed, or it was interrupted."""
+
+
+def run(study: Union[str, Path, StudySpec], *, trials: int, storage: Optional[str] = None, workers: int = 1,
+        timeout: Optional[float] = None, device: str = "auto", data_dir: Optional[Path] = None,
+        checkpoint_dir: Optional[Path] = Path("checkpoints"), artifacts: Optional[Path] = None,
+        on_trial: Optional[Callable[[optuna.trial.FrozenTrial], None]] = None) -> optuna.Study:
+    """Bring `study` (a StudySpec, a study file's path, or a name under studies/) to `trials`
+    finished trials, as `hpo run` does, and return the Optuna study. `on_trial(trial)` is called
+    for each trial that ends while it runs. Raises RunStopped if a worker failed or it was interrupted."""
+    from hpo import artifacts as artifacts_mod  # noqa: PLC0415
+    from hpo import records  # noqa: PLC0415
+    from hpo.runner import Silent, run as run_study  # noqa: PLC0415
+    from hpo.storage import Storage  # noqa: PLC0415
+
+    spec = study if isinstance(study, StudySpec) else load_spec(str(study))
+    where = Storage.resolve(storage)
+    lines: list[str] = []
+
+    class Calls(Silent):
+        def __init__(self, before):
+            self.seen = {t.number for t in before if records.kind(t) not in ("running", "waiting")}
+
+        def update(self, trials_now) -> None:
+            for t in trials_now:
+                if t.number not in self.seen and records.kind(t) not in ("running", "waiting"):
+                    self.seen.add(t.number)
+                    on_trial(t)
+
+    status = run_study(spec=spec, storage=where, trials=trials, workers=workers, timeout=timeout, device=device,
+                       data_dir=data_dir, checkpoint_dir=checkpoint_dir,
+                       artifacts=artifacts_mod.folder_for(where, artifacts),
+                       display=(lambda _, before: Calls(before)) if on_trial else (lambda *_: Silent()),
+                       warn=lines.append)
+    if status == 130:
+        raise KeyboardInterrupt
+    if status != 0:
+        raise RunStopped(lines[-1] if lines else f"hpo run ended with status {status}")
+    return optuna.load_study(study_name=spec.name, storage=where.open_existing())
+
+
+def train(config, *, epochs: Optional[int] = None, seed: Optional[int] = None, device: str = "auto",
+          data_dir: Optional[Path] = None, on_epoch=None) -> list:
+    """Train one config, as `hpo train` does: a path to a config or export file, a config
+    mapping (e.g. a trial's `config` attribute), or a TrainConfig. Returns the epochs' results
+    (`hpo.train.EpochResult`: epoch, train_loss, test_accuracy, seconds, lr)."""
+    from hpo import data  # noqa: PLC0415
+    from hpo.config import TrainConfig, load_config, parse_config  # noqa: PLC0415
+    from hpo.train import pick_device, train as train_loop  # noqa: PLC0415
+
+    if isinstance(config, (str, Path)):
+        cfg = load_config(config)
+    elif isinstance(config, dict):
+        cfg = parse_config(config)
+    elif isinstance(config, TrainConfig):
+        cfg = config
+    else:
+        raise UserError(f"hpo.train: expected a file path, a config mapping or a TrainConfig, got {type(config).__name__}")
+    cfg = cfg.with_overrides(epochs=epochs, seed=seed)
+    dev = pick_device(device)
+    return train_loop(cfg, data.load(cfg.data.dataset, dev, data_dir), on_epoch=on_epoch)
