@@ -68,7 +68,10 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(key, f"expected a number, got {describe(value)}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # YAML integers have no bound; floats do
+            raise ConfigError(key, "is too large for a number (the largest is about 1.8e308)") from None
     if annotation is str:
         if not isinstance(value, str):
             raise ConfigError(key, f"expected a string, got {describe(value)}")
@@ -112,8 +115,73 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+MAX_YAML_VALUES = 100_000  # far above any study or export file; far below what an alias bomb expands to
+MAX_YAML_DEPTH = 64         # nesting deeper than this is no config, and would reach Python's recursion limit
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class StrictSafeLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` (only plain data, never objects) that also refuses what `safe_load` lets
+    through silently: a key given twice in one mapping, where the last would quietly win, and
+    aliases that expand without bound (a "billion laughs" hangs whoever walks the data).
+    Both are checked on the composed document, before anything is constructed."""
+
+    def get_single_data(self) -> Any:
+        node = self.get_single_node()
+        if node is None:
+            return None
+        self.check_document(node)
+        return self.construct_document(node)
+
+    def check_document(self, root: yaml.Node) -> None:
+        """Walk the document as its aliases expand it, iteratively, stopping at the limits."""
+        checked: set[int] = set()  # mappings whose keys were compared: an alias repeats, it adds no key
+        stack = [(root, "", 0)]
+        visited = 0
+        while stack:
+            node, key, depth = stack.pop()
+            visited += 1
+            if visited > MAX_YAML_VALUES:
+                raise ConfigError("", f"expands to more than {MAX_YAML_VALUES:,} values (a YAML alias bomb?); "
+                                      "write the values out, or alias less")
+            if depth > MAX_YAML_DEPTH:
+                line = node.start_mark.line + 1
+                raise ConfigError("", f"nested more than {MAX_YAML_DEPTH} levels deep at line {line} "
+                                      "(lists within lists, or an alias used inside itself?)")
+            if isinstance(node, yaml.SequenceNode):
+                stack.extend((item, join(key, i), depth + 1) for i, item in enumerate(node.value))
+            elif isinstance(node, yaml.MappingNode):
+                if id(node) not in checked:
+                    checked.add(id(node))
+                    self.check_unique_keys(node, key)
+                for key_node, value_node in node.value:
+                    # a merge (<<: *defaults) puts its keys into this mapping, at this key
+                    name = key if key_node.tag == MERGE_TAG else join(key, scalar_text(key_node))
+                    stack += [(key_node, name, depth + 1), (value_node, name, depth + 1)]
+
+    def check_unique_keys(self, node: yaml.MappingNode, key: str) -> None:
+        first: dict = {}  # constructed key (1 and 0x1 are one key) -> where it first appears
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == MERGE_TAG:
+                continue  # a merge may repeat keys on purpose; a list as a key, construction rejects
+            name, mark = self.construct_object(key_node), key_node.start_mark
+            if name in first:
+                was = first[name]
+                where = (f"line {was.line + 1}, columns {was.column + 1} and {mark.column + 1}" if was.line == mark.line
+                         else f"lines {was.line + 1} and {mark.line + 1}")
+                raise ConfigError(join(key, scalar_text(key_node)),
+                                  f"given twice in one mapping ({where}); YAML would silently keep the last: keep one")
+            first[name] = mark
+
+
+def scalar_text(node: yaml.Node) -> str:
+    """A key as the file spells it, for error messages ('?' for a list or mapping used as a key)."""
+    return node.value if isinstance(node, yaml.ScalarNode) else "?"
+
+
 def load_yaml(path: str | Path) -> Any:
-    """`yaml.safe_load` of a file, with one-line errors for missing or malformed files."""
+    """The plain data of a YAML file, as `yaml.safe_load` reads it but stricter (see
+    `StrictSafeLoader`), with one-line errors for missing, malformed or hostile files."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -121,13 +189,22 @@ def load_yaml(path: str | Path) -> Any:
         raise ConfigError("", "file not found; check the path", source=str(path)) from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as error:
         raise ConfigError("", f"cannot read it ({error.__class__.__name__})", source=str(path)) from None
+    reader = StrictSafeLoader(text)
     try:
-        return yaml.safe_load(text)
+        return reader.get_single_data()
+    except ConfigError as error:
+        raise error.located(str(path)) from None
+    except RecursionError:  # the composer recurses once per level of nesting, before any check can run
+        raise ConfigError("", f"nested more than {MAX_YAML_DEPTH} levels deep", source=str(path)) from None
+    except ValueError as error:  # a value YAML can spell but Python cannot hold: 2024-13-01, a 5,000-digit number
+        raise ConfigError("", f"malformed YAML: {error}", source=str(path)) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or "invalid YAML"
         raise ConfigError("", f"malformed YAML{where}: {problem}", source=str(path)) from None
+    finally:
+        reader.dispose()
 
 
 def require(condition: bool, key: str, reason: str) -> None:

@@ -14,7 +14,8 @@ conditions hold the same way in each.
 from __future__ import annotations
 
 import copy
-import dataclasses
+import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -22,12 +23,13 @@ import optuna
 
 from hpo import models, schema
 from hpo.config import OPTIMIZER_ONLY, Optimizer, TrainConfig, parse_config
+from hpo.dotted import KEEP, base_value, get_path, set_path
 from hpo.errors import ConfigError
 from hpo.schema import require
+from hpo.space_check import check_space
 
-CONFIG_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))  # what a searched key may start with
-OPEN_SECTIONS = ("optimizer.", "schedule.", "augment.", "data.")  # keys the base may leave to their defaults
-KEEP = object()  # what a `fill` callback returns to leave the base's value (None is a value a choice may take)
+PLAIN = (bool, int, float, str, type(None))  # what a choice or a `when` value may be: what Optuna can store
+MAX_POINTS = 10**9  # steps in one range: more than a search visits, fewer than Optuna's decimal arithmetic allows
 
 
 @dataclass(frozen=True)
@@ -68,10 +70,10 @@ class SearchSpace:
 
     @classmethod
     def parse(cls, raw: Any, base: dict, *, max_epochs: int) -> "SearchSpace":
-        raw = raw or {}
+        raw = {} if raw is None else raw
         require(isinstance(raw, dict), "search", "expected a mapping of dotted config keys to distributions")
         space = cls(base, tuple(_parse_param(key, value, "search") for key, value in raw.items()))
-        space._check(max_epochs)
+        check_space(space, max_epochs=max_epochs)
         return space
 
     def fill(self, value_of: Callable[[Param, dict], Any]) -> dict:
@@ -123,37 +125,11 @@ class SearchSpace:
         """Parameters of the model with every searched model value at its low end."""
         return self.n_params(self.fill(lambda p, _: p.lowest() if p.key.startswith("model.") else KEEP))
 
-    def _check(self, max_epochs: int) -> None:
-        seen: set[str] = set()
-        for p in self.params:
-            where = f"search.{p.key}"
-            require(p.key not in seen, where, "appears twice")
-            require(p.key.split(".")[0] in CONFIG_KEYS, where,
-                    f"not a training config key; it must start with one of {', '.join(CONFIG_KEYS)}")
-            for cond_key, _ in p.when:
-                require(cond_key in seen or has_path(self.base, cond_key), f"{where}.when.{cond_key}",
-                        "must be a key searched earlier in the file or set in base")
-            seen.add(p.key)
-            if not has_path(self.base, p.key) and not p.key.startswith(OPEN_SECTIONS):
-                raise ConfigError(where, "no such key in the base config (after expanding its model preset)")
-            if p.key == "epochs":
-                most = p.high if p.kind != "categorical" else max((c for c in p.choices if isinstance(c, int)),
-                                                                   default=0)
-                require(most <= max_epochs, where, f"{most} epochs is more than budget.epochs {max_epochs}")
-            # the base is enqueued as trial 0, so its value must be a point of the space
-            if p.applies(self.base) and has_path(self.base, p.key):
-                value = base_value(self.base, p.key)
-                if p.kind == "categorical":
-                    require(value in p.choices, where, f"the base value {value!r} is not among the choices")
-                else:
-                    require(p.low <= value <= p.high, where,
-                            f"the base value {value!r} is outside [{p.low}, {p.high}]; widen the range or change base")
-
 
 def model_size(cfg: TrainConfig) -> int:
     from hpo import datasets  # noqa: PLC0415 - the dataset's description only: nothing is loaded
 
-    dataset = datasets.get(cfg.data.dataset)
+    dataset = datasets.describe(cfg.data)  # a registered set, or your own data at data.path
     return models.spec_params(cfg.model, shape=dataset.shape, classes=dataset.classes)
 
 
@@ -170,8 +146,9 @@ def drop_inapplicable(cfg: dict) -> dict:
 # ----------------------------------------------------------------- parsing one key
 
 
-def _parse_param(key: str, raw: Any, prefix: str) -> Param:
+def _parse_param(key: Any, raw: Any, prefix: str) -> Param:
     where = f"{prefix}.{key}"
+    require(isinstance(key, str) and key != "", where, "expected a dotted training config key, like optimizer.lr")
     require(isinstance(raw, dict), where, "expected a mapping like {float: [low, high]}, {int: [low, high]} "
                                           "or {choices: [...]}")
     kinds = [k for k in ("float", "int", "choices") if k in raw]
@@ -184,78 +161,65 @@ def _parse_param(key: str, raw: Any, prefix: str) -> Param:
         choices = raw["choices"]
         require(isinstance(choices, list) and len(choices) > 0, f"{where}.choices", "must be a non-empty list")
         for i, c in enumerate(choices):
-            require(c is None or isinstance(c, (bool, int, float, str)), f"{where}.choices.{i}",
-                    f"choices must be plain numbers, strings or booleans, got {schema.describe(c)}")
+            require(is_plain(c), f"{where}.choices.{i}",
+                    f"choices must be plain finite numbers, strings or booleans, got {schema.describe(c)}")
         require(len(set(map(repr, choices))) == len(choices), f"{where}.choices", "has duplicates")
         return Param(key, "categorical", choices=tuple(choices), when=when)
     kind = kinds[0]
     bounds = raw[kind]
     require(isinstance(bounds, list) and len(bounds) == 2, f"{where}.{kind}", "expected [low, high]")
     number = int if kind == "int" else float
-    low, high = (schema.coerce(b, number, f"{where}.{kind}.{i}") for i, b in enumerate(bounds))
+    low, high = (finite(schema.coerce(b, number, f"{where}.{kind}.{i}"), f"{where}.{kind}.{i}")
+                 for i, b in enumerate(bounds))
     require(low <= high, f"{where}.{kind}", f"low {low} is greater than high {high}")
     log = schema.coerce(raw.get("log", False), bool, f"{where}.log")
     step = raw.get("step")
     if step is not None:
-        step = schema.coerce(step, number, f"{where}.step")
+        step = finite(schema.coerce(step, number, f"{where}.step"), f"{where}.step")
         require(step > 0, f"{where}.step", f"must be > 0, got {step}")
         require(not log, f"{where}.step", "cannot be combined with log: true")
+        require(step <= high - low or low == high, f"{where}.step",
+                f"{step} is wider than [{low}, {high}]: only {low} would ever be drawn")
+        require((high - low) / step <= MAX_POINTS, f"{where}.step",
+                f"{step} leaves more than {MAX_POINTS:,} points in [{low}, {high}]; "
+                "leave it out for a continuous range")
     if log:
         require(low > 0, f"{where}.{kind}", f"log scale needs low > 0, got {low}")
-    return Param(key, kind, low=low, high=high, log=log, step=step, when=when)
+    param = Param(key, kind, low=low, high=high, log=log, step=step, when=when)
+    try:  # what Optuna would refuse at every trial, it refuses here, once
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a range that is no whole number of steps: Optuna trims high
+            param.suggest(optuna.trial.FixedTrial({key: low}))
+    except (ValueError, ArithmeticError) as error:
+        raise ConfigError(where, f"Optuna cannot draw from this range: {error}") from None
+    return param
 
 
 def _parse_when(raw: Any, where: str) -> tuple:
     if raw is None:
         return ()
     require(isinstance(raw, dict) and raw, where, "expected a mapping of dotted keys to a value or a list of values")
-    return tuple((k, tuple(v) if isinstance(v, list) else (v,)) for k, v in raw.items())
+    when = []
+    for key, value in raw.items():
+        require(isinstance(key, str) and key != "", f"{where}.{key}", "expected a dotted training config key")
+        allowed = tuple(value) if isinstance(value, list) else (value,)
+        require(allowed != (), f"{where}.{key}",
+                "an empty list matches nothing; give the values that switch this key on")
+        for v in allowed:
+            require(is_plain(v), f"{where}.{key}",
+                    f"expected plain finite numbers, strings or booleans, got {schema.describe(v)}")
+        when.append((key, allowed))
+    return tuple(when)
 
 
-# ----------------------------------------------------------------- dotted keys
+def is_plain(value: Any) -> bool:
+    return isinstance(value, PLAIN) and not (isinstance(value, float) and not math.isfinite(value))
 
 
-def has_path(cfg: dict, key: str) -> bool:
-    node: Any = cfg
-    for part in key.split("."):
-        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        elif isinstance(node, dict) and part in node:
-            node = node[part]
-        else:
-            return False
-    return True
-
-
-def get_path(cfg: dict, key: str) -> Any:
-    node: Any = cfg
-    for part in key.split("."):
-        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        elif isinstance(node, dict):
-            node = node.get(part)
-        else:
-            return None
-    return node
-
-
-def base_value(cfg: dict, key: str) -> Any:
-    """The value at `key`, with a convnet token read as its width (16k1 -> 16)."""
-    value = get_path(cfg, key)
-    if isinstance(value, str) and key.startswith("model.layers."):
-        _, width, _, _ = models.parse_token(value, 3, key)
-        return width
-    return value
-
-
-def set_path(cfg: dict, key: str, value: Any) -> None:
-    """Set `key` in `cfg`; a convnet layer token keeps its kind and takes the new width."""
-    *parents, last = key.split(".")
-    node: Any = cfg
-    for part in parents:
-        node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
-    if isinstance(node, list):
-        index = int(last)
-        node[index] = models.with_width(node[index], value) if isinstance(node[index], str) else value
+def finite(number: float, where: str) -> float:
+    """`number`, if a sampler can draw around it: finite, and an integer it can hold exactly."""
+    if isinstance(number, int):
+        require(abs(number) <= 2**53, where, "must be at most 2**53 in size: samplers draw integers as floats")
     else:
-        node[last] = value
+        require(math.isfinite(number), where, f"must be a finite number, got {number}")
+    return number

@@ -17,6 +17,7 @@ import copy
 import hashlib
 import inspect
 import json
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,6 +149,8 @@ class StudySpec:
 
 
 STUDY_KEYS = ("name", "base", "search", "budget", "pruner", "sampler")
+# a study's name is a folder under --checkpoint-dir: one plain path component, never '..' or '/'
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 def parse_study(raw: Any, source: str, default_name: str) -> StudySpec:
@@ -157,7 +160,11 @@ def parse_study(raw: Any, source: str, default_name: str) -> StudySpec:
             require(key in STUDY_KEYS, key, f"unknown key; expected one of: {', '.join(STUDY_KEYS)}")
         require("base" in raw, "base", "missing; give the full training config the search starts from")
         name = raw.get("name", default_name)
-        require(isinstance(name, str) and name.strip(), "name", "must be a non-empty string")
+        require(isinstance(name, str), "name", f"expected a string, got {type(name).__name__}")
+        require(NAME.fullmatch(name) is not None, "name",
+                f"{name[:40]!r}{'...' if len(name) > 40 else ''} cannot name a study"
+                f"{'' if 'name' in raw else ' (taken from the file name)'}: use 1 to 100 letters, digits, "
+                "'.', '_' or '-', starting with a letter or digit")
         try:
             base = config_mod.parse_config(raw["base"])  # validates the base as a training config
         except ConfigError as error:
@@ -202,7 +209,7 @@ def check_components(spec: StudySpec) -> None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # experimental samplers warn on construction
                 make()
-        except (ValueError, TypeError) as error:
+        except (ValueError, TypeError, OverflowError) as error:
             raise ConfigError(key, f"{getattr(spec, key).name}: {error}") from None
 
 

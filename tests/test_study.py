@@ -102,6 +102,41 @@ BAD = [
     (("budget/max_params", 7000), "budget.max_params", "base model has 7,416"),
     (("budget/epochs", 0), "budget.epochs", "must be in"),
     (("budget/epochs", "ten"), "budget.epochs", "expected an integer"),
+    # the name becomes a folder under --checkpoint-dir
+    (("name", "../../etc"), "name", "cannot name a study"),
+    (("name", "a/b"), "name", "letters, digits, '.', '_' or '-'"),
+    (("name", "x" * 101), "name", "1 to 100"),
+    (("name", 7), "name", "expected a string, got int"),
+    # every searched key is tried at both ends (each choice) against what the training config accepts
+    (("search/model.dropout", {"float": [0.0, 1.5]}), "search.model.dropout", "1.5 is not a valid value here"),
+    (("search/batch_size", {"float": [32, 512]}), "search.batch_size", "expected an integer, got 32.0"),
+    (("search/optimizer.lrr", {"float": [0.001, 0.1]}), "search.optimizer.lrr", "optimizer has: name, lr"),
+    (("search/model.layers.9", {"int": [1, 2]}), "search.model.layers.9", "9 entries, 0 to 8"),
+    (("search/model.layers.3", {"int": [1, 2]}), "search.model.layers.3", "'M' has no width"),
+    (("search/optimizer.name", {"choices": ["sgd", "adamm"]}), "search.optimizer.name", "unknown optimizer 'adamm'"),
+    (("search/optimizer.momentum", {"float": [0.5, 1.5], "when": {"optimizer.name": "sgd"}}),
+     "search.optimizer.momentum", "(with optimizer.name: sgd): must be in [0, 1)"),
+    (("search/optimizer.momentum", {"float": [0.5, 0.9], "when": {"optimizer.name": "adam"}}),
+     "search.optimizer.momentum", "never takes effect"),
+    (("search/optimizer.lr", {"float": [0.001, float("inf")]}), "search.optimizer.lr.float.1", "finite"),
+    (("search/optimizer.lr", {"float": [float("nan"), 0.1]}), "search.optimizer.lr.float.0", "finite"),
+    (("search/optimizer.lr", {"float": [0.001, 10**400]}), "search.optimizer.lr.float.1", "too large"),
+    (("search/optimizer.name", {"choices": ["sgd", float("inf")]}), "search.optimizer.name.choices.1", "finite"),
+    (("search", {1: {"int": [1, 2]}}), "search.1", "dotted training config key"),
+    (("search", []), "search", "expected a mapping"),
+    # a `when` that can never hold would drop its key without a word
+    (("search/optimizer.momentum", {"float": [0.5, 0.9], "when": {"optimizer.name": "sdg"}}),
+     "search.optimizer.momentum.when.optimizer.name", "'sdg' can never hold"),
+    (("search/optimizer.momentum", {"float": [0.5, 0.9], "when": {"optimizer.name": ["sgd", "rmsprop"]}}),
+     "search.optimizer.momentum.when.optimizer.name", "searched among 'sgd', 'adam'"),
+    (("search/optimizer.momentum", {"float": [0.5, 0.9], "when": {"epochs": 4}}),
+     "search.optimizer.momentum.when.epochs", "keeps the base's 3"),
+    (("search/seed", {"int": [0, 9], "when": {"model.layers.4": 17}}),
+     "search.seed.when.model.layers.4", "over [8, 24] in steps of 4"),
+    (("search/optimizer.momentum", {"float": [0.5, 0.9], "when": {"optimizer.name": []}}),
+     "search.optimizer.momentum.when.optimizer.name", "matches nothing"),
+    (("search/optimizer.momentum", {"float": [0.5, 0.9], "when": {"optimizer.name": {"x": 1}}}),
+     "search.optimizer.momentum.when.optimizer.name", "plain finite numbers"),
 ]
 
 
@@ -114,6 +149,67 @@ def test_bad_study_files_name_file_key_and_reason(change, key, words):
     assert caught.value.key == key
     assert words in caught.value.reason
     assert str(caught.value).startswith("studies/x.yaml: key ")
+
+
+def test_a_default_name_from_the_file_name_must_be_safe_too():
+    raw = copy.deepcopy(GOOD)  # no name: the file's stem names the study
+    with pytest.raises(ConfigError, match=r"'my study' cannot name a study \(taken from the file name\)"):
+        parse_study(raw, "studies/my study.yaml", "my study")
+
+
+def test_searched_keys_of_one_optimizer_are_checked_under_an_optimizer_that_takes_them():
+    raw = variant("search/optimizer.beta1", {"float": [0.5, 1.5]})  # the base is sgd; adam is among the choices
+    with pytest.raises(ConfigError, match=r"1.5 is not a valid value here \(with optimizer.name: adam\)"):
+        parse_study(raw, "x.yaml", "x")
+    raw = variant("search/optimizer.name", None, delete=True)  # now only sgd, which has no beta1
+    raw["search"]["optimizer.beta1"] = {"float": [0.5, 0.9]}
+    raw["search"]["optimizer.momentum"].pop("when")
+    with pytest.raises(ConfigError, match="never takes effect: it applies to adam/adamw/nadam/adabelief only"):
+        parse_study(raw, "x.yaml", "x")
+
+
+STUDY_TEXT = """\
+base: {model: {preset: mnistnet2}, optimizer: {name: sgd, lr: 0.05, momentum: 0.9}, epochs: 3}
+search:
+  optimizer.name: {choices: [sgd, adam]}
+  optimizer.lr: {float: [0.001, 0.1], log: true}
+  optimizer.momentum: {float: [0.5, 0.95], when: {optimizer.name: sgd}}
+  model.dropout: {float: &range [0.0, 0.5]}
+"""
+# nine lists of nine, each made of the one before: 9**9 values once the aliases expand
+BOMB = "[" + ", ".join(f"&l{i} [{', '.join([f'*l{i - 1}' if i else '1'] * 9)}]" for i in range(9)) + "]"
+
+HOSTILE_YAML = [
+    # (text appended to STUDY_TEXT, expected key, words in the message)
+    ("  optimizer.lr: {float: [0.01, 0.2]}\n", "search.optimizer.lr", "given twice in one mapping (lines 4 and 7)"),
+    ("budget: {epochs: 3, epochs: 5}\n", "budget.epochs", "line 7, columns 10 and 21"),
+    ("  model.layers.4: {int: [8, 24], when: {optimizer.name: " + BOMB + "}}\n", "",
+     "expands to more than 100,000 values (a YAML alias bomb?)"),
+    ("budget: &loop [*loop]\n", "", "nested more than 64 levels deep at line 7"),
+    ("budget: " + "[" * 2000 + "]" * 2000 + "\n", "", "nested more than 64 levels deep"),
+    ("budget: {epochs: 2024-13-01}\n", "", "malformed YAML: month must be in 1..12"),
+]
+
+
+@pytest.mark.timeout(20)  # an alias bomb used to hang here, in json.dumps or deepcopy
+@pytest.mark.parametrize("text, key, words", HOSTILE_YAML, ids=[h[2][:40] for h in HOSTILE_YAML])
+def test_hostile_yaml_is_one_config_error(tmp_path: Path, text: str, key: str, words: str):
+    path = tmp_path / "hostile.yaml"
+    path.write_text(STUDY_TEXT + text)
+    with pytest.raises(ConfigError) as caught:
+        load_spec(str(path))
+    assert (caught.value.source, caught.value.key) == (str(path), key)
+    assert words in caught.value.reason
+
+
+def test_aliases_and_merges_in_normal_use_still_load(tmp_path: Path):
+    path = tmp_path / "aliases.yaml"
+    path.write_text(STUDY_TEXT + "  augment.translate: {float: *range}\n"
+                    + "pruner: &p {name: median, n_startup_trials: 2}\nsampler: {<<: {name: tpe}, seed: 3}\n")
+    spec = load_spec(str(path))
+    assert {p.key: (p.low, p.high) for p in spec.space.params}["augment.translate"] == (0.0, 0.5)
+    assert spec.sampler.kwargs() == {"seed": 3}
+    assert spec.raw["search"]["optimizer.momentum"]["when"] == {"optimizer.name": "sgd"}
 
 
 def test_malformed_yaml_and_unknown_study(tmp_path: Path):

@@ -1,0 +1,147 @@
+"""Whether a parsed search space can do what its file says: checked once, when the file is read.
+
+Each mistake caught here would otherwise surface late and quietly: a key the training config
+does not have, or a value it refuses, fails every trial that samples it; a `when` that can
+never hold drops its key without a word; a base outside the space cannot be trial 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from hpo import schema
+from hpo.config import OPTIMIZER_ONLY, TrainConfig, parse_config
+from hpo.dotted import KEEP, base_value, get_path, has_path
+from hpo.errors import ConfigError
+from hpo.schema import require
+
+CONFIG_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))  # what a searched key may start with
+
+
+def check_space(space, *, max_epochs: int) -> None:
+    """Raise a ConfigError at `search.KEY` for the first mistake in `space` (a SearchSpace)."""
+    every_key = {**schema.to_dict(parse_config(space.base)),  # unset optional keys too, as None: each may be searched
+                 "model": space.base["model"]}  # as the base spells it: your own model's arguments, not its fields
+    for i, p in enumerate(space.params):
+        where = f"search.{p.key}"
+        earlier = {q.key: q for q in space.params[:i]}
+        require(p.key not in earlier, where, "appears twice")
+        check_key(p.key, every_key, where)
+        for cond_key, allowed in p.when:
+            require(cond_key in earlier or has_path(space.base, cond_key), f"{where}.when.{cond_key}",
+                    "must be a key searched earlier in the file or set in base")
+            check_condition(cond_key, allowed, earlier.get(cond_key), space.base, f"{where}.when.{cond_key}")
+        check_values(space, p, where)
+        if p.key == "epochs":
+            most = p.high if p.kind != "categorical" else max(p.choices)
+            require(most <= max_epochs, where, f"{most} epochs is more than budget.epochs {max_epochs}")
+        # the base is enqueued as trial 0, so its value must be a point of the space
+        if p.applies(space.base) and has_path(space.base, p.key):
+            value = base_value(space.base, p.key)
+            if p.kind == "categorical":
+                require(value in p.choices, where, f"the base value {value!r} is not among the choices")
+            else:
+                require(is_number(value) and p.low <= value <= p.high, where,
+                        f"the base value {value!r} is outside [{p.low}, {p.high}]; widen the range or change base")
+
+
+def check_key(key: str, every_key: dict, where: str) -> None:
+    require(key.split(".")[0] in CONFIG_KEYS, where,
+            f"not a training config key; it must start with one of {', '.join(CONFIG_KEYS)}")
+    if has_path(every_key, key):
+        return
+    parent = key.rpartition(".")[0]
+    siblings = get_path(every_key, parent) if parent else None
+    hint = (f"; {parent} has: {', '.join(siblings)}" if isinstance(siblings, dict) else
+            f"; {parent} has {len(siblings)} entries, 0 to {len(siblings) - 1}" if isinstance(siblings, list) else "")
+    raise ConfigError(where, f"no such key in the training config (after expanding the base's model preset){hint}")
+
+
+def check_condition(cond_key: str, allowed: tuple, searched, base: dict, where: str) -> None:
+    """Each value a `when` allows must be one `cond_key` can take when this key is sampled:
+    a value that never holds would leave this key unsearched, silently."""
+    base_has = get_path(base, cond_key)
+    for value in allowed:
+        if searched is None:
+            possible = value == base_has
+            takes = f"is not searched before this key, so it keeps the base's {base_has!r}"
+        elif searched.kind == "categorical":
+            possible = value in searched.choices
+            takes = f"is searched among {', '.join(map(repr, searched.choices))}"
+        else:
+            possible = is_number(value) and searched.low <= value <= searched.high and (
+                searched.kind == "float" or (value - searched.low) % (searched.step or 1) == 0)
+            takes = f"is searched over [{searched.low}, {searched.high}]" + (
+                f" in steps of {searched.step or 1}" if searched.kind == "int" else "")
+        if searched is not None and searched.when:  # where it is not searched itself, it keeps the base's value
+            possible = possible or value == base_has
+            takes += f", or keeps the base's {base_has!r}"
+        require(possible, where, f"{value!r} can never hold, so this key would never be searched: {cond_key} {takes}")
+
+
+def check_values(space, p, where: str) -> None:
+    """Each end of `p`'s range (each choice) must make a valid training config, with the values
+    of its `when` keys set so that `p` applies (momentum is only valid once the optimizer is SGD)."""
+    conditions = with_optimizer_taking(p, when_values(space.params, p), space, where)
+    context = f" (with {', '.join(f'{k}: {v}' for k, v in conditions.items())})" if conditions else ""
+    for value in ends(p):
+        values = {**conditions, p.key: value}
+        applied = []
+
+        def value_of(q, _cfg: dict) -> Any:
+            applied.append(q.key)
+            return values.get(q.key, KEEP)
+
+        try:
+            cfg = space.fill(value_of)
+            if p.key in applied:
+                parse_config(cfg)
+        except ConfigError as error:
+            detail = error.reason if error.key in ("", p.key) else f"{error.key}: {error.reason}"
+            raise ConfigError(where, f"{value!r} is not a valid value here{context}: {detail}") from None
+        require(p.key in applied, f"{where}.when", f"cannot all hold at once{context}, so this key would never "
+                                                   "be searched")
+
+
+def when_values(params: tuple, p) -> dict:
+    """A value for each `when` key of `p`, and of theirs in turn, under which `p` is sampled."""
+    by_key = {q.key: q for q in params}
+    values: dict = {}
+    pending = [p]
+    while pending:
+        for cond_key, allowed in pending.pop().when:
+            if cond_key not in values:
+                values[cond_key] = allowed[0]
+                if cond_key in by_key:
+                    pending.append(by_key[cond_key])
+    return values
+
+
+def with_optimizer_taking(p, conditions: dict, space, where: str) -> dict:
+    """`conditions`, with an optimizer that takes `p` if it is an optimizer's own key (momentum,
+    betas): under any other optimizer the key is dropped from the config, so never checked."""
+    takers = OPTIMIZER_ONLY.get(p.key.removeprefix("optimizer."), ()) if p.key.startswith("optimizer.") else ()
+    name = conditions.get("optimizer.name", get_path(space.base, "optimizer.name"))
+    if not takers or name in takers:
+        return conditions
+    searched = next((q for q in space.params if q.key == "optimizer.name"), None)
+    options = [c for c in searched.choices if c in takers] if searched and "optimizer.name" not in conditions else []
+    require(options, where, f"never takes effect: it applies to {'/'.join(takers)} only, and the optimizer here is "
+                            f"{name!r}; search optimizer.name over one of those, or drop this key")
+    return {**conditions, "optimizer.name": options[0]}
+
+
+def ends(p) -> tuple:
+    """The values at the edges of what `p` samples: its ends, or every choice."""
+    if p.kind == "categorical":
+        return p.choices
+    if p.kind == "int":
+        step = int(p.step or 1)
+        high = p.low + (p.high - p.low) // step * step  # Optuna's last point of the grid
+        return (p.low, high) if high != p.low else (p.low,)
+    return (p.low, p.high) if p.high != p.low else (p.low,)
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
