@@ -35,7 +35,7 @@ from hpo.data import ensure, load, stratified_indices
 from hpo.config import parse_config
 from hpo.idx import read_split
 from hpo.optim import make_optimizer
-from hpo.train import evaluate, train as hpo_train
+from hpo.trainer import evaluate, train as hpo_train
 
 try:  # seed 002's exact transforms, where torchvision works (it is optional, and often broken on CPU torch)
     from PIL import Image
@@ -112,10 +112,10 @@ def seed_epoch(model, optimizer, train_loader, test_loader, device, max_steps=No
 
 
 def hpo_epochs(cfg, data, device) -> list[tuple[float, float]]:
-    """(train seconds, test seconds) per epoch of hpo.train.train.
+    """(train seconds, test seconds) per epoch of hpo.trainer.train.
 
     EpochResult.seconds covers the train pass and the test evaluation. The evaluation part is
-    timed apart: hpo.train.evaluate on a model built as the trainer builds it (cost does not
+    timed apart: hpo.trainer.evaluate on a model built as the trainer builds it (cost does not
     depend on the weights), so only the trainer's public signature is relied on.
     """
     history = hpo_train(cfg, data)

@@ -30,12 +30,20 @@ def run(study: Union[str, Path, StudySpec], *, trials: int, storage: Optional[st
         on_trial: Optional[Callable[[optuna.trial.FrozenTrial], None]] = None) -> optuna.Study:
     """Bring `study` (a StudySpec, a study file's path, or a name under studies/) to `trials`
     finished trials, as `hpo run` does, and return the Optuna study. `on_trial(trial)` is called
-    for each trial that ends while it runs. Raises RunStopped if a worker failed or it was interrupted."""
+    for each trial that ends while it runs. Raises RunStopped if a worker failed or it was interrupted.
+
+    Workers are new processes that import the calling script again: in a script (not a
+    notebook), call this under `if __name__ == "__main__":`."""
     from hpo import artifacts as artifacts_mod  # noqa: PLC0415
     from hpo import records  # noqa: PLC0415
     from hpo.runner import Silent, run as run_study  # noqa: PLC0415
     from hpo.storage import Storage  # noqa: PLC0415
 
+    import multiprocessing  # noqa: PLC0415
+
+    if multiprocessing.current_process().name.startswith("hpo-worker"):
+        raise RuntimeError("hpo.run was called again inside one of its own worker processes, which import the "
+                           "calling script anew: in a script, call hpo.run under  if __name__ == '__main__':")
     spec = study if isinstance(study, StudySpec) else load_spec(str(study))
     where = Storage.resolve(storage)
     lines: list[str] = []
@@ -66,10 +74,10 @@ def train(config, *, epochs: Optional[int] = None, seed: Optional[int] = None, d
           data_dir: Optional[Path] = None, on_epoch=None) -> list:
     """Train one config, as `hpo train` does: a path to a config or export file, a config
     mapping (e.g. a trial's `config` attribute), or a TrainConfig. Returns the epochs' results
-    (`hpo.train.EpochResult`: epoch, train_loss, test_accuracy, seconds, lr)."""
+    (`hpo.trainer.EpochResult`: epoch, train_loss, test_accuracy, seconds, lr)."""
     from hpo import data  # noqa: PLC0415
     from hpo.config import TrainConfig, load_config, parse_config  # noqa: PLC0415
-    from hpo.train import pick_device, train as train_loop  # noqa: PLC0415
+    from hpo.trainer import pick_device, train as train_loop  # noqa: PLC0415
 
     if isinstance(config, (str, Path)):
         cfg = load_config(config)
@@ -81,4 +89,4 @@ def train(config, *, epochs: Optional[int] = None, seed: Optional[int] = None, d
         raise UserError(f"hpo.train: expected a file path, a config mapping or a TrainConfig, got {type(config).__name__}")
     cfg = cfg.with_overrides(epochs=epochs, seed=seed)
     dev = pick_device(device)
-    return train_loop(cfg, data.load(cfg.data.dataset, dev, data_dir), on_epoch=on_epoch)
+    return train_loop(cfg, data.load(cfg.data, dev, data_dir), on_epoch=on_epoch)

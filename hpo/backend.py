@@ -17,7 +17,7 @@ from typing import Callable, Optional, Protocol, Sequence
 
 from hpo.config import TrainConfig
 from hpo.data import Splits
-from hpo.train import EpochResult, train
+from hpo.trainer import EpochResult, train
 
 
 @dataclass(frozen=True)

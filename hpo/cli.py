@@ -163,11 +163,11 @@ def cmd_train(args) -> int:
     from hpo.config import load_config  # noqa: PLC0415
     from hpo.display import TrainProgress, console, train_summary  # noqa: PLC0415
     from hpo.space import model_size  # noqa: PLC0415
-    from hpo.train import Diverged, bf16_autocast, pick_device, train  # noqa: PLC0415
+    from hpo.trainer import Diverged, bf16_autocast, pick_device, train  # noqa: PLC0415
 
     cfg = load_config(args.config).with_overrides(epochs=args.epochs, seed=args.seed)
     device = pick_device(args.device)
-    splits = data.load(cfg.data.dataset, device, args.data_dir)
+    splits = data.load(cfg.data, device, args.data_dir)
     n_params = model_size(cfg)
     n_train = cfg.data.train_subset or len(splits.train_y)
     n_test = cfg.data.test_subset or len(splits.test_y)

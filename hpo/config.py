@@ -75,14 +75,23 @@ class AugmentConfig(Augment):
 
 @dataclass(frozen=True)
 class Data:
-    dataset: str = "mnist"              # a name in hpo.datasets.DATASETS
+    dataset: str = "mnist"              # a name in hpo.datasets.DATASETS, or npz / folder: your own, at `path`
     train_subset: Optional[int] = None  # a fixed, class-stratified subset of the training split (None: all)
     test_subset: Optional[int] = None   # the same for the test split
-    # the trainer checks the subsets against the split sizes, which only the files know
+    path: Optional[str] = None          # npz / folder only: the file or folder, relative to the working directory
+    # the trainer checks the subsets against the split sizes, which only the files know; whether
+    # `path` exists and holds good data is checked when it is described (hpo.datasets.describe)
 
     def __post_init__(self):
-        require(self.dataset in datasets.DATASETS, "dataset",
-                f"unknown dataset {self.dataset!r}; choose from {', '.join(datasets.DATASETS)}")
+        require(self.dataset in datasets.DATASETS or self.dataset in datasets.SOURCES, "dataset",
+                f"unknown dataset {self.dataset!r}; choose from {', '.join(datasets.DATASETS)}, "
+                f"or your own data: {' or '.join(datasets.SOURCES)} with a path")
+        if self.dataset in datasets.SOURCES:
+            require(bool(self.path), "path", f"dataset {self.dataset} needs a path: {datasets.OWN_LAYOUT[self.dataset]}")
+        else:
+            require(self.path is None, "path", f"applies to dataset {' or '.join(datasets.SOURCES)} only; "
+                                               f"{self.dataset!r} is registered and lives in the data folder "
+                                               "(--data-dir): remove data.path")
         if self.train_subset is not None:
             require(self.train_subset >= 10, "train_subset", f"must be 10 or more, got {self.train_subset}")
         if self.test_subset is not None:
@@ -109,7 +118,10 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         """Plain data, without optional keys left unset: what export writes and train re-reads."""
-        return _drop_none(schema.to_dict(self))
+        data = schema.to_dict(self)
+        if hasattr(self.model, "as_config"):  # the user's own model (hpo.usermodel): its module and arguments
+            data["model"] = self.model.as_config()
+        return _drop_none(data)
 
     def with_overrides(self, **changes) -> "TrainConfig":
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -131,7 +143,8 @@ def parse_config(data: Any, source: str | None = None) -> TrainConfig:
         rest = {k: v for k, v in data.items() if k != "model"}
         model = models.parse_model(data["model"])
         cfg = replace(schema.parse(TrainConfig, {**rest, "model": None}), model=model)
-        models.check_shape(model, datasets.get(cfg.data.dataset).shape)
+        dataset = datasets.describe(cfg.data)
+        models.check_shape(model, dataset.shape, classes=dataset.classes)
         return cfg
     except ConfigError as error:
         raise error.located(source) if source else error from None

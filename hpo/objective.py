@@ -30,7 +30,7 @@ from hpo.errors import ConfigError
 from hpo.retry import is_outage
 from hpo.space import model_size
 from hpo.study import StudySpec
-from hpo.train import Diverged, EpochResult
+from hpo.trainer import Diverged, EpochResult
 
 
 class TrialTimeLimit(Exception):

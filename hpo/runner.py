@@ -83,7 +83,7 @@ def study_note(spec: StudySpec) -> str:
     lines = [f"# {spec.name}", f"From `{spec.source}`. Each trial's value is its **{METRIC}** after its last epoch; "
              "each trial's full config is attached as an artifact (`hpo train --config` re-trains it).", "",
              f"**Base recipe (trial 0):** {models.describe(base.model)}, {opt.name} lr {opt.lr:g}, "
-             f"batch {base.batch_size}, {base.epochs} epochs on {datasets.get(base.data.dataset).title}.", "",
+             f"batch {base.batch_size}, {base.epochs} epochs on {datasets.describe(base.data).title}.", "",
              f"**Budget:** {', '.join(limits)}.", "",
              f"**Searched:** {', '.join(f'`{p.key}`' for p in spec.space.params) or 'nothing'}."]
     preset = (spec.raw.get("base", {}).get("model") or {}).get("preset")
@@ -126,13 +126,12 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int = 1, tim
     database (`hpo.display.RunDisplay` for the CLI); `info` and `warn` take its other lines.
     Returns the exit status: 0 done (or stopped by `timeout`), 1 a worker failed, 130 interrupted."""
     from hpo import data as data_mod  # noqa: PLC0415 - torch-heavy
-    from hpo.train import pick_device  # noqa: PLC0415
+    from hpo.trainer import pick_device  # noqa: PLC0415
 
     if not os.environ.get("HPO_DEBUG"):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     pick_device(device)
-    dataset = spec.base["data"]["dataset"]
-    data_mod.ensure(dataset, data_dir, log=warn)  # once, before K workers
+    data_mod.ensure(spec.data, data_dir, log=warn)  # once, before K workers
     if storage.create_database_if_missing():
         warn(f"created database for {storage.masked}")
     rdb = storage.open(heartbeat=heartbeat, grace=grace)

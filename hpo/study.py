@@ -121,6 +121,11 @@ class StudySpec:
         return self.space.base
 
     @property
+    def data(self) -> "config_mod.Data":
+        """The data every trial trains on (the search cannot change it)."""
+        return schema.parse(config_mod.Data, self.base["data"], "base.data")
+
+    @property
     def fingerprint(self) -> str:
         """Identifies what the study searches: a different file under the same name differs."""
         text = json.dumps(self.raw, sort_keys=True, default=str)

@@ -39,7 +39,7 @@ from hpo.objective import TrialHooks, ended_here, finish, prepare
 from hpo.retry import PATIENCE_SECONDS, Backoff, DatabaseUnavailable, is_outage
 from hpo.storage import Storage
 from hpo.study import StudySpec
-from hpo.train import pick_device
+from hpo.trainer import pick_device
 
 POLL_SECONDS = 1.0
 MAX_CONSECUTIVE_FAILURES = 5
@@ -103,7 +103,7 @@ class Worker:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // job.workers))
         spec = job.spec
         root = Path(job.data_dir) if job.data_dir else None
-        self.data = data_mod.load(spec.base["data"]["dataset"], self.device, root)
+        self.data = data_mod.load(spec.data, self.device, root)
         self.rdb = job.storage.open(heartbeat=job.heartbeat, grace=job.grace)
         self.study_id = self.rdb.get_study_id_from_name(spec.name)
         self.lock = job.storage.lock(spec.name)

@@ -8,7 +8,7 @@ import torch
 from hpo.augment import Augment, random_affine
 from hpo.config import parse_config
 from hpo.datasets import MNIST
-from hpo.train import background, train
+from hpo.trainer import background, train
 
 BACKGROUND = background(MNIST)  # a black MNIST pixel after normalization
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import hpo.datasets
-import hpo.train
+import hpo.trainer
 from hpo import cli, data, models
 from hpo.augment import Augment, random_affine
 from hpo.config import parse_config
@@ -272,7 +272,7 @@ def test_subsets_stratify_over_the_datasets_classes(toy):
 def test_augmentation_fills_with_each_channels_black(tmp_path):
     dataset = register(write_toy(tmp_path, "toy-rgb", channels=3))
     x = data.load(dataset, "cpu", tmp_path).train_x[:8]
-    fill = hpo.train.background(dataset)
+    fill = hpo.trainer.background(dataset)
     # translations of up to 100 image sides move every image out of view: all of it is the fill
     out = random_affine(x, Augment(translate=100.0), torch.Generator().manual_seed(0), fill)
     torch.testing.assert_close(out, fill.expand_as(out), atol=1e-5, rtol=0)
@@ -304,16 +304,16 @@ def test_training_on_the_toy_set_beats_chance(toy, model, monkeypatch):
     dataset, root = toy
     splits = data.load(dataset, "cpu", root)
     logits = []
-    real_evaluate = hpo.train.evaluate
+    real_evaluate = hpo.trainer.evaluate
 
     def evaluate(net, x, y):  # the trainer's own network, at the end of each epoch
         logits.append(net(x[:3]).shape)
         return real_evaluate(net, x, y)
 
-    monkeypatch.setattr(hpo.train, "evaluate", evaluate)
+    monkeypatch.setattr(hpo.trainer, "evaluate", evaluate)
     cfg = parse_config({"model": MODELS[model], "data": {"dataset": dataset.name}, "epochs": 2, "batch_size": 20,
                         "optimizer": {"name": "adam", "lr": 0.01}, "augment": {"translate": 0.05}})
-    history = hpo.train.train(cfg, splits)
+    history = hpo.trainer.train(cfg, splits)
     assert logits == [torch.Size([3, CLASSES])] * 2
     assert history[-1].test_accuracy > 0.5  # chance is 0.25
     assert models.spec_params(cfg.model, shape=dataset.shape, classes=CLASSES) > 0

@@ -7,7 +7,7 @@ import torch
 
 from hpo import data
 from hpo.config import parse_config
-from hpo.train import bf16_autocast, train
+from hpo.trainer import bf16_autocast, train
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device visible")]

@@ -191,7 +191,7 @@ def test_a_checkpoint_carrying_code_is_refused_without_running_it(tmp_path):
     from hpo import models  # noqa: PLC0415
     from hpo.config import parse_config  # noqa: PLC0415
     from hpo.optim import make_optimizer, make_schedule  # noqa: PLC0415
-    from hpo.train import restore  # noqa: PLC0415
+    from hpo.trainer import restore  # noqa: PLC0415
 
     from cli_helpers import TINY  # noqa: PLC0415
 

@@ -8,11 +8,11 @@ from typing import Optional
 
 import pytest
 
-import hpo.train
+import hpo.trainer
 from hpo import schema
 from hpo.config import OPTIMIZERS, SCHEDULES, TrainConfig, parse_config
 from hpo.errors import ConfigError, UserError
-from hpo.train import Diverged, train
+from hpo.trainer import Diverged, train
 
 
 def config(**overrides) -> TrainConfig:
@@ -59,8 +59,8 @@ class Pruned(Exception):
 
 def test_exception_in_report_stops_training(tiny, monkeypatch):
     evaluated = []
-    real_evaluate = hpo.train.evaluate
-    monkeypatch.setattr(hpo.train, "evaluate", lambda *a: evaluated.append(1) or real_evaluate(*a))
+    real_evaluate = hpo.trainer.evaluate
+    monkeypatch.setattr(hpo.trainer, "evaluate", lambda *a: evaluated.append(1) or real_evaluate(*a))
     calls = []
 
     def report(epoch, accuracy):
@@ -245,10 +245,10 @@ def test_good_config_parses():
 def test_a_damaged_checkpoint_starts_the_trial_afresh(small, tmp_path, damage):
     cfg = parse_config({"model": {"preset": "linear"}, "epochs": 2, "batch_size": 256})
     checkpoint = tmp_path / "trial-0.pt"
-    hpo.train.train(cfg, small, checkpoint=checkpoint)  # a good checkpoint after epoch 2...
+    hpo.trainer.train(cfg, small, checkpoint=checkpoint)  # a good checkpoint after epoch 2...
     body = checkpoint.read_bytes()
     checkpoint.write_bytes(body[: len(body) // 2] if damage is None else damage)  # ...torn, emptied or replaced
-    history = hpo.train.train(cfg, small, checkpoint=checkpoint)
+    history = hpo.trainer.train(cfg, small, checkpoint=checkpoint)
     assert [r.epoch for r in history] == [1, 2] and not any(r.restored for r in history)
-    again = hpo.train.train(cfg, small, checkpoint=checkpoint)  # and it wrote a good one again
+    again = hpo.trainer.train(cfg, small, checkpoint=checkpoint)  # and it wrote a good one again
     assert [r.epoch for r in again] == [1, 2] and all(r.restored for r in again)

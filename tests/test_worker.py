@@ -13,7 +13,7 @@ from hpo.backend import Outcome
 from hpo.runner import ensure_study
 from hpo.storage import Storage
 from hpo.study import parse_study
-from hpo.train import Diverged, EpochResult
+from hpo.trainer import Diverged, EpochResult
 from hpo.worker import Job, Worker
 
 STUDY = {

@@ -86,6 +86,6 @@ class _AfterImport(importlib.abc.MetaPathFinder):
 
 
 if AT_RUN:
-    sys.meta_path.insert(0, _AfterImport("hpo.train", _patch))
+    sys.meta_path.insert(0, _AfterImport("hpo.trainer", _patch))
 if CLOCK_STEP:
     sys.meta_path.insert(0, _AfterImport("hpo.objective", _patch_clock))

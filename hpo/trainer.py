@@ -67,6 +67,9 @@ def check_data(cfg: TrainConfig, data: Splits) -> None:
     if cfg.data.dataset != data.dataset.name:
         raise UserError(f"the config trains on dataset {cfg.data.dataset!r} but {data.dataset.name!r} is loaded; "
                         f"load {cfg.data.dataset!r} (data.load) or set data.dataset: {data.dataset.name}")
+    if cfg.data.path is not None and Path(cfg.data.path).expanduser().resolve() != Path(data.dataset.path or ""):
+        raise UserError(f"the config trains on {cfg.data.dataset} data at {cfg.data.path} but {data.dataset.path} "
+                        f"is loaded; load the config's data (data.load(cfg.data)) or set data.path: {data.dataset.path}")
     for split, size, total in (("train", cfg.data.train_subset, data.train_y.numel()),
                                ("test", cfg.data.test_subset, data.test_y.numel())):
         if size is not None and size > total:

@@ -1,0 +1,63 @@
+"""examples/ end to end, as a user runs them: make the data, search with the CLI, export, re-train,
+and the Python script; the model and the data are the user's own, not the seeds'."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from hpo import records
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def run(*argv: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HPO_OFFLINE": "1"}
+    done = subprocess.run(list(argv), cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+    print(f"$ {' '.join(argv)}\n{done.stdout}{done.stderr}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """A copy of examples/ with a small shapes.npz in it (a few hundred images keep it quick)."""
+    for name in ("shapes_net.py", "make_npz.py", "shapes.yaml", "notebook.py"):
+        shutil.copy(EXAMPLES / name, tmp_path / name)
+    run(sys.executable, "make_npz.py", "--train", "600", "--test", "300", cwd=tmp_path)
+    return tmp_path
+
+
+def test_the_example_study_runs_exports_and_retrains_from_the_command_line(folder):
+    hpo = [sys.executable, "-m", "hpo"]
+    run(*hpo, "run", "--study", "shapes.yaml", "--trials", "5", "--device", "cpu", "--quiet", cwd=folder)
+    study = optuna.load_study(study_name="shapes", storage=f"sqlite:///{folder / 'hpo.db'}")
+    trials = study.get_trials(deepcopy=False)
+    c = records.count(trials)
+    assert c.finished == 5 and c.failed == 0
+    assert all(t.user_attrs[records.N_PARAMS] <= 3000 for t in trials if records.kind(t) != "rejected")
+    assert {t.user_attrs[records.CONFIG]["model"]["module"] for t in trials} == {"shapes_net:make"}
+    assert (folder / "hpo-artifacts").is_dir()
+
+    run(*hpo, "export", "--study", "shapes", "-o", "best.yaml", cwd=folder)
+    exported = yaml.safe_load((folder / "best.yaml").read_text())["trials"][0]
+    assert exported["config"]["model"]["module"] == "shapes_net:make" and "width" in exported["config"]["model"]
+    trained = run(*hpo, "train", "--config", "best.yaml", "--device", "cpu", cwd=folder)
+    final = float(re.search(r"final test accuracy ([\d.]+)%", trained.stdout).group(1)) / 100
+    assert final > 0.5, "the re-trained model is no better than chance on three classes"
+    assert "module shapes_net:make" in trained.stdout
+
+
+def test_the_python_example_prints_the_best_trial_and_retrains_it(folder):
+    done = run(sys.executable, "notebook.py", cwd=folder)
+    assert re.search(r"^best: trial \d+, [\d.]+% test accuracy", done.stdout, re.M), done.stdout
+    assert re.search(r"^re-trained: epoch 1 [\d.]+%, epoch 2 [\d.]+%, epoch 3 [\d.]+%$", done.stdout, re.M)
+    assert len(re.findall(r"^  trial \d+: ", done.stdout, re.M)) >= 6
