@@ -170,6 +170,9 @@ def test_export_retrains_to_the_same_accuracy(study_file, tmp_path):
     assert exported["study"] == "tiny" and first["trial"] == best.number and first["value"] == best.value
     assert first["n_params"] == best.user_attrs["n_params"] and len(first["test_accuracy_per_epoch"]) == 3
     assert len(exported["trials"]) == min(2, len(complete))
+    many = hpo("export", "--study", "tiny", "--top", "1000", "-o", "all.yaml", "--storage", url, cwd=tmp_path)
+    written = len(yaml.safe_load((tmp_path / "all.yaml").read_text())["trials"])
+    assert written == len(complete) and f"the {written} best trials' configs" in many.stderr, many.stderr
     trained = hpo("train", "--config", "best.yaml", "--device", "cpu", cwd=tmp_path)
     final = float(re.search(r"final test accuracy ([\d.]+)%", trained.stdout).group(1)) / 100
     assert abs(final - best.value) <= 0.01, (final, best.value)

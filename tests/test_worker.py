@@ -100,3 +100,23 @@ def test_ctrl_c_fails_the_trial_and_queues_it_again_for_the_next_run(make_worker
     assert got[1].user_attrs[records.FAIL_REASON].startswith("interrupted")
     assert got[2].params == got[1].params, "the retry is not the interrupted trial's config"
     assert got[2].system_attrs["failed_trial"] == 1  # so it resumes from trial 1's checkpoint
+
+
+def test_a_study_is_created_whole_or_not_at_all(tmp_path, monkeypatch):
+    import optuna_dashboard
+
+    spec = parse_study(STUDY, "worker.yaml", "worker")
+    storage = Storage.resolve(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    rdb = storage.open(heartbeat=None)
+
+    def fails(*args):
+        raise OSError("disk full")  # anything between creating the study and marking it complete
+
+    monkeypatch.setattr(optuna_dashboard, "save_note", fails)
+    with pytest.raises(OSError):
+        ensure_study(rdb, spec, storage)
+    assert optuna.get_all_study_names(rdb) == [], "a half-made study was left behind"
+    monkeypatch.undo()
+    study_id = ensure_study(rdb, spec, storage)  # the same file, again: created now, not refused
+    assert rdb.get_study_user_attrs(study_id)["hpo_fingerprint"] == spec.fingerprint
+    assert [t.state for t in rdb.get_all_trials(study_id)] == [TrialState.WAITING]  # trial 0, the base recipe
