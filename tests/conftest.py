@@ -85,3 +85,23 @@ def storage_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'studies.db'}"
     return request.getfixturevalue("postgres_url")
+
+
+# ---------------------------------------------------------------- the trainer
+
+
+@pytest.fixture
+def logit_shapes(monkeypatch) -> list:
+    """The shape of the trainer's own network's logits on three test images, at each epoch's
+    evaluation: what a test asserts the model's output against."""
+    import hpo.trainer
+
+    shapes = []
+    real_evaluate = hpo.trainer.evaluate
+
+    def evaluate(net, x, y):
+        shapes.append(net(x[:3]).shape)
+        return real_evaluate(net, x, y)
+
+    monkeypatch.setattr(hpo.trainer, "evaluate", evaluate)
+    return shapes
