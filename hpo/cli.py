@@ -43,7 +43,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="hpo", description="Hyperparameter search for small MNIST classifiers.")
+    parser = Parser(prog="hpo", description="Hyperparameter search for small image classifiers.")
     parser.add_argument("--version", action="version", version=f"hpo {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
