@@ -17,7 +17,7 @@ import optuna
 from hpo.errors import UserError
 from hpo.study import StudySpec, load_spec
 
-__all__ = ["load_spec", "run", "train"]
+__all__ = ["load_spec", "run", "train", "verify"]
 
 
 class RunStopped(RuntimeError):
@@ -76,17 +76,34 @@ def train(config, *, epochs: Optional[int] = None, seed: Optional[int] = None, d
     mapping (e.g. a trial's `config` attribute), or a TrainConfig. Returns the epochs' results
     (`hpo.trainer.EpochResult`: epoch, train_loss, test_accuracy, seconds, lr)."""
     from hpo import data  # noqa: PLC0415
-    from hpo.config import TrainConfig, load_config, parse_config  # noqa: PLC0415
     from hpo.trainer import pick_device, train as train_loop  # noqa: PLC0415
 
-    if isinstance(config, (str, Path)):
-        cfg = load_config(config)
-    elif isinstance(config, dict):
-        cfg = parse_config(config)
-    elif isinstance(config, TrainConfig):
-        cfg = config
-    else:
-        raise UserError(f"hpo.train: expected a file path, a config mapping or a TrainConfig, got {type(config).__name__}")
-    cfg = cfg.with_overrides(epochs=epochs, seed=seed)
+    cfg = _config(config).with_overrides(epochs=epochs, seed=seed)
     dev = pick_device(device)
     return train_loop(cfg, data.load(cfg.data, dev, data_dir), on_epoch=on_epoch)
+
+
+def verify(config, *, seeds: int = 5, epochs: Optional[int] = None, device: str = "auto",
+           data_dir: Optional[Path] = None):
+    """Re-train one config (as `train` takes it) with `seeds` seeds, as `hpo verify` does; returns
+    a `hpo.verify.Verification` (its `.mean` and `.std` of the final-epoch accuracies, and each run)."""
+    from hpo import data  # noqa: PLC0415
+    from hpo.space import model_size  # noqa: PLC0415
+    from hpo.trainer import pick_device  # noqa: PLC0415
+    from hpo.verify import verify as verify_config  # noqa: PLC0415
+
+    cfg = _config(config).with_overrides(epochs=epochs)
+    return verify_config(cfg, data.load(cfg.data, pick_device(device), data_dir), seeds=seeds,
+                         n_params=model_size(cfg))
+
+
+def _config(config):
+    from hpo.config import TrainConfig, load_config, parse_config  # noqa: PLC0415
+
+    if isinstance(config, (str, Path)):
+        return load_config(config)
+    if isinstance(config, dict):
+        return parse_config(config)
+    if isinstance(config, TrainConfig):
+        return config
+    raise UserError(f"expected a file path, a config mapping or a TrainConfig, got {type(config).__name__}")

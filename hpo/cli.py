@@ -83,6 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
     data_dir(p)
     p.set_defaults(handler=cmd_train)
 
+    p = sub.add_parser("verify", help="re-train one config with several seeds: final accuracy, mean ± std")
+    p.add_argument("--config", required=True, type=Path, metavar="FILE.yaml",
+                   help="a training config, or an export file (its first trial)")
+    p.add_argument("--seeds", type=positive_int, default=5, metavar="N",
+                   help="how many seeds, from the config's seed on (default: 5)")
+    p.add_argument("--epochs", type=positive_int, help="override the config's epochs")
+    p.add_argument("--json", action="store_true", help="print the result as JSON on standard output, nothing else")
+    device(p)
+    data_dir(p)
+    p.set_defaults(handler=cmd_verify)
+
     p = sub.add_parser("run", help="run (or continue) a study until it has N finished trials")
     p.add_argument("--study", required=True, metavar="NAME|PATH",
                    help="a study under studies/ by name (e.g. quickstart), or a path to a study YAML file")
@@ -183,6 +194,41 @@ def cmd_train(args) -> int:
         return 1
     precision = "bf16 autocast" if bf16_autocast(device.type) else "fp32"
     console.print(train_summary(history, n_params=n_params, device=device, precision=precision))
+    return 0
+
+
+def cmd_verify(args) -> int:
+    import json  # noqa: PLC0415
+
+    from hpo import data  # noqa: PLC0415
+    from hpo.config import load_config  # noqa: PLC0415
+    from hpo.display import console, pct  # noqa: PLC0415
+    from hpo.space import model_size  # noqa: PLC0415
+    from hpo.trainer import Diverged, pick_device  # noqa: PLC0415
+    from hpo.verify import verify  # noqa: PLC0415
+
+    cfg = load_config(args.config).with_overrides(epochs=args.epochs)
+    device = pick_device(args.device)
+    splits = data.load(cfg.data, device, args.data_dir)
+    n_params = model_size(cfg)
+
+    def line(r) -> None:
+        if not args.json:
+            console.print(f"seed {r.seed:>3}  final {pct(r.final)}  best {pct(r.best)} (epoch {r.best_epoch})  "
+                          f"{n_params:,} params  {r.seconds:.1f} s")
+
+    if not args.json:
+        console.print(f"{args.config}: {cfg.epochs} epochs, seeds {cfg.seed}..{cfg.seed + args.seeds - 1} on {device}")
+    try:
+        result = verify(cfg, splits, seeds=args.seeds, n_params=n_params, on_seed=line)
+    except Diverged as error:
+        print(f"hpo verify: diverged: {error}; the config is unstable under another seed", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"config": str(args.config), **result.as_dict()}, indent=2))
+    else:
+        console.print(f"[bold]final test accuracy over {args.seeds} seeds: {pct(result.mean)} ± {pct(result.std)}[/] "
+                      f"(min {pct(min(r.final for r in result.runs))}, max {pct(max(r.final for r in result.runs))})")
     return 0
 
 

@@ -172,6 +172,7 @@ CASES = [
          ("report", "--study", "tiny", "--storage", "sqlite:///{dir}/db.sqlite", "-o", "/proc/no/report.html"),
          ("cannot write /proc/no/report.html",), study_with_a_complete_trial),
     # --- more command-line values
+    Case("hpo verify --seeds 0", ("verify", "--config", TRAIN_CONFIG, "--seeds", "0"), ("--seeds", "got 0")),
     Case("--workers beyond reason", run_cmd("--workers", "10000"), ("--workers", "between 1 and 256"), TINY_FILE),
     Case("--checkpoint-dir that is a file", run_cmd("--checkpoint-dir", "{dir}/tiny.yaml"), ("is a file",), TINY_FILE),
     # --- training configs and data
