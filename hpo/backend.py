@@ -27,6 +27,7 @@ class TrainJob:
     on_epoch: Callable[[EpochResult], None]
     on_step: Optional[Callable[[int, int], None]] = None
     checkpoint: Optional[Path] = None              # resume from it, and save every epoch to it
+    on_done: Optional[Callable] = None             # the trained model, once: a last evaluation
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class OneAtATime:
         for job in jobs:
             try:
                 history = train(job.config, data, report=job.report, on_epoch=job.on_epoch, on_step=job.on_step,
-                                checkpoint=job.checkpoint)
+                                checkpoint=job.checkpoint, on_done=job.on_done)
             except Exception as error:  # a pruning signal, a diverged loss, out of memory, a database outage
                 outcomes.append(Outcome(error=error))
             else:

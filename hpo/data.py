@@ -215,6 +215,9 @@ def ensure(dataset: str | Dataset | Data = "mnist", root: Path | None = None, *,
 # ---------------------------------------------------------------- on the device
 
 
+VALIDATION_IMAGES = 10_000
+
+
 @dataclass(frozen=True)
 class Splits:
     """One dataset's normalized images [N, C, H, W] (float32) and labels [N] (int64), on one device."""
@@ -228,6 +231,17 @@ class Splits:
     @property
     def device(self) -> torch.device:
         return self.train_x.device
+
+    def validation(self, *, seed: int = 0) -> "Splits":
+        """Training images held out, fixed and class-stratified (10,000 of MNIST's 60,000: a sixth,
+        at most 10,000), in the place of the test split; the rest stay for training. What a study
+        with `eval: val` reports and prunes on, so the test set is not what picks the winner."""
+        size = min(VALIDATION_IMAGES, self.train_y.numel() // 6)
+        held = stratified_indices(self.train_y, size, seed, classes=self.dataset.classes)
+        keep = torch.ones(self.train_y.numel(), dtype=torch.bool, device=self.train_y.device)
+        keep[held] = False
+        return replace(self, train_x=self.train_x[keep], train_y=self.train_y[keep],
+                       test_x=self.train_x[held], test_y=self.train_y[held])
 
     def subset(self, train: int | None, test: int | None, *, seed: int = 0) -> "Splits":
         """A fixed, class-stratified subset (the same for the same sizes and seed)."""

@@ -169,22 +169,26 @@ class RunDisplay:
         return Group(head, best_line, table, *recent)
 
     def summary(self, trials, top: int = 5) -> None:
-        console.print(top_table(trials, top, title=f"top {top} of {self.spec.name}"))
+        console.print(top_table(trials, top, title=f"top {top} of {self.spec.name}", held_out=self.spec.eval == "val"))
         if records.best_trial(trials):
             console.print(f"export the best configs with: hpo export --study {self.spec.name} --top 3 -o best.yaml")
 
 
-def top_table(trials, top: int, *, title: str) -> Table:
+def top_table(trials, top: int, *, title: str, held_out: bool = False) -> Table:
+    """The best trials; with `held_out` (eval: val) the value is the validation accuracy, and the
+    test accuracy, measured once at the end, stands beside it."""
     complete = records.ranked(trials, top)
     table = Table(title=title, title_justify="left")
-    for col, just in (("trial", "right"), ("test acc.", "right"), ("best epoch", "right"), ("params", "right"),
+    value = (("val. acc.", "right"), ("test acc.", "right")) if held_out else (("test acc.", "right"),)
+    for col, just in (("trial", "right"), *value, ("best epoch", "right"), ("params", "right"),
                       ("s/epoch", "right"), ("config", "left")):
         table.add_column(col, justify=just)
     for t in complete:
         seconds = records.epoch_seconds(t) or [0]
         changed = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
         base = " (base)" if t.user_attrs.get(records.BASE) else ""
-        table.add_row(f"{t.number}{base}", pct(t.value), str(t.user_attrs.get(records.BEST_EPOCH, "-")),
+        values = (pct(t.value), pct(t.user_attrs.get(records.TEST_ACCURACY))) if held_out else (pct(t.value),)
+        table.add_row(f"{t.number}{base}", *values, str(t.user_attrs.get(records.BEST_EPOCH, "-")),
                       _fmt_params(t.user_attrs.get(records.N_PARAMS)), f"{sum(seconds) / len(seconds):.2f}", changed)
     return table
 

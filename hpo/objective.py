@@ -30,7 +30,7 @@ from hpo.errors import ConfigError
 from hpo.retry import is_outage
 from hpo.space import model_size
 from hpo.study import StudySpec
-from hpo.trainer import Diverged, EpochResult
+from hpo.trainer import Diverged, EpochResult, evaluate
 
 
 class TrialTimeLimit(Exception):
@@ -130,6 +130,13 @@ class TrialHooks:
     def report(self, epoch: int, accuracy: float) -> None:
         if self.retry(lambda: self._publish(epoch, accuracy)):
             raise optuna.TrialPruned(f"pruned after epoch {epoch} at {accuracy:.4f}")
+
+    def test_once(self, x, y) -> Callable:
+        """`on_done` for a study that reports on held-out training images (`eval: val`): the test
+        set is touched once, by the final model, and recorded beside the value."""
+        def on_done(model) -> None:
+            self.retry(lambda: self.trial.set_user_attr(records.TEST_ACCURACY, evaluate(model, x, y)))
+        return on_done
 
     def on_step(self, step: int, steps: int) -> None:
         if self.limit and self.clock() - self.started > self.limit:

@@ -21,6 +21,7 @@ EPOCH_SECONDS = "epoch_seconds"    # wall seconds of each epoch, as the trainer 
 TRAIN_LOSS = "train_loss"          # mean training loss of each epoch
 BEST_EPOCH = "best_epoch"          # the epoch with the highest reported accuracy...
 BEST_ACCURACY = "best_accuracy"    # ...and that accuracy (the trial's value is the final epoch's)
+TEST_ACCURACY = "test_accuracy"    # with `eval: val`: the test set's accuracy, measured once, at the end
 DEVICE = "device"                  # "cpu" or the GPU's name
 VERSIONS = "versions"              # hpo, torch, optuna, python
 WORKER = "worker"                  # host:pid of the process that ran it (which one to look at, or kill)

@@ -20,7 +20,6 @@ from hpo.storage import GRACE_SECONDS, HEARTBEAT_SECONDS, Storage
 from hpo.study import StudySpec
 from hpo.worker import POLL_SECONDS, Job, worker_entry
 
-METRIC = "test accuracy"  # what a trial's value is, as the dashboard labels it
 STOP_SECONDS = 30         # how long interrupted workers get to record how their trials ended
 
 
@@ -54,7 +53,7 @@ def _create(rdb: optuna.storages.BaseStorage, spec: StudySpec) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # both are, in some versions
-            study.set_metric_names([METRIC])
+            study.set_metric_names([spec.metric])
             study.enqueue_trial(spec.space.base_params(), user_attrs={records.BASE: True})
         optuna_dashboard.save_note(study, study_note(spec))
         study.set_user_attr(records.SOURCE, spec.source)
@@ -79,9 +78,11 @@ def study_note(spec: StudySpec) -> str:
               f"at most {budget.epochs} epochs"]
     if budget.trial_seconds:
         limits.append(f"{budget.trial_seconds:g} s a trial")
+    held_out = (" Epochs are reported on 10,000 held-out training images; the test set is measured once, at "
+                "the end, as the user attribute `test_accuracy`." if spec.eval == "val" else "")
     opt = base.optimizer
-    lines = [f"# {spec.name}", f"From `{spec.source}`. Each trial's value is its **{METRIC}** after its last epoch; "
-             "each trial's full config is attached as an artifact (`hpo train --config` re-trains it).", "",
+    lines = [f"# {spec.name}", f"From `{spec.source}`. Each trial's value is its **{spec.metric}** after its last epoch; "
+             f"each trial's full config is attached as an artifact (`hpo train --config` re-trains it).{held_out}", "",
              f"**Base recipe (trial 0):** {models.describe(base.model)}, {opt.name} lr {opt.lr:g}, "
              f"batch {base.batch_size}, {base.epochs} epochs on {datasets.describe(base.data).title}.", "",
              f"**Budget:** {', '.join(limits)}.", "",

@@ -115,6 +115,12 @@ class StudySpec:
     sampler: Component
     source: str = ""
     raw: dict = field(default_factory=dict, compare=False)
+    eval: str = "test"              # what each epoch is reported on: the test set, or held-out training images
+
+    @property
+    def metric(self) -> str:
+        """What a trial's value is, as the dashboard names it."""
+        return "validation accuracy" if self.eval == "val" else "test accuracy"
 
     @property
     def base(self) -> dict:
@@ -153,7 +159,8 @@ class StudySpec:
         return BudgetSampler(sampler, lambda values: self.space.fits(values, self.budget.max_params))
 
 
-STUDY_KEYS = ("name", "base", "search", "budget", "pruner", "sampler")
+STUDY_KEYS = ("name", "base", "search", "budget", "pruner", "sampler", "eval")
+EVALS = ("test", "val")
 # a study's name is a folder under --checkpoint-dir: one plain path component, never '..' or '/'
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -174,6 +181,10 @@ def parse_study(raw: Any, source: str, default_name: str) -> StudySpec:
             base = config_mod.parse_config(raw["base"])  # validates the base as a training config
         except ConfigError as error:
             raise ConfigError(f"base.{error.key}" if error.key else "base", error.reason) from None
+        evaluated_on = raw.get("eval", "test")
+        require(evaluated_on in EVALS, "eval", f"expected test (each epoch on the test set) or val (on 10,000 "
+                                               f"held-out training images, the test set once at the end), "
+                                               f"got {evaluated_on!r}")
         budget = schema.parse(Budget, raw.get("budget"), "budget")
         require(base.epochs <= budget.epochs, "base.epochs",
                 f"{base.epochs} is more than budget.epochs {budget.epochs}; lower it or raise the budget")
@@ -183,7 +194,7 @@ def parse_study(raw: Any, source: str, default_name: str) -> StudySpec:
             name=name, space=space, budget=budget,
             pruner=parse_component(raw.get("pruner"), PRUNERS, "pruner", "median"),
             sampler=parse_component(raw.get("sampler"), SAMPLERS, "sampler", "tpe"),
-            source=source, raw=copy.deepcopy(raw),
+            source=source, raw=copy.deepcopy(raw), eval=evaluated_on,
         )
         check_budget(spec)
         check_components(spec)

@@ -80,8 +80,10 @@ def check_data(cfg: TrainConfig, data: Splits) -> None:
 def train(cfg: TrainConfig, data: Splits, *, report: Optional[Callable[[int, float], None]] = None,
           on_step: Optional[Callable[[int, int], None]] = None,
           on_epoch: Optional[Callable[[EpochResult], None]] = None,
-          checkpoint: Optional[Path] = None) -> list[EpochResult]:
-    """Train `cfg` on `data` (on its device); call `report(epoch, accuracy)` after each epoch.
+          checkpoint: Optional[Path] = None,
+          on_done: Optional[Callable[[torch.nn.Module], None]] = None) -> list[EpochResult]:
+    """Train `cfg` on `data` (on its device); call `report(epoch, accuracy)` after each epoch,
+    and `on_done(model)` once training ends (a last evaluation elsewhere, say).
 
     `on_step(step, steps)` follows each optimizer step and `on_epoch(result)` each epoch,
     for progress displays. Whatever `report` raises (a pruning signal, say) ends training
@@ -143,6 +145,8 @@ def train(cfg: TrainConfig, data: Splits, *, report: Optional[Callable[[int, flo
             on_epoch(history[-1])
         if report:
             report(epoch, accuracy)
+    if on_done:
+        on_done(model)
     return history
 
 

@@ -104,6 +104,8 @@ class Worker:
         spec = job.spec
         root = Path(job.data_dir) if job.data_dir else None
         self.data = data_mod.load(spec.data, self.device, root)
+        # eval: val reports and prunes on held-out training images; the test set waits for the end
+        self.fit_data = self.data.validation() if spec.eval == "val" else self.data
         self.rdb = job.storage.open(heartbeat=job.heartbeat, grace=job.grace)
         self.study_id = self.rdb.get_study_id_from_name(spec.name)
         self.lock = job.storage.lock(spec.name)
@@ -203,10 +205,12 @@ class Worker:
                 if self.store:  # the dashboard offers it for download beside the trial
                     artifacts.upload_config(self.store, c.trial, plan.config.to_dict())
                 hooks = TrialHooks(c.trial, self.job.spec, retry=self.backoff.call)
+                final = hooks.test_once(self.data.test_x, self.data.test_y) if self.job.spec.eval == "val" else None
                 jobs.append(TrainJob(plan.config, hooks.report, hooks.on_epoch,
-                                     hooks.on_step if self.job.spec.budget.trial_seconds else None, plan.checkpoint))
+                                     hooks.on_step if self.job.spec.budget.trial_seconds else None, plan.checkpoint,
+                                     final))
                 running.append(c)
-            outcomes = self.backend.run(jobs, self.data)
+            outcomes = self.backend.run(jobs, self.fit_data)
         except KeyboardInterrupt:
             self.interrupted(running)
             raise
