@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The project's GPU check: one command on the lent GPU machine, every figure written to one folder,
+# a summary table printed last. About 6 minutes on an H100; the machine's start is extra.
+#
+# Prepare on the CPU machine, from the project's root (both folders are git-ignored, so the
+# device call must name them in `carry`):
+#   ../shared/gpu/wheels.sh optuna-dashboard bottle packaging   # .whl/: what the GPU machine lacks
+#   mkdir -p .data/mnist && for f in ~/.cache/hpo/mnist/*; do gzip -c "$f" > .data/mnist/$(basename "$f").gz; done
+#   cp gpu-check-out/gpu-check.db .data/ 2>/dev/null      # optional: continue an earlier check's study
+# Run there (the device tool sets $OUT; elsewhere it is ./gpu-check-out):
+#   bash bench/gpu-check.sh
+# Try the plumbing here, in a minute or two, on the CPU:  GPU_CHECK_QUICK=1 PYTHON=.venv/bin/python bash bench/gpu-check.sh
+#
+# Steps, each with its own time limit, its log in $OUT/NAME.log and its exit status in the summary:
+#   gpu-tests    pytest tests/test_gpu.py (the CUDA path)
+#   train-speed  P1 and P2: seconds per epoch of the budget-8k base net, this trainer against the
+#                seeds' loop, same process and device (bench/train_speed.py)
+#   budget-8k    P3: `hpo run --study budget-8k --trials 100` under --timeout; the study database
+#                is $OUT/gpu-check.db, so a later check continues it
+#   export       the best five configs as YAML
+# Not measured yet: P4 (several trials per GPU: no packing backend exists) and P5.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-gpu-check-out}
+mkdir -p "$OUT"
+QUICK=${GPU_CHECK_QUICK:-}
+PY=${PYTHON:-python3}   # the GPU machine's python3; here, e.g. PYTHON=.venv/bin/python
+
+if [ -d .whl ] && ! "$PY" -c "import optuna" 2>/dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || { echo "gpu-check: installing .whl/ failed" >&2; exit 1; }
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+export PYTHONPATH=${PYTHONPATH:-$PWD}
+if [ -d .data/mnist ]; then
+  (cd .data/mnist && for f in *.gz; do [ -e "${f%.gz}" ] || gunzip -k "$f"; done)
+  export HPO_DATA_DIR=$PWD/.data   # a root: MNIST is in .data/mnist
+fi
+export HPO_OFFLINE=1 PYTHONUNBUFFERED=1
+[ -f .data/gpu-check.db ] && [ ! -f "$OUT/gpu-check.db" ] && cp .data/gpu-check.db "$OUT/gpu-check.db"
+
+if [ -n "$QUICK" ]; then
+  DEVICE=cpu; STUDY=quickstart; TRIALS=3; STUDY_LIMIT=60; SPEED=(--train-subset 2000 --repeats 1)
+else
+  DEVICE=cuda; STUDY=budget-8k; TRIALS=100; STUDY_LIMIT=170; SPEED=(--repeats 3)
+fi
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader && nvidia-smi; } \
+  > "$OUT/nvidia-smi.txt" 2>&1 || echo "no GPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)" > "$OUT/nvidia-smi.txt"
+: > "$OUT/steps.tsv"
+
+step() {  # step NAME SECONDS COMMAND...: run it with a limit, log it, record its status and wall time
+  local name=$1 limit=$2; shift 2
+  local start=$SECONDS
+  echo "== $name: $*" >&2
+  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  printf '%s\t%s\t%s\n' "$name" "$rc" "$((SECONDS - start))" >> "$OUT/steps.tsv"
+  tail -n 3 "$OUT/$name.log" >&2
+}
+
+if [ -z "$QUICK" ]; then
+  step gpu-tests 150 "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu.py
+fi
+step train-speed 200 "$PY" bench/train_speed.py --device "$DEVICE" --preset mnistnet2 --batch-size 128 \
+  "${SPEED[@]}" --json "$OUT/train_speed.json"
+# --timeout stops starting trials; a trial that started finishes, so the step's limit leaves room
+step "$STUDY" $((STUDY_LIMIT + 60)) "$PY" -m hpo run --study "$STUDY" --trials "$TRIALS" --device "$DEVICE" \
+  --storage "sqlite:///$OUT/gpu-check.db" --timeout "$STUDY_LIMIT" --quiet \
+  --checkpoint-dir /tmp/hpo-checkpoints --artifacts "$OUT/artifacts"
+step export 60 "$PY" -m hpo export --study "$STUDY" --top 5 -o "$OUT/best.yaml" --storage "sqlite:///$OUT/gpu-check.db"
+
+"$PY" bench/gpu_summary.py "$OUT" "$STUDY" | tee "$OUT/summary.txt"

@@ -1,0 +1,60 @@
+#!/usr/bin/env python
+"""The GPU check's summary table, from what bench/gpu-check.sh left in its folder.
+
+    python bench/gpu_summary.py OUT STUDY
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main(out: Path, study_name: str) -> int:
+    rows = []
+    steps = [line.split("\t") for line in (out / "steps.tsv").read_text().splitlines() if line.strip()]
+    device = (out / "nvidia-smi.txt").read_text().strip().splitlines()
+    speed_path = out / "train_speed.json"
+    if speed_path.exists():
+        speed = json.loads(speed_path.read_text())
+        hpo, seed = speed["results"]["hpo"], speed["results"]["seed"]
+        rows += [("P1 s/epoch, budget-8k base net, hpo trainer", f"{hpo['mean']:.3f} ± {hpo['std']:.3f}",
+                  f"{speed['device']}, batch {speed['batch_size']}, {speed['train_images']:,} train images"),
+                 ("P2 seeds' loop / hpo trainer, s/epoch", f"{speed['ratio']:.1f}x",
+                  f"seed loop {seed['mean']:.2f} s/epoch; fastest repeats {speed['best_ratio']:.1f}x")]
+    db = out / "gpu-check.db"
+    if db.exists():
+        import optuna  # noqa: PLC0415
+
+        from hpo import records  # noqa: PLC0415
+
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        trials = optuna.load_study(study_name=study_name, storage=f"sqlite:///{db}").get_trials(deepcopy=False)
+        c = records.count(trials)
+        starts = [t.datetime_start for t in trials if t.datetime_start]
+        ends = [t.datetime_complete for t in trials if t.datetime_complete]
+        span = (max(ends) - min(starts)).total_seconds() if starts and ends else 0.0
+        best = records.best_trial(trials)
+        rows += [(f"P3 {study_name}: finished trials (all checks so far)", f"{c.finished}",
+                  f"{c.complete} complete, {c.pruned} pruned, {c.rejected} rejected, {c.failed} failed; "
+                  f"first start to last end {span:.0f} s"),
+                 (f"{study_name}: best trial", f"{100 * best.value:.2f}%" if best else "-",
+                  f"trial {best.number}, {best.user_attrs.get(records.N_PARAMS, 0):,} params" if best else "")]
+    rows.append(("P4 several trials per GPU", "not measured", "no packing backend exists yet"))
+    print(f"\nGPU check, {dt.date.today().isoformat()}, {device[0] if device else '?'}")
+    print(f"{'step':<14} {'exit':>4} {'seconds':>8}")
+    for name, rc, seconds in steps:
+        print(f"{name:<14} {rc:>4} {float(seconds):>8.1f}")
+    width = max(len(r[0]) for r in rows)
+    print()
+    for label, value, detail in rows:
+        print(f"{label:<{width}}  {value:>14}  {detail}")
+    return 0 if all(rc == "0" for _, rc, _ in steps) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1]), sys.argv[2]))
