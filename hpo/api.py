@@ -50,13 +50,11 @@ def run(study: Union[str, Path, StudySpec], *, trials: int, storage: Optional[st
 
     class Calls(Silent):
         def __init__(self, before):
-            self.seen = {t.number for t in before if records.kind(t) not in ("running", "waiting")}
+            self.newly_ended = records.NewlyEnded(before)
 
         def update(self, trials_now) -> None:
-            for t in trials_now:
-                if t.number not in self.seen and records.kind(t) not in ("running", "waiting"):
-                    self.seen.add(t.number)
-                    on_trial(t)
+            for t in self.newly_ended(trials_now):
+                on_trial(t)
 
     status = run_study(spec=spec, storage=where, trials=trials, workers=workers, timeout=timeout, device=device,
                        data_dir=data_dir, checkpoint_dir=checkpoint_dir,

@@ -120,7 +120,7 @@ class RunDisplay:
         self.spec, self.target, self.where, self.workers = spec, target, where, workers
         self.live = None
         # a continued study: its trials that had ended before this run are not printed again
-        self.seen: set[int] = {t.number for t in already if records.kind(t) not in ("running", "waiting")}
+        self.newly_ended = records.NewlyEnded(already)
         if live:
             from rich.live import Live  # noqa: PLC0415
 
@@ -141,10 +141,8 @@ class RunDisplay:
         if self.live:
             self.live.update(self.panel(trials))
             return
-        for t in trials:
-            if t.number not in self.seen and records.kind(t) not in ("running", "waiting"):
-                self.seen.add(t.number)
-                console.print(trial_line(t))
+        for t in self.newly_ended(trials):
+            console.print(trial_line(t))
 
     def panel(self, trials):
         from rich.console import Group  # noqa: PLC0415

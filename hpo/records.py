@@ -82,6 +82,19 @@ def ranked(trials: Iterable[FrozenTrial], top: int) -> list[FrozenTrial]:
     return sorted(complete, key=lambda t: (-t.value, t.number))[:top]
 
 
+class NewlyEnded:
+    """The trials that ended since the last look, each once: what a view of a running study
+    prints (trials that had ended before it started, `already`, are not new)."""
+
+    def __init__(self, already: Iterable[FrozenTrial] = ()):
+        self.seen = {t.number for t in already if t.state.is_finished()}
+
+    def __call__(self, trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
+        new = [t for t in trials if t.state.is_finished() and t.number not in self.seen]
+        self.seen.update(t.number for t in new)
+        return new
+
+
 def epoch_seconds(t: FrozenTrial) -> list[float]:
     return list(t.user_attrs.get(EPOCH_SECONDS) or [])
 
