@@ -79,6 +79,8 @@ class Data:
     train_subset: Optional[int] = None  # a fixed, class-stratified subset of the training split (None: all)
     test_subset: Optional[int] = None   # the same for the test split
     path: Optional[str] = None          # npz / folder only: the file or folder, relative to the working directory
+    normalize: Optional[bool] = None    # false: the model sees [0, 1] pixels, not pixels standardized by the
+                                        # dataset's mean and std (unset or true); seeds 000 and 001 trained so
     # the trainer checks the subsets against the split sizes, which only the files know; whether
     # `path` exists and holds good data is checked when it is described (hpo.datasets.describe)
 

@@ -4,7 +4,7 @@ Four families cover the seeds:
 - `linear`: one fully connected layer (seed 000's linear model).
 - `mlp`: fully connected hidden layers with ReLU and dropout (seed 000's NN).
 - `convpool`: conv -> max-pool blocks, then fully connected layers (LeNet-5 of seed 001,
-  seed 000's CNN, the classic PyTorch example of seed 003).
+  seed 000's CNN, the classic PyTorch example and seed 003's own variant of it).
 - `convnet`: a list of tokens, as torchvision writes VGG (seeds 002 and 004):
     16      3x3 conv to 16 channels, then ReLU, BatchNorm and dropout as switched
     16k1    the same block with a 1x1 kernel; `16p1` with padding 1 (kernel and padding combine)
@@ -56,12 +56,14 @@ class ConvPool:
     conv_dropout: float = 0.0         # Dropout2d on every conv but the first (the classic example's conv2_drop)
     fc: tuple[int, ...] = (120, 84)   # hidden fully connected sizes before the 10 outputs
     dropout: float = 0.0              # after each hidden fully connected layer
+    flat_dropout: float = 0.0         # Dropout on the flattened conv features, before the first fc (seed 003's net)
+    fc_activation: bool = True        # ReLU after each hidden fc layer (seed 003's net has none: fc 50 is linear)
 
     def __post_init__(self):
         require(len(self.convs) >= 1 and all(c >= 1 for c in self.convs), "convs", "needs at least one width >= 1")
         require(self.kernel >= 1, "kernel", "must be >= 1")
         require(all(h >= 1 for h in self.fc), "fc", "every size must be >= 1")
-        for key in ("conv_dropout", "dropout"):
+        for key in ("conv_dropout", "dropout", "flat_dropout"):
             require(0 <= getattr(self, key) < 1, key, f"must be in [0, 1), got {getattr(self, key)}")
 
 
@@ -128,9 +130,12 @@ PRESETS: dict[str, tuple[str, int, dict]] = {
              "fc": [1024], "dropout": 0.5}),
     "lenet5": ("seed 001 (Flux model-zoo LeNet-5)", 44_426,
                {"family": "convpool", "convs": [6, 16], "kernel": 5, "fc": [120, 84]}),
-    "classic": ("seed 003 (PyTorch MNIST example)", 21_840,
+    "classic": ("the PyTorch MNIST example (pytorch/examples until Dec 2018)", 21_840,
                 {"family": "convpool", "convs": [10, 20], "kernel": 5, "conv_dropout": 0.5,
                  "fc": [50], "dropout": 0.5}),
+    "classic003": ("seed 003 (its own variant of the classic example)", 21_840,
+                   {"family": "convpool", "convs": [10, 20], "kernel": 5, "flat_dropout": 0.5,
+                    "fc": [50], "fc_activation": False}),
     "mnistnet1": ("seed 002 (MnistNet_1)", 8_620,
                   {"family": "convnet", "layers": [8, 16, 16, "t8", "M", 8, 8, 16, "10k1", "H"],
                    "batchnorm": False, "dropout": 0.0}),
@@ -232,10 +237,11 @@ def build(spec: ModelSpec, *, shape: Shape = MNIST_SHAPE, classes: int = MNIST_C
     raise TypeError(f"not a model spec: {spec!r}")
 
 
-def _dense(features: int, hidden: tuple[int, ...], dropout: float, classes: int) -> list[nn.Module]:
+def _dense(features: int, hidden: tuple[int, ...], dropout: float, classes: int, *,
+           activation: bool = True) -> list[nn.Module]:
     layers: list[nn.Module] = []
     for size in hidden:
-        layers += [nn.Linear(features, size), nn.ReLU(inplace=True)]
+        layers += [nn.Linear(features, size)] + ([nn.ReLU(inplace=True)] if activation else [])
         if dropout:
             layers.append(nn.Dropout(dropout))
         features = size
@@ -253,7 +259,11 @@ def _convpool(spec: ConvPool, shape: Shape, classes: int) -> nn.Module:
         if spec.conv_activation:
             layers.append(nn.ReLU(inplace=True))
         channels = width
-    return nn.Sequential(*layers, nn.Flatten(), *_dense(channels * h * w, spec.fc, spec.dropout, classes))
+    layers.append(nn.Flatten())
+    if spec.flat_dropout:
+        layers.append(nn.Dropout(spec.flat_dropout))
+    return nn.Sequential(*layers, *_dense(channels * h * w, spec.fc, spec.dropout, classes,
+                                          activation=spec.fc_activation))
 
 
 def _convnet(spec: ConvNet, shape: Shape, classes: int) -> nn.Module:
@@ -303,5 +313,8 @@ def describe(spec: ModelSpec, *, shape: Shape = MNIST_SHAPE, classes: int = MNIS
         return f"mlp {inputs}-" + "-".join(map(str, spec.hidden)) + f"-{classes}{drop}"
     if isinstance(spec, ConvPool):
         act = "" if spec.conv_activation else " (no conv ReLU)"
-        return f"convpool {'-'.join(map(str, spec.convs))} k{spec.kernel}{act} fc " + "-".join(map(str, spec.fc + (classes,))) + drop
+        linear_fc = "" if spec.fc_activation or not spec.fc else " (no fc ReLU)"
+        flat = f" flat_drop={spec.flat_dropout:g}" if spec.flat_dropout else ""
+        return (f"convpool {'-'.join(map(str, spec.convs))} k{spec.kernel}{act} fc "
+                + "-".join(map(str, spec.fc + (classes,))) + linear_fc + flat + drop)
     return "convnet " + "-".join(map(str, spec.layers)) + (" bn" if spec.batchnorm else "") + drop

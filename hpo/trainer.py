@@ -27,13 +27,14 @@ EVAL_BATCH = {"cuda": 2000, "cpu": 256}  # large batches starve a CPU's caches; 
 
 @functools.cache
 def bf16_autocast(device_type: str) -> bool:
-    """bf16 autocast where the hardware does bf16 natively: every CUDA GPU we target, and CPUs
-    with AMX or AVX-512 BF16 (about 1.3x faster steps on the 2-core dev machine, BENCHMARKS.md).
-    Elsewhere bf16 would be emulated and slower, so fp32 stays. HPO_BF16=0 turns it off."""
+    """bf16 autocast where the hardware does bf16 natively: CUDA GPUs from Ampere on (A100, H100;
+    not a T4 or V100, where torch would emulate it), and CPUs with AMX or AVX-512 BF16 (about
+    1.3x faster steps on the 2-core dev machine, BENCHMARKS.md). Elsewhere fp32 stays: fp16 with
+    a loss scaler is not worth its failure modes for nets this small. HPO_BF16=0 turns it off."""
     if os.environ.get("HPO_BF16") == "0":
         return False
     if device_type == "cuda":
-        return True
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -60,6 +61,22 @@ def background(dataset: Dataset, device: torch.device | str = "cpu") -> float | 
     One number for one channel; a [1, C, 1, 1] tensor on `device` for colour."""
     values = [-mean / std for mean, std in zip(dataset.mean, dataset.std)]
     return values[0] if len(values) == 1 else torch.tensor(values, device=device).view(1, -1, 1, 1)
+
+
+class RawPixels(torch.nn.Module):
+    """`model` fed [0, 1] pixels (`data.normalize: false`): the splits stay standardized on the
+    device, and this maps each batch back before the model sees it, so every caller that
+    evaluates the trained model on the standardized splits gets what the model trained on."""
+
+    def __init__(self, model: torch.nn.Module, dataset: Dataset):
+        super().__init__()
+        self.model = model
+        shape = (1, len(dataset.mean), 1, 1)
+        self.register_buffer("mean", torch.tensor(dataset.mean).view(shape), persistent=False)
+        self.register_buffer("std", torch.tensor(dataset.std).view(shape), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x * self.std + self.mean)
 
 
 def check_data(cfg: TrainConfig, data: Splits) -> None:
@@ -99,7 +116,10 @@ def train(cfg: TrainConfig, data: Splits, *, report: Optional[Callable[[int, flo
     if cfg.data.train_subset or cfg.data.test_subset:
         data = data.subset(cfg.data.train_subset, cfg.data.test_subset)
     fill = background(data.dataset, device)
-    model = models.build(cfg.model, shape=data.dataset.shape, classes=data.dataset.classes).to(device)
+    model = models.build(cfg.model, shape=data.dataset.shape, classes=data.dataset.classes)
+    if cfg.data.normalize is False:
+        model = RawPixels(model, data.dataset)
+    model = model.to(device)
     if cuda:
         model = model.to(memory_format=torch.channels_last)
     n = data.train_y.numel()

@@ -17,6 +17,7 @@ SEED_PARAMS = {
     "cnn": 1_111_946,
     "lenet5": 44_426,
     "classic": 21_840,
+    "classic003": 21_840,
     "mnistnet1": 8_620,
     "mnistnet2": 7_416,
     "mnistnet3": 6_544,
@@ -56,6 +57,14 @@ def test_classic_layer_order():
     assert layer_names("classic") == [
         "Conv2d", "MaxPool2d", "ReLU", "Conv2d", "Dropout2d", "MaxPool2d", "ReLU",
         "Flatten", "Linear", "ReLU", "Dropout", "Linear",
+    ]
+
+
+def test_classic003_is_seed_003s_own_net():
+    # sladebot/MNIST model.py: relu(mp(conv1)), relu(mp(conv2)), view, dropout, fc1, fc2 (no ReLU, no Dropout2d)
+    assert layer_names("classic003") == [
+        "Conv2d", "MaxPool2d", "ReLU", "Conv2d", "MaxPool2d", "ReLU",
+        "Flatten", "Dropout", "Linear", "Linear",
     ]
 
 

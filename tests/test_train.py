@@ -45,6 +45,24 @@ def test_same_seed_same_history(mnist):
     assert [r.train_loss for r in c] != [r.train_loss for r in a]
 
 
+def test_normalize_false_feeds_the_model_raw_pixels(tiny):
+    # seeds 000 and 001 trained on [0, 1] pixels; the splits stay standardized, the model maps them back
+    assert "normalize" not in config().to_dict()["data"]
+    cfg = config(data={"normalize": False})
+    assert cfg.to_dict()["data"] == {"dataset": "mnist", "normalize": False}
+    assert parse_config(cfg.to_dict()) == cfg
+    seen, trained = [], []
+    train(cfg, tiny, on_done=trained.append)
+    model = trained[0]
+    assert isinstance(model, hpo.trainer.RawPixels)
+    model.model.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+    model(tiny.test_x[:8])
+    assert tiny.test_x.min() < -0.4  # standardized: black is -0.1307 / 0.3081
+    assert seen[0].min().item() == pytest.approx(0, abs=1e-6) and seen[0].max().item() == pytest.approx(1, abs=1e-6)
+    train(config(), tiny, on_done=trained.append)
+    assert not isinstance(trained[1], hpo.trainer.RawPixels)
+
+
 def test_report_once_per_epoch(tiny):
     calls = []
     history = train(config(epochs=3), tiny, report=lambda epoch, acc: calls.append((epoch, acc)))
@@ -252,3 +270,28 @@ def test_a_damaged_checkpoint_starts_the_trial_afresh(small, tmp_path, damage):
     assert [r.epoch for r in history] == [1, 2] and not any(r.restored for r in history)
     again = hpo.trainer.train(cfg, small, checkpoint=checkpoint)  # and it wrote a good one again
     assert [r.epoch for r in again] == [1, 2] and all(r.restored for r in again)
+
+
+@pytest.mark.parametrize("native, expected", [(True, True), (False, False)])
+def test_bf16_on_cuda_only_where_the_gpu_does_it_natively(monkeypatch, native, expected):
+    """An Ampere or newer GPU trains under bf16 autocast; a T4 or V100 (bf16 only emulated) in fp32."""
+    import torch  # noqa: PLC0415
+
+    asked = []
+
+    def supported(including_emulation: bool = True) -> bool:
+        asked.append(including_emulation)
+        return native or including_emulation  # what torch says of a pre-Ampere card: emulated only
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", supported)
+    monkeypatch.delenv("HPO_BF16", raising=False)
+    hpo.trainer.bf16_autocast.cache_clear()
+    try:
+        assert hpo.trainer.bf16_autocast("cuda") is expected
+        assert asked == [False]
+        monkeypatch.setenv("HPO_BF16", "0")
+        hpo.trainer.bf16_autocast.cache_clear()
+        assert hpo.trainer.bf16_autocast("cuda") is False
+    finally:
+        hpo.trainer.bf16_autocast.cache_clear()

@@ -1,0 +1,28 @@
+"""The shipped seed configs (configs/*.yaml) parse, and build the seeds' networks (docs/FIDELITY.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hpo import models, schema
+from hpo.config import load_config
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("seed*.yaml"))
+RAW_PIXELS = {"seed000-linear.yaml", "seed000-mlp.yaml", "seed000-cnn.yaml", "seed001-lenet5.yaml"}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_builds_its_seeds_network(path):
+    cfg = load_config(path)
+    preset = schema.load_yaml(path)["model"]["preset"]
+    assert models.spec_params(cfg.model) == models.PRESETS[preset][1]
+    # seeds 000 and 001 trained on [0, 1] pixels; the others standardized them
+    assert (cfg.data.normalize is False) == (path.name in RAW_PIXELS)
+
+
+def test_seed003_is_its_own_net_not_the_pytorch_example():
+    cfg = load_config(next(p for p in CONFIGS if p.name.startswith("seed003")))
+    assert cfg.model == models.parse_model({"preset": "classic003"})
+    assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.momentum, cfg.batch_size) == ("sgd", 0.05, 0.5, 64)
