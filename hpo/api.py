@@ -5,6 +5,10 @@ the command line (hpo.cli) is built on the same pieces.
     spec = hpo.load_spec("studies/quickstart.yaml")
     study = hpo.run(spec, trials=20, storage="sqlite:///hpo.db")      # an optuna.Study
     history = hpo.train(study.best_trial.user_attrs["config"], epochs=3)  # one EpochResult per epoch
+
+A study file with `objectives: [accuracy, params]` makes a multi-objective study: there is no
+single best trial (Optuna's `study.best_trial` raises); `study.best_trials` is the Pareto front,
+each trial's `values` its final-epoch accuracy and its parameter count.
 """
 
 from __future__ import annotations
@@ -29,8 +33,10 @@ def run(study: Union[str, Path, StudySpec], *, trials: int, storage: Optional[st
         checkpoint_dir: Optional[Path] = Path("checkpoints"), artifacts: Optional[Path] = None,
         on_trial: Optional[Callable[[optuna.trial.FrozenTrial], None]] = None) -> optuna.Study:
     """Bring `study` (a StudySpec, a study file's path, or a name under studies/) to `trials`
-    finished trials, as `hpo run` does, and return the Optuna study. `on_trial(trial)` is called
-    for each trial that ends while it runs. Raises RunStopped if a worker failed or it was interrupted.
+    finished trials, as `hpo run` does, and return the Optuna study (multi-objective: its
+    `best_trials` are the Pareto front; `hpo.records.pareto_front(study.trials)` is the same front,
+    most accurate first). `on_trial(trial)` is called for each trial that ends while it runs.
+    Raises RunStopped if a worker failed or it was interrupted.
 
     Workers are new processes that import the calling script again: in a script (not a
     notebook), call this under `if __name__ == "__main__":`."""

@@ -122,9 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     storage(p)
     p.set_defaults(handler=cmd_studies)
 
-    p = sub.add_parser("export", help="write the best trials' configs as YAML that `hpo train` re-trains")
+    p = sub.add_parser("export", help="write the best trials' configs as YAML that `hpo train` re-trains "
+                                      "(a multi-objective study: its Pareto front)")
     p.add_argument("--study", required=True, metavar="NAME")
-    p.add_argument("--top", type=positive_int, default=1, metavar="K", help="how many of the best trials (default: 1)")
+    p.add_argument("--top", type=positive_int, default=None, metavar="K",
+                   help="how many of the best trials (default: 1); of a multi-objective study's Pareto front, "
+                        "the K most accurate (default: all of it)")
     p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write here instead of standard output")
     storage(p)
     p.set_defaults(handler=cmd_export)
@@ -277,17 +280,16 @@ def cmd_export(args) -> int:
     from hpo.export import export  # noqa: PLC0415
     from hpo.storage import Storage  # noqa: PLC0415
 
-    text, written = export(Storage.resolve(args.storage).open_existing(), args.study, top=args.top)
+    exported = export(Storage.resolve(args.storage).open_existing(), args.study, top=args.top)
     if args.output:
         try:
-            args.output.write_text(text)
+            args.output.write_text(exported.text)
         except OSError as error:
             raise UserError(f"cannot write {args.output}: {error.strerror}; "
                             "check the folder exists and is writable") from None
-        what = "the best trial's config" if written == 1 else f"the {written} best trials' configs"
-        print(f"wrote {what} of {args.study!r} to {args.output}", file=sys.stderr)
+        print(f"wrote {exported.describe()} of {args.study!r} to {args.output}", file=sys.stderr)
     else:
-        sys.stdout.write(text)
+        sys.stdout.write(exported.text)
     return 0
 
 

@@ -102,14 +102,13 @@ def trial_line(t) -> str:
     kind = records.kind(t)
     if kind == "complete":
         seconds = sum(records.epoch_seconds(t))
-        return (f"trial {t.number:>4} complete  {pct(t.value)}  {_fmt_params(n)} params  "
-                f"{len(t.intermediate_values)} epochs  {seconds:.1f}s")
+        return (f"trial {t.number:>4} complete  {pct(records.accuracy(t))}  {_fmt_params(n)} params  "
+                f"{len(records.epochs(t))} epochs  {seconds:.1f}s")
     if kind == "rejected":
         return f"trial {t.number:>4} rejected  {_fmt_params(n)} params: over the parameter budget"
     if kind == "pruned":
-        last = t.last_step or 0
-        return (f"trial {t.number:>4} pruned    at epoch {last} ({pct(t.intermediate_values.get(last))})  "
-                f"{_fmt_params(n)} params")
+        last, acc = records.last_epoch(t)
+        return f"trial {t.number:>4} pruned    at epoch {last} ({pct(acc)})  {_fmt_params(n)} params"
     return f"trial {t.number:>4} failed    {t.user_attrs.get(records.FAIL_REASON, 'no reason recorded')}"
 
 
@@ -151,7 +150,9 @@ class RunDisplay:
         best = records.best_trial(trials)
         head = (f"finished [bold]{c.finished}/{self.target}[/]  running {c.running}  pruned {c.pruned}  "
                 f"rejected {c.rejected}  failed {c.failed}")
-        best_line = (f"best so far: [bold green]{pct(best.value)}[/] (trial {best.number}, "
+        lead = (f"Pareto front so far: {len(records.pareto_front(trials))} trials; most accurate: "
+                if self.spec.multi_objective else "best so far: ")
+        best_line = (f"{lead}[bold green]{pct(records.accuracy(best))}[/] (trial {best.number}, "
                      f"{_fmt_params(best.user_attrs.get(records.N_PARAMS))} params)" if best else "best so far: -")
         table = Table(box=None, show_header=True, header_style="dim")
         for col in ("running trial", "epoch", "last test acc.", "params"):
@@ -159,22 +160,33 @@ class RunDisplay:
         for t in trials:
             if records.kind(t) == "running":
                 epochs = t.user_attrs.get(records.CONFIG, {}).get("epochs", "?")
-                last = t.last_step or 0
-                table.add_row(str(t.number), f"{last}/{epochs}", pct(t.intermediate_values.get(last)),
+                last, acc = records.last_epoch(t)
+                table.add_row(str(t.number), f"{last}/{epochs}", pct(acc),
                               _fmt_params(t.user_attrs.get(records.N_PARAMS)))
         recent = [trial_line(t) for t in sorted(trials, key=lambda t: t.number)
                   if records.kind(t) not in ("running", "waiting")][-5:]
         return Group(head, best_line, table, *recent)
 
     def summary(self, trials, top: int = 5) -> None:
-        console.print(top_table(trials, top, title=f"top {top} of {self.spec.name}", held_out=self.spec.eval == "val"))
+        held_out = self.spec.eval == "val"
+        if self.spec.multi_objective:
+            front = len(records.pareto_front(trials))
+            title = (f"Pareto front of {self.spec.name}: {front} trials, none beaten on both accuracy and size"
+                     + (f"; the {top} most accurate" if front > top else ""))
+            console.print(top_table(trials, top, title=title, held_out=held_out))
+            if front:
+                console.print(f"export the front's configs with: hpo export --study {self.spec.name} "
+                              f"-o {self.spec.name}-front.yaml")
+            return
+        console.print(top_table(trials, top, title=f"top {top} of {self.spec.name}", held_out=held_out))
         if records.best_trial(trials):
             console.print(f"export the best configs with: hpo export --study {self.spec.name} --top 3 -o best.yaml")
 
 
 def top_table(trials, top: int, *, title: str, held_out: bool = False) -> Table:
-    """The best trials; with `held_out` (eval: val) the value is the validation accuracy, and the
-    test accuracy, measured once at the end, stands beside it."""
+    """The best trials (in a multi-objective study, the Pareto front's, most accurate first);
+    with `held_out` (eval: val) the value is the validation accuracy, and the test accuracy,
+    measured once at the end, stands beside it."""
     complete = records.ranked(trials, top)
     table = Table(title=title, title_justify="left")
     value = (("val. acc.", "right"), ("test acc.", "right")) if held_out else (("test acc.", "right"),)
@@ -185,15 +197,19 @@ def top_table(trials, top: int, *, title: str, held_out: bool = False) -> Table:
         seconds = records.epoch_seconds(t) or [0]
         changed = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
         base = " (base)" if t.user_attrs.get(records.BASE) else ""
-        values = (pct(t.value), pct(t.user_attrs.get(records.TEST_ACCURACY))) if held_out else (pct(t.value),)
+        value = pct(records.accuracy(t))
+        values = (value, pct(t.user_attrs.get(records.TEST_ACCURACY))) if held_out else (value,)
         table.add_row(f"{t.number}{base}", *values, str(t.user_attrs.get(records.BEST_EPOCH, "-")),
                       _fmt_params(t.user_attrs.get(records.N_PARAMS)), f"{sum(seconds) / len(seconds):.2f}", changed)
     return table
 
 
 def studies_table(studies: dict) -> Table:
-    """`studies`: each study's name and its trials."""
-    table = Table(title="studies", title_justify="left")
+    """`studies`: each study's name and its trials. A multi-objective study's best is its Pareto
+    front's most accurate trial; a line under the table gives the front's size."""
+    fronts = [f"{name}: accuracy against size, a Pareto front of {len(records.pareto_front(trials))} trial(s); "
+              "best is its most accurate" for name, trials in studies.items() if records.multi_objective(trials)]
+    table = Table(title="studies", title_justify="left", caption="\n".join(fronts) or None, caption_justify="left")
     for col, just in (("study", "left"), ("finished", "right"), ("complete", "right"), ("pruned", "right"),
                       ("rejected", "right"), ("failed", "right"), ("running", "right"), ("best", "right"),
                       ("best params", "right"), ("best trial", "right")):
@@ -202,7 +218,7 @@ def studies_table(studies: dict) -> Table:
         c = records.count(trials)
         best = records.best_trial(trials)
         table.add_row(name, str(c.finished), str(c.complete), str(c.pruned), str(c.rejected),
-                      str(c.failed), str(c.running), pct(best.value) if best else "-",
+                      str(c.failed), str(c.running), pct(records.accuracy(best)) if best else "-",
                       _fmt_params(best.user_attrs.get(records.N_PARAMS)) if best else "-",
                       str(best.number) if best else "-")
     return table

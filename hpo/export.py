@@ -1,8 +1,11 @@
-"""`hpo export`: the best trials as YAML that `hpo train --config` re-trains as is."""
+"""`hpo export`: the best trials (a multi-objective study's Pareto front) as YAML that
+`hpo train --config` re-trains as is."""
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
+from typing import Optional
 
 import optuna
 import yaml
@@ -23,22 +26,45 @@ def study_trials(rdb: optuna.storages.BaseStorage, study_name: str) -> list[optu
     return rdb.get_all_trials(study_id, deepcopy=False)
 
 
-def export(rdb: optuna.storages.BaseStorage, study_name: str, *, top: int = 1) -> tuple[str, int]:
-    """The YAML text of the `top` best trials, and how many it holds (fewer when fewer completed)."""
-    best = [t for t in records.ranked(study_trials(rdb, study_name), top) if records.CONFIG in t.user_attrs]
+@dataclass(frozen=True)
+class Exported:
+    text: str         # the YAML document, with its header
+    trials: int       # how many trials it holds
+    front: int = 0    # a multi-objective study: how many trials its Pareto front has
+
+    def describe(self) -> str:
+        """What it holds, in words: "the best trial's config", "the Pareto front's 4 configs"."""
+        if self.front:
+            whole = f"the Pareto front's {self.front} config{'s' if self.front > 1 else ''}"
+            return whole if self.trials == self.front else f"the {self.trials} most accurate of {whole}"
+        return "the best trial's config" if self.trials == 1 else f"the {self.trials} best trials' configs"
+
+
+def export(rdb: optuna.storages.BaseStorage, study_name: str, *, top: Optional[int] = None) -> Exported:
+    """The `top` (default 1) most accurate complete trials as YAML. For a multi-objective study,
+    its Pareto front, most accurate first: every trial (or the `top` most accurate) that no other
+    beats on both accuracy and size."""
+    trials = study_trials(rdb, study_name)
+    front = len(records.pareto_front(trials)) if records.multi_objective(trials) else 0
+    best = [t for t in records.ranked(trials, top or front or 1) if records.CONFIG in t.user_attrs]
     if not best:
         raise UserError(f"study {study_name!r} has no complete trial to export yet; run it first "
                         f"(hpo run --study {study_name} --trials N)")
+    score = "accuracy" if front else "value"  # a multi-objective trial has two values
     document = {
         "study": study_name,
         "exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "hpo_version": hpo.__version__,
+        **({"objectives": [records.ACCURACY, records.PARAMS]} if front else {}),
         "trials": [
             {
                 "trial": t.number,
-                "value": t.value,
+                score: records.accuracy(t),
                 "n_params": t.user_attrs.get(records.N_PARAMS),
-                "test_accuracy_per_epoch": records.curve(t),
+                # eval: val: the epochs were measured on held-out training images, the test set once
+                **({"test_accuracy": t.user_attrs[records.TEST_ACCURACY],
+                    "validation_accuracy_per_epoch": records.curve(t)} if records.TEST_ACCURACY in t.user_attrs
+                   else {"test_accuracy_per_epoch": records.curve(t)}),
                 "best_epoch": t.user_attrs.get(records.BEST_EPOCH),
                 "seconds_per_epoch": t.user_attrs.get(records.EPOCH_SECONDS),
                 "device": t.user_attrs.get(records.DEVICE),
@@ -48,6 +74,13 @@ def export(rdb: optuna.storages.BaseStorage, study_name: str, *, top: int = 1) -
             for t in best
         ],
     }
-    header = (f"# Top {len(best)} trial(s) of study {study_name!r}, best first.\n"
-              f"# Re-train the first with: hpo train --config THIS_FILE\n")
-    return header + yaml.safe_dump(document, sort_keys=False, default_flow_style=None, width=100), len(best)
+    if front:
+        which = f"The {front}" if len(best) == front else f"{len(best)} of the {front}"
+        header = (f"# {which} trial(s) on the Pareto front of study {study_name!r}: each is the most accurate model "
+                  f"of its size or smaller.\n"
+                  f"# Most accurate first; re-train the first with: hpo train --config THIS_FILE\n")
+    else:
+        header = (f"# Top {len(best)} trial(s) of study {study_name!r}, best first.\n"
+                  f"# Re-train the first with: hpo train --config THIS_FILE\n")
+    text = header + yaml.safe_dump(document, sort_keys=False, default_flow_style=None, width=100)
+    return Exported(text, len(best), front)

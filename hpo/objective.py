@@ -4,7 +4,7 @@ A worker asks the study for a trial, then:
     plan = prepare(trial, ...)           # sample a config; enforce the budget before any step
     hooks = TrialHooks(trial, ...)       # what the trainer calls each step and epoch
     outcome = backend.run([...])         # train (hpo.backend)
-    finish(study, trial, outcome, ...)   # tell Optuna how it ended: COMPLETE, PRUNED or FAIL
+    finish(study, trial, outcome, ...)   # tell Optuna how it ended: COMPLETE (its value or values), PRUNED or FAIL
 """
 
 from __future__ import annotations
@@ -108,15 +108,18 @@ def prepare(trial: optuna.Trial, spec: StudySpec, *, frozen: optuna.trial.Frozen
 class TrialHooks:
     """What the trainer calls for one trial: each epoch is reported to Optuna, which may prune;
     each step checks the trial's time limit. `retry(fn)` runs each report, so training waits
-    out a database blip (retry.Backoff)."""
+    out a database blip (retry.Backoff). In a multi-objective study Optuna takes no reports and
+    prunes nothing: each epoch's accuracy is recorded as a user attribute instead."""
 
     def __init__(self, trial: optuna.Trial, spec: StudySpec, *,
                  retry: Callable[[Callable[[], Any]], Any] = lambda fn: fn(), clock=time.monotonic):
         self.trial, self.retry, self.clock = trial, retry, clock
         self.limit = spec.budget.trial_seconds
+        self.prunes = not spec.multi_objective
         self.started = clock()
         self.seconds: list[float] = []
         self.losses: list[float] = []
+        self.accuracies: list[float] = []  # multi-objective: what trial.report would have stored
         self.restored: list[int] = []  # epochs replayed from a checkpoint
 
     def on_epoch(self, result: EpochResult) -> None:
@@ -143,13 +146,18 @@ class TrialHooks:
             raise TrialTimeLimit(f"ran past budget.trial_seconds={self.limit:g}")
 
     def _publish(self, epoch: int, accuracy: float) -> bool:
-        with warnings.catch_warnings():
-            if epoch in self.restored:  # the first attempt may have reported it already
-                warnings.simplefilter("ignore")
-            self.trial.report(accuracy, epoch)
+        if not self.prunes:
+            del self.accuracies[epoch - 1:]  # a replayed epoch (a resumed trial) replaces its first record
+            self.accuracies.append(accuracy)
+            self.trial.set_user_attr(records.EPOCH_ACCURACY, self.accuracies)
+        else:
+            with warnings.catch_warnings():
+                if epoch in self.restored:  # the first attempt may have reported it already
+                    warnings.simplefilter("ignore")
+                self.trial.report(accuracy, epoch)
         self.trial.set_user_attr(records.EPOCH_SECONDS, self.seconds)
         self.trial.set_user_attr(records.TRAIN_LOSS, self.losses)
-        return self.trial.should_prune()
+        return self.prunes and self.trial.should_prune()
 
 
 # ----------------------------------------------------------------- after training
@@ -162,8 +170,10 @@ def ended_here(outcome: Outcome) -> bool:
     return not (is_outage(outcome.error) or isinstance(outcome.error, optuna.exceptions.UpdateFinishedTrialError))
 
 
-def finish(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> TrialState:
-    """Tell Optuna how the trial ended: the final epoch's accuracy, PRUNED, or FAIL with a reason."""
+def finish(study: optuna.Study, trial: optuna.Trial, outcome: Outcome, *,
+           objectives: tuple[str, ...] = (records.ACCURACY,), n_params: Optional[int] = None) -> TrialState:
+    """Tell Optuna how the trial ended: its values (the final epoch's accuracy, and with
+    `objectives` (accuracy, params) its `n_params` too), PRUNED, or FAIL with a reason."""
     error = outcome.error
     if isinstance(error, optuna.TrialPruned):
         study.tell(trial, state=TrialState.PRUNED)
@@ -176,5 +186,6 @@ def finish(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> TrialS
     best = max(history, key=lambda r: r.test_accuracy)
     trial.set_user_attr(records.BEST_EPOCH, best.epoch)
     trial.set_user_attr(records.BEST_ACCURACY, best.test_accuracy)
-    study.tell(trial, history[-1].test_accuracy)
+    values = {records.ACCURACY: history[-1].test_accuracy, records.PARAMS: n_params}
+    study.tell(trial, [values[name] for name in objectives])
     return TrialState.COMPLETE

@@ -1,7 +1,8 @@
 """What a trial records in the study database, and how trials are counted: the shared vocabulary.
 
 A leaf module (it imports only Optuna's trial states): the objective writes these attributes,
-and the runner, the display, `hpo studies`, export and the report read them by these names.
+and the runner, the display, `hpo studies`, export and the report read them by these names, and
+pick the best trial (or a multi-objective study's Pareto front) by the functions below.
 """
 
 from __future__ import annotations
@@ -27,6 +28,15 @@ VERSIONS = "versions"              # hpo, torch, optuna, python
 WORKER = "worker"                  # host:pid of the process that ran it (which one to look at, or kill)
 BASE = "base"                      # True on trial 0: the study file's base recipe, enqueued
 RESUMED_AT_EPOCH = "resumed_at_epoch"  # a retry that continued from its checkpoint: its first trained epoch
+EPOCH_ACCURACY = "epoch_accuracy"  # multi-objective studies only: each epoch's accuracy (Optuna takes no reports)
+
+# ----------------------------------------------------------------- a trial's values
+
+# what a study may optimize, in the order a study file lists them, and which way; accuracy comes
+# first, so a trial's values[0] is always its final-epoch accuracy
+ACCURACY = "accuracy"              # the final epoch's accuracy, maximized (the value of every study)
+PARAMS = "params"                  # the model's trainable parameters, minimized
+OBJECTIVES = {ACCURACY: "maximize", PARAMS: "minimize"}
 
 # ----------------------------------------------------------------- a study's user attributes
 
@@ -70,16 +80,55 @@ def count(trials: Iterable[FrozenTrial]) -> Counts:
     return Counts(**tally)
 
 
+def accuracy(t: FrozenTrial) -> Optional[float]:
+    """A complete trial's final-epoch accuracy (its value, or its first of several); None otherwise."""
+    return t.values[0] if t.state == TrialState.COMPLETE and t.values else None
+
+
+def multi_objective(trials: Iterable[FrozenTrial]) -> bool:
+    """Whether these trials' study weighs accuracy against size (its complete trials have two values)."""
+    return any(t.state == TrialState.COMPLETE and len(t.values or ()) > 1 for t in trials)
+
+
+def _complete(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
+    return [t for t in trials if accuracy(t) is not None]
+
+
+def _params(t: FrozenTrial) -> float:
+    """The parameter count: the second value of a multi-objective trial, else what it recorded."""
+    return t.values[1] if len(t.values) > 1 else t.user_attrs.get(N_PARAMS) or 0
+
+
 def best_trial(trials: Iterable[FrozenTrial]) -> Optional[FrozenTrial]:
-    """The complete trial with the highest value; the earlier one on a tie."""
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    return max(complete, key=lambda t: (t.value, -t.number)) if complete else None
+    """The complete trial with the highest accuracy (the earlier one on a tie). In a
+    multi-objective study, the front's most accurate member (on a tie, the smaller model)."""
+    ranking = ranked(trials, 1)
+    return ranking[0] if ranking else None
 
 
 def ranked(trials: Iterable[FrozenTrial], top: int) -> list[FrozenTrial]:
-    """The `top` complete trials, best first (ties: the earlier trial first)."""
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    return sorted(complete, key=lambda t: (-t.value, t.number))[:top]
+    """The `top` complete trials, most accurate first. In a multi-objective study, the Pareto
+    front's trials only: a trial that a smaller, at least as accurate model beats is no leader."""
+    trials = list(trials)
+    if multi_objective(trials):
+        return pareto_front(trials)[:top]
+    return sorted(_complete(trials), key=lambda t: (-t.values[0], t.number))[:top]
+
+
+def pareto_front(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
+    """The complete trials no other beats on both accuracy (up) and parameters (down), most
+    accurate first: each is the most accurate model of its size or smaller. Trials with the same
+    values are all kept, as Optuna's `study.best_trials` keeps them."""
+    front, best = [], float("-inf")
+    by_size: dict[float, list[FrozenTrial]] = {}
+    for t in _complete(trials):
+        by_size.setdefault(_params(t), []).append(t)
+    for n in sorted(by_size):
+        top = max(t.values[0] for t in by_size[n])
+        if top > best:  # more accurate than every smaller model: on the front
+            front += [t for t in by_size[n] if t.values[0] == top]
+            best = top
+    return sorted(front, key=lambda t: (-t.values[0], _params(t), t.number))
 
 
 class NewlyEnded:
@@ -99,6 +148,20 @@ def epoch_seconds(t: FrozenTrial) -> list[float]:
     return list(t.user_attrs.get(EPOCH_SECONDS) or [])
 
 
+def epochs(t: FrozenTrial) -> dict[int, float]:
+    """Each epoch's accuracy so far, by epoch: what the trial reported to Optuna, or, in a
+    multi-objective study (where Optuna takes no reports), the list the objective records."""
+    if t.intermediate_values:
+        return dict(sorted(t.intermediate_values.items()))
+    return {epoch: acc for epoch, acc in enumerate(t.user_attrs.get(EPOCH_ACCURACY) or [], 1) if acc is not None}
+
+
 def curve(t: FrozenTrial) -> list[float]:
-    """The reported accuracy of every epoch, in order."""
-    return [t.intermediate_values[step] for step in sorted(t.intermediate_values)]
+    """The accuracy of every epoch, in order."""
+    return list(epochs(t).values())
+
+
+def last_epoch(t: FrozenTrial) -> tuple[int, Optional[float]]:
+    """The last epoch trained so far (0 before the first) and its accuracy."""
+    done = epochs(t)
+    return (max(done), done[max(done)]) if done else (0, None)

@@ -46,8 +46,13 @@ def load_trials(rdb: optuna.storages.BaseStorage, study_name: str) -> tuple[optu
 
 
 def curve(t: FrozenTrial) -> tuple[list[int], list[float]]:
-    epochs = sorted(t.intermediate_values)
-    return epochs, [100 * t.intermediate_values[e] for e in epochs]
+    done = records.epochs(t)
+    return list(done), [100 * acc for acc in done.values()]
+
+
+def accuracy_pct(t: FrozenTrial) -> float:
+    """A complete trial's final-epoch accuracy in percent (its value, or its first value)."""
+    return 100 * records.accuracy(t)
 
 
 def settings(t: FrozenTrial) -> str:
@@ -87,14 +92,14 @@ def history_figure(trials: list[FrozenTrial]):
     import plotly.graph_objects as go  # noqa: PLC0415
 
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    pruned = [t for t in trials if kind(t) == "pruned" and t.intermediate_values]
+    pruned = [t for t in trials if kind(t) == "pruned" and records.epochs(t)]
     best, xs, ys = float("-inf"), [], []
     for t in sorted(complete, key=lambda t: t.number):
-        best = max(best, 100 * t.value)
+        best = max(best, accuracy_pct(t))
         xs.append(t.number)
         ys.append(best)
     fig = go.Figure()
-    fig.add_scatter(x=[t.number for t in complete], y=[100 * t.value for t in complete], mode="markers",
+    fig.add_scatter(x=[t.number for t in complete], y=[accuracy_pct(t) for t in complete], mode="markers",
                     name="complete trial: final-epoch test accuracy", marker=dict(color=COLORS["complete"], size=8),
                     text=[hover(t) for t in complete], hoverinfo="text+y")
     fig.add_scatter(x=[t.number for t in pruned], y=[curve(t)[1][-1] for t in pruned], mode="markers",
@@ -119,7 +124,7 @@ def curves_figure(trials: list[FrozenTrial]):
     shown = set()
     for t in sorted(trials, key=lambda t: (kind(t) == "complete", t.number)):
         k = kind(t)
-        if k == "rejected" or not t.intermediate_values:
+        if k == "rejected" or not records.epochs(t):
             continue
         epochs, acc = curve(t)
         fig.add_scatter(x=epochs, y=acc, mode="lines+markers", line=styles[k], legendgroup=k, name=names[k],
@@ -128,7 +133,7 @@ def curves_figure(trials: list[FrozenTrial]):
                                     symbol=["circle"] * (len(acc) - 1) + ["x" if k == "pruned" else "circle"]),
                         text=hover(t), hoverinfo="text+x+y")
         shown.add(k)
-    fig.update_xaxes(dtick=1 if max((len(t.intermediate_values) for t in trials), default=0) <= 20 else None)
+    fig.update_xaxes(dtick=1 if max((len(records.epochs(t)) for t in trials), default=0) <= 20 else None)
     return _layout(fig, "Learning curves: test accuracy after every epoch, one line per trial", "epoch",
                    "test accuracy (%)")
 
@@ -140,7 +145,7 @@ def importance_figure(study: optuna.Study, trials: list[FrozenTrial]):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fig = optuna.visualization.plot_param_importances(study, target=lambda t: 100 * t.value,
+            fig = optuna.visualization.plot_param_importances(study, target=accuracy_pct,
                                                               target_name="final test accuracy")
     except (ValueError, RuntimeError) as error:
         return None, f"Optuna could not compute importances: {error}"
@@ -160,7 +165,7 @@ def parallel_figure(study: optuna.Study, trials: list[FrozenTrial]):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fig = optuna.visualization.plot_parallel_coordinate(study, params=sorted(shared),
-                                                            target=lambda t: 100 * t.value,
+                                                            target=accuracy_pct,
                                                             target_name="test accuracy (%)")
     fig.update_layout(title="Parallel coordinates: each complete trial is one line through its settings, "
                             "colored by final test accuracy", template=TEMPLATE, height=480,
@@ -175,20 +180,19 @@ def pareto_figure(study: optuna.Study, trials: list[FrozenTrial]):
 
     complete = [t for t in trials if t.state == TrialState.COMPLETE and isinstance(t.user_attrs.get(records.N_PARAMS), int)]
     fig = go.Figure()
-    front, best = [], float("-inf")
-    for t in sorted(complete, key=lambda t: (t.user_attrs[records.N_PARAMS], -t.value)):
-        if t.value > best:
-            best = t.value
-            front.append(t)
-    fig.add_scatter(x=[t.user_attrs[records.N_PARAMS] for t in front], y=[100 * t.value for t in front],
+    # the Pareto front: what a multi-objective study optimizes, and what any study found along the way
+    front = sorted(records.pareto_front(complete), key=lambda t: t.user_attrs[records.N_PARAMS])
+    searched = "the study's Pareto front (its objective)" if records.multi_objective(trials) else "this study's front"
+    fig.add_scatter(x=[t.user_attrs[records.N_PARAMS] for t in front], y=[accuracy_pct(t) for t in front],
                     mode="lines", line=dict(shape="hv", color=COLORS["complete"], width=1, dash="dot"),
-                    name="this study's front: best accuracy at that size or smaller", hoverinfo="skip")
+                    name=f"{searched}: best accuracy at that size or smaller", hoverinfo="skip")
     others = [t for t in complete if not t.user_attrs.get(records.BASE)]
-    fig.add_scatter(x=[t.user_attrs[records.N_PARAMS] for t in others], y=[100 * t.value for t in others], mode="markers",
-                    name="complete trial (final epoch)", marker=dict(color=COLORS["complete"], size=8, opacity=0.75),
-                    text=[hover(t) for t in others], hoverinfo="text+y")
+    fig.add_scatter(x=[t.user_attrs[records.N_PARAMS] for t in others], y=[accuracy_pct(t) for t in others],
+                    mode="markers", name="complete trial (final epoch)",
+                    marker=dict(color=COLORS["complete"], size=8, opacity=0.75), text=[hover(t) for t in others],
+                    hoverinfo="text+y")
     base = [t for t in complete if t.user_attrs.get(records.BASE)]
-    fig.add_scatter(x=[t.user_attrs[records.N_PARAMS] for t in base], y=[100 * t.value for t in base], mode="markers",
+    fig.add_scatter(x=[t.user_attrs[records.N_PARAMS] for t in base], y=[accuracy_pct(t) for t in base], mode="markers",
                     name="trial 0: the seed's recipe as this study trains it",
                     marker=dict(color=COLORS["base"], size=12, symbol="diamond"), text=[hover(t) for t in base],
                     hoverinfo="text+y")
@@ -251,7 +255,8 @@ def top_table(trials: list[FrozenTrial], top: int) -> str:
         best_epoch, best_acc = t.user_attrs.get(records.BEST_EPOCH), t.user_attrs.get(records.BEST_ACCURACY)
         spe, span = seconds_per_epoch(t), duration(t)
         config = yaml.safe_dump(t.user_attrs.get(records.CONFIG, {}), sort_keys=False, default_flow_style=None, width=90)
-        cells = [str(rank), f"{t.number}{' (base)' if t.user_attrs.get(records.BASE) else ''}", f"{100 * t.value:.2f}%",
+        cells = [str(rank), f"{t.number}{' (base)' if t.user_attrs.get(records.BASE) else ''}",
+                 f"{accuracy_pct(t):.2f}%",
                  f"{100 * best_acc:.2f}% (epoch {best_epoch})" if best_acc is not None else "-",
                  f"{n:,}" if isinstance(n, int) else "-", f"{spe:.2f}" if spe else "-",
                  f"{span:.0f}" if span else "-", html.escape(settings(t)) or "-"]
@@ -277,6 +282,7 @@ def build_report(*, storage: optuna.storages.BaseStorage, study_name: str, where
     study, trials = load_trials(storage, study_name)
     c = records.count(trials)
     best = records.best_trial(trials)
+    front = len(records.pareto_front(trials)) if records.multi_objective(trials) else None
     first = [True]
 
     def figure(fig, note: str = "") -> str:
@@ -291,8 +297,9 @@ def build_report(*, storage: optuna.storages.BaseStorage, study_name: str, where
     source = study.user_attrs.get(records.SOURCE, "")
     sections = [
         ("Optimization history", figure(history_figure(trials)),
-         "Each dot is a finished trial's test accuracy after its last epoch (the value the search maximizes); "
-         "the line is the best so far. Pruned trials are drawn where the pruner stopped them."),
+         "Each dot is a finished trial's test accuracy after its last epoch (the value the search maximizes"
+         f"{'; it weighs it against the parameter count, below' if front else ''}); the line is the best so far. "
+         "Pruned trials are drawn where the pruner stopped them."),
         ("Learning curves", figure(curves_figure(trials)),
          "Test accuracy after every epoch as the trials reported it. Dotted red lines ended early: the pruner "
          "judged them unlikely to beat the others at that epoch. Over-budget trials never trained and are not drawn."),
@@ -306,16 +313,18 @@ def build_report(*, storage: optuna.storages.BaseStorage, study_name: str, where
         ("Time", figure(timing_figure(trials)),
          "Seconds per epoch as the trainer measured it; trial wall time includes evaluation and the storage's "
          "writes. Over-budget trials take no time and are left out."),
-        (f"Top {min(top, c.complete)} trials", top_table(trials, top),
-         "Each config re-trains as is: hpo export writes them as YAML for hpo train --config."),
+        (f"Pareto front: {front} trials, most accurate first" + (f" (the first {top})" if front > top else "")
+         if front else f"Top {min(top, c.complete)} trials", top_table(trials, top),
+         ("Each is the most accurate model of its size or smaller. " if front else "")
+         + "Each config re-trains as is: hpo export writes them as YAML for hpo train --config."),
     ]
     body = "".join(f"<h2>{title}</h2>{content}" + (f'<p class="note">{html.escape(note)}</p>' if note else "")
                    for title, content, note in sections)
     size = f" with {n_best:,} parameters" if isinstance(n_best, int) else ""
     facts = (f"{c.finished} finished trials: {c.complete} complete, {c.pruned} pruned; "
              f"{c.rejected} rejected over the parameter budget, {c.failed} failed, {c.running + c.waiting} running "
-             f"or waiting. Best: trial {best.number}, "
-             f"{100 * best.value:.2f}% test accuracy{size}.")
+             f"or waiting. {f'Pareto front: {front} trials; most accurate' if front else 'Best'}: trial {best.number}, "
+             f"{accuracy_pct(best):.2f}% test accuracy{size}.")
     made = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>hpo report: {html.escape(study_name)}"
             f"</title><style>{CSS}</style></head><body><h1>Study <code>{html.escape(study_name)}</code></h1>"

@@ -37,6 +37,13 @@ def ensure_study(rdb: optuna.storages.BaseStorage, spec: StudySpec, storage: Sto
     finally:
         lock.close()
     made_from = rdb.get_study_user_attrs(study_id)
+    directions = [d.name.lower() for d in rdb.get_study_directions(study_id)]
+    if directions != spec.directions:  # Optuna cannot change a study's objectives
+        raise UserError(
+            f"study {spec.name!r} in {storage.masked} {objectives(directions)}, but {spec.source} "
+            f"{objectives(spec.directions, spec.objectives)}; a study's objectives cannot change: give this file "
+            "another name: key, or use another --storage"
+        )
     if made_from.get(records.FINGERPRINT) != spec.fingerprint:
         raise UserError(
             f"study {spec.name!r} in {storage.masked} was created from a different study file "
@@ -46,14 +53,21 @@ def ensure_study(rdb: optuna.storages.BaseStorage, spec: StudySpec, storage: Sto
     return study_id
 
 
+def objectives(directions: list[str], names: tuple[str, ...] = ()) -> str:
+    """'has one objective (maximize)' / 'asks for two objectives (accuracy: maximize, params: minimize)'."""
+    verb = "asks for" if names else "has"
+    listed = ", ".join(f"{n}: {d}" for n, d in zip(names, directions)) if names else ", ".join(directions)
+    return f"{verb} {'one objective' if len(directions) == 1 else f'{len(directions)} objectives'} ({listed})"
+
+
 def _create(rdb: optuna.storages.BaseStorage, spec: StudySpec) -> int:
     import optuna_dashboard  # noqa: PLC0415 - heavy; needed once, for the study's note
 
-    study = optuna.create_study(study_name=spec.name, storage=rdb, direction="maximize")
+    study = optuna.create_study(study_name=spec.name, storage=rdb, directions=spec.directions)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # both are, in some versions
-            study.set_metric_names([spec.metric])
+            study.set_metric_names(spec.metric_names)
             study.enqueue_trial(spec.space.base_params(), user_attrs={records.BASE: True})
         optuna_dashboard.save_note(study, study_note(spec))
         study.set_user_attr(records.SOURCE, spec.source)
@@ -63,6 +77,10 @@ def _create(rdb: optuna.storages.BaseStorage, spec: StudySpec) -> int:
         optuna.delete_study(study_name=spec.name, storage=rdb)
         raise
     return rdb.get_study_id_from_name(spec.name)
+
+
+def searched_name(p) -> str:
+    return f"`{p.name}`" if p.name == p.key else f"`{p.name}` (sets `{p.key}`)"
 
 
 def study_note(spec: StudySpec) -> str:
@@ -81,12 +99,15 @@ def study_note(spec: StudySpec) -> str:
     held_out = (" Epochs are reported on 10,000 held-out training images; the test set is measured once, at "
                 "the end, as the user attribute `test_accuracy`." if spec.eval == "val" else "")
     opt = base.optimizer
-    lines = [f"# {spec.name}", f"From `{spec.source}`. Each trial's value is its **{spec.metric}** after its last epoch; "
+    value = (f"Each trial has two values: its **{spec.metric}** after its last epoch (up) and its **trainable "
+             "parameters** (down); the study's best trials are its Pareto front, and nothing is pruned"
+             if spec.multi_objective else f"Each trial's value is its **{spec.metric}** after its last epoch")
+    lines = [f"# {spec.name}", f"From `{spec.source}`. {value}; "
              f"each trial's full config is attached as an artifact (`hpo train --config` re-trains it).{held_out}", "",
              f"**Base recipe (trial 0):** {models.describe(base.model)}, {opt.name} lr {opt.lr:g}, "
              f"batch {base.batch_size}, {base.epochs} epochs on {datasets.describe(base.data).title}.", "",
              f"**Budget:** {', '.join(limits)}.", "",
-             f"**Searched:** {', '.join(f'`{p.key}`' for p in spec.space.params) or 'nothing'}."]
+             f"**Searched:** {', '.join(searched_name(p) for p in spec.space.params) or 'nothing'}."]
     preset = (spec.raw.get("base", {}).get("model") or {}).get("preset")
     seed = next((s for s in SEED_RESULTS if s.preset == preset), None)
     if seed:

@@ -5,6 +5,11 @@
       optimizer.name: {choices: [adamw, sgd]}
       optimizer.momentum: {float: [0.5, 0.99], when: {optimizer.name: sgd}}
       model.layers.4: {int: [8, 24]}     # a convnet token's width (16k1 -> 12k1 keeps its kind)
+      adamw_lr: {key: optimizer.lr, float: [0.0005, 0.01], log: true, when: {optimizer.name: adamw}}
+
+A parameter is named by its mapping key; `key:` sets another config key than its name, so one
+config key can be searched over different ranges under different `when`s (a learning rate per
+optimizer), under names of their own.
 
 Everything that turns values into a config goes through `SearchSpace.fill`: sampling a trial,
 the base recipe as trial 0's parameters, and the budget check of a proposal, so `when`
@@ -14,21 +19,24 @@ conditions hold the same way in each.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from hpo import models, schema
 from hpo.config import OPTIMIZER_ONLY, Optimizer, TrainConfig, parse_config
 from hpo.dotted import KEEP, base_value, get_path, set_path
 from hpo.errors import ConfigError
 from hpo.schema import require
-from hpo.space_check import check_space
+from hpo.space_check import check_space, ends
 
 PLAIN = (bool, int, float, str, type(None))  # what a choice or a `when` value may be: what Optuna can store
+SHRINK_STEPS = 12  # halvings of the shrink fraction: within 1/4096 of the largest model that fits
 MAX_POINTS = 10**9  # steps in one range: more than a search visits, fewer than Optuna's decimal arithmetic allows
 
 
@@ -42,16 +50,44 @@ class Param:
     step: Optional[float] = None
     choices: tuple = ()
     when: tuple[tuple[str, tuple], ...] = ()  # (dotted key, allowed values) that must all hold
+    name: str = ""                 # the Optuna parameter's name: the search mapping's key (default: `key`)
+
+    def __post_init__(self):
+        if not self.name:
+            object.__setattr__(self, "name", self.key)
 
     def applies(self, cfg: dict) -> bool:
         return all(get_path(cfg, key) in allowed for key, allowed in self.when)
 
     def suggest(self, trial: optuna.Trial) -> Any:
         if self.kind == "float":
-            return trial.suggest_float(self.key, self.low, self.high, log=self.log, step=self.step)
+            return trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
         if self.kind == "int":
-            return trial.suggest_int(self.key, int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
-        return trial.suggest_categorical(self.key, list(self.choices))
+            return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
+        return trial.suggest_categorical(self.name, list(self.choices))
+
+    def distribution(self) -> BaseDistribution:
+        """What `suggest` draws from, as Optuna stores it (the budget sampler proposes from it)."""
+        if self.kind == "float":
+            return FloatDistribution(self.low, self.high, log=self.log, step=self.step)
+        if self.kind == "int":
+            return IntDistribution(int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
+        return CategoricalDistribution(list(self.choices))
+
+    def toward_low(self, value: Any, fraction: float) -> Any:
+        """`value` moved toward the low end, keeping `fraction` of the way from it (on the grid,
+        rounded down; on a log range, the geometric way). Choices stay as they are."""
+        if self.kind == "categorical":
+            return value
+        if self.log:
+            moved = self.low * (value / self.low) ** fraction
+        else:
+            moved = self.low + (value - self.low) * fraction
+        if self.kind == "float" and self.step is None:
+            return min(max(moved, self.low), value)
+        step = self.step or 1
+        moved = self.low + math.floor((moved - self.low) / step + 1e-9) * step
+        return int(moved) if self.kind == "int" else moved
 
     def lowest(self) -> Any:
         """The value that builds the smallest model: the low end, or the smallest numeric choice."""
@@ -93,7 +129,7 @@ class SearchSpace:
 
     def apply(self, values: dict) -> dict:
         """The config these sampled values build (keys not among them keep the base's value)."""
-        return self.fill(lambda p, _: values.get(p.key, KEEP))
+        return self.fill(lambda p, _: values.get(p.name, KEEP))
 
     def base_params(self) -> dict:
         """The base recipe as Optuna parameters, for `enqueue_trial`: trial 0 is the human's choice.
@@ -104,7 +140,7 @@ class SearchSpace:
             value = base_value(cfg, p.key)
             if value is None:
                 return KEEP
-            values[p.key] = value
+            values[p.name] = value
             return value
 
         self.fill(record)
@@ -120,6 +156,39 @@ class SearchSpace:
             return self.n_params(self.apply(values)) <= max_params
         except ConfigError:
             return False
+
+    @functools.cached_property
+    def sizing(self) -> tuple[Param, ...]:
+        """The parameters that change the model's size: model keys whose ends (whose choices)
+        build models of different sizes, the others at the base's values (dropout does not)."""
+        def size(p: Param, value) -> Optional[int]:
+            try:
+                return self.n_params(self.fill(lambda q, _: value if q is p else KEEP))
+            except ConfigError:
+                return None
+        return tuple(p for p in self.params if p.key.startswith("model.")
+                     and len({size(p, v) for v in ends(p)}) > 1)
+
+    def shrink(self, values: dict, max_params: int, *, keep=()) -> dict:
+        """`values` (Optuna parameters) with every numeric model value moved toward its low end
+        by one shared fraction, the largest that fits `max_params`: a proposal over the budget
+        projected onto it, its proportions kept. Values named in `keep` stay; where nothing
+        fits, `values` come back unchanged (the objective then rejects the trial)."""
+        movable = [p for p in self.sizing if p.kind != "categorical" and p.name in values and p.name not in keep]
+
+        def scaled(fraction: float) -> dict:
+            return {**values, **{p.name: p.toward_low(values[p.name], fraction) for p in movable}}
+
+        if not movable or not self.fits(scaled(0.0), max_params):
+            return values
+        fits, over = 0.0, 1.0
+        for _ in range(SHRINK_STEPS):
+            middle = (fits + over) / 2
+            if self.fits(scaled(middle), max_params):
+                fits = middle
+            else:
+                over = middle
+        return scaled(fits)
 
     def smallest_model(self) -> int:
         """Parameters of the model with every searched model value at its low end."""
@@ -146,14 +215,17 @@ def drop_inapplicable(cfg: dict) -> dict:
 # ----------------------------------------------------------------- parsing one key
 
 
-def _parse_param(key: Any, raw: Any, prefix: str) -> Param:
-    where = f"{prefix}.{key}"
-    require(isinstance(key, str) and key != "", where, "expected a dotted training config key, like optimizer.lr")
+def _parse_param(name: Any, raw: Any, prefix: str) -> Param:
+    where = f"{prefix}.{name}"
+    require(isinstance(name, str) and name != "", where, "expected a dotted training config key, like optimizer.lr")
     require(isinstance(raw, dict), where, "expected a mapping like {float: [low, high]}, {int: [low, high]} "
                                           "or {choices: [...]}")
+    key = raw.get("key", name)
+    require(isinstance(key, str) and key != "", f"{where}.key",
+            f"expected the dotted training config key this parameter sets, like optimizer.lr; got {schema.describe(key)}")
     kinds = [k for k in ("float", "int", "choices") if k in raw]
     require(len(kinds) == 1, where, "give exactly one of float: [low, high], int: [low, high], choices: [...]")
-    allowed = {"float": {"log", "step"}, "int": {"log", "step"}, "choices": set()}[kinds[0]] | {kinds[0], "when"}
+    allowed = {"float": {"log", "step"}, "int": {"log", "step"}, "choices": set()}[kinds[0]] | {kinds[0], "when", "key"}
     for extra in raw:
         require(extra in allowed, f"{where}.{extra}", f"unknown key; expected one of: {', '.join(sorted(allowed))}")
     when = _parse_when(raw.get("when"), f"{where}.when")
@@ -164,7 +236,7 @@ def _parse_param(key: Any, raw: Any, prefix: str) -> Param:
             require(is_plain(c), f"{where}.choices.{i}",
                     f"choices must be plain finite numbers, strings or booleans, got {schema.describe(c)}")
         require(len(set(map(repr, choices))) == len(choices), f"{where}.choices", "has duplicates")
-        return Param(key, "categorical", choices=tuple(choices), when=when)
+        return Param(key, "categorical", choices=tuple(choices), when=when, name=name)
     kind = kinds[0]
     bounds = raw[kind]
     require(isinstance(bounds, list) and len(bounds) == 2, f"{where}.{kind}", "expected [low, high]")
@@ -185,11 +257,11 @@ def _parse_param(key: Any, raw: Any, prefix: str) -> Param:
                 "leave it out for a continuous range")
     if log:
         require(low > 0, f"{where}.{kind}", f"log scale needs low > 0, got {low}")
-    param = Param(key, kind, low=low, high=high, log=log, step=step, when=when)
+    param = Param(key, kind, low=low, high=high, log=log, step=step, when=when, name=name)
     try:  # what Optuna would refuse at every trial, it refuses here, once
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a range that is no whole number of steps: Optuna trims high
-            param.suggest(optuna.trial.FixedTrial({key: low}))
+            param.suggest(optuna.trial.FixedTrial({name: low}))
     except (ValueError, ArithmeticError) as error:
         raise ConfigError(where, f"Optuna cannot draw from this range: {error}") from None
     return param

@@ -24,9 +24,11 @@ def check_space(space, *, max_epochs: int) -> None:
     every_key = {**schema.to_dict(parse_config(space.base)),  # unset optional keys too, as None: each may be searched
                  "model": space.base["model"]}  # as the base spells it: your own model's arguments, not its fields
     for i, p in enumerate(space.params):
-        where = f"search.{p.key}"
+        where = f"search.{p.name}"
         earlier = {q.key: q for q in space.params[:i]}
-        require(p.key not in earlier, where, "appears twice")
+        for q in space.params[:i]:
+            if q.key == p.key:
+                check_exclusive(p, q, where)
         check_key(p.key, every_key, where)
         for cond_key, allowed in p.when:
             require(cond_key in earlier or has_path(space.base, cond_key), f"{where}.when.{cond_key}",
@@ -44,6 +46,17 @@ def check_space(space, *, max_epochs: int) -> None:
             else:
                 require(is_number(value) and p.low <= value <= p.high, where,
                         f"the base value {value!r} is outside [{p.low}, {p.high}]; widen the range or change base")
+
+
+def check_exclusive(p, q, where: str) -> None:
+    """Two parameters may set one config key only where their `when`s cannot both hold: the
+    same key switched by different values (a learning rate range per optimizer)."""
+    theirs = dict(q.when)
+    apart = any(key in theirs and not set(map(repr, allowed)) & set(map(repr, theirs[key])) for key, allowed in p.when)
+    what = "appears twice" if p.name == q.name else f"sets {p.key}, as search.{q.name} does"
+    require(apart, where, f"{what}; give each a `when` on one key with different values "
+                          f"(say {{when: {{optimizer.name: sgd}}}} and {{when: {{optimizer.name: adamw}}}}), "
+                          "so that at most one of them applies")
 
 
 def check_key(key: str, every_key: dict, where: str) -> None:
@@ -86,21 +99,20 @@ def check_values(space, p, where: str) -> None:
     conditions = with_optimizer_taking(p, when_values(space.params, p), space, where)
     context = f" (with {', '.join(f'{k}: {v}' for k, v in conditions.items())})" if conditions else ""
     for value in ends(p):
-        values = {**conditions, p.key: value}
         applied = []
 
         def value_of(q, _cfg: dict) -> Any:
-            applied.append(q.key)
-            return values.get(q.key, KEEP)
+            applied.append(q.name)
+            return value if q is p else conditions.get(q.key, KEEP)
 
         try:
             cfg = space.fill(value_of)
-            if p.key in applied:
+            if p.name in applied:
                 parse_config(cfg)
         except ConfigError as error:
             detail = error.reason if error.key in ("", p.key) else f"{error.key}: {error.reason}"
             raise ConfigError(where, f"{value!r} is not a valid value here{context}: {detail}") from None
-        require(p.key in applied, f"{where}.when", f"cannot all hold at once{context}, so this key would never "
+        require(p.name in applied, f"{where}.when", f"cannot all hold at once{context}, so this key would never "
                                                    "be searched")
 
 

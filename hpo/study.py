@@ -9,6 +9,7 @@
     budget: {max_params: 8000, epochs: 15, trial_seconds: 900}
     pruner: {name: median, n_startup_trials: 5}
     sampler: {name: tpe, seed: 0}
+    objectives: [accuracy, params]  # optional: also minimize the parameters (a Pareto front; no pruner)
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any, Optional
 import optuna
 
 from hpo import config as config_mod
-from hpo import schema
+from hpo import records, schema
 from hpo.errors import ConfigError, UserError
 from hpo.schema import require
 from hpo.space import SearchSpace
@@ -67,7 +68,9 @@ SAMPLERS = {
     "cmaes": optuna.samplers.CmaEsSampler,
     "gp": optuna.samplers.GPSampler,
     "qmc": optuna.samplers.QMCSampler,
+    "nsgaii": optuna.samplers.NSGAIISampler,
 }
+SINGLE_OBJECTIVE_SAMPLERS = ("cmaes",)  # Optuna's CMA-ES refuses a study with two directions
 
 
 INTERNAL_OPTIONS = ("wrapped_pruner", "constraints_func")  # hpo sets these itself
@@ -116,11 +119,26 @@ class StudySpec:
     source: str = ""
     raw: dict = field(default_factory=dict, compare=False)
     eval: str = "test"              # what each epoch is reported on: the test set, or held-out training images
+    objectives: tuple[str, ...] = (records.ACCURACY,)  # or (accuracy, params): a Pareto front
 
     @property
     def metric(self) -> str:
-        """What a trial's value is, as the dashboard names it."""
+        """What a trial's (first) value is, as the dashboard names it."""
         return "validation accuracy" if self.eval == "val" else "test accuracy"
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def directions(self) -> list[str]:
+        return [records.OBJECTIVES[name] for name in self.objectives]
+
+    @property
+    def metric_names(self) -> list[str]:
+        """Each value's name, as the dashboard shows it."""
+        names = {records.ACCURACY: self.metric, records.PARAMS: "trainable parameters"}
+        return [names[name] for name in self.objectives]
 
     @property
     def base(self) -> dict:
@@ -156,10 +174,10 @@ class StudySpec:
         sampler = SAMPLERS[self.sampler.name](**kwargs)
         if not self.budget.max_params:
             return sampler
-        return BudgetSampler(sampler, lambda values: self.space.fits(values, self.budget.max_params))
+        return BudgetSampler(sampler, self.space, self.budget.max_params)
 
 
-STUDY_KEYS = ("name", "base", "search", "budget", "pruner", "sampler", "eval")
+STUDY_KEYS = ("name", "base", "search", "budget", "pruner", "sampler", "eval", "objectives")
 EVALS = ("test", "val")
 # a study's name is a folder under --checkpoint-dir: one plain path component, never '..' or '/'
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -190,17 +208,51 @@ def parse_study(raw: Any, source: str, default_name: str) -> StudySpec:
                 f"{base.epochs} is more than budget.epochs {budget.epochs}; lower it or raise the budget")
         # every default filled in, so each key can be searched
         space = SearchSpace.parse(raw.get("search"), base.to_dict(), max_epochs=budget.epochs)
+        objectives = parse_objectives(raw.get("objectives", [records.ACCURACY]))
         spec = StudySpec(
             name=name, space=space, budget=budget,
-            pruner=parse_component(raw.get("pruner"), PRUNERS, "pruner", "median"),
+            # Optuna prunes no multi-objective study: there, no pruner is the default
+            pruner=parse_component(raw.get("pruner"), PRUNERS, "pruner", "none" if len(objectives) > 1 else "median"),
             sampler=parse_component(raw.get("sampler"), SAMPLERS, "sampler", "tpe"),
-            source=source, raw=copy.deepcopy(raw), eval=evaluated_on,
+            source=source, raw=copy.deepcopy(raw), eval=evaluated_on, objectives=objectives,
         )
         check_budget(spec)
+        check_objectives(spec)
         check_components(spec)
         return spec
     except ConfigError as error:
         raise error.located(source) from None
+
+
+OBJECTIVES_EXAMPLE = f"objectives: [{records.ACCURACY}, {records.PARAMS}]"
+
+
+def parse_objectives(raw: Any) -> tuple[str, ...]:
+    """`[accuracy]` (the default) or `[accuracy, params]`: accuracy always, first."""
+    require(isinstance(raw, list), "objectives",
+            f"expected a list, e.g. {OBJECTIVES_EXAMPLE}, got {schema.describe(raw)}")
+    for i, name in enumerate(raw):
+        require(isinstance(name, str) and name in records.OBJECTIVES, f"objectives.{i}",
+                f"unknown objective {name!r}; choose from {', '.join(records.OBJECTIVES)} "
+                f"({records.ACCURACY}: final-epoch accuracy, up; {records.PARAMS}: trainable parameters, down)")
+        require(name not in raw[:i], f"objectives.{i}", f"{name!r} is listed twice; list each objective once")
+    require(raw[:1] == [records.ACCURACY], "objectives",
+            f"{records.ACCURACY} comes first (every study maximizes it); write {OBJECTIVES_EXAMPLE}"
+            f"{'' if raw else ', or leave the key out for accuracy alone'}")
+    return tuple(raw)
+
+
+def check_objectives(spec: StudySpec) -> None:
+    """What Optuna cannot do with two objectives fails here, not in every worker's first trial."""
+    if not spec.multi_objective:
+        return
+    if spec.pruner.name != "none":
+        raise ConfigError("pruner", f"Optuna does not prune multi-objective studies ({OBJECTIVES_EXAMPLE}): remove "
+                                    f"the pruner (or set pruner: {{name: none}}), or keep one objective")
+    if spec.sampler.name in SINGLE_OBJECTIVE_SAMPLERS:
+        usable = ", ".join(n for n in SAMPLERS if n not in SINGLE_OBJECTIVE_SAMPLERS)
+        raise ConfigError("sampler.name", f"{spec.sampler.name} handles one objective only, not "
+                                          f"{OBJECTIVES_EXAMPLE}; choose from {usable}")
 
 
 def check_budget(spec: StudySpec) -> None:

@@ -47,6 +47,14 @@ def existing_study(folder: Path) -> None:
     study_with(lambda s: s["search"]["optimizer.lr"].update(float=[0.001, 0.4]))(folder)
 
 
+def single_objective_study(folder: Path) -> None:
+    """tiny.yaml and its one-objective study in db.sqlite, then tiny.yaml given two objectives."""
+    study_with(lambda s: None)(folder)
+    storage = Storage.resolve(f"sqlite:///{folder / 'db.sqlite'}")
+    ensure_study(storage.open(heartbeat=None), load_spec(str(folder / "tiny.yaml")), storage)
+    study_with(lambda s: s.update(objectives=["accuracy", "params"], pruner="none"))(folder)
+
+
 def study_without_finished_trials(folder: Path) -> None:
     study_with(lambda s: None)(folder)
     storage = Storage.resolve(f"sqlite:///{folder / 'db.sqlite'}")
@@ -122,6 +130,20 @@ CASES = [
     Case("searched epochs over the budget", RUN,
          ("tiny.yaml", "'search.epochs'", "5 epochs is more than budget.epochs 3"),
          study_with(lambda s: s["search"].update(epochs={"choices": [3, 5]}))),
+    Case("multi-objective study with a pruner", RUN,
+         ("tiny.yaml", "'pruner'", "Optuna does not prune multi-objective studies", "pruner: {name: none}",
+          "one objective"), study_with(lambda s: s.update(objectives=["accuracy", "params"]))),
+    Case("unknown objective", RUN, ("tiny.yaml", "'objectives.1'", "unknown objective 'size'", "accuracy, params"),
+         study_with(lambda s: s.update(objectives=["accuracy", "size"], pruner="none"))),
+    Case("objective listed twice", RUN, ("tiny.yaml", "'objectives.1'", "listed twice"),
+         study_with(lambda s: s.update(objectives=["accuracy", "accuracy"]))),
+    Case("objectives not a list", RUN, ("tiny.yaml", "'objectives'", "expected a list", "[accuracy, params]"),
+         study_with(lambda s: s.update(objectives="accuracy params"))),
+    Case("multi-objective study with cmaes", RUN, ("tiny.yaml", "'sampler.name'", "cmaes handles one objective only"),
+         study_with(lambda s: s.update(objectives=["accuracy", "params"], pruner="none", sampler="cmaes"))),
+    Case("study's objectives changed under its name", RUN,
+         ("'tiny'", "has one objective", "asks for 2 objectives", "objectives cannot change", "another name"),
+         single_objective_study),
     Case("unknown study name", ("run", "--study", "nosuch", "--trials", "3", "--storage", "sqlite:///{dir}/db.sqlite"),
          ("--study nosuch", "no such study file", "quickstart")),
     Case("study file changed under its name", RUN, ("'tiny'", "created from a different study file", "another name"),

@@ -57,6 +57,13 @@ def test_a_val_study_reports_validation_and_records_the_test_set_once(tmp_path):
         # all 10,000 test images: 1/10,000 steps, which 300 images cannot give
         assert abs(t.value * 300 - round(t.value * 300)) < 1e-6
     assert any(round(t.user_attrs[records.TEST_ACCURACY] * 300, 6) % 1 for t in complete)
+    # the export says which set each figure is from
+    exported = subprocess.run([sys.executable, "-m", "hpo", "export", "--study", "heldout", "--storage", url],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    first = yaml.safe_load(exported.stdout)["trials"][0]
+    best = max(complete, key=lambda t: t.value)
+    assert first["value"] == best.value and first["test_accuracy"] == best.user_attrs[records.TEST_ACCURACY]
+    assert len(first["validation_accuracy_per_epoch"]) == 2 and "test_accuracy_per_epoch" not in first
 
 
 def test_eval_takes_test_or_val_only():

@@ -72,20 +72,19 @@ def run(study_file: Path, url: str, trials: int, *extra: str, check: bool = True
 # ----------------------------------------------------------------- on each storage
 
 
-def test_run_prunes_rejects_and_counts_exactly(study_file, storage_url):
+def test_run_prunes_keeps_the_budget_and_counts_exactly(study_file, storage_url):
     run(study_file, storage_url, 8)
     trials = trials_of(storage_url)
     c = count(trials)
     assert c.finished == 8 and c.running == 0 and c.failed == 0
     assert c.pruned >= 1, "the median pruner stopped no trial"
-    assert c.rejected >= 1, "no sampled model went over the 3,000-parameter budget"
+    # the random sampler draws widths up to 64: over 3,000 parameters half the time, yet the
+    # budget sampler proposes only models that fit (an over-budget one is tested in test_budget_sampler)
+    assert c.rejected == 0
+    assert all(t.user_attrs["n_params"] <= 3000 for t in trials)
+    assert max(t.user_attrs["n_params"] for t in trials) > 2000, "the proposals were squeezed far below the budget"
     for t in trials:
-        if t.user_attrs.get("rejected"):
-            assert t.state == TrialState.PRUNED
-            assert t.user_attrs["rejected"] == "over_budget" and t.user_attrs["n_params"] > 3000
-            assert t.intermediate_values == {}, "an over-budget trial trained"
-            assert "epoch_seconds" not in t.user_attrs
-        elif t.state == TrialState.COMPLETE:
+        if t.state == TrialState.COMPLETE:
             assert sorted(t.intermediate_values) == [1, 2, 3]
             assert t.value == t.intermediate_values[3]
             assert t.user_attrs["n_params"] <= 3000
@@ -159,8 +158,10 @@ def test_password_never_printed(study_file):
 # ----------------------------------------------------------------- export, train, optuna's own CLI
 
 
-def test_export_retrains_to_the_same_accuracy(study_file, tmp_path):
+def test_export_retrains_to_the_same_accuracy(tmp_path):
     url = f"sqlite:///{tmp_path / 'export.db'}"
+    study_file = tmp_path / "tiny.yaml"  # no pruner: every trial completes, so there are several to export
+    study_file.write_text(yaml.safe_dump({**TINY, "pruner": {"name": "none"}}, sort_keys=False))
     run(study_file, url, 4)
     hpo("export", "--study", "tiny", "--top", "2", "-o", "best.yaml", "--storage", url, cwd=tmp_path)
     exported = yaml.safe_load((tmp_path / "best.yaml").read_text())
@@ -169,7 +170,7 @@ def test_export_retrains_to_the_same_accuracy(study_file, tmp_path):
     best = max(complete, key=lambda t: t.value)
     assert exported["study"] == "tiny" and first["trial"] == best.number and first["value"] == best.value
     assert first["n_params"] == best.user_attrs["n_params"] and len(first["test_accuracy_per_epoch"]) == 3
-    assert len(exported["trials"]) == min(2, len(complete))
+    assert len(complete) == 4 and len(exported["trials"]) == 2
     many = hpo("export", "--study", "tiny", "--top", "1000", "-o", "all.yaml", "--storage", url, cwd=tmp_path)
     written = len(yaml.safe_load((tmp_path / "all.yaml").read_text())["trials"])
     assert written == len(complete) and f"the {written} best trials' configs" in many.stderr, many.stderr

@@ -50,10 +50,10 @@ def test_every_shipped_study_parses_and_its_base_is_in_its_space():
         spec = load_spec(name)
         params = spec.space.base_params()
         for p in spec.space.params:
-            if p.key in params and p.kind == "categorical":
-                assert params[p.key] in p.choices
-            elif p.key in params:
-                assert p.low <= params[p.key] <= p.high, (name, p.key)
+            if p.name in params and p.kind == "categorical":
+                assert params[p.name] in p.choices
+            elif p.name in params:
+                assert p.low <= params[p.name] <= p.high, (name, p.name)
 
 
 def test_budget_studies_match_the_seeds():
@@ -98,6 +98,13 @@ BAD = [
     (("pruner", {"name": "successive_halving", "min_resource": 0}), "pruner", "min_resource"),
     (("sampler", {"name": "tpe", "seed": "x"}), "sampler", "tpe: "),
     (("sampler", {"name": "tpe", "sed": 1}), "sampler.sed", "not an option of tpe"),
+    (("sampler", {"name": "nsgaii", "population_size": 1}), "sampler", "nsgaii: `population_size`"),
+    # objectives: accuracy alone (the default), or accuracy then params; Optuna prunes no multi-objective study
+    (("objectives", "accuracy"), "objectives", "expected a list, e.g. objectives: [accuracy, params]"),
+    (("objectives", ["accuracy", "loss"]), "objectives.1", "unknown objective 'loss'; choose from accuracy, params"),
+    (("objectives", ["accuracy", "params", "params"]), "objectives.2", "listed twice"),
+    (("objectives", ["params", "accuracy"]), "objectives", "accuracy comes first"),
+    (("objectives", ["accuracy", "params"]), "pruner", "Optuna does not prune multi-objective studies"),
     (("budget/max_params", 50), "budget.max_params", "smallest model"),
     (("budget/max_params", 7000), "budget.max_params", "base model has 7,416"),
     (("budget/epochs", 0), "budget.epochs", "must be in"),
