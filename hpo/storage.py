@@ -13,7 +13,7 @@ import os
 import re
 import sqlite3
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
@@ -124,15 +124,18 @@ class Storage:
             admin.dispose()
 
     def open(self, *, heartbeat: Optional[int] = HEARTBEAT_SECONDS, grace: Optional[int] = GRACE_SECONDS,
-             max_retry: int = MAX_RETRY, write: bool = True) -> "RDBStorage":
+             max_retry: int = MAX_RETRY, write: bool = True, schema_ready: bool = False) -> "RDBStorage":
         """Optuna's RDB storage; with `heartbeat`, trials of dead workers fail and are retried.
-        An SQLite file that cannot be written is refused here (`write`), not waited on as an outage."""
+        An SQLite file that cannot be written is refused here (`write`), not waited on as an outage.
+        `schema_ready`: this storage was opened already by the caller's `hpo run` (its tables made and
+        checked against this Optuna), so a worker neither makes nor checks them, nor waits for the
+        lock that guards doing so: workers starting together waited on it in turn (BENCHMARKS.md, P5)."""
         if self.file is not None:
             self._prepare_sqlite(write)
         lock = self.lock("(schema)")
         try:
             # Optuna creates its tables on first use; two processes doing so at once collide
-            with warnings.catch_warnings(), lock.hold():
+            with warnings.catch_warnings(), nullcontext() if schema_ready else lock.hold():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 kwargs = {}
                 if heartbeat:
@@ -140,7 +143,8 @@ class Storage:
                     kwargs = {"heartbeat_interval": heartbeat, "grace_period": grace or 4 * heartbeat,
                               "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
                                   max_retry=max_retry, inherit_intermediate_values=True)}
-                return RDBStorage(self.url, engine_kwargs=self._engine_kwargs(), **kwargs)
+                return RDBStorage(self.url, engine_kwargs=self._engine_kwargs(), skip_table_creation=schema_ready,
+                                  skip_compatibility_check=schema_ready, **kwargs)
         except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as error:
             raise self._connect_error(error) from None
         except OSError as error:  # the SQLite lock file beside the database

@@ -17,6 +17,7 @@ ends the worker with one line while the study stays as it was.
 
 from __future__ import annotations
 
+import _thread
 import gc
 import os
 import sys
@@ -43,6 +44,7 @@ from hpo.trainer import pick_device
 
 POLL_SECONDS = 1.0
 MAX_CONSECUTIVE_FAILURES = 5
+INTERRUPTED = {"reason": "interrupted: Ctrl-C or SIGTERM"}  # what an interrupted trial's fail_reason says
 JOINED = "hpo_workers_joined"  # study system attribute: how many worker processes have joined, ever
 
 
@@ -106,7 +108,7 @@ class Worker:
         self.data = data_mod.load(spec.data, self.device, root)
         # eval: val reports and prunes on held-out training images; the test set waits for the end
         self.fit_data = self.data.validation() if spec.eval == "val" else self.data
-        self.rdb = job.storage.open(heartbeat=job.heartbeat, grace=job.grace)
+        self.rdb = job.storage.open(heartbeat=job.heartbeat, grace=job.grace, schema_ready=True)  # hpo run opened it
         self.study_id = self.rdb.get_study_id_from_name(spec.name)
         self.lock = job.storage.lock(spec.name)
         self.joined = self.join()
@@ -169,7 +171,10 @@ class Worker:
             warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with")
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(self.study)
-            counts = records.count(self.rdb.get_all_trials(self.study_id, deepcopy=False))
+            # through the study's cached storage, which reads again only the trials that were not
+            # finished when it last looked and the newer ones (a finished trial does not change), not
+            # every trial with all its attributes on each claim, under the lock (BENCHMARKS.md, P5)
+            counts = records.count(self.study.get_trials(deepcopy=False))
             self.backoff.ok()
             if counts.finished >= self.job.target:
                 return None
@@ -189,7 +194,7 @@ class Worker:
 
     def train(self, claimed: list[Claimed]) -> list[tuple[TrialState, str]]:
         """Build each claimed trial, train those within budget, tell each how it ended."""
-        jobs, running, ended = [], [], []
+        jobs, running, sizes, ended = [], [], [], []
         try:
             for c in claimed:
                 try:
@@ -210,6 +215,7 @@ class Worker:
                                      hooks.on_step if self.job.spec.budget.trial_seconds else None, plan.checkpoint,
                                      final))
                 running.append(c)
+                sizes.append(plan.n_params)
             outcomes = self.backend.run(jobs, self.fit_data)
         except KeyboardInterrupt:
             self.interrupted(running)
@@ -218,11 +224,11 @@ class Worker:
             for c in claimed:
                 c.heartbeat.stop()
         outage = None
-        for c, job, outcome in zip(running, jobs, outcomes):
+        for c, job, n_params, outcome in zip(running, jobs, sizes, outcomes):
             try:
                 if not ended_here(outcome):
                     raise outcome.error
-                state = finish(self.study, c.trial, outcome)
+                state = finish(self.study, c.trial, outcome, objectives=self.job.spec.objectives, n_params=n_params)
             except optuna.exceptions.UpdateFinishedTrialError:
                 print(f"hpo run: worker {self.index}: trial {c.trial.number} was silent for longer than --grace "
                       "and was failed and retried by another worker; going on", file=sys.stderr)
@@ -247,7 +253,7 @@ class Worker:
             try:
                 if retry:  # queued first, so the retry does not inherit the reason below
                     retry(self.study, self.rdb.get_trial(c.trial_id))
-                c.trial.set_user_attr(records.FAIL_REASON, "interrupted: Ctrl-C or SIGTERM")
+                c.trial.set_user_attr(records.FAIL_REASON, INTERRUPTED["reason"])
                 self.study.tell(c.trial, state=TrialState.FAIL)
             except Exception:  # the database is gone too: the trial goes stale and is retried all the same
                 pass
@@ -276,5 +282,25 @@ def worker_main(job: Job, index: int) -> int:
             worker.lock.close()
 
 
+def watch_parent(parent: int, index: int) -> None:
+    """Stop this worker as Ctrl-C would once its `hpo run` is gone (killed with SIGKILL, or its
+    machine's OOM killer): the trial is failed, queued again and resumed from its checkpoint by
+    the next run, instead of a worker nobody watches training on and taking new trials."""
+    while os.getppid() == parent:
+        time.sleep(POLL_SECONDS)
+    INTERRUPTED["reason"] = f"interrupted: its hpo run (pid {parent}) was killed"
+    try:
+        print(f"hpo run: worker {index}: hpo run (pid {parent}) is gone; stopping", file=sys.stderr, flush=True)
+    except OSError:  # nobody reads its stderr any more
+        pass
+    _thread.interrupt_main()
+
+
 def worker_entry(job: Job, index: int) -> None:
-    sys.exit(worker_main(job, index))
+    threading.Thread(target=watch_parent, args=(os.getppid(), index), name="hpo-parent-watch", daemon=True).start()
+    status = worker_main(job, index)
+    # everything is recorded and closed by now: skip the interpreter's teardown, which takes a
+    # process that imported torch a second or two of CPU (8 workers on 2 cores: 25 s; P5)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

@@ -67,3 +67,43 @@ def test_sigterm_stops_every_worker_and_the_next_run_resumes(tmp_path):
     assert retried and all(t.state == TrialState.COMPLETE for t in retried)
     assert not any(records.FAIL_REASON in t.user_attrs for t in retried)
     assert any(t.user_attrs.get(records.RESUMED_AT_EPOCH) for t in retried), "no retry resumed from its checkpoint"
+
+
+def test_workers_of_a_killed_run_stop_and_leave_their_trials_to_the_next(tmp_path):
+    """SIGKILL gives `hpo run` no chance to stop its workers: each notices it is gone, fails its
+    trial with a reason, queues it again, and exits, instead of training on unwatched."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    path = write_study(tmp_path, "orphan", base={**TINY["base"], "epochs": 50,
+                                                 "data": {"train_subset": 10000, "test_subset": 500}},
+                       search={"optimizer.lr": {"float": [0.01, 0.1], "log": True}},
+                       budget={"epochs": 50}, pruner={"name": "none"})
+    argv = run_args(path, url, N, "--workers", "2", "--checkpoint-dir", str(tmp_path / "checkpoints"))
+    log = tmp_path / "run.log"
+    proc = start_hpo(*argv, cwd=tmp_path, env={"OMP_NUM_THREADS": "1"}, log=log)
+    deadline = time.monotonic() + 240
+    workers: set[int] = set()
+    try:
+        study = study_when_started(url, "orphan", log, proc, deadline)
+        while not any(t.intermediate_values for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        workers = children(proc.pid)
+        assert len(workers) >= 2, workers
+        proc.kill()  # SIGKILL to `hpo run` alone: its workers live on, orphaned
+        proc.wait(timeout=30)
+        while any(alive(pid) for pid in workers):
+            assert time.monotonic() < deadline, f"a worker trained on after its hpo run was killed\n{log.read_text()}"
+            time.sleep(0.2)
+    finally:
+        for pid in workers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    text = log.read_text()
+    print(text)
+    assert "is gone; stopping" in text and "Traceback" not in text
+    trials = study.get_trials(deepcopy=False)
+    c = records.count(trials)
+    assert c.running == 0 and c.finished == 0, "a trial was left RUNNING, or a worker took on a new one"
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert failed and all("was killed" in t.user_attrs[records.FAIL_REASON] for t in failed)
+    assert c.waiting == len(failed), "an interrupted trial was not queued again"

@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 from hpo import records
 from hpo.backend import Outcome
 from hpo.runner import ensure_study
-from hpo.storage import Storage
+from hpo.storage import RDBStorage, Storage
 from hpo.study import parse_study
 from hpo.trainer import Diverged, EpochResult
 from hpo.worker import Job, Worker
@@ -89,6 +89,41 @@ def test_a_group_backend_gets_k_trials_at_once_and_each_is_told_its_own_end(make
     assert (c.finished, c.running, c.waiting) == (4, 0, 0), "a failed trial counted, or one was left running"
     assert sum(backend.groups) == 5 and backend.groups[1:] == [2], backend.groups  # 4 - 2 finished = room for 2
     assert threading.active_count() == beating, "a heartbeat thread outlived its trial"
+
+
+def test_a_claim_does_not_read_every_trial_again(make_worker, monkeypatch):
+    """The count under the study's lock goes through the study's cached storage, which reads a
+    finished trial once: a claim's cost does not grow with the study (BENCHMARKS.md, P5)."""
+    make, storage = make_worker
+    worker = make(Scripted(1, [None] * 6), target=6)
+    full_reads = []
+    read_all = RDBStorage.get_all_trials
+    monkeypatch.setattr(RDBStorage, "get_all_trials",
+                        lambda self, *args, **kwargs: full_reads.append(1) or read_all(self, *args, **kwargs))
+    assert worker.loop() == 0
+    monkeypatch.undo()
+    assert full_reads == [], "a claim read every trial of the study again"
+    c = records.count(trials(storage))
+    assert (c.finished, c.running, c.waiting) == (6, 0, 0)
+
+
+def test_a_worker_opens_the_storage_its_run_made_without_waiting_for_the_schema_lock(tmp_path):
+    """hpo run made and checked the tables before it started its workers, so a worker does not
+    take the lock that guards making them: workers starting together no longer wait in turn."""
+    storage = Storage.resolve(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    storage.open(heartbeat=None)  # what hpo run does first
+    opened = []
+    lock = storage.lock("(schema)")
+    try:
+        with lock.hold():  # another process making tables, say
+            opening = threading.Thread(target=lambda: opened.append(storage.open(heartbeat=1, schema_ready=True)))
+            opening.start()
+            opening.join(timeout=60)
+            assert opened, "a worker's open waited for the schema lock"
+    finally:
+        lock.close()
+    opening.join()
+    assert opened[0].get_all_studies() == []
 
 
 def test_ctrl_c_fails_the_trial_and_queues_it_again_for_the_next_run(make_worker):
