@@ -26,3 +26,17 @@ def test_seed003_is_its_own_net_not_the_pytorch_example():
     cfg = load_config(next(p for p in CONFIGS if p.name.startswith("seed003")))
     assert cfg.model == models.parse_model({"preset": "classic003"})
     assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.momentum, cfg.batch_size) == ("sgd", 0.05, 0.5, 64)
+
+
+def test_every_best_config_retrains_and_keeps_its_study_budget():
+    """studies/best/STUDY.yaml is what `hpo verify` and `hpo train --config` re-train: an export of
+    STUDY's best trial, within STUDY's parameter and epoch budget."""
+    from hpo.space import model_size  # noqa: PLC0415
+    from hpo.study import STUDIES_DIR, load_spec  # noqa: PLC0415
+
+    best = sorted((STUDIES_DIR / "best").glob("*.yaml"))
+    assert best, "no best config committed"
+    for path in best:
+        spec, cfg = load_spec(path.stem), load_config(path)
+        assert cfg.epochs <= spec.budget.epochs, path
+        assert not spec.budget.max_params or model_size(cfg) <= spec.budget.max_params, path
