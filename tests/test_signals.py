@@ -24,23 +24,34 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_sigterm_stops_every_worker_and_the_next_run_resumes(tmp_path):
+def start_run(tmp_path: Path, name: str, epochs: int):
+    """`hpo run` of a 2-worker study in the background: (its process, its argv, the url, its log)."""
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    path = write_study(tmp_path, "term", base={**TINY["base"], "epochs": EPOCHS,
-                                               "data": {"train_subset": 10000, "test_subset": 500}},
+    path = write_study(tmp_path, name, base={**TINY["base"], "epochs": epochs,
+                                             "data": {"train_subset": 10000, "test_subset": 500}},
                        search={"optimizer.lr": {"float": [0.01, 0.1], "log": True}},
-                       budget={"epochs": EPOCHS}, pruner={"name": "none"})
+                       budget={"epochs": epochs}, pruner={"name": "none"})
     argv = run_args(path, url, N, "--workers", "2", "--checkpoint-dir", str(tmp_path / "checkpoints"))
     log = tmp_path / "run.log"
-    proc = start_hpo(*argv, cwd=tmp_path, env={"OMP_NUM_THREADS": "1"}, log=log)
+    return start_hpo(*argv, cwd=tmp_path, env={"OMP_NUM_THREADS": "1"}, log=log), argv, url, log
+
+
+def workers_once_training(proc, url: str, name: str, log: Path, deadline: float):
+    """The study and the worker pids, once a trial has reported an epoch."""
+    study = study_when_started(url, name, log, proc, deadline)
+    while not any(t.intermediate_values for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))):
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
+    workers = children(proc.pid)
+    assert len(workers) >= 2, workers
+    return study, workers
+
+
+def test_sigterm_stops_every_worker_and_the_next_run_resumes(tmp_path):
+    proc, argv, url, log = start_run(tmp_path, "term", EPOCHS)
     deadline = time.monotonic() + 240
     try:
-        study = study_when_started(url, "term", log, proc, deadline)
-        while not any(t.intermediate_values for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))):
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
-        workers = children(proc.pid)
-        assert len(workers) >= 2, workers
+        study, workers = workers_once_training(proc, url, "term", log, deadline)
         proc.send_signal(signal.SIGTERM)  # to the command alone, as docker does to PID 1
         assert proc.wait(timeout=90) == 130, log.read_text()
     finally:
@@ -72,29 +83,19 @@ def test_sigterm_stops_every_worker_and_the_next_run_resumes(tmp_path):
 def test_workers_of_a_killed_run_stop_and_leave_their_trials_to_the_next(tmp_path):
     """SIGKILL gives `hpo run` no chance to stop its workers: each notices it is gone, fails its
     trial with a reason, queues it again, and exits, instead of training on unwatched."""
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    path = write_study(tmp_path, "orphan", base={**TINY["base"], "epochs": 50,
-                                                 "data": {"train_subset": 10000, "test_subset": 500}},
-                       search={"optimizer.lr": {"float": [0.01, 0.1], "log": True}},
-                       budget={"epochs": 50}, pruner={"name": "none"})
-    argv = run_args(path, url, N, "--workers", "2", "--checkpoint-dir", str(tmp_path / "checkpoints"))
-    log = tmp_path / "run.log"
-    proc = start_hpo(*argv, cwd=tmp_path, env={"OMP_NUM_THREADS": "1"}, log=log)
+    proc, _, url, log = start_run(tmp_path, "orphan", 50)
     deadline = time.monotonic() + 240
     workers: set[int] = set()
     try:
-        study = study_when_started(url, "orphan", log, proc, deadline)
-        while not any(t.intermediate_values for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))):
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
-        workers = children(proc.pid)
-        assert len(workers) >= 2, workers
+        study, workers = workers_once_training(proc, url, "orphan", log, deadline)
         proc.kill()  # SIGKILL to `hpo run` alone: its workers live on, orphaned
         proc.wait(timeout=30)
         while any(alive(pid) for pid in workers):
             assert time.monotonic() < deadline, f"a worker trained on after its hpo run was killed\n{log.read_text()}"
             time.sleep(0.2)
     finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
         for pid in workers:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
