@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=positive_int, default=5, metavar="N",
                    help="how many seeds, from the config's seed on (default: 5)")
     p.add_argument("--epochs", type=positive_int, help="override the config's epochs")
+    p.add_argument("--workers", type=positive_int, default=1, metavar="K",
+                   help="train K seeds at once, each in a process of its own (on the CPU they split the cores; "
+                        "default: 1, one seed after another)")
     p.add_argument("--json", action="store_true", help="print the result as JSON on standard output, nothing else")
     device(p)
     data_dir(p)
@@ -202,8 +205,8 @@ def cmd_train(args) -> int:
 
 def cmd_verify(args) -> int:
     import json  # noqa: PLC0415
+    import time  # noqa: PLC0415
 
-    from hpo import data  # noqa: PLC0415
     from hpo.config import load_config  # noqa: PLC0415
     from hpo.display import console, pct  # noqa: PLC0415
     from hpo.space import model_size  # noqa: PLC0415
@@ -212,7 +215,6 @@ def cmd_verify(args) -> int:
 
     cfg = load_config(args.config).with_overrides(epochs=args.epochs)
     device = pick_device(args.device)
-    splits = data.load(cfg.data, device, args.data_dir)
     n_params = model_size(cfg)
 
     def line(r) -> None:
@@ -221,9 +223,13 @@ def cmd_verify(args) -> int:
                           f"{n_params:,} params  {r.seconds:.1f} s")
 
     if not args.json:
-        console.print(f"{args.config}: {cfg.epochs} epochs, seeds {cfg.seed}..{cfg.seed + args.seeds - 1} on {device}")
+        at_once = f", {min(args.workers, args.seeds)} at a time" if args.workers > 1 else ""
+        console.print(f"{args.config}: {cfg.epochs} epochs, seeds {cfg.seed}..{cfg.seed + args.seeds - 1} "
+                      f"on {device}{at_once}")
+    started = time.monotonic()
     try:
-        result = verify(cfg, splits, seeds=args.seeds, n_params=n_params, on_seed=line)
+        result = verify(cfg, seeds=args.seeds, n_params=n_params, device=args.device, data_dir=args.data_dir,
+                        workers=args.workers, on_seed=line)
     except Diverged as error:
         print(f"hpo verify: diverged: {error}; the config is unstable under another seed", file=sys.stderr)
         return 1
@@ -231,7 +237,8 @@ def cmd_verify(args) -> int:
         print(json.dumps({"config": str(args.config), **result.as_dict()}, indent=2))
     else:
         console.print(f"[bold]final test accuracy over {args.seeds} seeds: {pct(result.mean)} ± {pct(result.std)}[/] "
-                      f"(min {pct(min(r.final for r in result.runs))}, max {pct(max(r.final for r in result.runs))})")
+                      f"(min {pct(min(r.final for r in result.runs))}, max {pct(max(r.final for r in result.runs))}; "
+                      f"{time.monotonic() - started:.0f} s wall)")
     return 0
 
 

@@ -223,6 +223,15 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return correct.item() / len(y)
 
 
+def share_cpu(processes: int) -> None:
+    """In one of `processes` processes that train on this machine's CPU at once, take an equal
+    share of the cores (at least one thread), unless OMP_NUM_THREADS says otherwise (several runs
+    on one machine): two processes of two threads each on two cores thrash."""
+    if processes > 1 and not os.environ.get("OMP_NUM_THREADS"):
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        torch.set_num_threads(max(1, cores // processes))
+
+
 def pick_device(name: str = "auto") -> torch.device:
     """`auto` takes CUDA where there is one and the CPU otherwise; `cuda` insists."""
     if name == "auto":

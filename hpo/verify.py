@@ -10,9 +10,14 @@ import statistics
 from dataclasses import asdict, dataclass, replace
 from typing import Callable, Optional
 
+import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+from hpo import data as data_mod
 from hpo.config import TrainConfig
 from hpo.data import Splits
-from hpo.trainer import train
+from hpo.trainer import pick_device, share_cpu, train
 
 
 @dataclass(frozen=True)
@@ -44,16 +49,51 @@ class Verification:
                 "runs": [asdict(r) for r in self.runs]}
 
 
-def verify(cfg: TrainConfig, data: Splits, *, seeds: int, n_params: int,
-           on_seed: Optional[Callable[[SeedRun], None]] = None) -> Verification:
-    """Train `cfg` once per seed, one after another, on the same data."""
+def verify(cfg: TrainConfig, *, seeds: int, n_params: int, device: str = "auto", data_dir: Optional[Path] = None,
+           workers: int = 1, on_seed: Optional[Callable[[SeedRun], None]] = None) -> Verification:
+    """Train `cfg` once per seed (`cfg.seed`, `cfg.seed + 1`, ...) on the same data; `on_seed` is
+    called as each one ends. `workers` > 1 trains that many seeds at once, each in a process of
+    its own that loads the data itself; on the CPU the cores are split between them (two
+    one-thread processes finish two seeds sooner than one two-thread process finishes them in
+    turn: BENCHMARKS.md). The result lists the runs in seed order whichever ends first."""
+    seed_list = range(cfg.seed, cfg.seed + seeds)
     runs = []
-    for seed in range(cfg.seed, cfg.seed + seeds):
-        history = train(replace(cfg, seed=seed), data)
-        best = max(history, key=lambda r: r.test_accuracy)
-        run = SeedRun(seed, history[-1].test_accuracy, best.test_accuracy, best.epoch,
-                      round(sum(r.seconds for r in history), 2))
-        runs.append(run)
-        if on_seed:
-            on_seed(run)
-    return Verification(n_params, cfg.epochs, tuple(runs))
+    if workers <= 1:
+        data = data_mod.load(cfg.data, pick_device(device), data_dir)
+        for seed in seed_list:
+            runs.append(train_seed(cfg, seed, data))
+            if on_seed:
+                on_seed(runs[-1])
+    else:
+        pick_device(device)                 # a missing CUDA device is one line here, not one per process
+        data_mod.ensure(cfg.data, data_dir)  # fetched and checked once, before the processes read it
+        context = mp.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(workers, seeds), mp_context=context, initializer=_start_process,
+                                 initargs=(min(workers, seeds),)) as pool:
+            pending = [pool.submit(_train_seed_in_process, cfg, seed, device, data_dir) for seed in seed_list]
+            try:
+                for done in as_completed(pending):
+                    runs.append(done.result())
+                    if on_seed:
+                        on_seed(runs[-1])
+            except BaseException:
+                for future in pending:
+                    future.cancel()
+                raise
+    return Verification(n_params, cfg.epochs, tuple(sorted(runs, key=lambda r: r.seed)))
+
+
+def train_seed(cfg: TrainConfig, seed: int, data: Splits) -> SeedRun:
+    history = train(replace(cfg, seed=seed), data)
+    best = max(history, key=lambda r: r.test_accuracy)
+    return SeedRun(seed, history[-1].test_accuracy, best.test_accuracy, best.epoch,
+                   round(sum(r.seconds for r in history), 2))
+
+
+def _start_process(processes: int) -> None:
+    share_cpu(processes)
+
+
+def _train_seed_in_process(cfg: TrainConfig, seed: int, device: str, data_dir: Optional[Path]) -> SeedRun:
+    # data.load keeps what it loaded for the process's next seed
+    return train_seed(cfg, seed, data_mod.load(cfg.data, pick_device(device), data_dir))

@@ -40,7 +40,7 @@ from hpo.objective import TrialHooks, ended_here, finish, prepare
 from hpo.retry import PATIENCE_SECONDS, Backoff, DatabaseUnavailable, is_outage
 from hpo.storage import Storage
 from hpo.study import StudySpec
-from hpo.trainer import pick_device
+from hpo.trainer import pick_device, share_cpu
 
 POLL_SECONDS = 1.0
 MAX_CONSECUTIVE_FAILURES = 5
@@ -100,9 +100,8 @@ class Worker:
         self.device = pick_device(job.device)
         if self.device.type == "cuda" and torch.cuda.device_count() > 1:
             self.device = torch.device("cuda", index % torch.cuda.device_count())
-        if self.device.type == "cpu" and not os.environ.get("OMP_NUM_THREADS"):
-            # share the cores among this run's workers, unless told otherwise (several runs on one machine)
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // job.workers))
+        if self.device.type == "cpu":
+            share_cpu(job.workers)  # this run's workers split the cores
         spec = job.spec
         root = Path(job.data_dir) if job.data_dir else None
         self.data = data_mod.load(spec.data, self.device, root)

@@ -53,3 +53,30 @@ def test_each_seed_is_what_hpo_train_gives_with_that_seed(mnist_dir):
     assert [r.seed for r in verified.runs] == [0, 1]
     for run in verified.runs:
         assert run.final == hpo.train(CONFIG, seed=run.seed, device="cpu")[-1].test_accuracy
+
+
+def test_seeds_trained_at_once_in_processes_give_what_one_after_another_gives(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # one torch thread in both ways: the same sums in the same order
+    apart = json.loads(verify_cli(tmp_path, "--seeds", "3", "--json").stdout)
+    together = json.loads(verify_cli(tmp_path, "--seeds", "3", "--workers", "2", "--json").stdout)
+    shown = verify_cli(tmp_path, "--seeds", "3", "--workers", "2").stdout
+    assert [r["seed"] for r in together["runs"]] == [0, 1, 2]  # in seed order, whichever ended first
+    assert [(r["final"], r["best"]) for r in together["runs"]] == [(r["final"], r["best"]) for r in apart["runs"]]
+    assert together["mean"] == apart["mean"]
+    assert "seeds 0..2 on cpu, 2 at a time" in shown and len(re.findall(r"^seed +\d  final", shown, re.M)) == 3
+
+
+@pytest.mark.parametrize(("cores", "processes", "omp", "threads"), [
+    (2, 2, None, 1), (16, 3, None, 5), (2, 4, None, 1), (8, 1, None, None), (8, 2, "3", None)])
+def test_processes_training_at_once_split_the_cores(monkeypatch, cores, processes, omp, threads):
+    from hpo import trainer
+
+    told = []
+    monkeypatch.setattr(trainer.os, "sched_getaffinity", lambda _: set(range(cores)), raising=False)
+    monkeypatch.setattr(trainer.torch, "set_num_threads", told.append)
+    if omp:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    else:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    trainer.share_cpu(processes)
+    assert told == ([threads] if threads else [])  # one process, or OMP_NUM_THREADS set: torch's own choice
