@@ -28,7 +28,7 @@ class RunStopped(RuntimeError):
     """The run ended short of its trials: a worker failed, or it was interrupted."""
 
 
-def run(study: Union[str, Path, StudySpec], *, trials: int, storage: Optional[str] = None, workers: int = 1,
+def run(study: Union[str, Path, StudySpec], *, trials: int, storage: Optional[str] = None, workers: Union[int, str] = 1,
         timeout: Optional[float] = None, device: str = "auto", data_dir: Optional[Path] = None,
         checkpoint_dir: Optional[Path] = Path("checkpoints"), artifacts: Optional[Path] = None,
         on_trial: Optional[Callable[[optuna.trial.FrozenTrial], None]] = None) -> optuna.Study:

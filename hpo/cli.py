@@ -31,6 +31,18 @@ def number_type(kind: type, what: str, ok, bounds: str):
 positive_int = number_type(int, "a whole number", lambda v: v >= 1, "1 or more")
 MAX_WORKERS = 256  # worker processes on one machine; each holds the data and a few database connections
 worker_count = number_type(int, "a whole number", lambda v: 1 <= v <= MAX_WORKERS, f"between 1 and {MAX_WORKERS}")
+
+
+def workers_arg(text: str) -> int | str:
+    """--workers: a count, or `auto` (one single-thread worker per CPU core, or one per GPU)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return worker_count(text)
+    except argparse.ArgumentTypeError as error:
+        raise argparse.ArgumentTypeError(f"{error} (or auto)") from None
+
+
 positive_float = number_type(float, "a number", lambda v: v > 0, "greater than 0")
 port_number = number_type(int, "a port number", lambda v: 0 <= v <= 65535, "between 0 and 65535")
 
@@ -103,8 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", required=True, type=positive_int, metavar="N",
                    help="finished trials (complete + pruned, over-budget rejections excluded) the study "
                         "should have in total, across every worker and machine")
-    p.add_argument("--workers", type=worker_count, default=1, metavar="K",
-                   help="worker processes on this machine (default: 1)")
+    p.add_argument("--workers", type=workers_arg, default=1, metavar="K|auto",
+                   help="worker processes on this machine; auto: one per CPU core, each with one torch thread "
+                        "(as many as the free memory holds), or one per GPU (default: 1)")
     p.add_argument("--timeout", type=positive_float, metavar="SECONDS", help="stop starting new trials after this long")
     storage(p)
     device(p)

@@ -92,6 +92,8 @@ def prepare(trial: optuna.Trial, spec: StudySpec, *, frozen: optuna.trial.Frozen
         trial.set_user_attr(records.REJECTED, "over_budget")
         return None
     trial.set_user_attr(records.DEVICE, device_name(device))
+    if device.type == "cpu":
+        trial.set_user_attr(records.THREADS, torch.get_num_threads())
     trial.set_user_attr(records.VERSIONS, versions())
     trial.set_user_attr(records.WORKER, f"{socket.gethostname()}:{os.getpid()}")
     with warnings.catch_warnings():

@@ -24,6 +24,7 @@ BEST_EPOCH = "best_epoch"          # the epoch with the highest reported accurac
 BEST_ACCURACY = "best_accuracy"    # ...and that accuracy (the trial's value is the final epoch's)
 TEST_ACCURACY = "test_accuracy"    # with `eval: val`: the test set's accuracy, measured once, at the end
 DEVICE = "device"                  # "cpu" or the GPU's name
+THREADS = "torch_threads"          # on a CPU: the torch threads it trained with (its epoch seconds depend on them)
 VERSIONS = "versions"              # hpo, torch, optuna, python
 WORKER = "worker"                  # host:pid of the process that ran it (which one to look at, or kill)
 BASE = "base"                      # True on trial 0: the study file's base recipe, enqueued

@@ -137,7 +137,7 @@ def quiet(line: str) -> None:
     pass
 
 
-def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int = 1, timeout: Optional[float] = None,
+def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 1, timeout: Optional[float] = None,
         device: str = "auto", data_dir: Optional[Path] = None,
         heartbeat: int = HEARTBEAT_SECONDS, grace: int = GRACE_SECONDS,
         checkpoint_dir: Optional[Path] = Path("checkpoints"), patience: float = PATIENCE_SECONDS,
@@ -146,13 +146,16 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int = 1, tim
     """Run `spec` until it has `trials` finished trials; every user mistake is caught before the
     study is created. `display(workers, trials before)` makes what draws the run from the
     database (`hpo.display.RunDisplay` for the CLI); `info` and `warn` take its other lines.
+    `workers` "auto": one single-thread worker per CPU core, or one per GPU (trainer.auto_workers).
     Returns the exit status: 0 done (or stopped by `timeout`), 1 a worker failed, 130 interrupted."""
     from hpo import data as data_mod  # noqa: PLC0415 - torch-heavy
-    from hpo.trainer import pick_device  # noqa: PLC0415
+    from hpo.trainer import auto_workers, pick_device  # noqa: PLC0415
 
     if not os.environ.get("HPO_DEBUG"):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-    pick_device(device)
+    where = pick_device(device)
+    if workers == "auto":
+        workers = auto_workers(where)
     data_mod.ensure(spec.data, data_dir, log=warn)  # once, before K workers
     if storage.create_database_if_missing():
         warn(f"created database for {storage.masked}")

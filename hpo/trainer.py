@@ -232,6 +232,31 @@ def share_cpu(processes: int) -> None:
         torch.set_num_threads(max(1, cores // processes))
 
 
+WORKER_MEMORY = 1 << 30  # what one worker process may take: torch, the dataset on the device's host side, a model
+
+
+def auto_workers(device: torch.device) -> int:
+    """`--workers auto`: on a CPU, one single-thread worker per core (two one-thread trials at
+    once finish more epochs per minute than one two-thread trial: BENCHMARKS.md, "CPU workers"),
+    as many as the free memory holds; on CUDA, one worker per GPU, as before: several trials per
+    GPU are not measured on a GPU yet, so the default is left as it was."""
+    if device.type == "cuda":
+        return max(1, torch.cuda.device_count())
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, free_memory() // WORKER_MEMORY))
+
+
+def free_memory() -> int:
+    """Bytes of memory free for new processes (MemAvailable); plenty where it cannot be read."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 1 << 62
+
+
 def pick_device(name: str = "auto") -> torch.device:
     """`auto` takes CUDA where there is one and the CPU otherwise; `cuda` insists."""
     if name == "auto":

@@ -152,6 +152,8 @@ CASES = [
     Case("--trials 0", run_cmd(trials="0"), ("--trials", "must be 1 or more, got 0", "--help"), TINY_FILE),
     Case("--trials negative", run_cmd(trials="-2"), ("--trials", "got -2", "--help"), TINY_FILE),
     Case("--workers 0", run_cmd("--workers", "0"), ("--workers", "got 0"), TINY_FILE),
+    Case("--workers neither a count nor auto", run_cmd("--workers", "many"),
+         ("--workers", "expected a whole number, got 'many' (or auto)"), TINY_FILE),
     Case("--grace not above --heartbeat", run_cmd("--heartbeat", "5", "--grace", "5"), ("--grace 5", "--heartbeat 5"),
          TINY_FILE),
     Case("--device cuda without one", run_cmd(device="cuda"), ("--device cuda", "no CUDA device"), TINY_FILE),

@@ -197,3 +197,16 @@ def test_studies_and_the_optuna_cli_read_our_storage(study_file, tmp_path):
     best = subprocess.run([str(optuna_cli), "best-trial", "--study-name", "tiny", "--storage", url, "-f", "yaml"],
                           capture_output=True, text=True, check=True)
     assert "n_params" in best.stdout
+
+
+def test_workers_auto_gives_each_core_a_worker_of_one_thread(study_file, tmp_path):
+    from hpo.trainer import auto_workers  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+
+    url = f"sqlite:///{tmp_path}/auto.db"
+    expected = min(auto_workers(torch.device("cpu")), 4)  # never more workers than trials left
+    out = run(study_file, url, 4, "--workers", "auto").stdout
+    assert f"4 finished trials, {expected} worker(s)" in out
+    trials = [t for t in trials_of(url) if "n_params" in t.user_attrs and not t.user_attrs.get("rejected")]
+    cores = len(__import__("os").sched_getaffinity(0))
+    assert trials and {t.user_attrs["torch_threads"] for t in trials} == {max(1, cores // expected)}

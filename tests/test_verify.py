@@ -80,3 +80,19 @@ def test_processes_training_at_once_split_the_cores(monkeypatch, cores, processe
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     trainer.share_cpu(processes)
     assert told == ([threads] if threads else [])  # one process, or OMP_NUM_THREADS set: torch's own choice
+
+
+def test_auto_workers_is_one_per_core_as_memory_allows_and_one_per_gpu(monkeypatch):
+    import torch  # noqa: PLC0415
+
+    from hpo import trainer  # noqa: PLC0415
+
+    monkeypatch.setattr(trainer.os, "sched_getaffinity", lambda _: set(range(8)), raising=False)
+    monkeypatch.setattr(trainer, "free_memory", lambda: 64 << 30)
+    assert trainer.auto_workers(torch.device("cpu")) == 8
+    monkeypatch.setattr(trainer, "free_memory", lambda: (3 << 30) + 5)
+    assert trainer.auto_workers(torch.device("cpu")) == 3  # a worker per GiB free
+    monkeypatch.setattr(trainer, "free_memory", lambda: 100)
+    assert trainer.auto_workers(torch.device("cpu")) == 1
+    monkeypatch.setattr(trainer.torch.cuda, "device_count", lambda: 4)
+    assert trainer.auto_workers(torch.device("cuda")) == 4
