@@ -18,6 +18,8 @@
 #   budget-8k    P3: `hpo run --study budget-8k --trials 100` under --timeout; the study database
 #                is $OUT/gpu-check.db, so a later check continues it
 #   export       the best five configs as YAML
+#   verify       issue 11's number: the best config re-trained with 5 seeds at once (hpo verify
+#                --workers 5 on the one GPU), final-epoch test accuracy as mean +- std
 # Not measured yet: P4 (several trials per GPU: no packing backend exists) and P5.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -41,8 +43,10 @@ export HPO_OFFLINE=1 PYTHONUNBUFFERED=1
 
 if [ -n "$QUICK" ]; then
   DEVICE=cpu; STUDY=quickstart; TRIALS=3; STUDY_LIMIT=60; SPEED=(--train-subset 2000 --repeats 1)
+  VERIFY=(--seeds 2 --workers 2 --epochs 1)
 else
-  DEVICE=cuda; STUDY=budget-8k; TRIALS=100; STUDY_LIMIT=170; SPEED=(--repeats 3)
+  DEVICE=cuda; STUDY=budget-8k; TRIALS=100; STUDY_LIMIT=150; SPEED=(--repeats 3)
+  VERIFY=(--seeds 5 --workers 5)
 fi
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader && nvidia-smi; } \
   > "$OUT/nvidia-smi.txt" 2>&1 || echo "no GPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)" > "$OUT/nvidia-smi.txt"
@@ -68,5 +72,6 @@ step "$STUDY" $((STUDY_LIMIT + 60)) "$PY" -m hpo run --study "$STUDY" --trials "
   --storage "sqlite:///$OUT/gpu-check.db" --timeout "$STUDY_LIMIT" --quiet \
   --checkpoint-dir /tmp/hpo-checkpoints --artifacts "$OUT/artifacts"
 step export 60 "$PY" -m hpo export --study "$STUDY" --top 5 -o "$OUT/best.yaml" --storage "sqlite:///$OUT/gpu-check.db"
+step verify 120 "$PY" -m hpo verify --config "$OUT/best.yaml" "${VERIFY[@]}" --device "$DEVICE" --json
 
 "$PY" bench/gpu_summary.py "$OUT" "$STUDY" | tee "$OUT/summary.txt"

@@ -44,6 +44,11 @@ def main(out: Path, study_name: str) -> int:
                   f"first start to last end {span:.0f} s"),
                  (f"{study_name}: best trial", f"{100 * best.value:.2f}%" if best else "-",
                   f"trial {best.number}, {best.user_attrs.get(records.N_PARAMS, 0):,} params" if best else "")]
+    verified = verify_result(out / "verify.log")
+    if verified:
+        rows.append((f"{study_name}: best re-trained, {len(verified['runs'])} seeds", f"{100 * verified['mean']:.2f}%",
+                     f"± {100 * verified['std']:.2f}% final-epoch test accuracy, {verified['n_params']:,} params, "
+                     f"{verified['epochs']} epochs ({out / 'best.yaml'})"))
     rows.append(("P4 several trials per GPU", "not measured", "no packing backend exists yet"))
     print(f"\nGPU check, {dt.date.today().isoformat()}, {device[0] if device else '?'}")
     print(f"{'step':<14} {'exit':>4} {'seconds':>8}")
@@ -54,6 +59,18 @@ def main(out: Path, study_name: str) -> int:
     for label, value, detail in rows:
         print(f"{label:<{width}}  {value:>14}  {detail}")
     return 0 if all(rc == "0" for _, rc, _ in steps) else 1
+
+
+def verify_result(log: Path) -> dict | None:
+    """`hpo verify --json`'s object from the step's log (which also holds its standard error)."""
+    if not log.exists():
+        return None
+    text = log.read_text()
+    start, end = text.find("\n{") + 1 if not text.startswith("{") else 0, text.rfind("}")
+    try:
+        return json.loads(text[start : end + 1])
+    except ValueError:
+        return None
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ class RunStopped(RuntimeError):
 def run(study: Union[str, Path, StudySpec], *, trials: int, storage: Optional[str] = None, workers: Union[int, str] = 1,
         timeout: Optional[float] = None, device: str = "auto", data_dir: Optional[Path] = None,
         checkpoint_dir: Optional[Path] = Path("checkpoints"), artifacts: Optional[Path] = None,
-        on_trial: Optional[Callable[[optuna.trial.FrozenTrial], None]] = None) -> optuna.Study:
+        on_trial: Optional[Callable[[optuna.trial.FrozenTrial], None]] = None, pack: int = 1) -> optuna.Study:
     """Bring `study` (a StudySpec, a study file's path, or a name under studies/) to `trials`
     finished trials, as `hpo run` does, and return the Optuna study (multi-objective: its
     `best_trials` are the Pareto front; `hpo.records.pareto_front(study.trials)` is the same front,
@@ -66,7 +66,7 @@ def run(study: Union[str, Path, StudySpec], *, trials: int, storage: Optional[st
                        data_dir=data_dir, checkpoint_dir=checkpoint_dir,
                        artifacts=artifacts_mod.folder_for(where, artifacts),
                        display=(lambda _, before: Calls(before)) if on_trial else (lambda *_: Silent()),
-                       warn=lines.append)
+                       warn=lines.append, pack=pack)
     if status == 130:
         raise KeyboardInterrupt
     if status != 0:

@@ -43,6 +43,8 @@ def workers_arg(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"{error} (or auto)") from None
 
 
+MAX_PACK = 64  # trials in one stacked model
+pack_count = number_type(int, "a whole number", lambda v: 1 <= v <= MAX_PACK, f"between 1 and {MAX_PACK}")
 positive_float = number_type(float, "a number", lambda v: v > 0, "greater than 0")
 port_number = number_type(int, "a port number", lambda v: 0 <= v <= 65535, "between 0 and 65535")
 
@@ -118,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=workers_arg, default=1, metavar="K|auto",
                    help="worker processes on this machine; auto: one per CPU core, each with one torch thread "
                         "(as many as the free memory holds), or one per GPU (default: 1)")
+    p.add_argument("--pack", type=pack_count, default=1, metavar="K",
+                   help="each worker claims K trials at a time and trains those of one shape (layers, batch size, "
+                        "epochs) as one stacked model, the rest one at a time (default: 1; for a GPU, where a small "
+                        "net's step is launches, not arithmetic: BENCHMARKS.md)")
     p.add_argument("--timeout", type=positive_float, metavar="SECONDS", help="stop starting new trials after this long")
     storage(p)
     device(p)
@@ -280,7 +286,7 @@ def cmd_run(args) -> int:
     return run(spec=spec, storage=storage, trials=args.trials, workers=args.workers, timeout=args.timeout,
                device=args.device, data_dir=args.data_dir, heartbeat=args.heartbeat, grace=args.grace,
                checkpoint_dir=args.checkpoint_dir, patience=args.db_patience, artifacts=store, display=display,
-               info=console.print, warn=lambda line: print(line, file=sys.stderr, flush=True))
+               info=console.print, warn=lambda line: print(line, file=sys.stderr, flush=True), pack=args.pack)
 
 
 def cmd_studies(args) -> int:

@@ -123,10 +123,12 @@ class TrialHooks:
         self.losses: list[float] = []
         self.accuracies: list[float] = []  # multi-objective: what trial.report would have stored
         self.restored: list[int] = []  # epochs replayed from a checkpoint
+        self.packed: list[int] = []  # how many trials trained at once in each epoch (hpo.packed)
 
     def on_epoch(self, result: EpochResult) -> None:
         self.seconds.append(round(result.seconds, 3))
         self.losses.append(result.train_loss)
+        self.packed.append(result.packed)
         if result.restored:
             self.restored.append(result.epoch)
         elif self.restored and result.epoch == max(self.restored) + 1:
@@ -159,6 +161,8 @@ class TrialHooks:
                 self.trial.report(accuracy, epoch)
         self.trial.set_user_attr(records.EPOCH_SECONDS, self.seconds)
         self.trial.set_user_attr(records.TRAIN_LOSS, self.losses)
+        if max(self.packed, default=1) > 1:
+            self.trial.set_user_attr(records.PACKED, self.packed)
         return self.prunes and self.trial.should_prune()
 
 

@@ -19,6 +19,7 @@ CONFIG = "config"                  # the full training config, as `hpo train --c
 REJECTED = "rejected"              # "over_budget": PRUNED before any step; not counted toward --trials
 FAIL_REASON = "fail_reason"        # "diverged: ...", "time_limit: ...", "out_of_memory: ...", or the error
 EPOCH_SECONDS = "epoch_seconds"    # wall seconds of each epoch, as the trainer measured them
+PACKED = "packed"                  # trials trained at once in each epoch (hpo run --pack); epoch_seconds are shares
 TRAIN_LOSS = "train_loss"          # mean training loss of each epoch
 BEST_EPOCH = "best_epoch"          # the epoch with the highest reported accuracy...
 BEST_ACCURACY = "best_accuracy"    # ...and that accuracy (the trial's value is the final epoch's)

@@ -142,11 +142,13 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
         heartbeat: int = HEARTBEAT_SECONDS, grace: int = GRACE_SECONDS,
         checkpoint_dir: Optional[Path] = Path("checkpoints"), patience: float = PATIENCE_SECONDS,
         artifacts: Optional[Path] = None, display: Callable[[int, list], Any] = lambda workers, before: Silent(),
-        info: Callable[[str], None] = quiet, warn: Callable[[str], None] = quiet) -> int:
+        info: Callable[[str], None] = quiet, warn: Callable[[str], None] = quiet, pack: int = 1) -> int:
     """Run `spec` until it has `trials` finished trials; every user mistake is caught before the
     study is created. `display(workers, trials before)` makes what draws the run from the
     database (`hpo.display.RunDisplay` for the CLI); `info` and `warn` take its other lines.
     `workers` "auto": one single-thread worker per CPU core, or one per GPU (trainer.auto_workers).
+    `pack` > 1: each worker claims that many trials at a time and trains those of one shape as one
+    stacked model (hpo.packed).
     Returns the exit status: 0 done (or stopped by `timeout`), 1 a worker failed, 130 interrupted."""
     from hpo import data as data_mod  # noqa: PLC0415 - torch-heavy
     from hpo.trainer import auto_workers, pick_device  # noqa: PLC0415
@@ -171,7 +173,7 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
 
     deadline = time.time() + timeout if timeout else None
     job = Job(spec, storage, trials, deadline, device, str(data_dir) if data_dir else None, workers, heartbeat, grace,
-              str(checkpoint_dir) if checkpoint_dir else None, patience, str(artifacts) if artifacts else None)
+              str(checkpoint_dir) if checkpoint_dir else None, patience, str(artifacts) if artifacts else None, pack)
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=worker_entry, name=f"hpo-worker-{i}", args=(job, i)) for i in range(workers)]
     view = display(workers, before)

@@ -54,6 +54,7 @@ class EpochResult:
     seconds: float
     lr: float             # learning rate of the epoch's last step
     restored: bool = False  # read back from a checkpoint, not trained in this call
+    packed: int = 1         # trials trained at once in this epoch (hpo.packed); `seconds` is this one's share
 
 
 def background(dataset: Dataset, device: torch.device | str = "cpu") -> float | torch.Tensor:

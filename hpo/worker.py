@@ -37,6 +37,7 @@ from hpo import data as data_mod
 from hpo.backend import OneAtATime, TrainJob, TrialBackend
 from hpo.errors import UserError
 from hpo.objective import TrialHooks, ended_here, finish, prepare
+from hpo.packed import Packed
 from hpo.retry import PATIENCE_SECONDS, Backoff, DatabaseUnavailable, is_outage
 from hpo.storage import Storage
 from hpo.study import StudySpec
@@ -64,6 +65,7 @@ class Job:
     checkpoint_dir: Optional[str]
     patience: float = PATIENCE_SECONDS  # how long a worker waits out an unreachable database
     artifacts: Optional[str] = None     # the artifact store's folder: each trial's config goes there
+    pack: int = 1                        # trials trained at once as one stacked model (hpo.packed); 1: one at a time
 
 
 class Heartbeat:
@@ -265,7 +267,7 @@ def worker_main(job: Job, index: int) -> int:
         warnings.simplefilter("ignore")
     worker = None
     try:
-        worker = Worker(job, index, OneAtATime())
+        worker = Worker(job, index, Packed(job.pack) if job.pack > 1 else OneAtATime())
         return worker.loop()
     except UserError as error:
         print(f"hpo run: worker {index}: error: {error}", file=sys.stderr)

@@ -1,0 +1,144 @@
+"""hpo.packed: trials of one shape trained at once as one stacked model, each keeping its own recipe."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import optuna
+import pytest
+import torch
+import yaml
+from optuna.trial import TrialState
+
+from hpo import data as data_mod
+from hpo import packed, trainer
+from hpo.backend import OneAtATime, TrainJob
+from hpo.config import parse_config
+from hpo.packed import Packed, pack_key, train_group
+from hpo.records import count
+from hpo.trainer import Diverged, train
+
+BASE = {"model": {"preset": "mnistnet2"}, "batch_size": 100, "epochs": 2, "augment": {"rotate": 7},
+        "data": {"train_subset": 300, "test_subset": 200}}
+
+
+def config(**changes) -> object:
+    return parse_config({**BASE, **changes})
+
+
+RECIPES = [  # one shape, three recipes: optimizer, schedule, seed, dropout, smoothing and augmentation differ
+    config(optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True}, seed=0),
+    config(optimizer={"name": "adamw", "lr": 0.003, "weight_decay": 0.01}, seed=1, label_smoothing=0.1,
+           model={"preset": "mnistnet2", "dropout": 0.2}, augment={"translate": 0.1}),
+    config(optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.8, "weight_decay": 1e-4}, seed=2,
+           schedule={"name": "onecycle"}),
+]
+
+
+@pytest.fixture
+def splits(mnist_dir, monkeypatch):
+    # fp32 in both loops: bf16 rounding would hide whether the two compute the same thing
+    for module in (trainer, packed):
+        monkeypatch.setattr(module, "bf16_autocast", lambda device_type: False)
+    return data_mod.load(RECIPES[0].data, "cpu")
+
+
+def test_each_member_trains_as_the_trial_alone_would(splits):
+    # no dropout: the one thing drawn differently in a group (the global RNG under vmap)
+    plain = {"preset": "mnistnet2", "dropout": 0.0}
+    recipes = [dataclasses.replace(RECIPES[0], model=config(model=plain).model),
+               dataclasses.replace(RECIPES[2], model=config(model=plain).model),
+               config(optimizer={"name": "adam", "lr": 0.002}, seed=5, label_smoothing=0.05, model=plain)]
+    done = {}
+    outcomes = train_group([TrainJob(c, None, None, on_done=lambda m, k=k: done.__setitem__(
+        k, {n: v.detach().clone() for n, v in m.state_dict().items()})) for k, c in enumerate(recipes)], splits)
+    for k, cfg in enumerate(recipes):
+        alone = {}
+        history = train(cfg, splits, on_done=lambda m: alone.update({n: v.detach().clone() for n, v in m.state_dict().items()}))
+        together = outcomes[k].history
+        assert outcomes[k].error is None and len(together) == 2
+        assert [r.lr for r in together] == [r.lr for r in history]  # its own schedule
+        # the same data order, augmentation, initial weights and steps: equal up to float rounding
+        assert together[0].train_loss == pytest.approx(history[0].train_loss, rel=1e-4)
+        for name, value in alone.items():  # weights, and BatchNorm's running statistics, as if trained alone
+            assert torch.allclose(done[k][name].float(), value.float(), atol=1e-3), (k, name)
+
+
+def test_a_pruned_or_diverged_member_leaves_and_the_others_finish(splits):
+    def prune_at_1(epoch, accuracy):
+        if epoch == 1:
+            raise optuna.TrialPruned()
+
+    reports = []
+    jobs = [TrainJob(RECIPES[0], lambda e, a: reports.append((0, e)), None),
+            TrainJob(RECIPES[1], prune_at_1, None),
+            TrainJob(config(optimizer={"name": "sgd", "lr": 1e12}, seed=3), lambda e, a: reports.append((2, e)), None),
+            TrainJob(RECIPES[2], lambda e, a: reports.append((3, e)), None)]
+    outcomes = train_group(jobs, splits)
+    assert isinstance(outcomes[1].error, optuna.TrialPruned) and outcomes[1].history is None
+    assert isinstance(outcomes[2].error, Diverged) and (2, 1) not in reports
+    for k in (0, 3):
+        assert outcomes[k].error is None and [r.epoch for r in outcomes[k].history] == [1, 2]
+        assert [(i, e) for i, e in reports if i == k] == [(k, 1), (k, 2)]
+    assert all(0 <= r.test_accuracy <= 1 for k in (0, 3) for r in outcomes[k].history)
+
+
+def test_a_member_learns_with_its_own_dropout(splits):
+    """Dropout rates differ per member: a rate near 1 leaves that member at chance, not the others."""
+    jobs = [TrainJob(config(optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9}, seed=0,
+                            model={"preset": "mnistnet2", "dropout": p}), None, None) for p in (0.01, 0.95)]
+    outcomes = train_group(jobs, splits)
+    low, high = (o.history[-1] for o in outcomes)
+    assert high.train_loss > low.train_loss + 0.2, (low, high)
+
+
+def test_the_key_groups_one_shape_whatever_the_recipe():
+    shape = pack_key(RECIPES[0])
+    assert pack_key(RECIPES[2]) == shape
+    assert pack_key(config(model={"preset": "mnistnet2", "dropout": 0.3})) == pack_key(RECIPES[1])
+    assert pack_key(config(model={"preset": "mnistnet2", "dropout": 0.0})) != pack_key(RECIPES[1])  # no dropout layer
+    assert pack_key(config(model={"preset": "mnistnet1"})) != shape
+    assert pack_key(config(batch_size=50)) != shape
+    assert pack_key(config(epochs=3)) != shape
+    assert pack_key(config(data={"train_subset": 400, "test_subset": 200})) != shape
+
+
+def test_the_backend_packs_each_shape_and_trains_the_rest_alone(splits, monkeypatch, tmp_path):
+    packs, alone = [], []
+    monkeypatch.setattr(packed, "train_group", lambda jobs, data: packs.append([j.config.seed for j in jobs]) or
+                        [type("O", (), {"history": [], "error": None})() for _ in jobs])
+    monkeypatch.setattr(OneAtATime, "run", lambda self, jobs, data: alone.extend(j.config.seed for j in jobs) or
+                        [None] * len(jobs))
+    resumed = tmp_path / "trial-7.pt"
+    resumed.write_bytes(b"x")
+    other = config(model={"preset": "mnistnet1"}, seed=9)
+    jobs = [TrainJob(RECIPES[0], None, None), TrainJob(other, None, None), TrainJob(RECIPES[2], None, None),
+            TrainJob(config(seed=7), None, None, checkpoint=resumed), TrainJob(config(seed=8), None, None)]
+    outcomes = Packed(5).run(jobs, splits)
+    assert packs == [[0, 2, 8]]
+    assert sorted(alone) == [7, 9]  # a shape of its own, and a retry that resumes from its checkpoint
+    assert len(outcomes) == 5
+
+
+def test_hpo_run_with_pack_counts_exactly_and_records_every_member(tmp_path):
+    from test_service import hpo  # noqa: PLC0415
+
+    study = {"name": "packed", "base": {**BASE, "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9}},
+             "search": {"optimizer.lr": {"float": [0.001, 0.5], "log": True}, "model.dropout": {"float": [0.0, 0.2]},
+                        "label_smoothing": {"float": [0.0, 0.1]}},
+             "budget": {"epochs": 2}, "pruner": {"name": "median", "n_startup_trials": 2, "n_warmup_steps": 0},
+             "sampler": {"name": "random", "seed": 0}}
+    path = tmp_path / "packed.yaml"
+    path.write_text(yaml.safe_dump(study))
+    url = f"sqlite:///{tmp_path}/db.sqlite"
+    hpo("run", "--study", str(path), "--trials", "7", "--pack", "3", "--storage", url, "--device", "cpu", "--quiet",
+        cwd=tmp_path)
+    trials = optuna.load_study(study_name="packed", storage=url).get_trials(deepcopy=False)
+    c = count(trials)
+    assert c.finished == 7 and c.running == 0 and c.failed == 0
+    for t in trials:
+        if t.state == TrialState.COMPLETE:
+            assert sorted(t.intermediate_values) == [1, 2] and t.value == t.intermediate_values[2]
+    # claimed three at a time, one shape: trained in groups, each epoch's seconds a member's share
+    groups = [max(t.user_attrs.get("packed", [1])) for t in trials if t.state != TrialState.FAIL]
+    assert max(groups) == 3 and all(g <= 3 for g in groups), groups
