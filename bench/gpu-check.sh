@@ -15,12 +15,14 @@
 #   gpu-tests    pytest tests/test_gpu.py (the CUDA path)
 #   train-speed  P1 and P2: seconds per epoch of the budget-8k base net, this trainer against the
 #                seeds' loop, same process and device (bench/train_speed.py)
+#   packing      P4: trials per hour, K trials of the base net's shape trained at once as one stacked
+#                model (hpo run --pack K) against one at a time (bench/packing.py)
 #   budget-8k    P3: `hpo run --study budget-8k --trials 100` under --timeout; the study database
 #                is $OUT/gpu-check.db, so a later check continues it
 #   export       the best five configs as YAML
 #   verify       issue 11's number: the best config re-trained with 5 seeds at once (hpo verify
 #                --workers 5 on the one GPU), final-epoch test accuracy as mean +- std
-# Not measured yet: P4 (several trials per GPU: no packing backend exists) and P5.
+# Not measured here: P4's other way (K worker processes on one GPU, with or without MPS) and P5 (a CPU figure).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-check-out}
@@ -43,10 +45,10 @@ export HPO_OFFLINE=1 PYTHONUNBUFFERED=1
 
 if [ -n "$QUICK" ]; then
   DEVICE=cpu; STUDY=quickstart; TRIALS=3; STUDY_LIMIT=60; SPEED=(--train-subset 2000 --repeats 1)
-  VERIFY=(--seeds 2 --workers 2 --epochs 1)
+  VERIFY=(--seeds 2 --workers 2 --epochs 1); PACKING=(--k 2 --plain 1 --train-subset 1000)
 else
   DEVICE=cuda; STUDY=budget-8k; TRIALS=100; STUDY_LIMIT=150; SPEED=(--repeats 3)
-  VERIFY=(--seeds 5 --workers 5)
+  VERIFY=(--seeds 5 --workers 5); PACKING=(--k 4 8 16 32 --plain 2)
 fi
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader && nvidia-smi; } \
   > "$OUT/nvidia-smi.txt" 2>&1 || echo "no GPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)" > "$OUT/nvidia-smi.txt"
@@ -67,6 +69,7 @@ if [ -z "$QUICK" ]; then
 fi
 step train-speed 200 "$PY" bench/train_speed.py --device "$DEVICE" --preset mnistnet2 --batch-size 128 \
   "${SPEED[@]}" --json "$OUT/train_speed.json"
+step packing 100 "$PY" bench/packing.py --device "$DEVICE" "${PACKING[@]}" --json "$OUT/packing.json"
 # --timeout stops starting trials; a trial that started finishes, so the step's limit leaves room
 step "$STUDY" $((STUDY_LIMIT + 60)) "$PY" -m hpo run --study "$STUDY" --trials "$TRIALS" --device "$DEVICE" \
   --storage "sqlite:///$OUT/gpu-check.db" --timeout "$STUDY_LIMIT" --quiet \

@@ -49,7 +49,16 @@ def main(out: Path, study_name: str) -> int:
         rows.append((f"{study_name}: best re-trained, {len(verified['runs'])} seeds", f"{100 * verified['mean']:.2f}%",
                      f"± {100 * verified['std']:.2f}% final-epoch test accuracy, {verified['n_params']:,} params, "
                      f"{verified['epochs']} epochs ({out / 'best.yaml'})"))
-    rows.append(("P4 several trials per GPU", "not measured", "no packing backend exists yet"))
+    packing_path = out / "packing.json"
+    if packing_path.exists():
+        packing = json.loads(packing_path.read_text())
+        best = max(packing["rows"][1:], key=lambda r: r["trials_per_hour"])
+        plain = packing["rows"][0]
+        rows.append(("P4 trials/hour, best packing / one at a time", f"{packing['best_ratio']:.1f}x",
+                     f"{best['k']} at once {best['trials_per_hour']:.0f}/h against {plain['trials_per_hour']:.0f}/h "
+                     f"({packing['epochs']}-epoch trials, {packing['device']})"))
+    else:
+        rows.append(("P4 several trials per GPU", "not measured", "bench/packing.py did not run"))
     print(f"\nGPU check, {dt.date.today().isoformat()}, {device[0] if device else '?'}")
     print(f"{'step':<14} {'exit':>4} {'seconds':>8}")
     for name, rc, seconds in steps:
