@@ -51,6 +51,14 @@ def pack_key(cfg: TrainConfig) -> Optional[str]:
     return json.dumps([model, cfg.batch_size, cfg.epochs, cfg.to_dict().get("data")], sort_keys=True)
 
 
+def shape_names(spec) -> list[str]:
+    """A study's searched parameters that pack_key depends on: model keys but dropout rates,
+    batch size, epochs, data."""
+    return [p.name for p in spec.space.params
+            if (p.key.startswith("model.") and not p.key.endswith("dropout")) or p.key in ("batch_size", "epochs")
+            or p.key.startswith("data.")]
+
+
 class MemberDropout(nn.Module):
     """nn.Dropout (`channels`: nn.Dropout2d) whose rate is a buffer, so that each stacked member
     drops with its own rate. Not in the state dict: the checkpoint is the plain model's."""

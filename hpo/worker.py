@@ -37,7 +37,7 @@ from hpo import data as data_mod
 from hpo.backend import OneAtATime, TrainJob, TrialBackend
 from hpo.errors import UserError
 from hpo.objective import TrialHooks, ended_here, finish, prepare
-from hpo.packed import Packed
+from hpo.packed import Packed, shape_names
 from hpo.retry import PATIENCE_SECONDS, Backoff, DatabaseUnavailable, is_outage
 from hpo.storage import Storage
 from hpo.study import StudySpec
@@ -182,7 +182,12 @@ class Worker:
             room = min(self.backend.group_size, self.job.target - counts.finished - counts.running)
             claimed: list[Claimed] = []
             try:
-                for _ in range(max(room, 0)):
+                shape = None
+                for i in range(max(room, 0)):
+                    if i:  # a group's other trials take its first one's shape, so that they train as one
+                        # stacked model; the sampler draws everything else (Optuna's partial enqueue)
+                        shape = shape if shape is not None else shape_of(claimed[0].trial, self.job.spec)
+                        self.study.enqueue_trial(shape, skip_if_exists=False)
                     trial = self.study.ask()
                     trial_id = self.rdb.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
                     claimed.append(Claimed(trial, trial_id, self.rdb.get_trial(trial_id),
@@ -258,6 +263,13 @@ class Worker:
                 self.study.tell(c.trial, state=TrialState.FAIL)
             except Exception:  # the database is gone too: the trial goes stale and is retried all the same
                 pass
+
+
+def shape_of(trial: optuna.Trial, spec: StudySpec) -> dict:
+    """The values of `trial`'s searched parameters that decide its stacked model's shape (its
+    layers, batch size, epochs: hpo.packed.pack_key), drawn now if they were not yet."""
+    spec.space.sample(trial)
+    return {name: trial.params[name] for name in shape_names(spec) if name in trial.params}
 
 
 def worker_main(job: Job, index: int) -> int:

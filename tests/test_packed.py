@@ -124,8 +124,8 @@ def test_hpo_run_with_pack_counts_exactly_and_records_every_member(tmp_path):
     from test_service import hpo  # noqa: PLC0415
 
     study = {"name": "packed", "base": {**BASE, "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9}},
-             "search": {"optimizer.lr": {"float": [0.001, 0.5], "log": True}, "model.dropout": {"float": [0.0, 0.2]},
-                        "label_smoothing": {"float": [0.0, 0.1]}},
+             "search": {"optimizer.lr": {"float": [0.001, 0.5], "log": True}, "model.dropout": {"float": [0.01, 0.2]},
+                        "model.layers.0": {"int": [4, 12]}, "label_smoothing": {"float": [0.0, 0.1]}},
              "budget": {"epochs": 2}, "pruner": {"name": "median", "n_startup_trials": 2, "n_warmup_steps": 0},
              "sampler": {"name": "random", "seed": 0}}
     path = tmp_path / "packed.yaml"
@@ -139,6 +139,11 @@ def test_hpo_run_with_pack_counts_exactly_and_records_every_member(tmp_path):
     for t in trials:
         if t.state == TrialState.COMPLETE:
             assert sorted(t.intermediate_values) == [1, 2] and t.value == t.intermediate_values[2]
-    # claimed three at a time, one shape: trained in groups, each epoch's seconds a member's share
-    groups = [max(t.user_attrs.get("packed", [1])) for t in trials if t.state != TrialState.FAIL]
-    assert max(groups) == 3 and all(g <= 3 for g in groups), groups
+    # claimed three at a time (one worker: trials 0-2, 3-5, 6); a claim's other trials take its first
+    # one's widths, the sampler draws the rest; each group trains as one model
+    for first in (0, 3):
+        group = trials[first : first + 3]
+        assert len({t.params["model.layers.0"] for t in group}) == 1, [t.params for t in group]
+        assert len({t.params["optimizer.lr"] for t in group}) == 3
+        assert all(t.user_attrs["packed"][0] == 3 for t in group)
+    assert "packed" not in trials[6].user_attrs  # alone in its claim: the plain loop
