@@ -149,6 +149,7 @@ def train_group(jobs: Sequence, data: Splits) -> list:
         started = time.perf_counter()
         shape.train()
         loss_sums = torch.zeros(len(members), device=device)
+        smoothing = torch.tensor([m.cfg.label_smoothing for m in members], device=device)
         orders = [batches(n, first.batch_size, m.generator, device) for m in members]
         for step, idx in enumerate(zip(*orders), 1):
             xs = torch.stack([random_affine(data.train_x[i], m.cfg.augment, m.generator, fill)
@@ -157,8 +158,7 @@ def train_group(jobs: Sequence, data: Splits) -> list:
                       zip(names, zip(*[[p for _, p in m.model.named_parameters()] for m in members]))}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = vmap(forward, randomness="different")(params, buffers, xs)
-            losses = torch.stack([F.cross_entropy(logits[k].float(), data.train_y[i], label_smoothing=m.cfg.label_smoothing)
-                                  for k, (m, i) in enumerate(zip(members, idx))])
+            losses = smoothed_cross_entropy(logits.float(), torch.stack([data.train_y[i] for i in idx]), smoothing)
             for m in members:
                 m.optimizer.zero_grad(set_to_none=True)
             losses.sum().backward()  # each member's weights get its own loss's gradient only
@@ -209,6 +209,16 @@ def train_group(jobs: Sequence, data: Splits) -> list:
             continue
         outcomes[m.index] = Outcome(history=m.history)
     return outcomes
+
+
+def smoothed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, smoothing: torch.Tensor) -> torch.Tensor:
+    """F.cross_entropy(logits[k], labels[k], label_smoothing=smoothing[k]) for every member k at
+    once ([K, B, C], [K, B], [K] -> [K]): (1 - e) x the negative log-likelihood + e x the mean
+    over classes of the negative log-probabilities, each averaged over the batch."""
+    log_p = F.log_softmax(logits, dim=-1)
+    nll = -log_p.gather(-1, labels.unsqueeze(-1)).squeeze(-1).mean(-1)
+    uniform = -log_p.mean(-1).mean(-1)
+    return (1 - smoothing) * nll + smoothing * uniform
 
 
 def sync_buffers(member: Member, buffers: dict, k: int) -> None:

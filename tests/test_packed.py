@@ -147,3 +147,13 @@ def test_hpo_run_with_pack_counts_exactly_and_records_every_member(tmp_path):
         assert len({t.params["optimizer.lr"] for t in group}) == 3
         assert all(t.user_attrs["packed"][0] == 3 for t in group)
     assert "packed" not in trials[6].user_attrs  # alone in its claim: the plain loop
+
+
+def test_the_members_losses_are_cross_entropy_with_their_own_smoothing():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(3, 50, 10), torch.randint(0, 10, (3, 50))
+    smoothing = torch.tensor([0.0, 0.1, 0.3])
+    got = packed.smoothed_cross_entropy(logits, labels, smoothing)
+    for k in range(3):
+        want = torch.nn.functional.cross_entropy(logits[k], labels[k], label_smoothing=float(smoothing[k]))
+        assert got[k].item() == pytest.approx(want.item(), rel=1e-5)
