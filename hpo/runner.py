@@ -164,6 +164,9 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
     rdb = storage.open(heartbeat=heartbeat, grace=grace)
     study_id = ensure_study(rdb, spec, storage)
     before = rdb.get_all_trials(study_id, deepcopy=False)
+    # the display's poll goes through Optuna's cached storage: each second it reads again only the
+    # trials that were unfinished at its last look and the new ones, not every trial's attributes
+    watched = optuna.load_study(study_name=spec.name, storage=rdb)
     finished = records.count(before).finished
     if finished >= trials:
         info(f"study {spec.name!r} already has {trials} or more finished trials; nothing to run "
@@ -180,7 +183,7 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
 
     def refresh() -> None:
         try:
-            view.update(rdb.get_all_trials(study_id, deepcopy=False))
+            view.update(watched.get_trials(deepcopy=False))
         except Exception as error:
             if not is_outage(error):
                 raise  # during an outage the display skips a beat; the workers wait it out themselves
