@@ -30,6 +30,7 @@ from torch.func import functional_call, vmap
 
 from hpo import models
 from hpo.augment import random_affine
+from hpo.backend import OneAtATime, Outcome
 from hpo.config import TrainConfig
 from hpo.data import Splits, batches
 from hpo.optim import make_optimizer, make_schedule
@@ -100,8 +101,6 @@ class Member:
 def train_group(jobs: Sequence, data: Splits) -> list:
     """Train `jobs` (backend.TrainJob, all with one pack_key) as one stacked model; one
     backend.Outcome per job, in order."""
-    from hpo.backend import Outcome  # noqa: PLC0415 - backend imports this module
-
     cfgs = [job.config for job in jobs]
     first = cfgs[0]
     device = data.device
@@ -255,8 +254,6 @@ class Packed:
         self.group_size = size
 
     def run(self, jobs: Sequence, data: Splits) -> list:
-        from hpo.backend import OneAtATime  # noqa: PLC0415
-
         groups: dict = {}
         alone = []
         for i, job in enumerate(jobs):
