@@ -6,13 +6,12 @@ One lucky run proves nothing: a config's number is its final-epoch test accuracy
 
 from __future__ import annotations
 
+import functools
+import multiprocessing as mp
 import statistics
 from dataclasses import asdict, dataclass, replace
-from typing import Callable, Optional
-
-import multiprocessing as mp
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+from typing import Callable, Optional
 
 from hpo import data as data_mod
 from hpo.config import TrainConfig
@@ -67,19 +66,15 @@ def verify(cfg: TrainConfig, *, seeds: int, n_params: int, device: str = "auto",
     else:
         pick_device(device)                 # a missing CUDA device is one line here, not one per process
         data_mod.ensure(cfg.data, data_dir)  # fetched and checked once, before the processes read it
-        context = mp.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(workers, seeds), mp_context=context, initializer=_start_process,
-                                 initargs=(min(workers, seeds),)) as pool:
-            pending = [pool.submit(_train_seed_in_process, cfg, seed, device, data_dir) for seed in seed_list]
-            try:
-                for done in as_completed(pending):
-                    runs.append(done.result())
-                    if on_seed:
-                        on_seed(runs[-1])
-            except BaseException:
-                for future in pending:
-                    future.cancel()
-                raise
+        processes = min(workers, seeds)
+        # Pool, not ProcessPoolExecutor: leaving the block terminates the processes, so a seed
+        # that diverges (or Ctrl-C) ends the command at once instead of after the others finish
+        with mp.get_context("spawn").Pool(processes, initializer=share_cpu, initargs=(processes,)) as pool:
+            train_one = functools.partial(_train_seed_in_process, cfg, device=device, data_dir=data_dir)
+            for run in pool.imap_unordered(train_one, seed_list):
+                runs.append(run)
+                if on_seed:
+                    on_seed(run)
     return Verification(n_params, cfg.epochs, tuple(sorted(runs, key=lambda r: r.seed)))
 
 
@@ -88,10 +83,6 @@ def train_seed(cfg: TrainConfig, seed: int, data: Splits) -> SeedRun:
     best = max(history, key=lambda r: r.test_accuracy)
     return SeedRun(seed, history[-1].test_accuracy, best.test_accuracy, best.epoch,
                    round(sum(r.seconds for r in history), 2))
-
-
-def _start_process(processes: int) -> None:
-    share_cpu(processes)
 
 
 def _train_seed_in_process(cfg: TrainConfig, seed: int, device: str, data_dir: Optional[Path]) -> SeedRun:

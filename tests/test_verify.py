@@ -96,3 +96,14 @@ def test_auto_workers_is_one_per_core_as_memory_allows_and_one_per_gpu(monkeypat
     assert trainer.auto_workers(torch.device("cpu")) == 1
     monkeypatch.setattr(trainer.torch.cuda, "device_count", lambda: 4)
     assert trainer.auto_workers(torch.device("cuda")) == 4
+
+
+def test_a_seed_that_diverges_ends_verify_with_one_line(tmp_path):
+    path = tmp_path / "wild.yaml"
+    path.write_text(yaml.safe_dump({**CONFIG, "model": {"family": "mlp", "hidden": [16]},
+                                    "optimizer": {"name": "sgd", "lr": 1e6, "momentum": 0.9}}))
+    done = subprocess.run([sys.executable, "-m", "hpo", "verify", "--config", str(path), "--device", "cpu",
+                           "--seeds", "3", "--workers", "2"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HPO_OFFLINE": "1"})
+    assert done.returncode == 1
+    assert done.stderr.startswith("hpo verify: diverged:") and "Traceback" not in done.stderr, done.stderr
