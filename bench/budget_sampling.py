@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import math
-import platform
 import random
 import statistics
 import sys
@@ -35,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from machine import cpu_model  # noqa: E402
 
 import optuna  # noqa: E402
 import torch  # noqa: E402
@@ -124,16 +125,6 @@ def run(spec, sampler_name: str, way: str, trials: int, seed: int) -> dict[str, 
     return {"sampler": sampler_name, "way": way, "trials": trials, "rejected": rejected,
             "mean_s": statistics.mean(seconds), "worst_s": max(seconds), "calls": calls[0] / trials,
             "size": statistics.mean(sizes) if sizes else float("nan"), "best": best}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:

@@ -26,6 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from machine import cpu_model  # noqa: E402
+
 CHILD = """
 import json, sys, time, torch
 import hpo
@@ -34,13 +36,6 @@ started = time.perf_counter()
 history = hpo.train(cfg, device="cpu")
 print(json.dumps({"threads": torch.get_num_threads(), "epoch_s": [r.seconds for r in history]}))
 """
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def main() -> int:

@@ -17,13 +17,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import random
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from machine import cpu_model  # noqa: E402
 
 import torch  # noqa: E402
 import yaml  # noqa: E402
@@ -56,10 +57,7 @@ def recipes(base: dict, k: int, epochs: int, subset) -> list:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return f"{line.split(':', 1)[1].strip()}, {torch.get_num_threads()} threads"
-    return platform.processor()
+    return f"{cpu_model()}, {torch.get_num_threads()} threads"
 
 
 def timed(fn, device) -> float:

@@ -26,13 +26,14 @@ import argparse
 import copy
 import datetime
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from machine import cpu_model  # noqa: E402
 
 import optuna  # noqa: E402
 import torch  # noqa: E402
@@ -127,16 +128,6 @@ def main() -> int:
         print(f"\nbest with pruning minus best without: {gap:+.2%} ({metric}); "
               f"epochs saved: {1 - rows[True]['epochs'] / full:.0%}")
     return 0
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":
