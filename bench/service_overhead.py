@@ -172,6 +172,7 @@ def install_worker_trace(folder: str) -> None:
     trace.wrap(hpo.objective.TrialHooks, "report", "train.report")
     trace.wrap(hpo.trainer, "save", "train.checkpoint_save")
     trace.wrap(w, "finish", "trial.tell")
+    trace.wrap(hpo.objective.TrialHooks, "publish_history", "trial.history")
 
     # an epoch's CPU: from its batches() (the first thing of its loop) to on_epoch, less the checkpoint save between
     batches, on_epoch, mark = hpo.trainer.batches, hpo.objective.TrialHooks.on_epoch, [0.0, 0.0]
@@ -240,22 +241,36 @@ def install_worker_trace(folder: str) -> None:
     w.worker_main = traced_main
 
 
+def forkserver_cpu() -> float:
+    """CPU seconds of this process's multiprocessing fork server so far (hpo.processes: it
+    imports what the workers need, once), 0 where none was started."""
+    from multiprocessing import forkserver
+
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    if not pid:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime: fields 14, 15
+
+
 def install_parent_trace(folder: str) -> None:
     """In the `hpo run` process: when it spawned each worker, and its CPU seconds at the end."""
     import atexit
     import multiprocessing.context
 
     meta = {"pid": os.getpid(), "proc_start": process_start_time(), "main": time.time(), "spawned": []}
-    start = multiprocessing.context.SpawnProcess.start
+    for kind in (multiprocessing.context.SpawnProcess, multiprocessing.context.ForkServerProcess):
+        def traced_start(self, start=kind.start):
+            meta["spawned"].append(time.time())
+            return start(self)
 
-    def traced_start(self):
-        meta["spawned"].append(time.time())
-        return start(self)
-
-    multiprocessing.context.SpawnProcess.start = traced_start
+        kind.start = traced_start
 
     def dump():
-        meta.update(end=time.time(), cpu=sum(os.times()[:2]))
+        meta.update(end=time.time(), cpu=sum(os.times()[:2]), forkserver_cpu=forkserver_cpu())
         (Path(folder) / "parent.json").write_text(json.dumps(meta))
 
     atexit.register(dump)
@@ -455,8 +470,9 @@ def analyse(kind: str, url: str, traces: Path, launched: float, exited: float) -
         def minus(a, *others):
             return a[0] - sum(o[0] for o in others), a[1] - sum(o[1] for o in others)
 
-        add("hpo run before this worker started (imports, data check, study)", clip(launched, m["proc_start"]))
-        add("interpreter start (spawn)", clip(m["proc_start"], m["mp_main"]), m["mp_main_cpu"])
+        add("hpo run before this worker started (imports, fork server's preload, data check, study)",
+            clip(launched, m["proc_start"]))
+        add("process start (fork from the fork server, or spawn)", clip(m["proc_start"], m["mp_main"]), m["mp_main_cpu"])
         add("imports (torch, optuna, sqlalchemy, hpo)", clip(m["mp_main"], m["worker_main"]),
             m["worker_main_cpu"] - m["mp_main_cpu"])
         init, data_load = total("init"), total("init.data_load", "init")
@@ -477,6 +493,7 @@ def analyse(kind: str, url: str, traces: Path, launched: float, exited: float) -
         add("claim: rest (heartbeat start, get_trial, unlock)", *minus(claim, *parts.values()))
         trial = total("trial")
         prep, art, tell = total("trial.prepare"), total("trial.artifact"), total("trial.tell")
+        history = total("trial.history")
         train = total("trial.train")
         report, save = total("train.report"), total("train.checkpoint_save")
         epochs = (sum(e[1] for e in w["values"]["epochs"]), sum(e[2] for e in w["values"]["epochs"]))
@@ -494,10 +511,11 @@ def analyse(kind: str, url: str, traces: Path, launched: float, exited: float) -
         add("train: epochs (train + test pass) = TRAINING", *epochs)
         add("train: setup, first trial of a worker (torch lazy imports: torch._dynamo)", *first)
         add("train: setup, later trials (subset, model, optimizer)", *minus(setup, first))
-        add("train: report per epoch (report, 2 attrs, should_prune)", *report)
+        add("train: report per epoch (report, should_prune)", *report)
         add("train: checkpoint save per epoch", *save)
+        add("trial: epoch history (2 attrs, once a trial)", *history)
         add("trial: tell (2 attrs, tell)", *tell)
-        add("trial: rest (heartbeat stop, checkpoint unlink)", *minus(trial, prep, art, train, tell))
+        add("trial: rest (heartbeat stop, checkpoint unlink)", *minus(trial, prep, art, train, history, tell))
         add("poll sleep (the remaining slots all running)", *total("poll_sleep"))
         add("after the worker stopped, until the run's last trial ended", clip(m["end"], last))
         add("other threads (heartbeats, parent watch), beside the main one", 0.0, m["cpu"] - m["main_thread_cpu"])
@@ -520,8 +538,10 @@ def analyse(kind: str, url: str, traces: Path, launched: float, exited: float) -
         "per_trial_overhead": per_trial / (per_trial + training),
         "heartbeats": len(beats), "heartbeat_seconds": sum(b - a for a, b in beats),
         "worker_cpu": sum(w["meta"]["cpu"] for w in workers), "training_cpu": training_cpu,
-        "parent_cpu": parent["cpu"], "hpo_cpu": sum(w["meta"]["cpu"] for w in workers) + parent["cpu"],
-        "cpu_overhead": 1 - training_cpu / (sum(w["meta"]["cpu"] for w in workers) + parent["cpu"]),
+        "parent_cpu": parent["cpu"], "forkserver_cpu": parent.get("forkserver_cpu", 0.0),
+        "hpo_cpu": sum(w["meta"]["cpu"] for w in workers) + parent["cpu"] + parent.get("forkserver_cpu", 0.0),
+        "cpu_overhead": 1 - training_cpu / (sum(w["meta"]["cpu"] for w in workers) + parent["cpu"]
+                                            + parent.get("forkserver_cpu", 0.0)),
         "torch_threads": sorted({w["meta"]["torch_threads"] for w in workers}),
     }
 
@@ -590,7 +610,8 @@ def main() -> None:
         k, wall = r["workers"], r["wall"]
         print(f"\nWhere the time went, run {i} ({r['storage']}): {k} workers x {wall:.1f} s = {k * wall:.1f} "
               f"worker-seconds of wall; {r['hpo_cpu']:.1f} CPU seconds in hpo's processes (the hpo run parent's "
-              f"{r['parent_cpu']:.1f} s not in the rows); after the last trial, the last worker_main returned "
+              f"{r['parent_cpu']:.1f} s and its fork server's {r.get('forkserver_cpu', 0.0):.1f} s not in the rows); "
+              f"after the last trial, the last worker_main returned "
               f"{r['workers_returned']:.1f} s later, the hpo run process reached its exit {r['parent_atexit']:.1f} s "
               f"later and ended {r['command_wall'] - wall:.1f} s later; {r['heartbeats']} heartbeats took {r['heartbeat_seconds']:.2f} s in threads")
         print("| what | worker-s (wall) | % of workers x wall | CPU s | % of hpo CPU | ms wall per trial |")

@@ -262,17 +262,21 @@ def cmd_verify(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from hpo import artifacts  # noqa: PLC0415
-    from hpo.display import RunDisplay, console  # noqa: PLC0415
-    from hpo.runner import run  # noqa: PLC0415
-    from hpo.storage import Storage  # noqa: PLC0415
-    from hpo.study import load_spec  # noqa: PLC0415
+    from hpo.processes import worker_context  # noqa: PLC0415 - imports no torch
 
     if args.grace <= args.heartbeat:
         raise UserError(f"--grace {args.grace} must be longer than --heartbeat {args.heartbeat}")
     if args.checkpoint_dir and args.checkpoint_dir.exists() and not args.checkpoint_dir.is_dir():
         raise UserError(f"--checkpoint-dir {args.checkpoint_dir} is a file, not a folder; give a folder "
                         "(it is created if missing)")
+    worker_context()  # the workers' fork server imports torch & co. while this process does the same
+
+    from hpo import artifacts  # noqa: PLC0415
+    from hpo.display import RunDisplay, console  # noqa: PLC0415
+    from hpo.runner import run  # noqa: PLC0415
+    from hpo.storage import Storage  # noqa: PLC0415
+    from hpo.study import load_spec  # noqa: PLC0415
+
     # every check a user can fail comes before the study is created
     spec = load_spec(args.study)
     storage = Storage.resolve(args.storage)

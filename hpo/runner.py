@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import signal
 import threading
@@ -15,6 +14,7 @@ import optuna
 
 from hpo import records
 from hpo.errors import UserError
+from hpo.processes import worker_context
 from hpo.retry import PATIENCE_SECONDS, Backoff, DatabaseUnavailable, is_outage
 from hpo.storage import GRACE_SECONDS, HEARTBEAT_SECONDS, Storage
 from hpo.study import StudySpec
@@ -155,6 +155,7 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
 
     if not os.environ.get("HPO_DEBUG"):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+    ctx = worker_context()  # its fork server imports what a worker needs while this process sets up
     where = pick_device(device)
     if workers == "auto":
         workers = auto_workers(where)
@@ -176,8 +177,8 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
 
     deadline = time.time() + timeout if timeout else None
     job = Job(spec, storage, trials, deadline, device, str(data_dir) if data_dir else None, workers, heartbeat, grace,
-              str(checkpoint_dir) if checkpoint_dir else None, patience, str(artifacts) if artifacts else None, pack)
-    ctx = mp.get_context("spawn")
+              str(checkpoint_dir) if checkpoint_dir else None, patience, str(artifacts) if artifacts else None, pack,
+              dict(os.environ), os.getpid())
     procs = [ctx.Process(target=worker_entry, name=f"hpo-worker-{i}", args=(job, i)) for i in range(workers)]
     view = display(workers, before)
 

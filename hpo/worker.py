@@ -20,6 +20,8 @@ from __future__ import annotations
 import _thread
 import gc
 import os
+import select
+import signal
 import sys
 import threading
 import time
@@ -66,6 +68,8 @@ class Job:
     patience: float = PATIENCE_SECONDS  # how long a worker waits out an unreachable database
     artifacts: Optional[str] = None     # the artifact store's folder: each trial's config goes there
     pack: int = 1                        # trials trained at once as one stacked model (hpo.packed); 1: one at a time
+    env: Optional[dict] = None           # `hpo run`'s environment, which a worker forked by the fork server takes on
+    parent: Optional[int] = None         # `hpo run`'s pid, which each worker watches (watch_parent)
 
 
 class Heartbeat:
@@ -200,7 +204,7 @@ class Worker:
 
     def train(self, claimed: list[Claimed]) -> list[tuple[TrialState, str]]:
         """Build each claimed trial, train those within budget, tell each how it ended."""
-        jobs, running, sizes, ended = [], [], [], []
+        jobs, running, sizes, histories, ended = [], [], [], [], []
         try:
             for c in claimed:
                 try:
@@ -222,6 +226,7 @@ class Worker:
                                      final))
                 running.append(c)
                 sizes.append(plan.n_params)
+                histories.append(hooks.publish_history)
             outcomes = self.backend.run(jobs, self.fit_data)
         except KeyboardInterrupt:
             self.interrupted(running)
@@ -230,10 +235,11 @@ class Worker:
             for c in claimed:
                 c.heartbeat.stop()
         outage = None
-        for c, job, n_params, outcome in zip(running, jobs, sizes, outcomes):
+        for c, job, n_params, publish_history, outcome in zip(running, jobs, sizes, histories, outcomes):
             try:
                 if not ended_here(outcome):
                     raise outcome.error
+                publish_history()
                 state = finish(self.study, c.trial, outcome, objectives=self.job.spec.objectives, n_params=n_params)
             except optuna.exceptions.UpdateFinishedTrialError:
                 print(f"hpo run: worker {self.index}: trial {c.trial.number} was silent for longer than --grace "
@@ -295,22 +301,51 @@ def worker_main(job: Job, index: int) -> int:
             worker.lock.close()
 
 
-def watch_parent(parent: int, index: int) -> None:
-    """Stop this worker as Ctrl-C would once its `hpo run` is gone (killed with SIGKILL, or its
-    machine's OOM killer): the trial is failed, queued again and resumed from its checkpoint by
-    the next run, instead of a worker nobody watches training on and taking new trials."""
-    while os.getppid() == parent:
-        time.sleep(POLL_SECONDS)
+def watch_parent(ppid: int, parent: int, index: int) -> None:
+    """Stop this worker as Ctrl-C would once its `hpo run` (pid `parent`) is gone (killed with
+    SIGKILL, or its machine's OOM killer): the trial is failed, queued again and resumed from its
+    checkpoint by the next run, instead of a worker nobody watches training on and taking new
+    trials. A forked worker's own parent (`ppid`) is the fork server, which lives on while any of
+    its workers does, so the watch is on `hpo run` itself."""
+    wait_for_exit(parent, ppid)
     INTERRUPTED["reason"] = f"interrupted: its hpo run (pid {parent}) was killed"
     try:
         print(f"hpo run: worker {index}: hpo run (pid {parent}) is gone; stopping", file=sys.stderr, flush=True)
     except OSError:  # nobody reads its stderr any more
         pass
-    _thread.interrupt_main()
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        _thread.interrupt_main()
+    else:  # SIGINT is ignored (`hpo run &` in a script): end now; the trial goes stale and is retried
+        os._exit(130)
+
+
+def wait_for_exit(pid: int, ppid: int) -> None:
+    """Block until process `pid` has ended: a pidfd (Linux), which becomes readable when it exits
+    and cannot mistake a new process that took the number over; elsewhere a poll that also ends
+    when this process's parent changes (`ppid`: a spawned worker is reparented when `hpo run` dies)."""
+    if hasattr(os, "pidfd_open"):
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:  # gone already
+            return
+        select.select([fd], [], [])
+        return
+    while os.getppid() == ppid:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            pass
+        time.sleep(POLL_SECONDS)
 
 
 def worker_entry(job: Job, index: int) -> None:
-    threading.Thread(target=watch_parent, args=(os.getppid(), index), name="hpo-parent-watch", daemon=True).start()
+    if job.env is not None and job.env != os.environ:  # forked from a fork server started earlier
+        os.environ.clear()
+        os.environ.update(job.env)
+    watch = (os.getppid(), job.parent or os.getppid(), index)
+    threading.Thread(target=watch_parent, args=watch, name="hpo-parent-watch", daemon=True).start()
     status = worker_main(job, index)
     # everything is recorded and closed by now: skip the interpreter's teardown, which takes a
     # process that imported torch a second or two of CPU (8 workers on 2 cores: 25 s; P5)

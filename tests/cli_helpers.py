@@ -132,13 +132,17 @@ def worker_pid(trial: optuna.trial.FrozenTrial) -> int:
 
 
 def children(pid: int) -> set[int]:
-    """Direct children of `pid`, from /proc (Linux)."""
+    """Every process under `pid`, from /proc (Linux): `hpo run`'s workers are the children of its
+    fork server (hpo.processes), which is its child, as is multiprocessing's resource tracker."""
     found = set()
     for task in Path(f"/proc/{pid}/task").glob("*"):
         try:
-            found |= {int(c) for c in (task / "children").read_text().split()}
+            direct = {int(c) for c in (task / "children").read_text().split()}
         except OSError:
-            pass
+            continue
+        found |= direct
+        for child in direct:
+            found |= children(child)
     return found
 
 

@@ -90,6 +90,8 @@ def test_run_prunes_keeps_the_budget_and_counts_exactly(study_file, storage_url)
             assert t.user_attrs["n_params"] <= 3000
             assert len(t.user_attrs["epoch_seconds"]) == 3 and t.user_attrs["device"] == "cpu"
             assert t.user_attrs["config"]["epochs"] == 3 and "torch" in t.user_attrs["versions"]
+        if t.state == TrialState.PRUNED:  # each epoch's seconds and loss are written as a trial ends, pruned too
+            assert len(t.user_attrs["epoch_seconds"]) == len(t.user_attrs["train_loss"]) == len(t.intermediate_values)
     base = trials[0]
     assert base.user_attrs.get("base") is True
     assert base.params == {"optimizer.lr": 0.05, "model.layers.0": 4, "model.layers.2": 8}

@@ -1,0 +1,38 @@
+"""How `hpo run` starts its worker processes: forked from a fork server that imported, once per
+run, what every worker needs, where spawned workers each imported it again.
+
+Measured (BENCHMARKS.md, "Service overhead"): a spawned worker spent about 3 CPU seconds on
+imports (torch, Optuna, SQLAlchemy, hpo), 2.4 on `torch._dynamo` (which `torch.optim` imports on
+a worker's first step) and 1 on the storage's drivers and Alembic; 8 workers on 2 cores spent
+41% of a short run's worker time there. This module imports no torch: the server starts before
+its caller's heavy imports are done, so the two overlap."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from multiprocessing import forkserver
+
+# what a worker imports before its first trial; a module that is not installed (a storage driver
+# the run does not use) is skipped by the server
+PRELOAD = [
+    "hpo.worker",
+    "torch._dynamo",
+    "alembic.command", "alembic.config", "alembic.migration", "alembic.script",  # Optuna's RDBStorage
+    "sqlalchemy.dialects.sqlite.pysqlite",
+    "psycopg", "sqlalchemy.dialects.postgresql.psycopg",
+]
+
+
+def worker_context():
+    """The start method for worker processes: a fork server preloaded with PRELOAD where the
+    platform has one (Linux, macOS), started now (its imports run beside the caller's); spawn
+    elsewhere. Never a plain fork of the calling process: one that has touched CUDA cannot fork a
+    child that uses it, and the fork server, a fresh interpreter that only imports, never does.
+    A worker forked from it starts with the environment of the moment the server started, so the
+    caller hands its own to the worker (hpo.worker.Job.env)."""
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)
+    forkserver.ensure_running()
+    return ctx

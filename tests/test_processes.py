@@ -1,0 +1,59 @@
+"""How `hpo run` starts its workers (hpo.processes): forked from a fork server that imported
+torch and the rest once, yet each worker as its run set it up, as a spawned one would be."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import subprocess
+import sys
+
+import optuna
+import pytest
+import yaml
+
+import hpo
+from hpo import processes
+
+PROBE = '''
+import json, multiprocessing, os
+from torch import nn
+
+def build(width: int = 4, input_shape=(1, 28, 28), num_classes=10):
+    if multiprocessing.current_process().name.startswith("hpo-worker"):
+        with open(os.environ["HPO_PROBE"], "a") as out:  # a KeyError fails the trial
+            out.write(json.dumps({"pid": os.getpid(), "ppid": os.getppid()}) + "\\n")
+    return nn.Sequential(nn.Flatten(), nn.Linear(input_shape[0] * input_shape[1] * input_shape[2], num_classes))
+'''
+
+
+@pytest.mark.skipif("forkserver" not in mp.get_all_start_methods(), reason="no fork server on this platform")
+def test_a_worker_forked_by_a_fork_server_started_earlier_sees_its_runs_environment(tmp_path, monkeypatch):
+    ctx = processes.worker_context()  # the server starts now, its environment without HPO_PROBE
+    assert ctx.get_start_method() == "forkserver"
+    (tmp_path / "probe_model.py").write_text(PROBE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    seen = tmp_path / "seen.jsonl"
+    monkeypatch.setenv("HPO_PROBE", str(seen))
+    study = tmp_path / "probe.yaml"
+    study.write_text(yaml.safe_dump({
+        "name": "probe",
+        "base": {"model": {"module": "probe_model:build"}, "optimizer": {"name": "sgd", "lr": 0.05},
+                 "batch_size": 64, "epochs": 1, "data": {"train_subset": 200, "test_subset": 100}},
+        "search": {"optimizer.lr": {"float": [0.01, 0.1], "log": True}},
+        "sampler": {"name": "random", "seed": 0},
+    }))
+    url = f"sqlite:///{tmp_path / 'probe.db'}"
+    hpo.run(study, trials=2, storage=url, workers=2, device="cpu", checkpoint_dir=tmp_path / "ckpt")
+    states = [t.state for t in optuna.load_study(study_name="probe", storage=url).trials]
+    assert states == [optuna.trial.TrialState.COMPLETE] * 2
+    workers = [json.loads(line) for line in seen.read_text().splitlines()]
+    assert workers and all(w["pid"] != mp.current_process().pid for w in workers), workers
+    assert all(w["ppid"] != mp.current_process().pid for w in workers), "not forked by the fork server"
+
+
+def test_starting_the_fork_server_imports_no_torch_in_the_caller():
+    """`hpo run` starts the server before its own heavy imports, so the two overlap."""
+    probe = "import sys, hpo.processes; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
