@@ -269,8 +269,18 @@ def install_parent_trace(folder: str) -> None:
 
         kind.start = traced_start
 
+    import hpo.processes  # hpo run ends the fork server once its workers are done: read its CPU first
+
+    stop = hpo.processes.stop_fork_server
+
+    def traced_stop():
+        meta["forkserver_cpu"] = meta.get("forkserver_cpu", 0.0) + forkserver_cpu()
+        stop()
+
+    hpo.processes.stop_fork_server = traced_stop
+
     def dump():
-        meta.update(end=time.time(), cpu=sum(os.times()[:2]), forkserver_cpu=forkserver_cpu())
+        meta.update(end=time.time(), cpu=sum(os.times()[:2]))
         (Path(folder) / "parent.json").write_text(json.dumps(meta))
 
     atexit.register(dump)

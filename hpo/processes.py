@@ -10,6 +10,8 @@ its caller's heavy imports are done, so the two overlap."""
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import signal
 from multiprocessing import forkserver
 
 # what a worker imports before its first trial; a module that is not installed (a storage driver
@@ -36,3 +38,17 @@ def worker_context():
     ctx.set_forkserver_preload(PRELOAD)
     forkserver.ensure_running()
     return ctx
+
+
+def stop_fork_server() -> None:
+    """End the fork server once the run's workers are gone. Left alone it would end by itself
+    when its last worker does, but only after its interpreter's teardown, seconds for a process
+    that imported torch, holding the run's stdout and stderr open all the while (a `| tee` waits
+    for it). SIGKILL loses nothing: it holds only its imports, and the next worker_context()
+    starts another. (Its pid is multiprocessing's private attribute; without one, nothing.)"""
+    pid = getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None)
+    if pid:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -12,9 +12,8 @@ from typing import Any, Callable, Optional
 
 import optuna
 
-from hpo import records
+from hpo import processes, records
 from hpo.errors import UserError
-from hpo.processes import worker_context
 from hpo.retry import PATIENCE_SECONDS, Backoff, DatabaseUnavailable, is_outage
 from hpo.storage import GRACE_SECONDS, HEARTBEAT_SECONDS, Storage
 from hpo.study import StudySpec
@@ -155,7 +154,7 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
 
     if not os.environ.get("HPO_DEBUG"):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-    ctx = worker_context()  # its fork server imports what a worker needs while this process sets up
+    ctx = processes.worker_context()  # its fork server imports what a worker needs while this process sets up
     where = pick_device(device)
     if workers == "auto":
         workers = auto_workers(where)
@@ -208,6 +207,7 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
             refresh()
     except KeyboardInterrupt:
         stop_workers(procs, forward=bool(terminated))
+        processes.stop_fork_server()
         counts = records.count(rdb.get_all_trials(study_id, deepcopy=False))
         warn(f"interrupted: {counts.finished}/{trials} finished; run the same command to continue")
         return 130
@@ -216,6 +216,7 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
             signal.signal(signal.SIGTERM, previous)
     for p in procs:
         p.join()
+    processes.stop_fork_server()
     try:
         final = Backoff(patience).call(lambda: rdb.get_all_trials(study_id, deepcopy=False))
     except DatabaseUnavailable as error:
