@@ -32,8 +32,8 @@ def worker_context():
     child that uses it, and the fork server, a fresh interpreter that only imports, never does.
     A worker forked from it starts with the environment of the moment the server started, so the
     caller hands its own to the worker (hpo.worker.Job.env)."""
-    if "forkserver" not in mp.get_all_start_methods():
-        return mp.get_context("spawn")
+    if os.environ.get("HPO_WORKER_START") == "spawn" or "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")  # HPO_WORKER_START=spawn: each worker a fresh interpreter, as before
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(PRELOAD)
     forkserver.ensure_running()

@@ -57,3 +57,8 @@ def test_starting_the_fork_server_imports_no_torch_in_the_caller():
     probe = "import sys, hpo.processes; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           check=True).stdout.strip() == "False"
+
+
+def test_hpo_worker_start_spawn_gives_each_worker_a_fresh_interpreter(monkeypatch):
+    monkeypatch.setenv("HPO_WORKER_START", "spawn")
+    assert processes.worker_context().get_start_method() == "spawn"
