@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from hpo import __version__
@@ -354,12 +356,20 @@ def damaged_database(error: BaseException) -> str | None:
     return None
 
 
+def stop_as_on_ctrl_c(signum, frame) -> None:
+    """SIGTERM (`kill`, `docker stop`, a job scheduler's time limit) stops a command as Ctrl-C
+    does: `hpo verify` terminates its processes on the way out instead of leaving them training."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, stop_as_on_ctrl_c) if main_thread else None
     try:
         return args.handler(args)
     except UserError as error:
@@ -376,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hpo {args.command}: interrupted", file=sys.stderr)
         return 130
     finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
         sys.stdout.flush()
 
 

@@ -237,11 +237,12 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
 
 def stop_workers(procs: list, *, forward: bool) -> None:
     """Let each worker record how its trials ended, then make sure none outlives the command.
-    Ctrl-C at a terminal reaches every worker already; a SIGTERM to this process is forwarded."""
+    Ctrl-C at a terminal reaches every worker already; a SIGTERM to this process is forwarded
+    as SIGTERM, which a worker takes as Ctrl-C even where SIGINT is ignored."""
     started = [p for p in procs if p.pid is not None]
     for p in started:
         if forward and p.is_alive():
-            os.kill(p.pid, signal.SIGINT)
+            os.kill(p.pid, signal.SIGTERM)
     for p in started:
         p.join(timeout=STOP_SECONDS)
         if p.is_alive():

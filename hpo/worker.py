@@ -313,10 +313,7 @@ def watch_parent(ppid: int, parent: int, index: int) -> None:
         print(f"hpo run: worker {index}: hpo run (pid {parent}) is gone; stopping", file=sys.stderr, flush=True)
     except OSError:  # nobody reads its stderr any more
         pass
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        _thread.interrupt_main()
-    else:  # SIGINT is ignored (`hpo run &` in a script): end now; the trial goes stale and is retried
-        os._exit(130)
+    _thread.interrupt_main(signal.SIGTERM)  # handled as Ctrl-C (worker_entry), even where SIGINT is ignored
 
 
 def wait_for_exit(pid: int, ppid: int) -> None:
@@ -340,7 +337,15 @@ def wait_for_exit(pid: int, ppid: int) -> None:
         time.sleep(POLL_SECONDS)
 
 
+def interrupted_by_sigterm(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def worker_entry(job: Job, index: int) -> None:
+    # `hpo run` forwards a SIGTERM (docker stop) and its Ctrl-C as SIGTERM: a worker stops as on
+    # Ctrl-C, failing and re-queueing its trial, even where SIGINT is ignored (`hpo run &` in a
+    # script, whose background jobs ignore it), which would leave its trial RUNNING until stale
+    signal.signal(signal.SIGTERM, interrupted_by_sigterm)
     if job.env is not None and job.env != os.environ:  # forked from a fork server started earlier
         os.environ.clear()
         os.environ.update(job.env)

@@ -4,6 +4,7 @@ test_bad_input, test_security): the real CLI in a subprocess, study files, a cut
 from __future__ import annotations
 
 import copy
+import signal
 import socket
 import subprocess
 import sys
@@ -29,11 +30,14 @@ def hpo(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) ->
                           env=env_with(env))
 
 
-def start_hpo(*args: str, cwd: Path, env: dict | None = None, log: Path | None = None) -> subprocess.Popen:
-    """`python -m hpo ARGS` in the background, in its own process group; output to `log`."""
+def start_hpo(*args: str, cwd: Path, env: dict | None = None, log: Path | None = None,
+              ignore_sigint: bool = False) -> subprocess.Popen:
+    """`python -m hpo ARGS` in the background, in its own process group; output to `log`.
+    `ignore_sigint`: started as a script's background job is (`hpo run &`), SIGINT ignored."""
     out = open(log, "w") if log else subprocess.DEVNULL
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None
     return subprocess.Popen([*HPO, *args], cwd=cwd, stdout=out, stderr=subprocess.STDOUT, text=True,
-                            env=env_with(env), start_new_session=True)
+                            env=env_with(env), start_new_session=True, preexec_fn=ignore)
 
 
 def write_study(folder: Path, name: str, **changes) -> Path:

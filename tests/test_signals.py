@@ -24,7 +24,7 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def start_run(tmp_path: Path, name: str, epochs: int):
+def start_run(tmp_path: Path, name: str, epochs: int, *, ignore_sigint: bool = False):
     """`hpo run` of a 2-worker study in the background: (its process, its argv, the url, its log)."""
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     path = write_study(tmp_path, name, base={**TINY["base"], "epochs": epochs,
@@ -33,7 +33,8 @@ def start_run(tmp_path: Path, name: str, epochs: int):
                        budget={"epochs": epochs}, pruner={"name": "none"})
     argv = run_args(path, url, N, "--workers", "2", "--checkpoint-dir", str(tmp_path / "checkpoints"))
     log = tmp_path / "run.log"
-    return start_hpo(*argv, cwd=tmp_path, env={"OMP_NUM_THREADS": "1"}, log=log), argv, url, log
+    return (start_hpo(*argv, cwd=tmp_path, env={"OMP_NUM_THREADS": "1"}, log=log, ignore_sigint=ignore_sigint),
+            argv, url, log)
 
 
 def workers_once_training(proc, url: str, name: str, log: Path, deadline: float):
@@ -78,6 +79,26 @@ def test_sigterm_stops_every_worker_and_the_next_run_resumes(tmp_path):
     assert retried and all(t.state == TrialState.COMPLETE for t in retried)
     assert not any(records.FAIL_REASON in t.user_attrs for t in retried)
     assert any(t.user_attrs.get(records.RESUMED_AT_EPOCH) for t in retried), "no retry resumed from its checkpoint"
+
+
+def test_sigterm_stops_workers_that_ignore_sigint_as_ctrl_c_would(tmp_path):
+    """`hpo run &` in a script starts with SIGINT ignored, and so do its workers: the SIGTERM it
+    forwards still stops each as Ctrl-C would, its trial failed with a reason and queued again,
+    not left RUNNING for the grace period after the worker is killed."""
+    proc, _, url, log = start_run(tmp_path, "nosigint", EPOCHS, ignore_sigint=True)
+    deadline = time.monotonic() + 240
+    try:
+        study, workers = workers_once_training(proc, url, "nosigint", log, deadline)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 130, log.read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    c = records.count(study.get_trials(deepcopy=False))
+    interrupted = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.FAIL]
+    assert c.running == 0, f"a trial was left RUNNING\n{log.read_text()}"
+    assert interrupted and all(t.user_attrs[records.FAIL_REASON].startswith("interrupted") for t in interrupted)
+    assert c.waiting == len(interrupted), "an interrupted trial was not queued again"
 
 
 def test_workers_of_a_killed_run_stop_and_leave_their_trials_to_the_next(tmp_path):

@@ -107,3 +107,38 @@ def test_a_seed_that_diverges_ends_verify_with_one_line(tmp_path):
                           env={**os.environ, "HPO_OFFLINE": "1"})
     assert done.returncode == 1
     assert done.stderr.startswith("hpo verify: diverged:") and "Traceback" not in done.stderr, done.stderr
+
+
+def test_sigterm_ends_verify_and_its_processes(tmp_path):
+    """SIGTERM (kill, a scheduler's time limit) stops `hpo verify --workers K` as Ctrl-C does:
+    the processes training its seeds end with it, none is left training on."""
+    from cli_helpers import children, start_hpo  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump({**CONFIG, "epochs": 200}))
+    proc = start_hpo("verify", "--config", str(path), "--device", "cpu", "--seeds", "2", "--workers", "2",
+                     cwd=tmp_path, log=tmp_path / "verify.log")
+    deadline = time.monotonic() + 120
+    try:
+        while len(children(proc.pid)) < 2:  # its two seed processes (and multiprocessing's tracker)
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "verify.log").read_text()
+            time.sleep(0.2)
+        pool = children(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 130, (tmp_path / "verify.log").read_text()
+        while any(alive(pid) for pid in pool):
+            assert time.monotonic() < deadline, f"a seed's process outlived hpo verify: {pool}"
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert "interrupted" in (tmp_path / "verify.log").read_text()
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
