@@ -274,7 +274,7 @@ def install_parent_trace(folder: str) -> None:
     stop = hpo.processes.stop_fork_server
 
     def traced_stop():
-        meta["forkserver_cpu"] = meta.get("forkserver_cpu", 0.0) + forkserver_cpu()
+        meta["forkserver_cpu"] = max(meta.get("forkserver_cpu", 0.0), forkserver_cpu())  # called again by the CLI
         stop()
 
     hpo.processes.stop_fork_server = traced_stop

@@ -264,15 +264,21 @@ def cmd_verify(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from hpo.processes import worker_context  # noqa: PLC0415 - imports no torch
+    from hpo import processes  # noqa: PLC0415 - imports no torch
 
     if args.grace <= args.heartbeat:
         raise UserError(f"--grace {args.grace} must be longer than --heartbeat {args.heartbeat}")
     if args.checkpoint_dir and args.checkpoint_dir.exists() and not args.checkpoint_dir.is_dir():
         raise UserError(f"--checkpoint-dir {args.checkpoint_dir} is a file, not a folder; give a folder "
                         "(it is created if missing)")
-    worker_context()  # the workers' fork server imports torch & co. while this process does the same
+    processes.worker_context()  # the workers' fork server imports torch & co. while this process does the same
+    try:
+        return run_study(args)
+    finally:  # a mistake in the study file ends the command before any worker: the server goes too
+        processes.stop_fork_server()
 
+
+def run_study(args) -> int:
     from hpo import artifacts  # noqa: PLC0415
     from hpo.display import RunDisplay, console  # noqa: PLC0415
     from hpo.runner import run  # noqa: PLC0415

@@ -342,9 +342,9 @@ def interrupted_by_sigterm(signum, frame) -> None:
 
 
 def worker_entry(job: Job, index: int) -> None:
-    # `hpo run` forwards a SIGTERM (docker stop) and its Ctrl-C as SIGTERM: a worker stops as on
-    # Ctrl-C, failing and re-queueing its trial, even where SIGINT is ignored (`hpo run &` in a
-    # script, whose background jobs ignore it), which would leave its trial RUNNING until stale
+    # `hpo run` forwards the SIGTERM it gets (docker stop) as SIGTERM, and the parent watch
+    # interrupts with it: a worker stops as on Ctrl-C, failing and re-queueing its trial, even
+    # where SIGINT is ignored (`hpo run &` in a script), which would leave its trial RUNNING
     signal.signal(signal.SIGTERM, interrupted_by_sigterm)
     if job.env is not None and job.env != os.environ:  # forked from a fork server started earlier
         os.environ.clear()
