@@ -135,6 +135,22 @@ def worker_pid(trial: optuna.trial.FrozenTrial) -> int:
     return int(trial.user_attrs["worker"].rsplit(":", 1)[1])
 
 
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, ended but not yet reaped, does not), from /proc."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_until_gone(pids: set[int], deadline: float, why: str) -> None:
+    """Wait for every process of `pids` to end; past `deadline` (a generous one), fail with `why`."""
+    while any(alive(pid) for pid in pids):
+        assert time.monotonic() < deadline, why
+        time.sleep(0.2)
+
+
 def children(pid: int) -> set[int]:
     """Every process under `pid`, from /proc (Linux): `hpo run`'s workers are the children of its
     fork server (hpo.processes), which is its child, as is multiprocessing's resource tracker."""

@@ -10,18 +10,11 @@ from pathlib import Path
 
 from optuna.trial import TrialState
 
-from cli_helpers import TINY, children, hpo, run_args, start_hpo, study_when_started, write_study
+from cli_helpers import (TINY, alive, children, hpo, run_args, start_hpo, study_when_started,
+                         wait_until_gone, write_study)
 from hpo import records
 
 EPOCHS, N = 4, 3
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def start_run(tmp_path: Path, name: str, epochs: int, *, ignore_sigint: bool = False):
@@ -111,9 +104,7 @@ def test_workers_of_a_killed_run_stop_and_leave_their_trials_to_the_next(tmp_pat
         study, workers = workers_once_training(proc, url, "orphan", log, deadline)
         proc.kill()  # SIGKILL to `hpo run` alone: its workers live on, orphaned
         proc.wait(timeout=30)
-        while any(alive(pid) for pid in workers):
-            assert time.monotonic() < deadline, f"a worker trained on after its hpo run was killed\n{log.read_text()}"
-            time.sleep(0.2)
+        wait_until_gone(workers, deadline, f"a worker trained on after its hpo run was killed\n{log.read_text()}")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

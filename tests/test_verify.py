@@ -112,7 +112,7 @@ def test_a_seed_that_diverges_ends_verify_with_one_line(tmp_path):
 def test_sigterm_ends_verify_and_its_processes(tmp_path):
     """SIGTERM (kill, a scheduler's time limit) stops `hpo verify --workers K` as Ctrl-C does:
     the processes training its seeds end with it, none is left training on."""
-    from cli_helpers import children, start_hpo  # noqa: PLC0415
+    from cli_helpers import children, start_hpo, wait_until_gone  # noqa: PLC0415
     import signal  # noqa: PLC0415
     import time  # noqa: PLC0415
 
@@ -128,17 +128,8 @@ def test_sigterm_ends_verify_and_its_processes(tmp_path):
         pool = children(proc.pid)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 130, (tmp_path / "verify.log").read_text()
-        while any(alive(pid) for pid in pool):
-            assert time.monotonic() < deadline, f"a seed's process outlived hpo verify: {pool}"
-            time.sleep(0.2)
+        wait_until_gone(pool, deadline, f"a seed's process outlived hpo verify: {pool}")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert "interrupted" in (tmp_path / "verify.log").read_text()
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
