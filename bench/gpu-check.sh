@@ -1,38 +1,48 @@
 #!/usr/bin/env bash
 # The project's GPU check: one command on the lent GPU machine, every figure written to one folder,
-# a summary table printed last. About 6 minutes on an H100; the machine's start is extra.
+# a summary table printed last. It keeps to GPU_CHECK_SECONDS (default 360) in all: the budget-8k
+# study gets whatever the steps before it left, less what export and verify need.
 #
 # Prepare on the CPU machine, from the project's root (both folders are git-ignored, so the
 # device call must name them in `carry`):
-#   ../shared/gpu/wheels.sh optuna-dashboard bottle packaging   # .whl/: what the GPU machine lacks
+#   ../shared/gpu/wheels.sh optuna-dashboard bottle          # .whl/: what the GPU machine lacks
 #   mkdir -p .data/mnist && for f in ~/.cache/hpo/mnist/*; do gzip -c "$f" > .data/mnist/$(basename "$f").gz; done
 #   cp gpu-check-out/gpu-check.db .data/ 2>/dev/null      # optional: continue an earlier check's study
 # Run there (the device tool sets $OUT; elsewhere it is ./gpu-check-out):
 #   bash bench/gpu-check.sh
-# Try the plumbing here, in a minute or two, on the CPU:  GPU_CHECK_QUICK=1 PYTHON=.venv/bin/python bash bench/gpu-check.sh
+#   GPU_CHECK_STEPS="budget-8k export verify" GPU_CHECK_SECONDS=240 bash bench/gpu-check.sh   # only the study, longer
+# Try the plumbing here, in a few minutes, on the CPU:  GPU_CHECK_QUICK=1 PYTHON=.venv/bin/python bash bench/gpu-check.sh
 #
-# Steps, each with its own time limit, its log in $OUT/NAME.log and its exit status in the summary:
-#   gpu-tests    pytest tests/test_gpu.py (the CUDA path)
+# Steps, each with its own time limit, its log in NAME.log and its exit status in the summary:
+#   gpu-tests    pytest tests/test_gpu.py: training on CUDA, `hpo run` with 2 workers and pruning,
+#                a trial stopped by SIGTERM resumed from its checkpoint on the GPU
 #   train-speed  P1 and P2: seconds per epoch of the budget-8k base net, this trainer against the
 #                seeds' loop, same process and device (bench/train_speed.py)
-#   packing      P4: trials per hour, K trials of the base net's shape trained at once as one stacked
+#   packing      P4, one way: K trials of the base net's shape trained at once as one stacked
 #                model (hpo run --pack K) against one at a time (bench/packing.py)
+#   workers      P4, the other way: K worker processes training at once on the one GPU, no MPS
+#                (bench/cpu_workers.py --device cuda); its best K is the study's --workers
 #   budget-8k    P3: `hpo run --study budget-8k --trials 100` under --timeout; the study database
-#                is $OUT/gpu-check.db, so a later check continues it
+#                is gpu-check.db, so a later check that carries it in .data/ continues it
 #   export       the best five configs as YAML
 #   verify       issue 11's number: the best config re-trained with 5 seeds at once (hpo verify
 #                --workers 5 on the one GPU), final-epoch test accuracy as mean +- std
-# Not measured here: P4's other way (K worker processes on one GPU, with or without MPS) and P5 (a CPU figure).
+# What comes back (the device tool returns at most 8 files): summary.txt, gpu-check.db and
+# gpu-check.tar.gz (every log, JSON and the exported YAML). Not measured here: P5 (a CPU figure).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-check-out}
+WORK=$(mktemp -d /tmp/gpu-check.XXXX)   # logs gather here and travel back as one archive
 mkdir -p "$OUT"
 QUICK=${GPU_CHECK_QUICK:-}
 PY=${PYTHON:-python3}   # the GPU machine's python3; here, e.g. PYTHON=.venv/bin/python
+WHEELS=${GPU_CHECK_WHEELS:-.whl}
+DEADLINE=$((SECONDS + ${GPU_CHECK_SECONDS:-360}))
+STEPS=" ${GPU_CHECK_STEPS:-gpu-tests train-speed packing workers budget-8k export verify} "
 
-if [ -d .whl ] && ! "$PY" -c "import optuna" 2>/dev/null; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    || { echo "gpu-check: installing .whl/ failed" >&2; exit 1; }
+if [ -d "$WHEELS" ] && ! "$PY" -c "import optuna" 2>/dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl \
+    || { echo "gpu-check: installing $WHEELS/ failed" >&2; exit 1; }
   export PYTHONPATH=/tmp/site:$PWD
 fi
 export PYTHONPATH=${PYTHONPATH:-$PWD}
@@ -41,40 +51,64 @@ if [ -d .data/mnist ]; then
   export HPO_DATA_DIR=$PWD/.data   # a root: MNIST is in .data/mnist
 fi
 export HPO_OFFLINE=1 PYTHONUNBUFFERED=1
-[ -f .data/gpu-check.db ] && [ ! -f "$OUT/gpu-check.db" ] && cp .data/gpu-check.db "$OUT/gpu-check.db"
+DB=$OUT/gpu-check.db
+[ -f .data/gpu-check.db ] && [ ! -f "$DB" ] && cp .data/gpu-check.db "$DB"
 
 if [ -n "$QUICK" ]; then
-  DEVICE=cpu; STUDY=quickstart; TRIALS=3; STUDY_LIMIT=60; SPEED=(--train-subset 2000 --repeats 1)
+  DEVICE=cpu; STUDY=quickstart; TRIALS=3; SPEED=(--train-subset 2000 --repeats 1)
   VERIFY=(--seeds 2 --workers 2 --epochs 1); PACKING=(--k 2 --plain 1 --train-subset 1000)
+  WAYS=(--ways 1 2 --train-subset 2000); WORKERS=2
 else
-  DEVICE=cuda; STUDY=budget-8k; TRIALS=100; STUDY_LIMIT=150; SPEED=(--repeats 3)
+  DEVICE=cuda; STUDY=budget-8k; TRIALS=100; SPEED=(--repeats 3)
   VERIFY=(--seeds 5 --workers 5); PACKING=(--k 4 8 16 32 --plain 2)
+  WAYS=(--ways 1 4 8 16 --epochs 2); WORKERS=4   # until the workers step says otherwise
 fi
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader && nvidia-smi; } \
-  > "$OUT/nvidia-smi.txt" 2>&1 || echo "no GPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)" > "$OUT/nvidia-smi.txt"
-: > "$OUT/steps.tsv"
+  > "$WORK/nvidia-smi.txt" 2>&1 || echo "no GPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)" > "$WORK/nvidia-smi.txt"
+"$PY" -c "import torch, sys; print('python', sys.version.split()[0], '| torch', torch.__version__)" >> "$WORK/nvidia-smi.txt" 2>&1
+: > "$WORK/steps.tsv"
 
+wanted() { [[ "$STEPS" == *" $1 "* ]]; }
 step() {  # step NAME SECONDS COMMAND...: run it with a limit, log it, record its status and wall time
   local name=$1 limit=$2; shift 2
   local start=$SECONDS
-  echo "== $name: $*" >&2
-  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+  echo "== $name (limit ${limit} s): $*" >&2
+  timeout -k 10 "$limit" "$@" > "$WORK/$name.log" 2>&1
   local rc=$?
-  printf '%s\t%s\t%s\n' "$name" "$rc" "$((SECONDS - start))" >> "$OUT/steps.tsv"
-  tail -n 3 "$OUT/$name.log" >&2
+  printf '%s\t%s\t%s\n' "$name" "$rc" "$((SECONDS - start))" >> "$WORK/steps.tsv"
+  tail -n 4 "$WORK/$name.log" >&2
 }
 
-if [ -z "$QUICK" ]; then
-  step gpu-tests 150 "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu.py
+if wanted gpu-tests && [ -z "$QUICK" ]; then
+  step gpu-tests 120 "$PY" -m pytest -q -p no:cacheprovider -x tests/test_gpu.py
 fi
-step train-speed 200 "$PY" bench/train_speed.py --device "$DEVICE" --preset mnistnet2 --batch-size 128 \
-  "${SPEED[@]}" --json "$OUT/train_speed.json"
-step packing 100 "$PY" bench/packing.py --device "$DEVICE" "${PACKING[@]}" --json "$OUT/packing.json"
-# --timeout stops starting trials; a trial that started finishes, so the step's limit leaves room
-step "$STUDY" $((STUDY_LIMIT + 60)) "$PY" -m hpo run --study "$STUDY" --trials "$TRIALS" --device "$DEVICE" \
-  --storage "sqlite:///$OUT/gpu-check.db" --timeout "$STUDY_LIMIT" --quiet \
-  --checkpoint-dir /tmp/hpo-checkpoints --artifacts "$OUT/artifacts"
-step export 60 "$PY" -m hpo export --study "$STUDY" --top 5 -o "$OUT/best.yaml" --storage "sqlite:///$OUT/gpu-check.db"
-step verify 120 "$PY" -m hpo verify --config "$OUT/best.yaml" "${VERIFY[@]}" --device "$DEVICE" --json
+wanted train-speed && step train-speed 120 "$PY" bench/train_speed.py --device "$DEVICE" --preset mnistnet2 \
+  --batch-size 128 "${SPEED[@]}" --json "$WORK/train_speed.json"
+wanted packing && step packing 90 "$PY" bench/packing.py --device "$DEVICE" "${PACKING[@]}" --json "$WORK/packing.json"
+if wanted workers; then
+  step workers 90 "$PY" bench/cpu_workers.py --device "$DEVICE" "${WAYS[@]}" --json "$WORK/workers.json"
+  best=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['best_processes'])" "$WORK/workers.json" 2>/dev/null)
+  [ -n "$best" ] && WORKERS=$best
+fi
+if wanted "$STUDY" || wanted budget-8k; then
+  # --timeout stops starting trials; those under way finish: leave them a minute, and export and
+  # verify their two
+  left=$((DEADLINE - SECONDS - 60 - 120))
+  [ -n "$QUICK" ] && left=60
+  if [ "$left" -ge 30 ]; then
+    step "$STUDY" $((left + 60)) "$PY" -m hpo run --study "$STUDY" --trials "$TRIALS" --device "$DEVICE" \
+      --workers "$WORKERS" --storage "sqlite:///$DB" --timeout "$left" --quiet \
+      --checkpoint-dir /tmp/hpo-checkpoints --artifacts /tmp/hpo-artifacts
+  else
+    echo "== $STUDY: skipped, ${left} s left of GPU_CHECK_SECONDS" >&2
+  fi
+fi
+wanted export && step export 60 "$PY" -m hpo export --study "$STUDY" --top 5 -o "$WORK/best.yaml" --storage "sqlite:///$DB"
+wanted verify && [ -f "$WORK/best.yaml" ] && step verify 120 "$PY" -m hpo verify --config "$WORK/best.yaml" "${VERIFY[@]}" \
+  --device "$DEVICE" --json
 
-"$PY" bench/gpu_summary.py "$OUT" "$STUDY" | tee "$OUT/summary.txt"
+"$PY" bench/gpu_summary.py "$WORK" "$STUDY" "$DB" | tee "$WORK/summary.txt"
+rc=${PIPESTATUS[0]}
+cp "$WORK/summary.txt" "$OUT/summary.txt"
+tar -czf "$OUT/gpu-check.tar.gz" -C "$WORK" . && rm -rf "$WORK"
+exit "$rc"

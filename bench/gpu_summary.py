@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The GPU check's summary table, from what bench/gpu-check.sh left in its folder.
 
-    python bench/gpu_summary.py OUT STUDY
+    python bench/gpu_summary.py FOLDER STUDY DB
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def main(out: Path, study_name: str) -> int:
+def main(out: Path, study_name: str, db: Path) -> int:
     rows = []
     steps = [line.split("\t") for line in (out / "steps.tsv").read_text().splitlines() if line.strip()]
     device = (out / "nvidia-smi.txt").read_text().strip().splitlines()
@@ -26,14 +26,16 @@ def main(out: Path, study_name: str) -> int:
                   f"{speed['device']}, batch {speed['batch_size']}, {speed['train_images']:,} train images"),
                  ("P2 seeds' loop / hpo trainer, s/epoch", f"{speed['ratio']:.1f}x",
                   f"seed loop {seed['mean']:.2f} s/epoch; fastest repeats {speed['best_ratio']:.1f}x")]
-    db = out / "gpu-check.db"
     if db.exists():
         import optuna  # noqa: PLC0415
 
         from hpo import records  # noqa: PLC0415
 
         optuna.logging.set_verbosity(optuna.logging.ERROR)
-        trials = optuna.load_study(study_name=study_name, storage=f"sqlite:///{db}").get_trials(deepcopy=False)
+        try:
+            trials = optuna.load_study(study_name=study_name, storage=f"sqlite:///{db}").get_trials(deepcopy=False)
+        except KeyError:  # the study step failed before creating it: its log says why
+            trials = []
         c = records.count(trials)
         starts = [t.datetime_start for t in trials if t.datetime_start]
         ends = [t.datetime_complete for t in trials if t.datetime_complete]
@@ -48,7 +50,7 @@ def main(out: Path, study_name: str) -> int:
     if verified:
         rows.append((f"{study_name}: best re-trained, {len(verified['runs'])} seeds", f"{100 * verified['mean']:.2f}%",
                      f"± {100 * verified['std']:.2f}% final-epoch test accuracy, {verified['n_params']:,} params, "
-                     f"{verified['epochs']} epochs ({out / 'best.yaml'})"))
+                     f"{verified['epochs']} epochs"))
     packing_path = out / "packing.json"
     if packing_path.exists():
         packing = json.loads(packing_path.read_text())
@@ -58,7 +60,14 @@ def main(out: Path, study_name: str) -> int:
                      f"{best['k']} at once {best['trials_per_hour']:.0f}/h against {plain['trials_per_hour']:.0f}/h "
                      f"({packing['epochs']}-epoch trials, {packing['device']})"))
     else:
-        rows.append(("P4 several trials per GPU", "not measured", "bench/packing.py did not run"))
+        rows.append(("P4 packed trials per GPU", "not measured", "bench/packing.py did not run"))
+    workers_path = out / "workers.json"
+    if workers_path.exists():
+        workers = json.loads(workers_path.read_text())
+        best = max(workers["rows"], key=lambda r: r["epochs_per_min"])
+        each = ", ".join(f"{r['processes']}: {r['epochs_per_min']:.0f}" for r in workers["rows"])
+        rows.append(("P4 epochs/min, best K processes / one", f"{workers['best_ratio']:.1f}x",
+                     f"{best['processes']} processes at once on {workers['device']}, no MPS (processes: epochs/min {each})"))
     print(f"\nGPU check, {dt.date.today().isoformat()}, {device[0] if device else '?'}")
     print(f"{'step':<14} {'exit':>4} {'seconds':>8}")
     for name, rc, seconds in steps:
@@ -83,4 +92,4 @@ def verify_result(log: Path) -> dict | None:
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1]), sys.argv[2]))
+    sys.exit(main(Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])))

@@ -17,14 +17,14 @@ from hpo import records
 EPOCHS, N = 4, 3
 
 
-def start_run(tmp_path: Path, name: str, epochs: int, *, ignore_sigint: bool = False):
+def start_run(tmp_path: Path, name: str, epochs: int, *, ignore_sigint: bool = False, device: str = "cpu"):
     """`hpo run` of a 2-worker study in the background: (its process, its argv, the url, its log)."""
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     path = write_study(tmp_path, name, base={**TINY["base"], "epochs": epochs,
                                              "data": {"train_subset": 10000, "test_subset": 500}},
                        search={"optimizer.lr": {"float": [0.01, 0.1], "log": True}},
                        budget={"epochs": epochs}, pruner={"name": "none"})
-    argv = run_args(path, url, N, "--workers", "2", "--checkpoint-dir", str(tmp_path / "checkpoints"))
+    argv = run_args(path, url, N, "--workers", "2", "--device", device, "--checkpoint-dir", str(tmp_path / "checkpoints"))
     log = tmp_path / "run.log"
     return (start_hpo(*argv, cwd=tmp_path, env={"OMP_NUM_THREADS": "1"}, log=log, ignore_sigint=ignore_sigint),
             argv, url, log)
@@ -41,8 +41,9 @@ def workers_once_training(proc, url: str, name: str, log: Path, deadline: float)
     return study, workers
 
 
-def test_sigterm_stops_every_worker_and_the_next_run_resumes(tmp_path):
-    proc, argv, url, log = start_run(tmp_path, "term", EPOCHS)
+def test_sigterm_stops_every_worker_and_the_next_run_resumes(tmp_path, device="cpu", epochs=EPOCHS):
+    """(tests/test_gpu.py runs it on CUDA too, with longer trials.)"""
+    proc, argv, url, log = start_run(tmp_path, "term", epochs, device=device)
     deadline = time.monotonic() + 240
     try:
         study, workers = workers_once_training(proc, url, "term", log, deadline)
