@@ -71,7 +71,13 @@ fi
 wanted() { [[ "$STEPS" == *" $1 "* ]]; }
 step() {  # step NAME SECONDS COMMAND...: run it with a limit, log it, record its status and wall time
   local name=$1 limit=$2; shift 2
-  local start=$SECONDS
+  local start=$SECONDS left=$((DEADLINE - SECONDS))
+  if [ "$left" -lt 15 ]; then
+    echo "== $name: skipped, ${left} s left of GPU_CHECK_SECONDS" >&2
+    printf '%s\t%s\t%s\n' "$name" skipped 0 >> "$WORK/steps.tsv"
+    return
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left   # the whole check keeps to its time
   echo "== $name (limit ${limit} s): $*" >&2
   timeout -k 10 "$limit" "$@" > "$WORK/$name.log" 2>&1
   local rc=$?
@@ -80,7 +86,7 @@ step() {  # step NAME SECONDS COMMAND...: run it with a limit, log it, record it
 }
 
 if wanted gpu-tests && [ -z "$QUICK" ]; then
-  step gpu-tests 120 "$PY" -m pytest -q -p no:cacheprovider -x tests/test_gpu.py
+  step gpu-tests 150 "$PY" -m pytest -q -p no:cacheprovider --timeout 100 -rA tests/test_gpu.py
 fi
 wanted train-speed && step train-speed 120 "$PY" bench/train_speed.py --device "$DEVICE" --preset mnistnet2 \
   --batch-size 128 "${SPEED[@]}" --json "$WORK/train_speed.json"
@@ -91,20 +97,20 @@ if wanted workers; then
   [ -n "$best" ] && WORKERS=$best
 fi
 if wanted "$STUDY" || wanted budget-8k; then
-  # --timeout stops starting trials; those under way finish: leave them a minute, and export and
-  # verify their two
-  left=$((DEADLINE - SECONDS - 60 - 120))
+  # --timeout stops starting trials; those under way finish: leave them half a minute, and export
+  # and verify a minute and a half
+  left=$((DEADLINE - SECONDS - 30 - 90))
   [ -n "$QUICK" ] && left=60
   if [ "$left" -ge 30 ]; then
-    step "$STUDY" $((left + 60)) "$PY" -m hpo run --study "$STUDY" --trials "$TRIALS" --device "$DEVICE" \
+    step "$STUDY" $((left + 30)) "$PY" -m hpo run --study "$STUDY" --trials "$TRIALS" --device "$DEVICE" \
       --workers "$WORKERS" --storage "sqlite:///$DB" --timeout "$left" --quiet \
       --checkpoint-dir /tmp/hpo-checkpoints --artifacts /tmp/hpo-artifacts
   else
     echo "== $STUDY: skipped, ${left} s left of GPU_CHECK_SECONDS" >&2
   fi
 fi
-wanted export && step export 60 "$PY" -m hpo export --study "$STUDY" --top 5 -o "$WORK/best.yaml" --storage "sqlite:///$DB"
-wanted verify && [ -f "$WORK/best.yaml" ] && step verify 120 "$PY" -m hpo verify --config "$WORK/best.yaml" "${VERIFY[@]}" \
+wanted export && step export 20 "$PY" -m hpo export --study "$STUDY" --top 5 -o "$WORK/best.yaml" --storage "sqlite:///$DB"
+wanted verify && [ -f "$WORK/best.yaml" ] && step verify 90 "$PY" -m hpo verify --config "$WORK/best.yaml" "${VERIFY[@]}" \
   --device "$DEVICE" --json
 
 "$PY" bench/gpu_summary.py "$WORK" "$STUDY" "$DB" | tee "$WORK/summary.txt"

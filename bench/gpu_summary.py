@@ -26,6 +26,10 @@ def main(out: Path, study_name: str, db: Path) -> int:
                   f"{speed['device']}, batch {speed['batch_size']}, {speed['train_images']:,} train images"),
                  ("P2 seeds' loop / hpo trainer, s/epoch", f"{speed['ratio']:.1f}x",
                   f"seed loop {seed['mean']:.2f} s/epoch; fastest repeats {speed['best_ratio']:.1f}x")]
+        eager = speed["results"].get("hpo_eager")
+        if eager:
+            rows.append(("P1 s/epoch, the same with the eager step", f"{eager['mean']:.3f} ± {eager['std']:.3f}",
+                         f"the CUDA graph {eager['mean'] / hpo['mean']:.1f}x faster"))
     if db.exists():
         import optuna  # noqa: PLC0415
 

@@ -111,14 +111,18 @@ def seed_epoch(model, optimizer, train_loader, test_loader, device, max_steps=No
     return trained - started, time.perf_counter() - trained
 
 
-def hpo_epochs(cfg, data, device) -> list[tuple[float, float]]:
+def hpo_epochs(cfg, data, device, graph: bool = True) -> list[tuple[float, float]]:
     """(train seconds, test seconds) per epoch of hpo.trainer.train.
 
     EpochResult.seconds covers the train pass and the test evaluation. The evaluation part is
     timed apart: hpo.trainer.evaluate on a model built as the trainer builds it (cost does not
     depend on the weights), so only the trainer's public signature is relied on.
     """
-    history = hpo_train(cfg, data)
+    os.environ["HPO_CUDA_GRAPH"] = "1" if graph else "0"  # hpo.steps: the whole step as one CUDA graph, or eager
+    try:
+        history = hpo_train(cfg, data)
+    finally:
+        os.environ.pop("HPO_CUDA_GRAPH")
     model = models.build(cfg.model).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -195,14 +199,21 @@ def main() -> int:
         return [seed_epoch(model, optimizer, train_loader, test_loader, device, max_steps) for _ in range(args.epochs)]
 
     # warm-up: kernels, allocator, autotuning and loader workers, a few steps each
-    hpo_epochs(parse_config({**cfg.to_dict(), "epochs": 1,
-                             "data": {"train_subset": min(60_000, 8 * args.batch_size), "test_subset": 2 * TEST_BATCH}}), data, device)
+    warm = parse_config({**cfg.to_dict(), "epochs": 1,
+                         "data": {"train_subset": min(60_000, 8 * args.batch_size), "test_subset": 2 * TEST_BATCH}})
+    hpo_epochs(warm, data, device)
+    if cuda:
+        hpo_epochs(warm, data, device, graph=False)
     seed_run(max_steps=8)
 
     load_before = os.getloadavg()[0]  # other processes on a small machine swamp the numbers: record them
     runs: dict[str, list[tuple[float, float]]] = {"hpo": [], "seed": []}
-    for r in range(args.repeats):  # interleaved, so background load hits both loops
-        for name, run in (("hpo", lambda: hpo_epochs(cfg, data, device)), ("seed", seed_run)):
+    loops = [("hpo", lambda: hpo_epochs(cfg, data, device)), ("seed", seed_run)]
+    if cuda:  # the graphed step is hpo's default there; its eager step beside it says what the graph gives
+        runs["hpo_eager"] = []
+        loops.append(("hpo_eager", lambda: hpo_epochs(cfg, data, device, graph=False)))
+    for r in range(args.repeats):  # interleaved, so background load hits every loop
+        for name, run in loops:
             epochs = run()
             runs[name].append((statistics.mean(e[0] for e in epochs), statistics.mean(e[1] for e in epochs)))
             print(f"repeat {r + 1}/{args.repeats} {name}: {sum(runs[name][-1]):.2f} s/epoch", file=sys.stderr)
@@ -221,13 +232,17 @@ def main() -> int:
         "load_average": [load_before, os.getloadavg()[0]],
     }
 
-    rows = [("hpo.train (on-device batches)", result["hpo"]),
+    rows = [("hpo.train (on-device batches" + (", CUDA graph)" if cuda else ")"), result["hpo"]),
             (f"seed loop (DataLoader, {workers} workers)", result["seed"])]
+    if cuda:
+        rows.append(("hpo.train, eager step", result["hpo_eager"]))
     print(f"\n{'loop':<36} {'s/epoch':>8} {'± std':>6} {'min–max':>14} {'train s':>8} {'test s':>7} {'train img/s':>12}")
     for label, s in rows:
         print(f"{label:<36} {s['mean']:>8.2f} {s['std']:>6.2f} {s['min']:>7.2f}–{s['max']:<6.2f} "
               f"{s['train_mean']:>8.2f} {s['test_mean']:>7.2f} {s['images_per_s']:>12,.0f}")
     print(f"\nratio seed / hpo, s/epoch: {ratio:.2f}x on the means, {best_ratio:.2f}x on the fastest repeats")
+    if cuda:
+        print(f"ratio hpo eager / hpo CUDA graph: {result['hpo_eager']['mean'] / result['hpo']['mean']:.2f}x on the means")
     print("s/epoch = train pass + test pass (10,000 images), means over repeats; img/s = train images / train s")
     print(f"{meta['device']} | torch {meta['torch']} | {args.preset} ({meta['params']:,} params) | batch {args.batch_size} | "
           f"{meta['optimizer']} | augment {aug} (seed: {aug_impl}) | {images:,} train images | "

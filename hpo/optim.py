@@ -9,9 +9,16 @@ import torch
 from hpo.config import Optimizer, Schedule
 
 
-def make_optimizer(cfg: Optimizer, params) -> torch.optim.Optimizer:
+def make_optimizer(cfg: Optimizer, params, *, fused: bool = False) -> torch.optim.Optimizer:
+    """`fused`: a step with no host sync that takes its learning rate as a device tensor, for
+    hpo.steps.StaticStep (SGD and Adam/AdamW only): fused SGD; Adam capturable on a GPU, fused on
+    a CPU. The arithmetic is the same as the default's."""
+    params = list(params)
     betas = (0.9 if cfg.beta1 is None else cfg.beta1, 0.999 if cfg.beta2 is None else cfg.beta2)
     common = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
+    if fused:
+        on_gpu = params[0].device.type == "cuda"
+        common.update({"capturable": True} if on_gpu and cfg.name != "sgd" else {"fused": True})
     if cfg.name == "sgd":
         momentum = 0.9 if cfg.momentum is None else cfg.momentum
         return torch.optim.SGD(params, momentum=momentum, nesterov=bool(cfg.nesterov), **common)

@@ -15,12 +15,12 @@ import torch
 import torch.nn.functional as F
 
 from hpo import models
-from hpo.augment import random_affine
 from hpo.config import TrainConfig
-from hpo.data import Splits, batches
+from hpo.data import Splits
 from hpo.datasets import Dataset
 from hpo.errors import ConfigError, UserError
 from hpo.optim import make_optimizer, make_schedule
+from hpo.steps import EagerStep, StaticStep, lr_on_device, static_reason
 
 EVAL_BATCH = {"cuda": 2000, "cpu": 256}  # large batches starve a CPU's caches; the GPU wants them
 
@@ -125,10 +125,14 @@ def train(cfg: TrainConfig, data: Splits, *, report: Optional[Callable[[int, flo
         model = model.to(memory_format=torch.channels_last)
     n = data.train_y.numel()
     steps = math.ceil(n / cfg.batch_size)
-    optimizer = make_optimizer(cfg.optimizer, model.parameters())
+    static = static_reason(cfg, device) is None  # hpo.steps: one CUDA graph a step
+    optimizer = make_optimizer(cfg.optimizer, model.parameters(), fused=static)
     schedule = make_schedule(cfg.schedule, optimizer, epochs=cfg.epochs, steps_per_epoch=steps)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     history = restore(checkpoint, cfg, model, optimizer, schedule, generator) if checkpoint else []
+    lr_on_device(optimizer, device if static else None)
+    stepper = (StaticStep(model, optimizer, data, cfg, fill, bf16, capture=cuda) if static
+               else EagerStep(model, optimizer, data, cfg, fill, bf16))
     for result in history:
         if on_epoch:
             on_epoch(result)
@@ -139,27 +143,21 @@ def train(cfg: TrainConfig, data: Splits, *, report: Optional[Callable[[int, flo
         started = time.perf_counter()
         # --- one pass over a fresh permutation; the loss stays on the device until the end
         model.train()
-        loss_sum = torch.zeros((), device=device)
-        for step, idx in enumerate(batches(n, cfg.batch_size, generator, device), 1):
-            x = random_affine(data.train_x[idx], cfg.augment, generator, fill)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss = F.cross_entropy(model(x), data.train_y[idx], label_smoothing=cfg.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            lr = optimizer.param_groups[0]["lr"]  # the rate this step used, before the schedule moves it
+        stepper.begin_epoch(generator)
+        for step in range(1, steps + 1):
+            lr = stepper.lr() if step == steps else None  # the rate the epoch's last step uses
+            stepper.step()
             schedule.step()
-            loss_sum += loss.detach() * idx.numel()
             if on_step:
                 on_step(step, steps)
         # --- one host sync per epoch: the mean loss, then the test accuracy
-        train_loss = (loss_sum / n).item()
+        train_loss = (stepper.loss_sum / n).item()
         if not math.isfinite(train_loss):
             raise Diverged(f"training loss is {train_loss} in epoch {epoch}")
         accuracy = evaluate(model, data.test_x, data.test_y)
         if cuda:
             torch.cuda.synchronize(device)
-        history.append(EpochResult(epoch, train_loss, accuracy, time.perf_counter() - started, lr))
+        history.append(EpochResult(epoch, train_loss, accuracy, time.perf_counter() - started, float(lr)))
         if checkpoint:
             save(checkpoint, cfg, model, optimizer, schedule, generator, history)
         if on_epoch:

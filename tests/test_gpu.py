@@ -54,3 +54,57 @@ def test_sigterm_on_cuda_then_the_next_run_resumes_from_the_checkpoint(tmp_path)
 
     # 30 epochs of 10,000 images: seconds on a GPU, so the signal lands mid-trial
     test_signals.test_sigterm_stops_every_worker_and_the_next_run_resumes(tmp_path, device="cuda", epochs=30)
+
+
+def test_the_captured_step_replays_what_the_uncaptured_one_computes(mnist_dir, monkeypatch):
+    """The CUDA graph holds the whole step: after 2 epochs (graph replays from the 4th step on,
+    a padded last batch each epoch, the learning rate moved by the schedule) the weights are
+    those of the same static step run uncaptured. No augmentation, dropout or BatchNorm: their
+    random streams or batch statistics are not what this compares."""
+    import hpo.trainer  # noqa: PLC0415
+    from hpo import steps  # noqa: PLC0415
+
+    monkeypatch.setenv("HPO_BF16", "0")
+    hpo.trainer.bf16_autocast.cache_clear()
+    mnist = data.load("mnist", "cuda", mnist_dir.parent)
+    cfg = parse_config({"model": {"family": "convnet", "layers": [8, "M", 16, "GAP", "H"], "batchnorm": False},
+                        "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True},
+                        "schedule": {"name": "step", "step_size": 1, "gamma": 0.5}, "batch_size": 64, "epochs": 2,
+                        "data": {"train_subset": 3000, "test_subset": 1000}})
+    runs = {}
+    for capture in (True, False):
+        made = []
+
+        def stepper(*a, capture=capture, **k):
+            made.append(steps.StaticStep(*a, **{**k, "capture": capture}))
+            return made[-1]
+
+        monkeypatch.setattr(hpo.trainer, "StaticStep", stepper)
+        weights = {}
+        history = train(cfg, mnist, on_done=lambda m: weights.update({k: v.clone() for k, v in m.state_dict().items()}))
+        assert (made[0].graph is not None) is capture
+        runs[capture] = history, weights
+    hpo.trainer.bf16_autocast.cache_clear()
+    (graphed, gw), (plain, pw) = runs[True], runs[False]
+    assert [r.lr for r in graphed] == pytest.approx([r.lr for r in plain])
+    assert [r.train_loss for r in graphed] == pytest.approx([r.train_loss for r in plain], rel=1e-3)
+    for name, w in pw.items():
+        torch.testing.assert_close(gw[name], w, rtol=1e-3, atol=1e-3, msg=name)
+
+
+def test_the_graph_path_is_as_accurate_as_the_eager_path(mnist_dir, monkeypatch):
+    """budget-8k's base net (BatchNorm, dropout, augmentation), 2 epochs on all of MNIST: the
+    graphed and the eager step end within noise of each other (their random streams differ)."""
+    from hpo import steps  # noqa: PLC0415
+
+    mnist = data.load("mnist", "cuda", mnist_dir.parent)
+    cfg = parse_config({"model": {"preset": "mnistnet2"}, "optimizer": {"name": "sgd", "lr": 0.075, "momentum": 0.9},
+                        "augment": {"rotate": 7, "affine_degrees": 15}, "epochs": 2})
+    assert steps.static_reason(cfg, mnist.device) is None
+    graphed = train(cfg, mnist)
+    monkeypatch.setenv("HPO_CUDA_GRAPH", "0")
+    eager = train(cfg, mnist)
+    print(f"graph: {[r.test_accuracy for r in graphed]} {[round(r.seconds, 3) for r in graphed]} s; "
+          f"eager: {[r.test_accuracy for r in eager]} {[round(r.seconds, 3) for r in eager]} s")
+    assert graphed[-1].test_accuracy > 0.97 and eager[-1].test_accuracy > 0.97
+    assert abs(graphed[-1].test_accuracy - eager[-1].test_accuracy) < 0.006

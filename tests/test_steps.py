@@ -1,0 +1,112 @@
+"""The static training step (hpo.steps.StaticStep: what a CUDA graph captures) trains as the eager
+step does. On a CPU it runs uncaptured, so its arithmetic, the padded last batch, the device-side
+batch counter and the learning rate held in a tensor are checked here; tests/test_gpu.py checks
+the capture itself on a GPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import hpo.trainer
+from hpo import steps
+from hpo.config import parse_config
+from hpo.trainer import train
+
+
+@pytest.fixture
+def fp32(monkeypatch):
+    """fp32 on every CPU: bf16 autocast (on a CPU with AMX) would blur an exact comparison."""
+    monkeypatch.setenv("HPO_BF16", "0")
+    hpo.trainer.bf16_autocast.cache_clear()
+    yield
+    hpo.trainer.bf16_autocast.cache_clear()
+
+
+def recipe(optimizer: dict, **extra) -> dict:
+    # 1,000 images in batches of 64: the last batch has 40, so the static step pads it with 24
+    return {"model": {"family": "convnet", "layers": [6, "M", 12, "GAP", "H"], "batchnorm": False},
+            "optimizer": optimizer, "schedule": {"name": "step", "step_size": 1, "gamma": 0.5},
+            "batch_size": 64, "epochs": 2, "label_smoothing": 0.1, "seed": 3,
+            "data": {"train_subset": 1000, "test_subset": 300}, **extra}
+
+
+def trained(cfg, data, monkeypatch, *, static: bool, **kwargs):
+    """(history, final weights, the stepper class used)."""
+    used = []
+    with monkeypatch.context() as m:
+        if static:
+            m.setattr(hpo.trainer, "static_reason", lambda cfg, device: None)
+        for name in ("EagerStep", "StaticStep"):
+            cls = getattr(steps, name)
+            m.setattr(hpo.trainer, name, lambda *a, _cls=cls, **k: used.append(_cls) or _cls(*a, **k))
+        weights = {}
+        history = train(cfg, data, on_done=lambda model: weights.update(
+            {k: v.detach().clone() for k, v in model.state_dict().items()}), **kwargs)
+    return history, weights, used[0]
+
+
+@pytest.mark.parametrize("optimizer", [
+    {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
+    {"name": "adamw", "lr": 0.01, "weight_decay": 0.01},
+], ids=["sgd", "adamw"])
+def test_the_static_step_trains_as_the_eager_step_does(mnist, fp32, monkeypatch, optimizer):
+    cfg = parse_config(recipe(optimizer))
+    eager, eager_w, eager_cls = trained(cfg, mnist, monkeypatch, static=False)
+    static, static_w, static_cls = trained(cfg, mnist, monkeypatch, static=True)
+    assert (eager_cls, static_cls) == (steps.EagerStep, steps.StaticStep)
+    for e, s in zip(eager, static, strict=True):
+        assert s.train_loss == pytest.approx(e.train_loss, rel=1e-4)
+        assert s.lr == pytest.approx(e.lr) and isinstance(s.lr, float)
+        assert abs(s.test_accuracy - e.test_accuracy) <= 1 / 300  # one image, at most, on a rounding edge
+    assert [r.lr for r in static] == pytest.approx([optimizer["lr"], optimizer["lr"] / 2])
+    for name, w in eager_w.items():
+        torch.testing.assert_close(static_w[name], w, rtol=1e-3, atol=1e-4, msg=name)
+
+
+def test_a_checkpoint_resumes_on_either_step(mnist, fp32, monkeypatch, tmp_path):
+    """A trial checkpointed on the GPU's step may be retried on a CPU worker, and back: the
+    learning rate, a tensor on one side and a float on the other, crosses over."""
+    cfg = parse_config(recipe({"name": "sgd", "lr": 0.1, "momentum": 0.9}, epochs=3))
+    whole, whole_w, _ = trained(cfg, mnist, monkeypatch, static=False)
+    ckpt = tmp_path / "trial.pt"
+    # epochs 1-2 on the static step, stopped there by the reporter; epoch 3 on the eager one
+    with pytest.raises(Stopped):
+        trained(cfg, mnist, monkeypatch, static=True, checkpoint=ckpt, report=stop_after(2))
+    resumed, resumed_w, _ = trained(cfg, mnist, monkeypatch, static=False, checkpoint=ckpt)
+    assert [r.restored for r in resumed] == [True, True, False]
+    assert resumed[-1].lr == pytest.approx(whole[-1].lr) and isinstance(resumed[-1].lr, float)
+    assert resumed[-1].train_loss == pytest.approx(whole[-1].train_loss, rel=1e-3)
+    # and back: a checkpoint of the eager step taken up by the static one
+    ckpt.unlink()
+    with pytest.raises(Stopped):
+        trained(cfg, mnist, monkeypatch, static=False, checkpoint=ckpt, report=stop_after(1))
+    again, again_w, _ = trained(cfg, mnist, monkeypatch, static=True, checkpoint=ckpt)
+    assert [r.restored for r in again] == [True, False, False]
+    assert again[-1].train_loss == pytest.approx(whole[-1].train_loss, rel=1e-3)
+    for name, w in whole_w.items():
+        torch.testing.assert_close(again_w[name], w, rtol=1e-3, atol=1e-4, msg=name)
+
+
+class Stopped(Exception):
+    pass
+
+
+def stop_after(last: int):
+    def report(epoch: int, accuracy: float) -> None:
+        if epoch == last:
+            raise Stopped  # as a pruner's signal would: training ends, the checkpoint stays
+    return report
+
+
+def test_the_static_step_applies_on_cuda_to_what_a_graph_can_hold(monkeypatch):
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    sgd = parse_config(recipe({"name": "sgd", "lr": 0.1}))
+    assert steps.static_reason(sgd, cuda) is None
+    assert steps.static_reason(parse_config(recipe({"name": "adamw", "lr": 0.01})), cuda) is None
+    assert steps.static_reason(sgd, cpu) == "not on CUDA"
+    assert "optimizer rmsprop" in steps.static_reason(parse_config(recipe({"name": "rmsprop", "lr": 0.01})), cuda)
+    onecycle = parse_config(recipe({"name": "sgd", "lr": 0.1}, schedule={"name": "onecycle"}))
+    assert "one-cycle" in steps.static_reason(onecycle, cuda)
+    monkeypatch.setenv("HPO_CUDA_GRAPH", "0")
+    assert steps.static_reason(sgd, cuda) == "HPO_CUDA_GRAPH=0"
