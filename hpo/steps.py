@@ -94,6 +94,15 @@ class StaticStep(EagerStep):
         self.start = torch.zeros((), dtype=torch.long, device=self.device)  # the next batch's first position
         self.capture, self.graph, self.warm = capture, None, 0
         self.side = torch.cuda.Stream(self.device) if capture else None
+        self.lrs = [group["lr"] for group in optimizer.param_groups]  # the tensors a graph reads
+
+    def _keep_lr_tensors(self) -> None:
+        """A schedule that assigns a float where the tensor was (torch before 2.7 or so) would
+        leave a graph on its first rate: the tensor takes the value, and its place back."""
+        for group, tensor in zip(self.optimizer.param_groups, self.lrs):
+            if group["lr"] is not tensor:
+                tensor.fill_(float(group["lr"]))
+                group["lr"] = tensor
 
     def begin_epoch(self, generator: torch.Generator) -> None:
         order = torch.randperm(self.n, generator=generator, device=self.device)  # what the eager step draws
@@ -119,6 +128,7 @@ class StaticStep(EagerStep):
         self.start += self.size
 
     def step(self) -> None:
+        self._keep_lr_tensors()
         if self.graph is not None:
             self.graph.replay()
             return
