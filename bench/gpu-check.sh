@@ -94,7 +94,7 @@ wanted packing && step packing 90 "$PY" bench/packing.py --device "$DEVICE" "${P
 if wanted workers; then
   step workers 90 "$PY" bench/cpu_workers.py --device "$DEVICE" "${WAYS[@]}" --json "$WORK/workers.json"
   best=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['best_processes'])" "$WORK/workers.json" 2>/dev/null)
-  [ -n "$best" ] && WORKERS=$best
+  [ -n "$best" ] && WORKERS=$((best > 8 ? 8 : best))   # the study's SQLite takes 8 writers at most, here
 fi
 if wanted "$STUDY" || wanted budget-8k; then
   # --timeout stops starting trials; those under way finish: leave them half a minute, and export
