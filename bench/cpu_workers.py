@@ -90,7 +90,9 @@ def main() -> int:
               f"{r['epochs_per_min'] / rows[0]['epochs_per_min']:.2f}x | {r['start_s']:.1f} |")
     if args.json:
         best = max(rows, key=lambda r: r["epochs_per_min"])
-        args.json.write_text(json.dumps({"cpu": cpu_model(), "device": where, "cores": cores, "epochs": args.epochs,
+        mps = bool(os.environ.get("CUDA_MPS_PIPE_DIRECTORY")) and args.device == "cuda"  # bench/gpu-check.sh's MPS
+        args.json.write_text(json.dumps({"cpu": cpu_model(), "device": where, "mps": mps, "cores": cores,
+                                         "epochs": args.epochs,
                                          "rows": rows, "best_processes": best["processes"],
                                          "best_ratio": best["epochs_per_min"] / rows[0]["epochs_per_min"]}, indent=2))
     return 0

@@ -39,6 +39,8 @@ PY=${PYTHON:-python3}   # the GPU machine's python3; here, e.g. PYTHON=.venv/bin
 WHEELS=${GPU_CHECK_WHEELS:-.whl}
 DEADLINE=$((SECONDS + ${GPU_CHECK_SECONDS:-360}))
 STEPS=" ${GPU_CHECK_STEPS:-gpu-tests train-speed packing workers budget-8k export verify} "
+TESTS=${GPU_CHECK_TESTS:-tests/test_gpu.py}
+GRACE=${GPU_CHECK_GRACE:-60}   # a budget-8k trial's length with 8 workers on an H200 (36-51 s, 2026-12-04)
 
 if [ -d "$WHEELS" ] && ! "$PY" -c "import optuna" 2>/dev/null; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl \
@@ -86,23 +88,39 @@ step() {  # step NAME SECONDS COMMAND...: run it with a limit, log it, record it
 }
 
 if wanted gpu-tests && [ -z "$QUICK" ]; then
-  step gpu-tests 150 "$PY" -m pytest -q -p no:cacheprovider --timeout 100 -rA tests/test_gpu.py
+  step gpu-tests 150 "$PY" -m pytest -q -p no:cacheprovider --timeout 100 -rA $TESTS
 fi
 wanted train-speed && step train-speed 120 "$PY" bench/train_speed.py --device "$DEVICE" --preset mnistnet2 \
   --batch-size 128 "${SPEED[@]}" --json "$WORK/train_speed.json"
 wanted packing && step packing 90 "$PY" bench/packing.py --device "$DEVICE" "${PACKING[@]}" --json "$WORK/packing.json"
+if [ -n "${GPU_CHECK_MPS:-}" ] && [ -z "$QUICK" ]; then
+  # CUDA MPS lets several processes' kernels run on the GPU at once (without it they take turns);
+  # used where its daemon starts and a client gets through it, else said and left off
+  export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
+  mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+  if nvidia-cuda-mps-control -d > "$WORK/mps.log" 2>&1 \
+     && timeout 60 "$PY" -c "import torch; torch.ones(1, device='cuda').sum().item(); print('client ok')" >> "$WORK/mps.log" 2>&1; then
+    echo "== MPS: on" >&2
+  else
+    echo "== MPS: off ($(tail -n 1 "$WORK/mps.log"))" >&2
+    echo quit | nvidia-cuda-mps-control >> "$WORK/mps.log" 2>&1
+    unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+  fi
+  cat /tmp/mps-log/control.log >> "$WORK/mps.log" 2>/dev/null
+fi
 if wanted workers; then
   step workers 90 "$PY" bench/cpu_workers.py --device "$DEVICE" "${WAYS[@]}" --json "$WORK/workers.json"
   best=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['best_processes'])" "$WORK/workers.json" 2>/dev/null)
   [ -n "$best" ] && WORKERS=$((best > 8 ? 8 : best))   # the study's SQLite takes 8 writers at most, here
 fi
 if wanted "$STUDY" || wanted budget-8k; then
-  # --timeout stops starting trials; those under way finish: leave them half a minute, and export
-  # and verify a minute and a half
-  left=$((DEADLINE - SECONDS - 30 - 90))
+  # --timeout stops starting trials; those under way finish: leave them GRACE, and export and
+  # verify a minute and a half (or export alone half a minute)
+  after=90; wanted verify || after=30
+  left=$((DEADLINE - SECONDS - GRACE - after))
   [ -n "$QUICK" ] && left=60
   if [ "$left" -ge 30 ]; then
-    step "$STUDY" $((left + 30)) "$PY" -m hpo run --study "$STUDY" --trials "$TRIALS" --device "$DEVICE" \
+    step "$STUDY" $((left + GRACE)) "$PY" -m hpo run --study "$STUDY" --trials "$TRIALS" --device "$DEVICE" \
       --workers "$WORKERS" --storage "sqlite:///$DB" --timeout "$left" --quiet \
       --checkpoint-dir /tmp/hpo-checkpoints --artifacts /tmp/hpo-artifacts
   else
@@ -113,6 +131,7 @@ wanted export && step export 20 "$PY" -m hpo export --study "$STUDY" --top 5 -o 
 wanted verify && [ -f "$WORK/best.yaml" ] && step verify 90 "$PY" -m hpo verify --config "$WORK/best.yaml" "${VERIFY[@]}" \
   --device "$DEVICE" --json
 
+[ -n "${CUDA_MPS_PIPE_DIRECTORY:-}" ] && { cat /tmp/mps-log/control.log /tmp/mps-log/server.log >> "$WORK/mps.log" 2>/dev/null; echo quit | nvidia-cuda-mps-control; }
 "$PY" bench/gpu_summary.py "$WORK" "$STUDY" "$DB" | tee "$WORK/summary.txt"
 rc=${PIPESTATUS[0]}
 cp "$WORK/summary.txt" "$OUT/summary.txt"

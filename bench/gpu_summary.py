@@ -71,7 +71,8 @@ def main(out: Path, study_name: str, db: Path) -> int:
         best = max(workers["rows"], key=lambda r: r["epochs_per_min"])
         each = ", ".join(f"{r['processes']}: {r['epochs_per_min']:.0f}" for r in workers["rows"])
         rows.append(("P4 epochs/min, best K processes / one", f"{workers['best_ratio']:.1f}x",
-                     f"{best['processes']} processes at once on {workers['device']}, no MPS (processes: epochs/min {each})"))
+                     f"{best['processes']} processes at once on {workers['device']}, "
+                     f"{'with' if workers.get('mps') else 'no'} MPS (processes: epochs/min {each})"))
     print(f"\nGPU check, {dt.date.today().isoformat()}, {device[0] if device else '?'}")
     print(f"{'step':<14} {'exit':>4} {'seconds':>8}")
     for name, rc, seconds in steps:

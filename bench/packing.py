@@ -32,7 +32,7 @@ import yaml  # noqa: E402
 from hpo import data as data_mod  # noqa: E402
 from hpo.backend import TrainJob  # noqa: E402
 from hpo.config import parse_config  # noqa: E402
-from hpo.packed import pack_key, train_group  # noqa: E402
+from hpo.packed import pack_key, packed_bf16, train_group  # noqa: E402
 from hpo.trainer import bf16_autocast, pick_device, train  # noqa: E402
 
 
@@ -102,7 +102,8 @@ def main() -> int:
     best = max(rows[1:], key=lambda r: r["trials_per_hour"]) if len(rows) > 1 else rows[0]
     images = every[0].data.train_subset or len(data.train_y)
     print(f"\n## P4 packing: {device_name(device)}, {args.study} base net, {args.epochs} epoch(s) per trial, "
-          f"{images:,} training images, {'bf16 autocast' if bf16_autocast(device.type) else 'fp32'}, "
+          f"{images:,} training images, one at a time {'bf16 autocast' if bf16_autocast(device.type) else 'fp32'}, "
+          f"packed {'bf16 autocast' if packed_bf16(device.type) else 'fp32'}, "
           f"torch {torch.__version__}, {datetime.datetime.now():%Y-%m-%d %H:%M}\n")
     print("| way | trials at once | wall s | trials per hour | vs one at a time |")
     print("| --- | ---: | ---: | ---: | ---: |")

@@ -104,7 +104,7 @@ def train_group(jobs: Sequence, data: Splits) -> list:
     cfgs = [job.config for job in jobs]
     first = cfgs[0]
     device = data.device
-    bf16 = bf16_autocast(device.type)
+    bf16 = packed_bf16(device.type)
     for cfg in cfgs:
         check_data(cfg, data)
     if first.data.train_subset or first.data.test_subset:
@@ -230,6 +230,13 @@ def sync_buffers(member: Member, buffers: dict, k: int) -> None:
 
 
 @torch.no_grad()
+def packed_bf16(device_type: str) -> bool:
+    """bf16 autocast for a stacked model: as hpo.trainer's, but fp32 on CUDA, where vmap's
+    BatchNorm refuses bf16 activations beside fp32 running statistics ("Expected running_mean to
+    have type BFloat16", H200, torch 2.11, 2026-12-04)."""
+    return bf16_autocast(device_type) and device_type != "cuda"
+
+
 def evaluate_group(shape: nn.Module, names: list, members: list, buffers: dict, x: torch.Tensor,
                    y: torch.Tensor) -> list[float]:
     """Every member's top-1 accuracy on (x, y), the batches shared: one stacked forward each."""
@@ -238,7 +245,7 @@ def evaluate_group(shape: nn.Module, names: list, members: list, buffers: dict, 
     correct = torch.zeros(len(members), dtype=torch.long, device=x.device)
     size = EVAL_BATCH.get(x.device.type, 256)
     for start in range(0, len(y), size):
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16_autocast(x.device.type)):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=packed_bf16(x.device.type)):
             logits = vmap(lambda p, b, xb: functional_call(shape, (p, b), (xb,)), in_dims=(0, 0, None))(
                 params, buffers, x[start : start + size])
         correct += (logits.argmax(-1) == y[start : start + size]).sum(-1)

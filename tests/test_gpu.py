@@ -75,8 +75,8 @@ def test_the_captured_step_replays_what_the_uncaptured_one_computes(mnist_dir, m
     for capture in (True, False):
         made = []
 
-        def stepper(*a, capture=capture, **k):
-            made.append(steps.StaticStep(*a, **{**k, "capture": capture}))
+        def stepper(*a, _capture=capture, **k):  # the trainer passes capture=True on CUDA: replaced
+            made.append(steps.StaticStep(*a, **{**k, "capture": _capture}))
             return made[-1]
 
         monkeypatch.setattr(hpo.trainer, "StaticStep", stepper)
