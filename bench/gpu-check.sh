@@ -48,9 +48,12 @@ if [ -d "$WHEELS" ] && ! "$PY" -c "import optuna" 2>/dev/null; then
   export PYTHONPATH=/tmp/site:$PWD
 fi
 export PYTHONPATH=${PYTHONPATH:-$PWD}
-if [ -d .data/mnist ]; then
-  (cd .data/mnist && for f in *.gz; do [ -e "${f%.gz}" ] || gunzip -k "$f"; done)
-  export HPO_DATA_DIR=$PWD/.data   # a root: MNIST is in .data/mnist
+if [ -d .data/mnist ]; then  # unpacked outside the tree: raw, MNIST alone would fill a device call's 64 MiB
+  mkdir -p /tmp/gpu-check-data/mnist
+  for f in .data/mnist/*.gz; do
+    t=/tmp/gpu-check-data/mnist/$(basename "${f%.gz}"); [ -e "$t" ] || gunzip -c "$f" > "$t"
+  done
+  export HPO_DATA_DIR=/tmp/gpu-check-data   # a root: MNIST is in its mnist/
 fi
 export HPO_OFFLINE=1 PYTHONUNBUFFERED=1
 DB=$OUT/gpu-check.db
