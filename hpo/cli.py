@@ -36,7 +36,7 @@ worker_count = number_type(int, "a whole number", lambda v: 1 <= v <= MAX_WORKER
 
 
 def workers_arg(text: str) -> int | str:
-    """--workers: a count, or `auto` (one single-thread worker per CPU core, or one per GPU)."""
+    """--workers: a count, or `auto` (one single-thread worker per CPU core, or 8 per GPU, 16 under CUDA MPS)."""
     if text.strip().lower() == "auto":
         return "auto"
     try:
@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "should have in total, across every worker and machine")
     p.add_argument("--workers", type=workers_arg, default=1, metavar="K|auto",
                    help="worker processes on this machine; auto: one per CPU core, each with one torch thread "
-                        "(as many as the free memory holds), or one per GPU (default: 1)")
+                        "(as many as the free memory holds), or 8 per GPU, 16 where CUDA MPS runs (default: 1)")
     p.add_argument("--pack", type=pack_count, default=1, metavar="K",
                    help="each worker claims K trials at a time and trains those of one shape (layers, batch size, "
                         "epochs) as one stacked model, the rest one at a time (default: 1; for a GPU, where a small "

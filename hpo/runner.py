@@ -145,7 +145,8 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
     """Run `spec` until it has `trials` finished trials; every user mistake is caught before the
     study is created. `display(workers, trials before)` makes what draws the run from the
     database (`hpo.display.RunDisplay` for the CLI); `info` and `warn` take its other lines.
-    `workers` "auto": one single-thread worker per CPU core, or one per GPU (trainer.auto_workers).
+    `workers` "auto": one single-thread worker per CPU core, or 8 per GPU (16 under CUDA MPS):
+    trainer.auto_workers.
     `pack` > 1: each worker claims that many trials at a time and trains those of one shape as one
     stacked model (hpo.packed).
     Returns the exit status: 0 done (or stopped by `timeout`), 1 a worker failed, 130 interrupted."""

@@ -232,17 +232,29 @@ def share_cpu(processes: int) -> None:
 
 
 WORKER_MEMORY = 1 << 30  # what one worker process may take: torch, the dataset on the device's host side, a model
+# worker processes per GPU for `--workers auto`, from BENCHMARKS.md ("The GPU check", H200,
+# 2026-12-04: budget-8k's base net, epochs per minute of the machine against one process): without
+# CUDA MPS the processes take turns on the GPU (8: 1.81x, 16: 1.89x); under MPS they run side by
+# side (8: 2.34x, 16: 4.21x)
+GPU_WORKERS, GPU_WORKERS_MPS = 8, 16
 
 
 def auto_workers(device: torch.device) -> int:
     """`--workers auto`: on a CPU, one single-thread worker per core (two one-thread trials at
-    once finish more epochs per minute than one two-thread trial: BENCHMARKS.md, "CPU workers"),
-    as many as the free memory holds; on CUDA, one worker per GPU, as before: several trials per
-    GPU are not measured on a GPU yet, so the default is left as it was."""
-    if device.type == "cuda":
-        return max(1, torch.cuda.device_count())
+    once finish more epochs per minute than one two-thread trial: BENCHMARKS.md, "CPU workers");
+    on CUDA, GPU_WORKERS per GPU, or GPU_WORKERS_MPS where CUDA MPS runs; never more than the
+    CPU cores (each worker's launches need one) or the free memory hold."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(cores, free_memory() // WORKER_MEMORY))
+    wanted = cores
+    if device.type == "cuda":
+        wanted = (GPU_WORKERS_MPS if mps_running() else GPU_WORKERS) * max(1, torch.cuda.device_count())
+    return max(1, min(wanted, cores, free_memory() // WORKER_MEMORY))
+
+
+def mps_running() -> bool:
+    """Whether a CUDA MPS control daemon listens where this process's CUDA clients would look."""
+    pipe = os.environ.get("CUDA_MPS_PIPE_DIRECTORY") or "/tmp/nvidia-mps"
+    return Path(pipe, "control").exists()
 
 
 def free_memory() -> int:

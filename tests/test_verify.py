@@ -82,7 +82,7 @@ def test_processes_training_at_once_split_the_cores(monkeypatch, cores, processe
     assert told == ([threads] if threads else [])  # one process, or OMP_NUM_THREADS set: torch's own choice
 
 
-def test_auto_workers_is_one_per_core_as_memory_allows_and_one_per_gpu(monkeypatch):
+def test_auto_workers_is_one_per_core_as_memory_allows_and_eight_or_sixteen_per_gpu(monkeypatch, tmp_path):
     import torch  # noqa: PLC0415
 
     from hpo import trainer  # noqa: PLC0415
@@ -94,8 +94,15 @@ def test_auto_workers_is_one_per_core_as_memory_allows_and_one_per_gpu(monkeypat
     assert trainer.auto_workers(torch.device("cpu")) == 3  # a worker per GiB free
     monkeypatch.setattr(trainer, "free_memory", lambda: 100)
     assert trainer.auto_workers(torch.device("cpu")) == 1
-    monkeypatch.setattr(trainer.torch.cuda, "device_count", lambda: 4)
-    assert trainer.auto_workers(torch.device("cuda")) == 4
+    monkeypatch.setattr(trainer, "free_memory", lambda: 512 << 30)
+    monkeypatch.setattr(trainer.os, "sched_getaffinity", lambda _: set(range(64)), raising=False)
+    monkeypatch.setattr(trainer.torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(tmp_path))
+    assert trainer.auto_workers(torch.device("cuda")) == 16  # 8 a GPU: they take turns without MPS
+    (tmp_path / "control").touch()  # an MPS control daemon's socket
+    assert trainer.auto_workers(torch.device("cuda")) == 32  # 16 a GPU under MPS
+    monkeypatch.setattr(trainer.os, "sched_getaffinity", lambda _: set(range(12)), raising=False)
+    assert trainer.auto_workers(torch.device("cuda")) == 12  # a core each, to launch its kernels
 
 
 def test_a_seed_that_diverges_ends_verify_with_one_line(tmp_path):
