@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The project's GPU check: one command on the lent GPU machine, every figure written to one folder,
 # a summary table printed last. It keeps to GPU_CHECK_SECONDS (default 360) in all: the budget-8k
-# study gets whatever the steps before it left, less what export and verify need.
+# study gets whatever the steps before it left, less what export and verify need. On the H200
+# (2026-12-04) the steps before the study took about 3 minutes, so a default check leaves the study
+# about one; a second call that carries the database back continues it (the second example below).
+# CUDA MPS is started where its daemon runs (GPU_CHECK_MPS=0: not); it was 4.2x against 1.9x.
 #
 # Prepare on the CPU machine, from the project's root (both folders are git-ignored, so the
 # device call must name them in `carry`):
@@ -18,10 +21,12 @@
 #                a trial stopped by SIGTERM resumed from its checkpoint on the GPU
 #   train-speed  P1 and P2: seconds per epoch of the budget-8k base net, this trainer against the
 #                seeds' loop, same process and device (bench/train_speed.py)
-#   packing      P4, one way: K trials of the base net's shape trained at once as one stacked
-#                model (hpo run --pack K) against one at a time (bench/packing.py)
-#   workers      P4, the other way: K worker processes training at once on the one GPU, no MPS
-#                (bench/cpu_workers.py --device cuda); its best K is the study's --workers
+#   packing      P4, one way (only when GPU_CHECK_STEPS names it: it lost, 0.66x at K = 32 on the
+#                H200): K trials of the base net's shape trained at once as one stacked model
+#                (hpo run --pack K) against one at a time (bench/packing.py)
+#   workers      P4, the other way: 1 and 16 worker processes training at once on the one GPU,
+#                under MPS where it runs (bench/cpu_workers.py --device cuda); the better is the
+#                study's --workers (at most 8: SQLite)
 #   budget-8k    P3: `hpo run --study budget-8k --trials 100` under --timeout; the study database
 #                is gpu-check.db, so a later check that carries it in .data/ continues it
 #   export       the best five configs as YAML
@@ -38,7 +43,7 @@ QUICK=${GPU_CHECK_QUICK:-}
 PY=${PYTHON:-python3}   # the GPU machine's python3; here, e.g. PYTHON=.venv/bin/python
 WHEELS=${GPU_CHECK_WHEELS:-.whl}
 DEADLINE=$((SECONDS + ${GPU_CHECK_SECONDS:-360}))
-STEPS=" ${GPU_CHECK_STEPS:-gpu-tests train-speed packing workers budget-8k export verify} "
+STEPS=" ${GPU_CHECK_STEPS:-gpu-tests train-speed workers budget-8k export verify} "
 TESTS=${GPU_CHECK_TESTS:-tests/test_gpu.py}
 GRACE=${GPU_CHECK_GRACE:-60}   # a budget-8k trial's length with 8 workers on an H200 (36-51 s, 2026-12-04)
 
@@ -64,9 +69,9 @@ if [ -n "$QUICK" ]; then
   VERIFY=(--seeds 2 --workers 2 --epochs 1); PACKING=(--k 2 --plain 1 --train-subset 1000)
   WAYS=(--ways 1 2 --train-subset 2000); WORKERS=2
 else
-  DEVICE=cuda; STUDY=budget-8k; TRIALS=100; SPEED=(--repeats 3)
+  DEVICE=cuda; STUDY=budget-8k; TRIALS=100; SPEED=(--repeats 2)
   VERIFY=(--seeds 5 --workers 5); PACKING=(--k 4 8 16 32 --plain 2)
-  WAYS=(--ways 1 4 8 16 --epochs 2); WORKERS=4   # until the workers step says otherwise
+  WAYS=(--ways 1 16 --epochs 2); WORKERS=8   # until the workers step says otherwise
 fi
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader && nvidia-smi; } \
   > "$WORK/nvidia-smi.txt" 2>&1 || echo "no GPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)" > "$WORK/nvidia-smi.txt"
@@ -96,7 +101,7 @@ fi
 wanted train-speed && step train-speed 120 "$PY" bench/train_speed.py --device "$DEVICE" --preset mnistnet2 \
   --batch-size 128 "${SPEED[@]}" --json "$WORK/train_speed.json"
 wanted packing && step packing 90 "$PY" bench/packing.py --device "$DEVICE" "${PACKING[@]}" --json "$WORK/packing.json"
-if [ -n "${GPU_CHECK_MPS:-}" ] && [ -z "$QUICK" ]; then
+if [ "${GPU_CHECK_MPS:-1}" != 0 ] && [ -z "$QUICK" ]; then
   # CUDA MPS lets several processes' kernels run on the GPU at once (without it they take turns);
   # used where its daemon starts and a client gets through it, else said and left off
   export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log

@@ -7,7 +7,7 @@
       optimizer.name: {choices: [adamw, sgd]}
       optimizer.momentum: {float: [0.5, 0.99], when: {optimizer.name: sgd}}
     budget: {max_params: 8000, epochs: 15, trial_seconds: 900}
-    pruner: {name: median, n_startup_trials: 5}
+    pruner: {name: median, n_startup_trials: 5}   # within: [schedule.name]: judged among its own kind
     sampler: {name: tpe, seed: 0}
     objectives: [accuracy, params]  # optional: also minimize the parameters (a Pareto front; no pruner)
 """
@@ -29,6 +29,7 @@ import optuna
 from hpo import config as config_mod
 from hpo import records, schema
 from hpo.errors import ConfigError, UserError
+from hpo.grouped import GROUPABLE, WithinGroups
 from hpo.schema import require
 from hpo.space import SearchSpace
 
@@ -83,6 +84,7 @@ class Component:
     name: str
     options: tuple[tuple[str, Any], ...] = ()
     wrapped: Optional["Component"] = None  # patient: the pruner it wraps
+    within: tuple[str, ...] = ()           # a pruner's groups: searched categorical keys (hpo.grouped)
 
     def kwargs(self) -> dict:
         return dict(self.options)
@@ -97,7 +99,15 @@ def parse_component(raw: Any, table: dict, where: str, default: str) -> Componen
     raw = dict(raw)
     name = raw.pop("name", default)
     require(name in table, f"{where}.name", f"unknown {where} {name!r}; choose from {', '.join(table)}")
-    wrapped = None
+    wrapped, within = None, ()
+    if where == "pruner" and "within" in raw:
+        within = raw.pop("within")
+        require(isinstance(within, list) and within and all(isinstance(k, str) for k in within), f"{where}.within",
+                f"expected a list of searched keys with choices, e.g. [schedule.name, optimizer.name], "
+                f"got {schema.describe(within)}")
+        require(name in GROUPABLE, f"{where}.within",
+                f"{name} cannot prune within groups; use {', '.join(GROUPABLE)}, or leave `within` out")
+        within = tuple(within)
     if name == "patient":
         require("wrapped" in raw, f"{where}.wrapped", "patient needs the pruner it wraps, e.g. wrapped: median")
         wrapped = parse_component(raw.pop("wrapped"), {k: v for k, v in table.items() if k != "patient"},
@@ -106,7 +116,7 @@ def parse_component(raw: Any, table: dict, where: str, default: str) -> Componen
     for key in raw:
         options = [k for k in accepted if k not in INTERNAL_OPTIONS]
         require(key in options, f"{where}.{key}", f"not an option of {name}; its options: {', '.join(options) or 'none'}")
-    return Component(name, tuple(raw.items()), wrapped)
+    return Component(name, tuple(raw.items()), wrapped, within)
 
 
 @dataclass(frozen=True)
@@ -162,7 +172,8 @@ class StudySpec:
             kwargs.setdefault("max_resource", self.budget.epochs)
         if component.name == "patient":
             kwargs["wrapped_pruner"] = self.make_pruner(component.wrapped)
-        return PRUNERS[component.name](**kwargs)
+        pruner = PRUNERS[component.name](**kwargs)
+        return WithinGroups(pruner, component.within) if component.within else pruner
 
     def make_sampler(self, *, seed: Optional[int] = None) -> optuna.samplers.BaseSampler:
         """The study file's sampler (`seed` replaces its seed), kept under the parameter budget."""
@@ -217,6 +228,7 @@ def parse_study(raw: Any, source: str, default_name: str) -> StudySpec:
             source=source, raw=copy.deepcopy(raw), eval=evaluated_on, objectives=objectives,
         )
         check_budget(spec)
+        check_within(spec)
         check_objectives(spec)
         check_components(spec)
         return spec
@@ -253,6 +265,15 @@ def check_objectives(spec: StudySpec) -> None:
         usable = ", ".join(n for n in SAMPLERS if n not in SINGLE_OBJECTIVE_SAMPLERS)
         raise ConfigError("sampler.name", f"{spec.sampler.name} handles one objective only, not "
                                           f"{OBJECTIVES_EXAMPLE}; choose from {usable}")
+
+
+def check_within(spec: StudySpec) -> None:
+    """`pruner.within` names searched keys with choices, each once: the groups a trial is judged in."""
+    categorical = [p.name for p in spec.space.params if p.kind == "categorical"]
+    for i, key in enumerate(spec.pruner.within):
+        require(key in categorical, f"pruner.within.{i}",
+                f"{key!r} is not a searched key with choices; choose from {', '.join(categorical) or '(none)'}")
+        require(key not in spec.pruner.within[:i], f"pruner.within.{i}", f"{key!r} is listed twice")
 
 
 def check_budget(spec: StudySpec) -> None:

@@ -98,6 +98,14 @@ BAD = [
     (("pruner", {"name": "successive_halving", "min_resource": 0}), "pruner", "min_resource"),
     (("sampler", {"name": "tpe", "seed": "x"}), "sampler", "tpe: "),
     (("sampler", {"name": "tpe", "sed": 1}), "sampler.sed", "not an option of tpe"),
+    # pruning within groups: searched keys with choices, for the pruners that read get_trials alone
+    (("pruner", {"name": "median", "within": ["optimizer.lr"]}), "pruner.within.0",
+     "'optimizer.lr' is not a searched key with choices; choose from optimizer.name"),
+    (("pruner", {"name": "median", "within": "optimizer.name"}), "pruner.within", "expected a list"),
+    (("pruner", {"name": "median", "within": ["optimizer.name", "optimizer.name"]}), "pruner.within.1",
+     "listed twice"),
+    (("pruner", {"name": "hyperband", "within": ["optimizer.name"]}), "pruner.within",
+     "hyperband cannot prune within groups"),
     (("sampler", {"name": "nsgaii", "population_size": 1}), "sampler", "nsgaii: `population_size`"),
     # objectives: accuracy alone (the default), or accuracy then params; Optuna prunes no multi-objective study
     (("objectives", "accuracy"), "objectives", "expected a list, e.g. objectives: [accuracy, params]"),
