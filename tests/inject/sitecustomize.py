@@ -39,8 +39,10 @@ def _patch_clock(objective_module) -> None:
 def _patch(train_module) -> None:
     import torch
 
+    import hpo.steps as steps_module  # the training step (imported by hpo.trainer) augments each batch
+
     state = {"run": 0, "steps": 0, "held": None}
-    train, random_affine = train_module.train, train_module.random_affine
+    train, random_affine = train_module.train, steps_module.random_affine
 
     def counting_train(*args, **kwargs):
         state["run"] += 1
@@ -61,7 +63,7 @@ def _patch(train_module) -> None:
         return random_affine(*args, **kwargs)
 
     train_module.train = counting_train
-    train_module.random_affine = failing_affine
+    steps_module.random_affine = failing_affine
 
 
 class _AfterImport(importlib.abc.MetaPathFinder):
