@@ -210,3 +210,37 @@ def test_too_deep_for_the_image_is_a_config_error(preset, shape, key, reason):
             check()
         assert caught.value.key == key
         assert reason in caught.value.reason
+
+
+# ----------------------------------------------------------------- the CPU dropout (models.Dropout)
+
+
+def test_cpu_dropout_drops_at_the_rate_in_256ths_and_keeps_the_expectation():
+    torch.manual_seed(0)
+    layer = models.Dropout(0.05).train()  # round(256 * 0.05) = 13: 13/256 = 5.08% dropped
+    x = torch.ones(1000, 1000, requires_grad=True)
+    y = layer(x)
+    dropped = (y == 0).float().mean().item()
+    assert dropped == pytest.approx(13 / 256, abs=0.002)
+    assert y.mean().item() == pytest.approx(1.0, abs=0.005)  # kept values scaled by 256 / 243
+    assert y.unique().tolist() == pytest.approx([0.0, 256 / 243])
+    y.sum().backward()  # the gradient flows through the kept activations alone, scaled alike
+    assert torch.equal(x.grad == 0, y == 0) and x.grad.max().item() == pytest.approx(256 / 243)
+
+
+def test_cpu_dropout_is_seeded_eval_is_the_identity_and_tiny_rates_drop_nothing():
+    layer = models.Dropout(0.3).train()
+    x = torch.randn(8, 4, 5, 5)
+    torch.manual_seed(1)
+    first = layer(x)
+    torch.manual_seed(1)
+    assert torch.equal(layer(x), first)  # a trial's seed decides its masks, as with nn.Dropout
+    assert torch.equal(layer.eval()(x), x)
+    assert torch.equal(models.Dropout(0.001).train()(x), x)  # under 1/512: nothing to drop
+    assert layer.train()(x.bfloat16()).dtype == torch.bfloat16  # under bf16 autocast
+
+
+def test_built_nets_use_it_and_it_is_still_an_nn_dropout():
+    net = models.build(models.parse_model({"preset": "mnistnet2"}))
+    drops = [m for m in net.modules() if isinstance(m, torch.nn.Dropout)]
+    assert drops and all(isinstance(m, models.Dropout) and m.p == 0.05 for m in drops)
