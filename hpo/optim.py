@@ -17,7 +17,7 @@ def make_optimizer(cfg: Optimizer, params, *, fused: bool = False) -> torch.opti
     betas = (0.9 if cfg.beta1 is None else cfg.beta1, 0.999 if cfg.beta2 is None else cfg.beta2)
     common = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
     if fused:
-        on_gpu = params[0].device.type == "cuda"
+        on_gpu = bool(params) and params[0].device.type == "cuda"
         common.update({"capturable": True} if on_gpu and cfg.name != "sgd" else {"fused": True})
     if cfg.name == "sgd":
         momentum = 0.9 if cfg.momentum is None else cfg.momentum

@@ -93,6 +93,8 @@ class StaticStep(EagerStep):
         self.offsets = torch.arange(size, device=self.device)
         self.start = torch.zeros((), dtype=torch.long, device=self.device)  # the next batch's first position
         self.capture, self.graph, self.warm = capture, None, 0
+        if capture and self.device.index is not None:
+            torch.cuda.set_device(self.device)  # capture and replay use the current device's streams: cuda:1's, say
         self.side = torch.cuda.Stream(self.device) if capture else None
         self.lrs = [group["lr"] for group in optimizer.param_groups]  # the tensors a graph reads
 
