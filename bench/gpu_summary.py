@@ -64,7 +64,9 @@ def main(out: Path, study_name: str, db: Path) -> int:
                      f"{best['k']} at once {best['trials_per_hour']:.0f}/h against {plain['trials_per_hour']:.0f}/h "
                      f"({packing['epochs']}-epoch trials, {packing['device']})"))
     else:
-        rows.append(("P4 packed trials per GPU", "not measured", "bench/packing.py did not run"))
+        ran = {name: rc for name, rc, _ in steps}
+        why = f"its step exited {ran['packing']} (packing.log)" if "packing" in ran else "not among the steps run"
+        rows.append(("P4 packed trials per GPU", "not measured", why))
     workers_path = out / "workers.json"
     if workers_path.exists():
         workers = json.loads(workers_path.read_text())
