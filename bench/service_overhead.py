@@ -175,7 +175,9 @@ def install_worker_trace(folder: str) -> None:
     trace.wrap(hpo.objective.TrialHooks, "publish_history", "trial.history")
 
     # an epoch's CPU: from its batches() (the first thing of its loop) to on_epoch, less the checkpoint save between
-    batches, on_epoch, mark = hpo.trainer.batches, hpo.objective.TrialHooks.on_epoch, [0.0, 0.0]
+    import hpo.steps  # noqa: PLC0415  (the CPU's eager step draws each epoch's batches there)
+
+    batches, on_epoch, mark = hpo.steps.batches, hpo.objective.TrialHooks.on_epoch, [0.0, 0.0]
 
     def marked_batches(*args, **kwargs):
         mark[:] = [time.thread_time(), saved_cpu()]
@@ -190,7 +192,7 @@ def install_worker_trace(folder: str) -> None:
             trace.values["epochs"].append((time.time(), result.seconds, cpu))
         return on_epoch(self, result)
 
-    hpo.trainer.batches = marked_batches
+    hpo.steps.batches = marked_batches
     hpo.objective.TrialHooks.on_epoch = record_epoch
 
     beat = hpo.storage.RDBStorage.record_heartbeat
