@@ -229,7 +229,6 @@ def sync_buffers(member: Member, buffers: dict, k: int) -> None:
             own[name].copy_(stacked[k])
 
 
-@torch.no_grad()
 def packed_bf16(device_type: str) -> bool:
     """bf16 autocast for a stacked model: as hpo.trainer's, but fp32 on CUDA, where vmap's
     BatchNorm refuses bf16 activations beside fp32 running statistics ("Expected running_mean to
@@ -237,6 +236,7 @@ def packed_bf16(device_type: str) -> bool:
     return bf16_autocast(device_type) and device_type != "cuda"
 
 
+@torch.no_grad()
 def evaluate_group(shape: nn.Module, names: list, members: list, buffers: dict, x: torch.Tensor,
                    y: torch.Tensor) -> list[float]:
     """Every member's top-1 accuracy on (x, y), the batches shared: one stacked forward each."""

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
-import torch.nn.functional as F
 
 from hpo import models
 from hpo.config import TrainConfig
