@@ -73,7 +73,9 @@ class ConvNet:
     layers: tuple[Union[int, str], ...] = (8, 16, "t8", "M", 16, 16, 16, "GAP", "H")
     kernel: int = 3           # default kernel of a conv block
     batchnorm: bool = True
-    bn_first: bool = False    # conv-BN-ReLU instead of the seeds' usual conv-ReLU-BN
+    # conv-BN-ReLU instead of the seeds' usual conv-ReLU-BN: for every conv block, or a list with
+    # one true/false per conv block in order (seed 002's MnistNet_3 mixes the two)
+    bn_first: Union[bool, tuple[bool, ...]] = False
     dropout: float = 0.0      # after every conv block
     bias: bool = False
 
@@ -81,9 +83,19 @@ class ConvNet:
         require(self.kernel >= 1, "kernel", "must be >= 1")
         require(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
         require(len(self.layers) >= 1 and self.layers[-1] == "H", "layers", "must end with the head token H")
+        convs = 0
         for i, token in enumerate(self.layers):
             kind, *_ = parse_token(token, self.kernel, f"layers.{i}")
             require(kind != "H" or i == len(self.layers) - 1, f"layers.{i}", "H (the head) must be the last token")
+            convs += kind == "conv"
+        if isinstance(self.bn_first, tuple):
+            require(len(self.bn_first) == convs, "bn_first",
+                    f"has {len(self.bn_first)} values but layers has {convs} conv blocks; give one true/false "
+                    "per conv block (not for t, M, GAP or H), or a single true/false for all")
+
+    def block_bn_first(self, index: int) -> bool:
+        """Whether conv block `index` (counting conv blocks only) is conv-BN-ReLU."""
+        return self.bn_first[index] if isinstance(self.bn_first, tuple) else self.bn_first
 
 
 ModelSpec = Union[Linear, MLP, ConvPool, ConvNet, usermodel.ModuleModel]
@@ -143,7 +155,7 @@ PRESETS: dict[str, tuple[str, int, dict]] = {
                   {"family": "convnet", "layers": [8, 16, "t8", "M", 16, 16, 16, "GAP", "H"], "dropout": 0.05}),
     "mnistnet3": ("seed 002 (MnistNet_3)", 6_544,
                   {"family": "convnet", "layers": [8, 16, "t8", "M", 12, 16, 16, "GAP", "H"],
-                   "bn_first": True, "dropout": 0.01}),
+                   "bn_first": [True, True, False, False, False], "dropout": 0.01}),
     "netv3": ("seed 004 (NetV3)", 13_808,
               {"family": "convnet", "layers": [16, 32, "t10", "M", 16, 16, 16, "16p1", "GAP", "H"], "dropout": 0.1}),
 }
@@ -294,6 +306,7 @@ def _convpool(spec: ConvPool, shape: Shape, classes: int) -> nn.Module:
 def _convnet(spec: ConvNet, shape: Shape, classes: int) -> nn.Module:
     layers: list[nn.Module] = []
     channels, h, w = shape
+    conv_index = 0
     for _, _, (kind, width, kernel, padding), (h, w) in _convnet_walk(spec, h, w):
         if kind == "M":
             layers.append(nn.MaxPool2d(2))
@@ -308,7 +321,8 @@ def _convnet(spec: ConvNet, shape: Shape, classes: int) -> nn.Module:
             block = [nn.Conv2d(channels, width, kernel, padding=padding, bias=spec.bias)]
             norm = [nn.BatchNorm2d(width)] if spec.batchnorm else []
             relu = [nn.ReLU(inplace=True)]
-            block += norm + relu if spec.bn_first else relu + norm
+            block += norm + relu if spec.block_bn_first(conv_index) else relu + norm
+            conv_index += 1
             if spec.dropout:
                 block.append(Dropout(spec.dropout))
             layers += block

@@ -90,6 +90,26 @@ def test_convnet_block_order(preset, first_block):
         assert "BatchNorm2d" not in names and "Dropout" not in names
 
 
+def test_mnistnet3_mixes_block_orders_as_seed_002s_summary_shows():
+    # seed 002's MnistNet_3 summary: conv-BN-ReLU-Dropout in the two blocks before the pool,
+    # conv-ReLU-BN-Dropout in the three after it (12, 16, 16)
+    names = layer_names("mnistnet3")
+    blocks = [names[i + 1:i + 4] for i, name in enumerate(names) if name == "Conv2d" and names[i + 1] != "MaxPool2d"]
+    assert blocks[:2] == [["BatchNorm2d", "ReLU", "Dropout"]] * 2
+    assert blocks[2:5] == [["ReLU", "BatchNorm2d", "Dropout"]] * 3
+    assert models.spec_params(models.parse_model({"preset": "mnistnet3"})) == 6_544
+
+
+def test_bn_first_one_value_for_all_blocks_or_one_per_conv_block():
+    every = models.parse_model({"preset": "mnistnet2", "bn_first": True})
+    listed = models.parse_model({"preset": "mnistnet2", "bn_first": [True] * 5})
+    assert [type(m) for m in models.build(every)] == [type(m) for m in models.build(listed)]
+    with pytest.raises(ConfigError, match=r"'model\.bn_first': has 2 values but layers has 5 conv blocks"):
+        models.parse_model({"preset": "mnistnet2", "bn_first": [True, False]})
+    with pytest.raises(ConfigError, match=r"model\.bn_first"):
+        models.parse_model({"preset": "mnistnet2", "bn_first": "yes"})
+
+
 def test_overrides_change_the_count():
     # lenet5 with a 100-unit first hidden layer: 44,426 - (256*120+120 + 120*84) + (256*100+100 + 100*84)
     spec = models.parse_model({"preset": "lenet5", "fc": [100, 84]})
