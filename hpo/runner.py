@@ -189,10 +189,7 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
             if not is_outage(error):
                 raise  # during an outage the display skips a beat; the workers wait it out themselves
 
-    terminated = []
-
     def on_sigterm(signum, frame):
-        terminated.append(signum)
         raise KeyboardInterrupt
 
     main_thread = threading.current_thread() is threading.main_thread()
@@ -207,7 +204,7 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
                 time.sleep(POLL_SECONDS)
             refresh()
     except KeyboardInterrupt:
-        stop_workers(procs, forward=bool(terminated))
+        stop_workers(procs)
         processes.stop_fork_server()
         counts = records.count(rdb.get_all_trials(study_id, deepcopy=False))
         warn(f"interrupted: {counts.finished}/{trials} finished; run the same command to continue")
@@ -236,13 +233,14 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
     return 0
 
 
-def stop_workers(procs: list, *, forward: bool) -> None:
+def stop_workers(procs: list) -> None:
     """Let each worker record how its trials ended, then make sure none outlives the command.
-    Ctrl-C at a terminal reaches every worker already; a SIGTERM to this process is forwarded
-    as SIGTERM, which a worker takes as Ctrl-C even where SIGINT is ignored."""
+    Each is sent SIGTERM, which a worker takes as Ctrl-C even where SIGINT is ignored: Ctrl-C at
+    a terminal reaches the workers too (they let the second signal pass), but a SIGINT or SIGTERM
+    sent to this process alone (`kill -INT`, a supervisor, `docker stop`) does not."""
     started = [p for p in procs if p.pid is not None]
     for p in started:
-        if forward and p.is_alive():
+        if p.is_alive():
             os.kill(p.pid, signal.SIGTERM)
     for p in started:
         p.join(timeout=STOP_SECONDS)

@@ -337,15 +337,28 @@ def wait_for_exit(pid: int, ppid: int) -> None:
         time.sleep(POLL_SECONDS)
 
 
-def interrupted_by_sigterm(signum, frame) -> None:
+def interrupted_once(signum, frame) -> None:
+    """The first Ctrl-C or SIGTERM stops the worker as Ctrl-C does; any later one is let pass, so
+    that it cannot cut short the recording of how the worker's trials ended (Ctrl-C at a terminal
+    reaches the worker and `hpo run`, which then sends SIGTERM as well)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, let_pass)
     raise KeyboardInterrupt
 
 
+def let_pass(signum, frame) -> None:
+    """A second interrupt while the first is being handled: nothing to do."""
+
+
 def worker_entry(job: Job, index: int) -> None:
-    # `hpo run` forwards the SIGTERM it gets (docker stop) as SIGTERM, and the parent watch
-    # interrupts with it: a worker stops as on Ctrl-C, failing and re-queueing its trial, even
-    # where SIGINT is ignored (`hpo run &` in a script), which would leave its trial RUNNING
-    signal.signal(signal.SIGTERM, interrupted_by_sigterm)
+    # `hpo run` sends its workers SIGTERM whenever it is stopped (Ctrl-C, `kill -INT` to it alone,
+    # `docker stop`'s SIGTERM), and the parent watch interrupts with it: a worker stops as on Ctrl-C,
+    # failing and re-queueing its trial, even where SIGINT is ignored (`hpo run &` in a script)
+    # or did not reach it, which would leave its trial RUNNING
+    signal.signal(signal.SIGTERM, interrupted_once)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, interrupted_once)
     if job.env is not None and job.env != os.environ:  # forked from a fork server started earlier
         os.environ.clear()
         os.environ.update(job.env)

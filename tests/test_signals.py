@@ -95,6 +95,29 @@ def test_sigterm_stops_workers_that_ignore_sigint_as_ctrl_c_would(tmp_path):
     assert c.waiting == len(interrupted), "an interrupted trial was not queued again"
 
 
+def test_sigint_to_the_command_alone_stops_its_workers_as_ctrl_c_would(tmp_path):
+    """`kill -INT PID` (or a supervisor's SIGINT) reaches `hpo run` but not its workers, as
+    Ctrl-C at a terminal would: it passes the stop on, and each worker fails and re-queues its
+    trial instead of training on until it is killed, leaving the trial RUNNING."""
+    proc, _, url, log = start_run(tmp_path, "int", 50)
+    deadline = time.monotonic() + 240
+    try:
+        study, workers = workers_once_training(proc, url, "int", log, deadline)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 130, log.read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = log.read_text()
+    assert "interrupted:" in text and "Traceback" not in text, text
+    trials = study.get_trials(deepcopy=False)
+    c = records.count(trials)
+    interrupted = [t for t in trials if t.state == TrialState.FAIL]
+    assert c.running == 0, f"a trial was left RUNNING\n{text}"
+    assert interrupted and all(t.user_attrs[records.FAIL_REASON].startswith("interrupted") for t in interrupted)
+    assert c.waiting == len(interrupted), "an interrupted trial was not queued again"
+
+
 def test_workers_of_a_killed_run_stop_and_leave_their_trials_to_the_next(tmp_path):
     """SIGKILL gives `hpo run` no chance to stop its workers: each notices it is gone, fails its
     trial with a reason, queues it again, and exits, instead of training on unwatched."""
