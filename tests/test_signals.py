@@ -1,5 +1,6 @@
-"""SIGTERM to `hpo run` (what `docker stop` sends) stops it as Ctrl-C does: every worker records
-how its trial ended, none outlives the command, and the next run resumes the interrupted trials."""
+"""A signal to `hpo run` alone (SIGTERM from `docker stop`, SIGINT from `kill -INT`) stops it as
+Ctrl-C does: every worker records how its trial ended, none outlives the command, and the next
+run resumes the interrupted trials."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 from optuna.trial import TrialState
 
 from cli_helpers import (TINY, alive, children, hpo, run_args, start_hpo, study_when_started,
@@ -75,35 +77,22 @@ def test_sigterm_stops_every_worker_and_the_next_run_resumes(tmp_path, device="c
     assert any(t.user_attrs.get(records.RESUMED_AT_EPOCH) for t in retried), "no retry resumed from its checkpoint"
 
 
-def test_sigterm_stops_workers_that_ignore_sigint_as_ctrl_c_would(tmp_path):
-    """`hpo run &` in a script starts with SIGINT ignored, and so do its workers: the SIGTERM it
-    forwards still stops each as Ctrl-C would, its trial failed with a reason and queued again,
-    not left RUNNING for the grace period after the worker is killed."""
-    proc, _, url, log = start_run(tmp_path, "nosigint", EPOCHS, ignore_sigint=True)
+@pytest.mark.parametrize(("sig", "ignore_sigint"), [
+    # `hpo run &` in a script starts with SIGINT ignored, and so do its workers: the SIGTERM it
+    # forwards still stops each as Ctrl-C would
+    (signal.SIGTERM, True),
+    # `kill -INT PID` (or a supervisor's SIGINT) reaches `hpo run` alone, not its workers as
+    # Ctrl-C at a terminal does: it passes the stop on
+    (signal.SIGINT, False),
+], ids=["sigterm-with-sigint-ignored", "sigint-to-the-command-alone"])
+def test_a_signal_to_the_command_alone_stops_its_workers_as_ctrl_c_would(tmp_path, sig, ignore_sigint):
+    """Each worker fails its trial with a reason and queues it again, instead of training on
+    until it is killed and leaving the trial RUNNING for the grace period."""
+    proc, _, url, log = start_run(tmp_path, "alone", 50, ignore_sigint=ignore_sigint)
     deadline = time.monotonic() + 240
     try:
-        study, workers = workers_once_training(proc, url, "nosigint", log, deadline)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=120) == 130, log.read_text()
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    c = records.count(study.get_trials(deepcopy=False))
-    interrupted = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.FAIL]
-    assert c.running == 0, f"a trial was left RUNNING\n{log.read_text()}"
-    assert interrupted and all(t.user_attrs[records.FAIL_REASON].startswith("interrupted") for t in interrupted)
-    assert c.waiting == len(interrupted), "an interrupted trial was not queued again"
-
-
-def test_sigint_to_the_command_alone_stops_its_workers_as_ctrl_c_would(tmp_path):
-    """`kill -INT PID` (or a supervisor's SIGINT) reaches `hpo run` but not its workers, as
-    Ctrl-C at a terminal would: it passes the stop on, and each worker fails and re-queues its
-    trial instead of training on until it is killed, leaving the trial RUNNING."""
-    proc, _, url, log = start_run(tmp_path, "int", 50)
-    deadline = time.monotonic() + 240
-    try:
-        study, workers = workers_once_training(proc, url, "int", log, deadline)
-        proc.send_signal(signal.SIGINT)
+        study, _ = workers_once_training(proc, url, "alone", log, deadline)
+        proc.send_signal(sig)
         assert proc.wait(timeout=120) == 130, log.read_text()
     finally:
         if proc.poll() is None:
