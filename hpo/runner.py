@@ -237,10 +237,11 @@ def stop_workers(procs: list) -> None:
     """Let each worker record how its trials ended, then make sure none outlives the command.
     Each is sent SIGTERM, which a worker takes as Ctrl-C even where SIGINT is ignored: Ctrl-C at
     a terminal reaches the workers too (they let the second signal pass), but a SIGINT or SIGTERM
-    sent to this process alone (`kill -INT`, a supervisor, `docker stop`) does not."""
+    sent to this process alone (`kill -INT`, a supervisor, `docker stop`) does not. Not on
+    Windows, where SIGTERM is TerminateProcess (no handler runs) and Ctrl-C reaches the console."""
     started = [p for p in procs if p.pid is not None]
     for p in started:
-        if p.is_alive():
+        if p.is_alive() and os.name != "nt":
             os.kill(p.pid, signal.SIGTERM)
     for p in started:
         p.join(timeout=STOP_SECONDS)
