@@ -185,6 +185,7 @@ class Worker:
                 return None
             room = min(self.backend.group_size, self.job.target - counts.finished - counts.running)
             claimed: list[Claimed] = []
+            asked: list[optuna.Trial] = []
             try:
                 shape = None
                 for i in range(max(room, 0)):
@@ -192,19 +193,24 @@ class Worker:
                         # stacked model; the sampler draws everything else (Optuna's partial enqueue)
                         shape = shape if shape is not None else shape_of(claimed[0].trial, self.job.spec)
                         self.study.enqueue_trial(shape, skip_if_exists=False)
-                    trial = self.study.ask()
-                    trial_id = self.rdb.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
-                    claimed.append(Claimed(trial, trial_id, self.rdb.get_trial(trial_id),
+                    asked.append(self.study.ask())
+                    trial_id = self.rdb.get_trial_id_from_study_id_trial_number(self.study_id, asked[-1].number)
+                    claimed.append(Claimed(asked[-1], trial_id, self.rdb.get_trial(trial_id),
                                            Heartbeat(self.rdb, trial_id, self.job.heartbeat)))
-            except BaseException:
-                for c in claimed:  # silent from now on: stale after the grace period, then retried
+            except BaseException as error:
+                for c in claimed:
                     c.heartbeat.stop()
+                if isinstance(error, KeyboardInterrupt):  # failed (and queued again) now, not left RUNNING
+                    self.interrupted(asked)
+                # any other error (a database outage): silent from now on, stale after the grace
+                # period, then retried
                 raise
             return claimed
 
     def train(self, claimed: list[Claimed]) -> list[tuple[TrialState, str]]:
         """Build each claimed trial, train those within budget, tell each how it ended."""
         jobs, running, sizes, histories, ended = [], [], [], [], []
+        told: set[int] = set()  # the numbers of the trials told how they ended before any training
         try:
             for c in claimed:
                 try:
@@ -212,10 +218,12 @@ class Worker:
                                    checkpoint_dir=self.checkpoints)
                 except UserError:  # an invalid sampled config: this trial fails, the study goes on
                     self.study.tell(c.trial, state=TrialState.FAIL)
+                    told.add(c.trial.number)
                     ended.append((TrialState.FAIL, c.trial.user_attrs.get(records.FAIL_REASON, "")))
                     continue
                 if plan is None:  # over budget: rejected before any step, not counted
                     self.study.tell(c.trial, state=TrialState.PRUNED)
+                    told.add(c.trial.number)
                     continue
                 if self.store:  # the dashboard offers it for download beside the trial
                     artifacts.upload_config(self.store, c.trial, plan.config.to_dict())
@@ -228,8 +236,8 @@ class Worker:
                 sizes.append(plan.n_params)
                 histories.append(hooks.publish_history)
             outcomes = self.backend.run(jobs, self.fit_data)
-        except KeyboardInterrupt:
-            self.interrupted(running)
+        except KeyboardInterrupt:  # in training, or while its group was still being prepared
+            self.interrupted([c.trial for c in claimed if c.trial.number not in told])
             raise
         finally:
             for c in claimed:
@@ -257,16 +265,20 @@ class Worker:
             raise outage  # the loop waits the outage out, or stops the worker past its patience
         return ended
 
-    def interrupted(self, running: list[Claimed]) -> None:
-        """Ctrl-C: each trial in training is failed and queued again at once, as a dead worker's
-        would be after the grace period, so the next run resumes it from its checkpoint."""
+    def interrupted(self, trials: list[optuna.Trial]) -> None:
+        """Ctrl-C: each trial claimed and not yet ended is failed and queued again at once, as a
+        dead worker's would be after the grace period, so the next run resumes it from its
+        checkpoint. One asked but not yet sampled (Ctrl-C during the claim) is failed alone: its
+        retry would be an empty proposal, which the sampler makes afresh anyway."""
         retry = self.rdb.get_heartbeat_stale_trial_callback()
-        for c in running:
+        for trial in trials:
             try:
-                if retry:  # queued first, so the retry does not inherit the reason below
-                    retry(self.study, self.rdb.get_trial(c.trial_id))
-                c.trial.set_user_attr(records.FAIL_REASON, INTERRUPTED["reason"])
-                self.study.tell(c.trial, state=TrialState.FAIL)
+                frozen = self.rdb.get_trial(self.rdb.get_trial_id_from_study_id_trial_number(self.study_id,
+                                                                                            trial.number))
+                if retry and (frozen.params or frozen.system_attrs.get("fixed_params")):
+                    retry(self.study, frozen)  # queued first, so the retry does not inherit the reason below
+                trial.set_user_attr(records.FAIL_REASON, INTERRUPTED["reason"])
+                self.study.tell(trial, state=TrialState.FAIL)
             except Exception:  # the database is gone too: the trial goes stale and is retried all the same
                 pass
 

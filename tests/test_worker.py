@@ -137,6 +137,58 @@ def test_ctrl_c_fails_the_trial_and_queues_it_again_for_the_next_run(make_worker
     assert got[2].system_attrs["failed_trial"] == 1  # so it resumes from trial 1's checkpoint
 
 
+def test_ctrl_c_while_a_group_is_prepared_ends_every_claimed_trial_not_just_those_training(make_worker,
+                                                                                        monkeypatch):
+    """A group of 3 claimed; Ctrl-C in the second one's preparation. None of the 3 may be left
+    RUNNING (stale only after the grace period, holding a slot of --trials until then): each is
+    failed now, and the one whose values were drawn is queued again."""
+    import hpo.worker
+
+    make, storage = make_worker
+    prepared = []
+    real_prepare = hpo.worker.prepare
+
+    def prepare(trial, *args, **kwargs):
+        prepared.append(trial.number)
+        if len(prepared) == 2:
+            raise KeyboardInterrupt
+        return real_prepare(trial, *args, **kwargs)
+
+    monkeypatch.setattr(hpo.worker, "prepare", prepare)
+    backend = Scripted(3, [None] * 3)
+    with pytest.raises(KeyboardInterrupt):
+        make(backend, target=5).loop()
+    assert backend.groups == [], "the group trained although Ctrl-C came before it started"
+    got = trials(storage)
+    assert [t.state for t in got[:3]] == [TrialState.FAIL] * 3, [t.state for t in got]
+    assert all(t.user_attrs[records.FAIL_REASON].startswith("interrupted") for t in got[:3])
+    queued = [t for t in got if t.state == TrialState.WAITING]
+    # trial 0 (the base recipe, its values fixed) again; trials 1 and 2 had no value drawn yet
+    assert [t.system_attrs["failed_trial"] for t in queued] == [0]
+    assert queued[0].params == got[0].params and queued[0].user_attrs.get(records.BASE)
+
+
+def test_ctrl_c_during_the_claim_leaves_no_trial_running(make_worker, monkeypatch):
+    import hpo.worker
+
+    make, storage = make_worker
+    beats = []
+    real_heartbeat = hpo.worker.Heartbeat
+
+    def heartbeat(*args):
+        beats.append(1)
+        if len(beats) == 2:  # the second trial of the group is asked; Ctrl-C before the claim ends
+            raise KeyboardInterrupt
+        return real_heartbeat(*args)
+
+    monkeypatch.setattr(hpo.worker, "Heartbeat", heartbeat)
+    with pytest.raises(KeyboardInterrupt):
+        make(Scripted(3, [None] * 3), target=5).loop()
+    got = trials(storage)
+    assert [t.state for t in got[:2]] == [TrialState.FAIL] * 2, [t.state for t in got]
+    assert records.count(got).running == 0
+
+
 def test_a_study_is_created_whole_or_not_at_all(tmp_path, monkeypatch):
     import optuna_dashboard
 
