@@ -61,6 +61,9 @@ def test_budget_studies_match_the_seeds():
     assert load_spec("budget-8k").budget.epochs == 15
     assert load_spec("budget-14k").budget.max_params == 14000
     assert load_spec("budget-14k").budget.epochs == 20
+    # a variant keeps its study's budget, so its result stands in that study's row
+    for variant, study in (("budget-14k-cosine", "budget-14k"), ("lenet-cosine", "lenet-tuning")):
+        assert load_spec(variant).budget == load_spec(study).budget, variant
     assert load_spec("lenet-tuning").budget.epochs == 10
 
 
