@@ -206,19 +206,24 @@ def top_table(trials, top: int, *, title: str, held_out: bool = False) -> Table:
 
 def studies_table(studies: dict) -> Table:
     """`studies`: each study's name and its trials. A multi-objective study's best is its Pareto
-    front's most accurate trial; a line under the table gives the front's size."""
+    front's most accurate trial; a line under the table gives the front's size. `queued`: trials
+    waiting for a worker (enqueued, or re-queued after a crash or Ctrl-C); the next `hpo run` on the
+    study trains them first."""
     fronts = [f"{name}: accuracy against size, a Pareto front of {len(records.pareto_front(trials))} trial(s); "
               "best is its most accurate" for name, trials in studies.items() if records.multi_objective(trials)]
     table = Table(title="studies", title_justify="left", caption="\n".join(fronts) or None, caption_justify="left")
     for col, just in (("study", "left"), ("finished", "right"), ("complete", "right"), ("pruned", "right"),
-                      ("rejected", "right"), ("failed", "right"), ("running", "right"), ("best", "right"),
+                      ("rejected", "right"), ("failed", "right"), ("running", "right"), ("queued", "right"),
+                      ("best", "right"),
                       ("best params", "right"), ("best trial", "right")):
-        table.add_column(col, justify=just)
+        # a study's name is what a user types next: never cut it short for a narrow terminal
+        table.add_column(col, justify=just, **({"no_wrap": True, "min_width": max(map(len, studies), default=5)}
+                                               if col == "study" else {}))
     for name, trials in studies.items():
         c = records.count(trials)
         best = records.best_trial(trials)
         table.add_row(name, str(c.finished), str(c.complete), str(c.pruned), str(c.rejected),
-                      str(c.failed), str(c.running), pct(records.accuracy(best)) if best else "-",
+                      str(c.failed), str(c.running), str(c.waiting), pct(records.accuracy(best)) if best else "-",
                       _fmt_params(best.user_attrs.get(records.N_PARAMS)) if best else "-",
                       str(best.number) if best else "-")
     return table

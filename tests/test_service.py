@@ -201,6 +201,26 @@ def test_studies_and_the_optuna_cli_read_our_storage(study_file, tmp_path):
     assert "n_params" in best.stdout
 
 
+def test_studies_shows_the_trials_queued_for_the_next_run():
+    """A Ctrl-C or a crash re-queues a trial with its drawn values (WAITING): `hpo studies` says so,
+    rather than showing a study with nothing running and fewer trials than were started."""
+    import io  # noqa: PLC0415
+
+    from rich.console import Console  # noqa: PLC0415
+
+    from hpo import display  # noqa: PLC0415
+
+    study = optuna.create_study(study_name="s", direction="maximize")
+    study.add_trial(optuna.trial.create_trial(value=0.9))
+    study.enqueue_trial({"x": 1})
+    study.enqueue_trial({"x": 2})
+    out = Console(file=io.StringIO(), width=200, highlight=False)
+    out.print(display.studies_table({"s": study.trials}))
+    header, row = [line for line in out.file.getvalue().splitlines() if "study" in line or line.startswith("│ s ")]
+    cells = dict(zip([c.strip() for c in header.split("┃")[1:-1]], [c.strip() for c in row.split("│")[1:-1]]))
+    assert (cells["finished"], cells["running"], cells["queued"], cells["best"]) == ("1", "0", "2", "90.00%")
+
+
 def test_workers_auto_gives_each_core_a_worker_of_one_thread(study_file, tmp_path):
     from hpo.trainer import auto_workers  # noqa: PLC0415
     import torch  # noqa: PLC0415
