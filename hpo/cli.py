@@ -109,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train K seeds at once, each in a process of its own (on the CPU they split the cores; "
                         "default: 1, one seed after another)")
     p.add_argument("--json", action="store_true", help="print the result as JSON on standard output, nothing else")
+    p.add_argument("--against", type=Path, metavar="RESULT.json",
+                   help="an earlier `hpo verify --json` result (another config, say the seed's recipe): print the "
+                        "difference of the means with its 95%% interval (Welch's t) and whether it is beyond the "
+                        "seeds' noise")
     device(p)
     data_dir(p)
     p.set_defaults(handler=cmd_verify)
@@ -226,15 +230,19 @@ def cmd_train(args) -> int:
 
 def cmd_verify(args) -> int:
     import json  # noqa: PLC0415
+    import statistics  # noqa: PLC0415
     import time  # noqa: PLC0415
 
     from hpo.config import load_config  # noqa: PLC0415
     from hpo.display import console, pct  # noqa: PLC0415
     from hpo.space import model_size  # noqa: PLC0415
     from hpo.trainer import Diverged, pick_device  # noqa: PLC0415
-    from hpo.verify import verify  # noqa: PLC0415
+    from hpo.verify import compare, verify  # noqa: PLC0415
 
     cfg = load_config(args.config).with_overrides(epochs=args.epochs)
+    earlier = load_verification(args.against) if args.against else None  # before any training
+    if earlier and args.seeds < 2:
+        raise UserError(f"--against compares spreads: give --seeds 2 or more (got {args.seeds})")
     device = pick_device(args.device)
     n_params = model_size(cfg)
 
@@ -254,13 +262,50 @@ def cmd_verify(args) -> int:
     except Diverged as error:
         print(f"hpo verify: diverged: {error}; the config is unstable under another seed", file=sys.stderr)
         return 1
+    against = None
+    if earlier:
+        finals = [r["final"] for r in earlier["runs"]]
+        against = {"config": earlier.get("config"), "epochs": earlier.get("epochs"), "n_params": earlier.get("n_params"),
+                   "mean": statistics.fmean(finals), "std": statistics.stdev(finals), "seeds": len(finals),
+                   **compare([r.final for r in result.runs], finals).as_dict()}
     if args.json:
-        print(json.dumps({"config": str(args.config), **result.as_dict()}, indent=2))
-    else:
-        console.print(f"[bold]final test accuracy over {args.seeds} seeds: {pct(result.mean)} ± {pct(result.std)}[/] "
-                      f"(min {pct(min(r.final for r in result.runs))}, max {pct(max(r.final for r in result.runs))}; "
-                      f"{time.monotonic() - started:.0f} s wall)")
+        print(json.dumps({"config": str(args.config), **result.as_dict(),
+                          **({"against": against} if against else {})}, indent=2))
+        return 0
+    console.print(f"[bold]final test accuracy over {args.seeds} seeds: {pct(result.mean)} ± {pct(result.std)}[/] "
+                  f"(min {pct(min(r.final for r in result.runs))}, max {pct(max(r.final for r in result.runs))}; "
+                  f"{time.monotonic() - started:.0f} s wall)")
+    if against:
+        size = f"{against['n_params']:,} params, " if isinstance(against["n_params"], int) else ""
+        epochs = f"{against['epochs']} epochs, " if isinstance(against["epochs"], int) else ""
+        low, high = against["interval95"]
+        console.print(f"against {against['config'] or args.against} ({size}{epochs}{against['seeds']} seeds): "
+                      f"{pct(against['mean'])} ± {pct(against['std'])}")
+        console.print(f"difference {100 * against['difference']:+.2f} points, 95% interval {100 * low:+.2f} to "
+                      f"{100 * high:+.2f} (Welch): [bold]{against['verdict']}[/]")
     return 0
+
+
+def load_verification(path: Path) -> dict:
+    """An earlier `hpo verify --json` result, checked enough to compare against: one clear line if
+    it is not one."""
+    import json  # noqa: PLC0415
+
+    how = f"write one with: hpo verify --config FILE --seeds 5 --json > {path}"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"--against {path}: no such file; {how}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise UserError(f"--against {path}: not a JSON file ({error}); {how}") from None
+    runs = data.get("runs") if isinstance(data, dict) else None
+    if not isinstance(runs, list) or not all(isinstance(r, dict) and isinstance(r.get("final"), (int, float))
+                                             and not isinstance(r.get("final"), bool) for r in runs):
+        raise UserError(f"--against {path}: not an `hpo verify --json` result (no runs with a final accuracy); {how}")
+    if len(runs) < 2:
+        raise UserError(f"--against {path}: {len(runs)} seed(s); a comparison needs the spread of 2 or more "
+                        f"(re-run it with --seeds 5)")
+    return data
 
 
 def cmd_run(args) -> int:

@@ -7,11 +7,12 @@ One lucky run proves nothing: a config's number is its final-epoch test accuracy
 from __future__ import annotations
 
 import functools
+import math
 import multiprocessing as mp
 import statistics
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from hpo import data as data_mod
 from hpo.config import TrainConfig
@@ -46,6 +47,52 @@ class Verification:
     def as_dict(self) -> dict:
         return {"n_params": self.n_params, "epochs": self.epochs, "mean": self.mean, "std": self.std,
                 "runs": [asdict(r) for r in self.runs]}
+
+
+# the 97.5% quantile of Student's t for 1..30 degrees of freedom (a two-sided 95% interval)
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t975(df: float) -> float:
+    """Student's t at 97.5% for `df` degrees of freedom, rounded down (the wider interval); past
+    30, 1.96 + 2.4 / df (within 0.002 of the exact value)."""
+    whole = max(1, int(df))
+    return _T975[whole - 1] if whole <= 30 else 1.96 + 2.4 / whole
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """This verification's final accuracies against an earlier one's: the difference of the means
+    and its 95% interval by Welch's t (unequal spreads, few seeds). A difference whose interval
+    holds 0 is within the seeds' noise, however it looks."""
+    difference: float
+    low: float
+    high: float
+
+    @property
+    def verdict(self) -> str:
+        if self.low > 0:
+            return "higher, beyond the seeds' noise"
+        if self.high < 0:
+            return "lower, beyond the seeds' noise"
+        return "within the seeds' noise"
+
+    def as_dict(self) -> dict:
+        return {"difference": self.difference, "interval95": [self.low, self.high], "verdict": self.verdict}
+
+
+def compare(ours: Sequence[float], theirs: Sequence[float]) -> Comparison:
+    """Welch's 95% interval for mean(ours) - mean(theirs); each needs two runs or more."""
+    if len(ours) < 2 or len(theirs) < 2:
+        raise ValueError("a comparison needs two seeds or more on each side")
+    diff = statistics.fmean(ours) - statistics.fmean(theirs)
+    a, b = statistics.variance(ours) / len(ours), statistics.variance(theirs) / len(theirs)
+    if a + b == 0:  # no spread on either side: the difference is all there is
+        return Comparison(diff, diff, diff)
+    df = (a + b) ** 2 / (a * a / (len(ours) - 1) + b * b / (len(theirs) - 1))
+    half = t975(df) * math.sqrt(a + b)
+    return Comparison(diff, diff - half, diff + half)
 
 
 def verify(cfg: TrainConfig, *, seeds: int, n_params: int, device: str = "auto", data_dir: Optional[Path] = None,

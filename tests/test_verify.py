@@ -140,3 +140,57 @@ def test_sigterm_ends_verify_and_its_processes(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert "interrupted" in (tmp_path / "verify.log").read_text()
+
+
+# ------------------------------------------------------------ --against: is the difference real?
+
+
+def test_welch_interval_by_hand():
+    from hpo.verify import compare, t975  # noqa: PLC0415
+
+    # ours [0, 2]: variance 2, over 2 runs 1; theirs have no spread: df = 1, t = 12.706
+    c = compare([0.0, 2.0], [0.0, 0.0])
+    assert (c.difference, c.low, c.high) == pytest.approx((1.0, 1 - 12.706, 1 + 12.706))
+    assert c.verdict == "within the seeds' noise"
+    assert compare([0.995, 0.996, 0.995], [0.990, 0.991, 0.990]).verdict == "higher, beyond the seeds' noise"
+    assert compare([0.990, 0.991, 0.990], [0.995, 0.996, 0.995]).verdict == "lower, beyond the seeds' noise"
+    assert compare([0.99, 0.99], [0.98, 0.98]).as_dict() == {"difference": pytest.approx(0.01),
+                                                            "interval95": [pytest.approx(0.01)] * 2,
+                                                            "verdict": "higher, beyond the seeds' noise"}
+    assert t975(8.9) == 2.306 and t975(1000) == pytest.approx(1.96, abs=0.003)
+    with pytest.raises(ValueError):
+        compare([0.99], [0.98, 0.97])
+
+
+def test_against_an_earlier_result_prints_the_difference_and_its_interval(tmp_path):
+    earlier = {"config": "seed.yaml", "n_params": 7416, "epochs": 2, "runs": [{"final": 0.10}, {"final": 0.12}]}
+    (tmp_path / "seed.json").write_text(json.dumps(earlier))
+    mine = json.loads(verify_cli(tmp_path, "--seeds", "2", "--against", str(tmp_path / "seed.json"), "--json").stdout)
+    against = mine["against"]
+    assert against["mean"] == pytest.approx(0.11) and against["seeds"] == 2 and against["config"] == "seed.yaml"
+    assert against["difference"] == pytest.approx(mine["mean"] - 0.11)
+    low, high = against["interval95"]
+    assert low < against["difference"] < high
+    shown = verify_cli(tmp_path, "--seeds", "2", "--against", str(tmp_path / "seed.json")).stdout
+    assert re.search(r"^against seed\.yaml \(7,416 params, 2 epochs, 2 seeds\): 11\.00% ± 1\.41%\n"
+                     r"difference \+\d+\.\d\d points, 95% interval [-+]\d+\.\d\d to \+\d+\.\d\d \(Welch\): "
+                     r"higher, beyond the seeds' noise$", shown, re.M), shown
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    (None, "no such file"),
+    ("{not json", "not a JSON file"),
+    (json.dumps({"mean": 0.99}), "not an `hpo verify --json` result"),
+    (json.dumps({"runs": [{"final": "high"}, {"final": 0.9}]}), "not an `hpo verify --json` result"),
+    (json.dumps({"runs": [{"final": 0.99}]}), "1 seed(s); a comparison needs the spread of 2 or more"),
+])
+def test_a_bad_against_file_is_one_line_before_any_training(tmp_path, content, words):
+    path = tmp_path / "earlier.json"
+    if content is not None:
+        path.write_text(content)
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(CONFIG))
+    done = subprocess.run([sys.executable, "-m", "hpo", "verify", "--config", str(tmp_path / "cfg.yaml"),
+                           "--device", "cpu", "--against", str(path)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HPO_OFFLINE": "1"})
+    assert done.returncode == 2 and words in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "seed " not in done.stdout  # nothing trained
