@@ -302,6 +302,9 @@ def load_verification(path: Path) -> dict:
     if not isinstance(runs, list) or not all(isinstance(r, dict) and isinstance(r.get("final"), (int, float))
                                              and not isinstance(r.get("final"), bool) for r in runs):
         raise UserError(f"--against {path}: not an `hpo verify --json` result (no runs with a final accuracy); {how}")
+    if not all(0 <= r["final"] <= 1 for r in runs):
+        raise UserError(f"--against {path}: a final accuracy outside 0..1; --json writes fractions (0.9942, not "
+                        f"99.42); {how}")
     if len(runs) < 2:
         raise UserError(f"--against {path}: {len(runs)} seed(s); a comparison needs the spread of 2 or more "
                         f"(re-run it with --seeds 5)")
