@@ -191,7 +191,7 @@ def test_a_bad_against_file_is_one_line_before_any_training(tmp_path, content, w
         path.write_text(content)
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(CONFIG))
     done = subprocess.run([sys.executable, "-m", "hpo", "verify", "--config", str(tmp_path / "cfg.yaml"),
-                           "--device", "cpu", "--against", str(path)], capture_output=True, text=True, timeout=120,
+                           "--device", "cpu", "--against", str(path)], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "HPO_OFFLINE": "1"})
     assert done.returncode == 2 and words in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "seed " not in done.stdout  # nothing trained
