@@ -63,8 +63,8 @@ def test_budget_studies_match_the_seeds():
     assert load_spec("budget-14k").budget.epochs == 20
     # a variant keeps its study's budget, so its result stands in that study's row
     variants = (("budget-8k-cosine", "budget-8k"), ("budget-8k-deep", "budget-8k"),
-                ("budget-14k-cosine", "budget-14k"), ("budget-14k-adamw", "budget-14k"), ("budget-14k-sgd", "budget-14k"),
-                ("budget-14k-recipe", "budget-14k"),
+                ("budget-14k-cosine", "budget-14k"), ("budget-14k-adamw", "budget-14k"),
+                ("budget-14k-sgd", "budget-14k"), ("budget-14k-recipe", "budget-14k"),
                 ("lenet-cosine", "lenet-tuning"))
     for variant, study in variants:
         assert load_spec(variant).budget == load_spec(study).budget, variant
