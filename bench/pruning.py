@@ -41,12 +41,19 @@ import yaml  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from hpo import records  # noqa: E402
+from hpo.errors import UserError  # noqa: E402
 from hpo.study import find_study_file, load_spec  # noqa: E402
 
 
-def variant(raw: dict, name: str, pruned: bool, train_subset: int | None) -> dict:
+def variant(raw: dict, name: str, pruned: bool, train_subset: int | None, changes: dict | None = None) -> dict:
     raw = copy.deepcopy(raw)
     raw["name"] = name
+    for dotted, value in (changes or {}).items():  # --set: the same change in both runs
+        *parents, last = dotted.split(".")
+        node = raw
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
     if not pruned:
         raw["pruner"] = {"name": "none"}
     if train_subset:
@@ -76,21 +83,34 @@ def main() -> int:
     parser.add_argument("--train-subset", type=int, help="train every trial on this many training images")
     parser.add_argument("--out", type=Path, default=Path("bench-pruning"), help="folder for the study files and databases")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="change the study file in both runs, e.g. base.ema=0.99 or pruner.min_resource=2 "
+                             "(VALUE is YAML)")
     args = parser.parse_args()
+    changes = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"bench/pruning.py: --set {item!r}: expected KEY=VALUE, such as base.ema=0.99", file=sys.stderr)
+            return 2
+        changes[key] = yaml.safe_load(value)
 
-    spec = load_spec(args.study)  # one clear line for a bad study, before anything runs
+    raw = yaml.safe_load(find_study_file(args.study).read_text())
+    args.out.mkdir(parents=True, exist_ok=True)
+    checked = args.out / "study-as-run.yaml"
+    checked.write_text(yaml.safe_dump(variant(raw, load_spec(args.study).name, True, args.train_subset, changes),
+                                      sort_keys=False))
+    spec = load_spec(str(checked))  # one clear line for a bad study or --set, before anything runs
     if spec.pruner.name == "none":
         print(f"bench/pruning.py: {args.study} has no pruner to compare against; pick a study with one", file=sys.stderr)
         return 2
-    raw = yaml.safe_load(find_study_file(args.study).read_text())
-    args.out.mkdir(parents=True, exist_ok=True)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // 2))}
     runs = {}
     for pruned in (True, False):
         name = f"{spec.name}-{'pruned' if pruned else 'unpruned'}"
         path = args.out / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(variant(raw, name, pruned, args.train_subset), sort_keys=False))
+        path.write_text(yaml.safe_dump(variant(raw, name, pruned, args.train_subset, changes), sort_keys=False))
         storage = f"sqlite:///{(args.out / name).resolve()}.db"
         log = open(args.out / f"{name}.log", "w")
         cmd = [sys.executable, "-m", "hpo", "run", "--study", str(path), "--trials", str(args.trials), "--quiet",
@@ -111,7 +131,8 @@ def main() -> int:
           f"sampler {spec.sampler.name} seed {dict(spec.sampler.options).get('seed')}")
     print(f"{cpu_model()} ({cores} cores), {env['OMP_NUM_THREADS']} torch thread(s) "
           f"per run, device {args.device}, torch {torch.__version__}, optuna {optuna.__version__}, "
-          f"{datetime.date.today()}; training images: {args.train_subset or 'all'}, eval: {spec.eval}\n")
+          f"{datetime.date.today()}; training images: {args.train_subset or 'all'}, eval: {spec.eval}"
+          + "".join(f"; {key}: {value}" for key, value in changes.items()) + "\n")
     metric = "validation" if spec.eval == "val" else "test"
     print(f"| run | finished | complete | pruned | epochs trained | epochs saved | best {metric} (trial) | "
           "its test accuracy | wall |")
@@ -131,4 +152,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except UserError as error:  # a bad study or --set: one line, no traceback
+        print(f"bench/pruning.py: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -108,6 +108,8 @@ class TrainConfig:
     batch_size: int = 128
     epochs: int = 10
     label_smoothing: float = 0.0
+    ema: Optional[float] = None  # evaluate and keep an exponential moving average of the weights
+                                 # (and BatchNorm statistics), this decay per optimizer step (hpo.average)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     data: Data = field(default_factory=Data)
     seed: int = 0
@@ -116,6 +118,9 @@ class TrainConfig:
         require(1 <= self.batch_size <= 60_000, "batch_size", f"must be in [1, 60000], got {self.batch_size}")
         require(1 <= self.epochs <= 1000, "epochs", f"must be in [1, 1000], got {self.epochs}")
         require(0 <= self.label_smoothing < 1, "label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
+        if self.ema is not None:
+            require(0 < self.ema < 1, "ema", f"a decay per optimizer step in (0, 1), such as 0.999, got {self.ema}; "
+                                             "leave it out to keep the last step's weights")
         require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
 
     def to_dict(self) -> dict:

@@ -42,8 +42,9 @@ DROPOUT_FIELDS = ("dropout", "conv_dropout", "flat_dropout")
 def pack_key(cfg: TrainConfig) -> Optional[str]:
     """Configs with the same key train together: the same layers (dropout rates may differ, not
     whether a dropout layer is there), batch size, epochs and data. None: a user's own model
-    (hpo.usermodel), which vmap is not known to handle, trains alone."""
-    if hasattr(cfg.model, "as_config"):
+    (hpo.usermodel), which vmap is not known to handle, and a config that averages its weights
+    (`ema`: hpo.average keeps one net's copy), train alone."""
+    if hasattr(cfg.model, "as_config") or cfg.ema:
         return None
     model = cfg.to_dict()["model"]
     for key in DROPOUT_FIELDS:

@@ -15,6 +15,7 @@ import torch
 
 from hpo import models
 from hpo.config import TrainConfig
+from hpo.average import WeightAverage
 from hpo.data import Splits
 from hpo.datasets import Dataset
 from hpo.errors import ConfigError, UserError
@@ -106,7 +107,8 @@ def train(cfg: TrainConfig, data: Splits, *, report: Optional[Callable[[int, flo
     for progress displays. Whatever `report` raises (a pruning signal, say) ends training
     and propagates unchanged. With `checkpoint`, every finished epoch is saved there, and a
     run that finds one resumes after its last epoch, first replaying `on_epoch` and
-    `report` for the restored epochs (marked `restored`).
+    `report` for the restored epochs (marked `restored`). With `cfg.ema`, the moving average of
+    the weights (hpo.average) is what each epoch evaluates and what `on_done` gets.
     """
     device = data.device
     cuda = device.type == "cuda"
@@ -128,7 +130,9 @@ def train(cfg: TrainConfig, data: Splits, *, report: Optional[Callable[[int, flo
     optimizer = make_optimizer(cfg.optimizer, model.parameters(), fused=static)
     schedule = make_schedule(cfg.schedule, optimizer, epochs=cfg.epochs, steps_per_epoch=steps)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    history = restore(checkpoint, cfg, model, optimizer, schedule, generator) if checkpoint else []
+    average = WeightAverage(model, cfg.ema) if cfg.ema else None
+    kept = average.model if average else model  # what is evaluated, and handed to on_done
+    history = restore(checkpoint, cfg, model, optimizer, schedule, generator, average) if checkpoint else []
     lr_on_device(optimizer, device if static else None)
     stepper = (StaticStep(model, optimizer, data, cfg, fill, bf16, capture=cuda) if static
                else EagerStep(model, optimizer, data, cfg, fill, bf16))
@@ -146,6 +150,8 @@ def train(cfg: TrainConfig, data: Splits, *, report: Optional[Callable[[int, flo
         for step in range(1, steps + 1):
             lr = stepper.lr() if step == steps else None  # the rate the epoch's last step uses
             stepper.step()
+            if average:
+                average.update()
             schedule.step()
             if on_step:
                 on_step(step, steps)
@@ -153,22 +159,23 @@ def train(cfg: TrainConfig, data: Splits, *, report: Optional[Callable[[int, flo
         train_loss = (stepper.loss_sum / n).item()
         if not math.isfinite(train_loss):
             raise Diverged(f"training loss is {train_loss} in epoch {epoch}")
-        accuracy = evaluate(model, data.test_x, data.test_y)
+        accuracy = evaluate(kept, data.test_x, data.test_y)
         if cuda:
             torch.cuda.synchronize(device)
         history.append(EpochResult(epoch, train_loss, accuracy, time.perf_counter() - started, float(lr)))
         if checkpoint:
-            save(checkpoint, cfg, model, optimizer, schedule, generator, history)
+            save(checkpoint, cfg, model, optimizer, schedule, generator, history, average)
         if on_epoch:
             on_epoch(history[-1])
         if report:
             report(epoch, accuracy)
     if on_done:
-        on_done(model)
+        on_done(kept)
     return history
 
 
-def save(path: Path, cfg, model, optimizer, schedule, generator, history: list[EpochResult]) -> None:
+def save(path: Path, cfg, model, optimizer, schedule, generator, history: list[EpochResult],
+         average: Optional[WeightAverage] = None) -> None:
     """Everything a resumed run needs to continue exactly, written atomically."""
     state = {
         "config": cfg.to_dict(),
@@ -180,13 +187,16 @@ def save(path: Path, cfg, model, optimizer, schedule, generator, history: list[E
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "history": [dataclasses.asdict(r) for r in history],
     }
+    if average:
+        state["average"] = average.state_dict()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
 
 
-def restore(path: Path, cfg, model, optimizer, schedule, generator) -> list[EpochResult]:
+def restore(path: Path, cfg, model, optimizer, schedule, generator,
+            average: Optional[WeightAverage] = None) -> list[EpochResult]:
     """Load `path` into the run's objects; the restored history, or [] when there is none."""
     if not path.exists():
         return []
@@ -201,6 +211,8 @@ def restore(path: Path, cfg, model, optimizer, schedule, generator) -> list[Epoc
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
+    if average:
+        average.load_state_dict(state["average"])
     generator.set_state(state["generator"].cpu())
     torch.set_rng_state(state["torch_rng"].cpu())
     if state["cuda_rng"]:

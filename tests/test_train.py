@@ -166,6 +166,8 @@ BAD_CONFIGS = [
     ({"epochs": True}, "epochs", "expected an integer"),
     ({"seed": -1}, "seed", ">= 0"),
     ({"label_smoothing": 1.0}, "label_smoothing", "[0, 1)"),
+    ({"ema": 1.0}, "ema", "decay per optimizer step in (0, 1)"),
+    ({"ema": 0}, "ema", "leave it out"),
     ({"optimizer": "adam"}, "optimizer", "expected a mapping"),
     ({"optimizer": {"name": "lion"}}, "optimizer.name", "unknown optimizer"),
     ({"optimizer": {"name": "adam", "momentum": 0.9}}, "optimizer.momentum", "sgd/rmsprop only, not adam"),
