@@ -216,7 +216,8 @@ def cmd_train(args) -> int:
     layout = models.describe(cfg.model, shape=splits.dataset.shape, classes=splits.dataset.classes)
     headline = (f"[bold]{args.config}[/]: {layout}, {n_params:,} parameters, {cfg.optimizer.name} "
                 f"lr={cfg.optimizer.lr:g}, batch {cfg.batch_size}, {cfg.epochs} epochs, {n_train:,} train / "
-                f"{n_test:,} test images of {splits.dataset.title} on {device}")
+                f"{n_test:,} test images of {splits.dataset.title} on {device}"
+                + (f"; scored: the weights' moving average (ema {cfg.ema:g})" if cfg.ema else ""))
     try:
         with TrainProgress(headline, cfg.epochs) as progress:
             history = train(cfg, splits, on_step=progress.on_step, on_epoch=progress.on_epoch)

@@ -207,6 +207,8 @@ CASES = [
          text_file("cfg.yaml", "optimizer: {name: sgd, lr: 0.1}\nepochs: 1\n")),
     Case("training config with a wrong type", ("train", "--config", "{dir}/cfg.yaml"),
          ("cfg.yaml", "'epochs'", "'ten'"), text_file("cfg.yaml", "model: {preset: linear}\nepochs: ten\n")),
+    Case("training config with a weight average's decay of 1", ("train", "--config", "{dir}/cfg.yaml"),
+         ("cfg.yaml", "'ema'", "(0, 1)", "leave it out"), text_file("cfg.yaml", "model: {preset: linear}\nema: 1\n")),
     Case("training config that does not exist", ("train", "--config", "{dir}/nope.yaml"),
          ("nope.yaml", "file not found")),
     Case("corrupted data file (hpo data)", ("data", "--data-dir", "{dir}"),
