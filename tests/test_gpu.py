@@ -108,3 +108,23 @@ def test_the_graph_path_is_as_accurate_as_the_eager_path(mnist_dir, monkeypatch)
           f"eager: {[r.test_accuracy for r in eager]} {[round(r.seconds, 3) for r in eager]} s")
     assert graphed[-1].test_accuracy > 0.97 and eager[-1].test_accuracy > 0.97
     assert abs(graphed[-1].test_accuracy - eager[-1].test_accuracy) < 0.006
+
+
+def test_the_weight_average_follows_the_captured_step(mnist_dir):
+    """`ema` on the graph path: the average is updated after each replay from the weights the
+    graph wrote in place, leaves the training alone, and is the net each epoch scores."""
+    from hpo.trainer import evaluate  # noqa: PLC0415
+
+    mnist = data.load("mnist", "cuda", mnist_dir.parent)
+    base = {"model": {"family": "convnet", "layers": [8, "M", 16, "GAP", "H"], "batchnorm": True},
+            "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9}, "schedule": {"name": "cosine"},
+            "batch_size": 64, "epochs": 2, "data": {"train_subset": 3000, "test_subset": 1000}}
+    kept = {}
+    plain = train(parse_config(base), mnist, on_done=lambda m: kept.setdefault("plain", m))
+    averaged = train(parse_config({**base, "ema": 0.95}), mnist, on_done=lambda m: kept.setdefault("ema", m))
+    assert [r.train_loss for r in averaged] == pytest.approx([r.train_loss for r in plain], rel=1e-3)
+    scored = mnist.subset(3000, 1000)  # the trainer's own subset of the test images
+    assert averaged[-1].test_accuracy == evaluate(kept["ema"], scored.test_x, scored.test_y)
+    a, b = kept["plain"].state_dict(), kept["ema"].state_dict()
+    assert all(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
+    assert all(t.is_cuda for t in b.values())
