@@ -14,8 +14,8 @@ from typing import Callable, Optional
 import torch
 
 from hpo import models
-from hpo.config import TrainConfig
 from hpo.average import WeightAverage
+from hpo.config import TrainConfig
 from hpo.data import Splits
 from hpo.datasets import Dataset
 from hpo.errors import ConfigError, UserError
