@@ -40,11 +40,13 @@ class Averages(WeightAverage):
     """The trainer's average for the first decay, and the others kept beside it in the same run."""
 
     decays: tuple = DECAYS
+    latest: "Averages | None" = None  # the one the trainer built last: the bench scores its nets
 
     def __init__(self, model: torch.nn.Module, decay: float):
         super().__init__(model, decay)
         self.raw = model
         self.others = [WeightAverage(model, d) for d in self.decays[1:]]
+        Averages.latest = self
 
     def update(self) -> None:
         super().update()
@@ -61,14 +63,6 @@ def run_seed(path: str, seed: int, decays: tuple, every: int, data_dir: str | No
     hpo.trainer.WeightAverage = Averages  # the trainer builds the average it is told to: ours
     cfg = load_config(path).with_overrides(seed=seed, ema=decays[0])
     splits = hpo_data.load(cfg.data, "cpu", Path(data_dir) if data_dir else None).validation(seed=0)
-    tracker: dict = {}
-    original = Averages.__init__
-
-    def remember(self, model, decay):
-        original(self, model, decay)
-        tracker["averages"] = self
-
-    Averages.__init__ = remember
     rows = {}
 
     def on_epoch(result):
@@ -76,11 +70,12 @@ def run_seed(path: str, seed: int, decays: tuple, every: int, data_dir: str | No
               f"(ema {decays[0]})", file=sys.stderr, flush=True)
         if result.epoch % every == 0 or result.epoch == cfg.epochs:
             rows[result.epoch] = {name: evaluate(net, splits.test_x, splits.test_y)
-                                  for name, net in tracker["averages"].nets().items()}
+                                  for name, net in Averages.latest.nets().items()}
 
     history = hpo.trainer.train(cfg, splits, on_epoch=on_epoch)
     return {"seed": seed, "epochs": rows, "seconds": sum(r.seconds for r in history),
-            "train": splits.train_y.numel(), "held_out": splits.test_y.numel()}
+            "train": cfg.data.train_subset or splits.train_y.numel(),
+            "held_out": cfg.data.test_subset or splits.test_y.numel()}
 
 
 def _run_seed(job: tuple) -> dict:
