@@ -8,6 +8,10 @@ Four families cover the seeds:
 - `convnet`: a list of tokens, as torchvision writes VGG (seeds 002 and 004):
     16      3x3 conv to 16 channels, then ReLU, BatchNorm and dropout as switched
     16k1    the same block with a 1x1 kernel; `16p1` with padding 1 (kernel and padding combine)
+    s32     a depthwise-separable block to 32 channels: a 3x3 conv per input channel, then a 1x1
+            conv to 32, then ReLU, BatchNorm and dropout as a conv block (`s32p1`, `s32k5` as above);
+            a 3x3 block from 32 to 32 channels costs 9*32 + 32*32 = 1,312 weights instead of 9,216,
+            so a parameter budget buys wider layers
     t8      1x1 "transition" conv to 8 channels, nothing after it
     M       2x2 max-pool
     GAP     global average pooling
@@ -28,7 +32,7 @@ from hpo.errors import ConfigError
 from hpo.schema import require
 
 MNIST_SHAPE, MNIST_CLASSES = (1, 28, 28), 10  # the defaults: what every seed trained on
-TOKEN = re.compile(r"^(?:(?P<transition>t)(?P<t_width>\d+)|(?P<width>\d+)(?:k(?P<kernel>\d+))?(?:p(?P<padding>\d+))?)$")
+TOKEN = re.compile(r"^(?:(?P<transition>t)(?P<t_width>\d+)|(?P<separable>s)?(?P<width>\d+)(?:k(?P<kernel>\d+))?(?:p(?P<padding>\d+))?)$")
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,7 @@ class ConvNet:
         for i, token in enumerate(self.layers):
             kind, *_ = parse_token(token, self.kernel, f"layers.{i}")
             require(kind != "H" or i == len(self.layers) - 1, f"layers.{i}", "H (the head) must be the last token")
-            convs += kind == "conv"
+            convs += kind in ("conv", "sep")
         if isinstance(self.bn_first, tuple):
             require(len(self.bn_first) == convs, "bn_first",
                     f"has {len(self.bn_first)} values but layers has {convs} conv blocks; give one true/false "
@@ -103,20 +107,22 @@ FAMILIES: dict[str, type] = {"linear": Linear, "mlp": MLP, "convpool": ConvPool,
 
 
 def parse_token(token: int | str, default_kernel: int, key: str) -> tuple[str, int, int, int]:
-    """(kind, width, kernel, padding) of one convnet token; kind is conv, t, M, GAP or H."""
+    """(kind, width, kernel, padding) of one convnet token; kind is conv, sep, t, M, GAP or H."""
     if isinstance(token, int) and not isinstance(token, bool):
         require(token >= 1, key, f"a conv width must be >= 1, got {token}")
         return "conv", token, default_kernel, 0
     if token in ("M", "GAP", "H"):
         return token, 0, 0, 0
     match = TOKEN.match(str(token))
-    require(match is not None, key, f"unknown layer token {token!r}; use a width (16, 16k1, 16p1), t<width>, M, GAP or H")
+    require(match is not None, key, f"unknown layer token {token!r}; use a width (16, 16k1, 16p1), s<width> (separable), "
+                                    "t<width>, M, GAP or H")
     if match["transition"]:
         require(int(match["t_width"]) >= 1, key, "a transition width must be >= 1")
         return "t", int(match["t_width"]), 1, 0
     width = int(match["width"])
     require(width >= 1, key, f"a conv width must be >= 1, got {token!r}")
-    return "conv", width, int(match["kernel"] or default_kernel), int(match["padding"] or 0)
+    kind = "sep" if match["separable"] else "conv"
+    return kind, width, int(match["kernel"] or default_kernel), int(match["padding"] or 0)
 
 
 def with_width(token: int | str, width: int) -> int | str:
@@ -128,7 +134,7 @@ def with_width(token: int | str, width: int) -> int | str:
         raise ConfigError("", f"layer {token!r} has no width to set")
     if match["transition"]:
         return f"t{width}"
-    return f"{width}" + (f"k{match['kernel']}" if match["kernel"] else "") + (f"p{match['padding']}" if match["padding"] else "")
+    return ("s" if match["separable"] else "") + f"{width}" + (f"k{match['kernel']}" if match["kernel"] else "") + (f"p{match['padding']}" if match["padding"] else "")
 
 
 # ----------------------------------------------------------------- presets
@@ -209,7 +215,7 @@ def _convnet_walk(spec: ConvNet, h: int, w: int):
             h, w = h // 2, w // 2
         elif kind == "GAP":
             h, w = 1, 1
-        elif kind == "conv":
+        elif kind in ("conv", "sep"):
             h, w = h - kernel + 1 + 2 * padding, w - kernel + 1 + 2 * padding
         yield i, token, (kind, width, kernel, padding), (h, w)
 
@@ -318,7 +324,11 @@ def _convnet(spec: ConvNet, shape: Shape, classes: int) -> nn.Module:
             layers.append(nn.Conv2d(channels, width, 1, bias=spec.bias))
             channels = width
         else:
-            block = [nn.Conv2d(channels, width, kernel, padding=padding, bias=spec.bias)]
+            if kind == "sep":  # depthwise, then pointwise; nothing between them (as Xception)
+                block = [nn.Conv2d(channels, channels, kernel, padding=padding, groups=channels, bias=spec.bias),
+                         nn.Conv2d(channels, width, 1, bias=spec.bias)]
+            else:
+                block = [nn.Conv2d(channels, width, kernel, padding=padding, bias=spec.bias)]
             norm = [nn.BatchNorm2d(width)] if spec.batchnorm else []
             relu = [nn.ReLU(inplace=True)]
             block += norm + relu if spec.block_bn_first(conv_index) else relu + norm

@@ -126,6 +126,9 @@ def test_overrides_change_the_count():
         ("16k3p1", 8, "8k3p1"),
         ("t8", 12, "t12"),
         ("t10", 4, "t4"),
+        ("s32", 40, "s40"),
+        ("s32p1", 24, "s24p1"),
+        ("s32k5p2", 8, "s8k5p2"),
     ],
 )
 def test_with_width(token, width, expected):
@@ -144,6 +147,33 @@ def test_with_width_result_builds():
     wider = dataclasses.replace(spec, layers=layers)
     # 16p1 -> 20p1: its conv grows from 16*16*9 to 16*20*9, its BN by 2*4, the head from 16*10 to 20*10
     assert models.spec_params(wider) == 13_808 + 16 * 4 * 9 + 2 * 4 + 4 * 10
+
+
+def test_separable_block_is_a_depthwise_then_a_pointwise_conv():
+    spec = models.parse_model({"family": "convnet", "layers": [8, "M", "s24", "s24p1", "GAP", "H"], "dropout": 0.1})
+    assert models.parse_token("s24p1", 3, "k") == ("sep", 24, 3, 1)
+    convs = [m for m in models.build(spec) if isinstance(m, torch.nn.Conv2d)]
+    # 1->8 3x3 | 8 per-channel 3x3, 8->24 1x1 | 24 per-channel 3x3, 24->24 1x1 | head 24->10 over 1x1
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.groups, c.padding) for c in convs] == [
+        (1, 8, (3, 3), 1, (0, 0)),
+        (8, 8, (3, 3), 8, (0, 0)), (8, 24, (1, 1), 1, (0, 0)),
+        (24, 24, (3, 3), 24, (1, 1)), (24, 24, (1, 1), 1, (0, 0)),
+        (24, 10, (1, 1), 1, (0, 0)),
+    ]
+    bn = 2 * (8 + 24 + 24)
+    assert models.spec_params(spec) == 9 * 8 + (9 * 8 + 8 * 24) + (9 * 24 + 24 * 24) + 24 * 10 + bn
+    # a conv block like any other: ReLU, BatchNorm and dropout after the pair; 13x13 -> 11x11 -> 11x11
+    kinds = [type(m).__name__ for m in models.build(spec)]
+    assert kinds[4:11] == ["MaxPool2d", "Conv2d", "Conv2d", "ReLU", "BatchNorm2d", "Dropout", "Conv2d"]
+    assert models.build(spec)(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_a_width_search_keeps_a_separable_block_separable():
+    from hpo.dotted import base_value, set_path
+    cfg = {"model": {"family": "convnet", "layers": [8, "M", "s24p1", "GAP", "H"]}}
+    assert base_value(cfg, "model.layers.2") == 24
+    set_path(cfg, "model.layers.2", 40)
+    assert cfg["model"]["layers"][2] == "s40p1"
 
 
 # (model section, dotted key, a fragment of the reason)
@@ -177,6 +207,10 @@ BAD_MODELS = [
     ({"family": "convnet", "layers": [8, "0k1", "H"]}, "model.layers.1", ">= 1"),
     ({"family": "convnet", "layers": [8, "t0", "H"]}, "model.layers.1", ">= 1"),
     ({"family": "convnet", "layers": [True, "H"]}, "model.layers.0", "expected an integer"),
+    ({"family": "convnet", "layers": [8, "s0", "H"]}, "model.layers.1", ">= 1"),
+    ({"family": "convnet", "layers": [8, "st8", "H"]}, "model.layers.1", "unknown layer token"),
+    ({"family": "convnet", "layers": [8, "s8k30", "H"]}, "model.layers.1", "shrinks to nothing"),
+    ({"family": "convnet", "layers": [8, "s8", "H"], "bn_first": [True]}, "model.bn_first", "2 conv blocks"),
 ]
 
 
