@@ -157,3 +157,15 @@ def test_the_members_losses_are_cross_entropy_with_their_own_smoothing():
     for k in range(3):
         want = torch.nn.functional.cross_entropy(logits[k], labels[k], label_smoothing=float(smoothing[k]))
         assert got[k].item() == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_a_separable_net_packs_and_trains_as_alone(splits):
+    # depthwise convs (groups = channels) under vmap: the stacked conv must keep each member's groups apart
+    plain = {"family": "convnet", "layers": [6, "M", "s12", "s12p1", "GAP", "H"], "dropout": 0.0}
+    recipes = [dataclasses.replace(RECIPES[i], model=config(model=plain).model) for i in (0, 2)]
+    outcomes = train_group([TrainJob(c, None, None) for c in recipes], splits)
+    for k, cfg in enumerate(recipes):
+        history = train(cfg, splits)
+        assert outcomes[k].error is None
+        assert [r.train_loss for r in outcomes[k].history] == pytest.approx([r.train_loss for r in history], rel=1e-4)
+        assert [r.test_accuracy for r in outcomes[k].history] == pytest.approx([r.test_accuracy for r in history], abs=0.011)
