@@ -134,7 +134,9 @@ def with_width(token: int | str, width: int) -> int | str:
         raise ConfigError("", f"layer {token!r} has no width to set")
     if match["transition"]:
         return f"t{width}"
-    return ("s" if match["separable"] else "") + f"{width}" + (f"k{match['kernel']}" if match["kernel"] else "") + (f"p{match['padding']}" if match["padding"] else "")
+    kernel = f"k{match['kernel']}" if match["kernel"] else ""
+    padding = f"p{match['padding']}" if match["padding"] else ""
+    return ("s" if match["separable"] else "") + f"{width}{kernel}{padding}"
 
 
 # ----------------------------------------------------------------- presets
