@@ -74,8 +74,8 @@ def run_seed(path: str, seed: int, decays: tuple, every: int, data_dir: str | No
 
     history = hpo.trainer.train(cfg, splits, on_epoch=on_epoch)
     return {"seed": seed, "epochs": rows, "seconds": sum(r.seconds for r in history),
-            "train": cfg.data.train_subset or splits.train_y.numel(),
-            "held_out": cfg.data.test_subset or splits.test_y.numel()}
+            "train": min(cfg.data.train_subset or splits.train_y.numel(), splits.train_y.numel()),
+            "held_out": min(cfg.data.test_subset or splits.test_y.numel(), splits.test_y.numel())}
 
 
 def _run_seed(job: tuple) -> dict:

@@ -32,6 +32,7 @@ from hpo.errors import ConfigError
 from hpo.schema import require
 
 MNIST_SHAPE, MNIST_CLASSES = (1, 28, 28), 10  # the defaults: what every seed trained on
+BLOCKS = ("conv", "sep")  # the token kinds that are conv blocks: a conv (or a separable pair), ReLU, BatchNorm, dropout
 TOKEN = re.compile(r"^(?:(?P<transition>t)(?P<t_width>\d+)|(?P<separable>s)?(?P<width>\d+)(?:k(?P<kernel>\d+))?(?:p(?P<padding>\d+))?)$")
 
 
@@ -91,7 +92,7 @@ class ConvNet:
         for i, token in enumerate(self.layers):
             kind, *_ = parse_token(token, self.kernel, f"layers.{i}")
             require(kind != "H" or i == len(self.layers) - 1, f"layers.{i}", "H (the head) must be the last token")
-            convs += kind in ("conv", "sep")
+            convs += kind in BLOCKS
         if isinstance(self.bn_first, tuple):
             require(len(self.bn_first) == convs, "bn_first",
                     f"has {len(self.bn_first)} values but layers has {convs} conv blocks; give one true/false "
@@ -217,7 +218,7 @@ def _convnet_walk(spec: ConvNet, h: int, w: int):
             h, w = h // 2, w // 2
         elif kind == "GAP":
             h, w = 1, 1
-        elif kind in ("conv", "sep"):
+        elif kind in BLOCKS:
             h, w = h - kernel + 1 + 2 * padding, w - kernel + 1 + 2 * padding
         yield i, token, (kind, width, kernel, padding), (h, w)
 
