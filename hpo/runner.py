@@ -204,7 +204,7 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
                 time.sleep(POLL_SECONDS)
             refresh()
     except KeyboardInterrupt:
-        stop_workers(procs)
+        stop_workers(procs, warn)
         processes.stop_fork_server()
         counts = records.count(rdb.get_all_trials(study_id, deepcopy=False))
         warn(f"interrupted: {counts.finished}/{trials} finished; run the same command to continue")
@@ -233,7 +233,7 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
     return 0
 
 
-def stop_workers(procs: list) -> None:
+def stop_workers(procs: list, warn: Callable[[str], None] = quiet) -> None:
     """Let each worker record how its trials ended, then make sure none outlives the command.
     Each is sent SIGTERM, which a worker takes as Ctrl-C even where SIGINT is ignored: Ctrl-C at
     a terminal reaches the workers too (they let the second signal pass), but a SIGINT or SIGTERM
@@ -248,3 +248,5 @@ def stop_workers(procs: list) -> None:
         if p.is_alive():
             p.kill()
             p.join()
+            warn(f"hpo run: a worker (pid {p.pid}) had not stopped {STOP_SECONDS} s after it was told to and "
+                 "was killed; a trial it held stays RUNNING until --grace passes, then is failed and queued again")

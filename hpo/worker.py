@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -40,7 +41,7 @@ from hpo.backend import OneAtATime, TrainJob, TrialBackend
 from hpo.errors import UserError
 from hpo.objective import TrialHooks, ended_here, finish, prepare
 from hpo.packed import Packed, shape_names
-from hpo.retry import PATIENCE_SECONDS, Backoff, DatabaseUnavailable, is_outage
+from hpo.retry import PATIENCE_SECONDS, Backoff, DatabaseUnavailable, describe, is_outage
 from hpo.storage import Storage
 from hpo.study import StudySpec
 from hpo.trainer import pick_device, share_cpu
@@ -48,6 +49,7 @@ from hpo.trainer import pick_device, share_cpu
 POLL_SECONDS = 1.0
 MAX_CONSECUTIVE_FAILURES = 5
 INTERRUPTED = {"reason": "interrupted: Ctrl-C or SIGTERM"}  # what an interrupted trial's fail_reason says
+STOP_PATIENCE = 10.0  # how long an interrupted worker waits out a database blip: well within hpo run's STOP_SECONDS
 JOINED = "hpo_workers_joined"  # study system attribute: how many worker processes have joined, ever
 
 
@@ -193,7 +195,8 @@ class Worker:
                         # stacked model; the sampler draws everything else (Optuna's partial enqueue)
                         shape = shape if shape is not None else shape_of(claimed[0].trial, self.job.spec)
                         self.study.enqueue_trial(shape, skip_if_exists=False)
-                    asked.append(self.study.ask())
+                    with interrupts_held():  # the asked trial is in `asked` before a Ctrl-C is raised
+                        asked.append(self.study.ask())
                     trial_id = self.rdb.get_trial_id_from_study_id_trial_number(self.study_id, asked[-1].number)
                     claimed.append(Claimed(asked[-1], trial_id, self.rdb.get_trial(trial_id),
                                            Heartbeat(self.rdb, trial_id, self.job.heartbeat)))
@@ -269,18 +272,31 @@ class Worker:
         """Ctrl-C: each trial claimed and not yet ended is failed and queued again at once, as a
         dead worker's would be after the grace period, so the next run resumes it from its
         checkpoint. One asked but not yet sampled (Ctrl-C during the claim) is failed alone: its
-        retry would be an empty proposal, which the sampler makes afresh anyway."""
+        retry would be an empty proposal, which the sampler makes afresh anyway.
+
+        Failed first, then queued: a trial whose end could not be recorded stays RUNNING with no
+        retry beside it, so it is failed and queued once, by whoever finds it stale. A database
+        blip is waited out for STOP_PATIENCE seconds; what could not be recorded gets one line."""
         retry = self.rdb.get_heartbeat_stale_trial_callback()
+        backoff = Backoff(STOP_PATIENCE)
         for trial in trials:
+            done = "failed"
             try:
-                frozen = self.rdb.get_trial(self.rdb.get_trial_id_from_study_id_trial_number(self.study_id,
-                                                                                            trial.number))
+                # read before the reason is set: the retry must not inherit it
+                frozen = backoff.call(lambda: self.rdb.get_trial(
+                    self.rdb.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)))
+                backoff.call(lambda: trial.set_user_attr(records.FAIL_REASON, INTERRUPTED["reason"]))
+                backoff.call(lambda: self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True))
+                done = "queued again"
                 if retry and (frozen.params or frozen.system_attrs.get("fixed_params")):
-                    retry(self.study, frozen)  # queued first, so the retry does not inherit the reason below
-                trial.set_user_attr(records.FAIL_REASON, INTERRUPTED["reason"])
-                self.study.tell(trial, state=TrialState.FAIL)
-            except Exception:  # the database is gone too: the trial goes stale and is retried all the same
-                pass
+                    backoff.call(lambda: retry(self.study, frozen))
+            except Exception as error:
+                if isinstance(error, DatabaseUnavailable):
+                    backoff.patience = 0  # the database is gone: try the others once each, without waiting
+                then = ("it stays RUNNING until --grace passes, then is failed and queued again" if done == "failed"
+                        else "it is failed, and the next run samples a new trial in its place")
+                print(f"hpo run: worker {self.index}: interrupted trial {trial.number} could not be {done} "
+                      f"({describe(error)}); {then}", file=sys.stderr, flush=True)
 
 
 def shape_of(trial: optuna.Trial, spec: StudySpec) -> dict:
@@ -349,6 +365,28 @@ def wait_for_exit(pid: int, ppid: int) -> None:
         time.sleep(POLL_SECONDS)
 
 
+class Held:
+    """Whether a Ctrl-C is being held back (interrupts_held), and whether one came meanwhile."""
+
+    depth = 0
+    pending = False
+
+
+@contextmanager
+def interrupts_held():
+    """A Ctrl-C or SIGTERM that comes inside the block is raised as the block ends. `study.ask()`
+    stores its trial before it returns it: a KeyboardInterrupt between the two would leave a
+    RUNNING trial nobody knows of, which holds a slot of --trials until the grace period passes."""
+    Held.depth += 1
+    try:
+        yield
+    finally:
+        Held.depth -= 1
+        if not Held.depth and Held.pending:
+            Held.pending = False
+            raise KeyboardInterrupt
+
+
 def interrupted_once(signum, frame) -> None:
     """The first Ctrl-C or SIGTERM stops the worker as Ctrl-C does; any later one is let pass, so
     that it cannot cut short the recording of how the worker's trials ended (Ctrl-C at a terminal
@@ -356,6 +394,9 @@ def interrupted_once(signum, frame) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         if signal.getsignal(sig) is not signal.SIG_IGN:
             signal.signal(sig, let_pass)
+    if Held.depth:
+        Held.pending = True
+        return
     raise KeyboardInterrupt
 
 

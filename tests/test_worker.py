@@ -207,3 +207,91 @@ def test_a_study_is_created_whole_or_not_at_all(tmp_path, monkeypatch):
     study_id = ensure_study(rdb, spec, storage)  # the same file, again: created now, not refused
     assert rdb.get_study_user_attrs(study_id)["hpo_fingerprint"] == spec.fingerprint
     assert [t.state for t in rdb.get_all_trials(study_id)] == [TrialState.WAITING]  # trial 0, the base recipe
+
+
+@pytest.fixture
+def worker_signals():
+    """The worker's own SIGINT and SIGTERM handler (hpo.worker.interrupted_once), put back after."""
+    import signal
+
+    import hpo.worker
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in saved:
+        signal.signal(sig, hpo.worker.interrupted_once)
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+    hpo.worker.Held.depth, hpo.worker.Held.pending = 0, False
+
+
+def test_sigterm_while_a_trial_is_asked_fails_it_instead_of_leaving_it_running(make_worker, monkeypatch,
+                                                                             worker_signals):
+    """study.ask() stores the trial before it returns it; a signal between the two would leave a
+    RUNNING trial no worker knows of, holding a slot of --trials until the grace period passes."""
+    import os
+    import signal
+
+    make, storage = make_worker
+    real_ask = optuna.Study.ask
+
+    def ask(self, *args, **kwargs):
+        trial = real_ask(self, *args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)  # handled at the next bytecode, before ask returns
+        return trial
+
+    monkeypatch.setattr(optuna.Study, "ask", ask)
+    backend = Scripted(1, [None] * 5)
+    with pytest.raises(KeyboardInterrupt):
+        make(backend, target=5).loop()
+    got = trials(storage)
+    assert backend.groups == []
+    assert [t.state for t in got] == [TrialState.FAIL, TrialState.WAITING], "the asked trial was left RUNNING"
+    assert got[0].user_attrs[records.FAIL_REASON].startswith("interrupted")
+
+
+def test_a_database_blip_while_an_interrupted_trial_is_recorded_is_waited_out(make_worker, monkeypatch):
+    """The blip that a worker rides out in training (retry.Backoff) does not leave the trial it
+    was stopping RUNNING: failed once, queued once."""
+    import sqlalchemy
+
+    make, storage = make_worker
+    real_tell = optuna.Study.tell
+    blips = []
+
+    def tell(self, trial, *args, **kwargs):
+        if kwargs.get("state") == TrialState.FAIL and not blips:
+            blips.append(trial.number)
+            raise sqlalchemy.exc.OperationalError("UPDATE trials", {}, Exception("database is locked"))
+        return real_tell(self, trial, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.Study, "tell", tell)
+    with pytest.raises(KeyboardInterrupt):
+        make(Scripted(1, [KeyboardInterrupt]), target=5).loop()
+    got = trials(storage)
+    assert blips == [0]
+    assert [t.state for t in got] == [TrialState.FAIL, TrialState.WAITING]
+    assert got[1].system_attrs["failed_trial"] == 0
+
+
+def test_an_interrupted_trial_that_cannot_be_failed_is_named_and_not_queued_twice(make_worker, monkeypatch,
+                                                                                capsys):
+    """Failed first, then queued: where the failing cannot be recorded, no retry is queued beside
+    the RUNNING trial (the stale-trial check queues it once, after the grace period), and stderr
+    says so in one line instead of nothing."""
+    make, storage = make_worker
+    real_tell = optuna.Study.tell
+
+    def tell(self, trial, *args, **kwargs):
+        if kwargs.get("state") == TrialState.FAIL:
+            raise RuntimeError("disk I/O error")
+        return real_tell(self, trial, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.Study, "tell", tell)
+    with pytest.raises(KeyboardInterrupt):
+        make(Scripted(1, [KeyboardInterrupt]), target=5).loop()
+    got = trials(storage)
+    assert [t.state for t in got] == [TrialState.RUNNING], "a retry was queued beside a trial still RUNNING"
+    lines = [line for line in capsys.readouterr().err.splitlines() if "interrupted trial" in line]
+    assert lines == ["hpo run: worker 0: interrupted trial 0 could not be failed (disk I/O error); it stays "
+                     "RUNNING until --grace passes, then is failed and queued again"]
