@@ -133,3 +133,37 @@ def test_workers_of_a_killed_run_stop_and_leave_their_trials_to_the_next(tmp_pat
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert failed and all("was killed" in t.user_attrs[records.FAIL_REASON] for t in failed)
     assert c.waiting == len(failed), "an interrupted trial was not queued again"
+
+
+def test_a_worker_that_does_not_stop_in_time_is_killed_with_a_line_saying_so(monkeypatch):
+    """`hpo run` waits STOP_SECONDS for each worker to record its trials; one still alive then
+    (stuck on a lock, say) is killed, and the trial it held is accounted for in one line instead
+    of left RUNNING without a word."""
+    import hpo.runner
+
+    class Stuck:  # a multiprocessing.Process that ignores SIGTERM until it is killed
+        def __init__(self, pid):
+            self.pid, self.alive = pid, True
+
+        def is_alive(self):
+            return self.alive
+
+        def join(self, timeout=None):
+            pass
+
+        def kill(self):
+            self.alive = False
+
+    class Stopping(Stuck):
+        def join(self, timeout=None):
+            self.alive = False
+
+    sent = []
+    monkeypatch.setattr(hpo.runner.os, "kill", lambda pid, sig: sent.append((pid, sig)))
+    lines = []
+    procs = [Stopping(101), Stuck(102)]
+    hpo.runner.stop_workers(procs, lines.append)
+    assert sent == [(101, signal.SIGTERM), (102, signal.SIGTERM)]
+    assert not any(p.alive for p in procs)
+    assert lines == [f"hpo run: a worker (pid 102) had not stopped {hpo.runner.STOP_SECONDS} s after it was told to "
+                     "and was killed; a trial it held stays RUNNING until --grace passes, then is failed and queued again"]
