@@ -60,8 +60,17 @@ def test_each_member_trains_as_the_trial_alone_would(splits):
         assert [r.lr for r in together] == [r.lr for r in history]  # its own schedule
         # the same data order, augmentation, initial weights and steps: equal up to float rounding
         assert together[0].train_loss == pytest.approx(history[0].train_loss, rel=1e-4)
-        for name, value in alone.items():  # weights, and BatchNorm's running statistics, as if trained alone
-            assert torch.allclose(done[k][name].float(), value.float(), atol=1e-3), (k, name)
+        # weights, and BatchNorm's running statistics, as if trained alone: the stacked convs sum in
+        # another order than the plain ones, and two epochs of steps carry that rounding on (under
+        # 1% of a weight tensor's norm, 4e-4 on a BatchNorm shift, on an AVX2-only AMD EPYC in
+        # fp32), where a wrong data order, initialisation or schedule moves a tensor by a large
+        # part of its norm
+        for name, value in alone.items():
+            if value.is_floating_point():
+                gap = float((done[k][name].float() - value.float()).norm())
+                assert gap <= 0.02 * float(value.float().norm()) + 1e-3 * value.numel() ** 0.5, (k, name, gap)
+            else:
+                assert torch.equal(done[k][name], value), (k, name)
 
 
 def test_a_pruned_or_diverged_member_leaves_and_the_others_finish(splits):
