@@ -12,6 +12,9 @@ Four families cover the seeds:
             conv to 32, then ReLU, BatchNorm and dropout as a conv block (`s32p1`, `s32k5` as above);
             a 3x3 block from 32 to 32 channels costs 9*32 + 32*32 = 1,312 weights instead of 9,216,
             so a parameter budget buys wider layers
+    m32     the same pair as MobileNet writes it: ReLU and BatchNorm (as the block orders them)
+            after the per-channel conv too, not only after the 1x1 (`s32` has nothing between them,
+            as Xception); 2 more parameters per input channel, and one more nonlinearity per block
     t8      1x1 "transition" conv to 8 channels, nothing after it
     M       2x2 max-pool
     GAP     global average pooling
@@ -32,8 +35,9 @@ from hpo.errors import ConfigError
 from hpo.schema import require
 
 MNIST_SHAPE, MNIST_CLASSES = (1, 28, 28), 10  # the defaults: what every seed trained on
-BLOCKS = ("conv", "sep")  # the token kinds that are conv blocks: a conv (or a separable pair), ReLU, BatchNorm, dropout
-TOKEN = re.compile(r"^(?:(?P<transition>t)(?P<t_width>\d+)|(?P<separable>s)?(?P<width>\d+)(?:k(?P<kernel>\d+))?(?:p(?P<padding>\d+))?)$")
+BLOCKS = ("conv", "sep", "msep")  # the token kinds that are conv blocks: a conv (or a separable pair), ReLU, BatchNorm, dropout
+SEPARABLE = {"s": "sep", "m": "msep"}  # token prefix -> kind
+TOKEN = re.compile(r"^(?:(?P<transition>t)(?P<t_width>\d+)|(?P<separable>[sm])?(?P<width>\d+)(?:k(?P<kernel>\d+))?(?:p(?P<padding>\d+))?)$")
 
 
 @dataclass(frozen=True)
@@ -108,21 +112,22 @@ FAMILIES: dict[str, type] = {"linear": Linear, "mlp": MLP, "convpool": ConvPool,
 
 
 def parse_token(token: int | str, default_kernel: int, key: str) -> tuple[str, int, int, int]:
-    """(kind, width, kernel, padding) of one convnet token; kind is conv, sep, t, M, GAP or H."""
+    """(kind, width, kernel, padding) of one convnet token; kind is conv, sep, msep, t, M, GAP or H."""
     if isinstance(token, int) and not isinstance(token, bool):
         require(token >= 1, key, f"a conv width must be >= 1, got {token}")
         return "conv", token, default_kernel, 0
     if token in ("M", "GAP", "H"):
         return token, 0, 0, 0
     match = TOKEN.match(str(token))
-    require(match is not None, key, f"unknown layer token {token!r}; use a width (16, 16k1, 16p1), s<width> (separable), "
+    require(match is not None, key, f"unknown layer token {token!r}; use a width (16, 16k1, 16p1), s<width> or m<width> "
+                                    "(separable, plain or MobileNet's), "
                                     "t<width>, M, GAP or H")
     if match["transition"]:
         require(int(match["t_width"]) >= 1, key, "a transition width must be >= 1")
         return "t", int(match["t_width"]), 1, 0
     width = int(match["width"])
     require(width >= 1, key, f"a conv width must be >= 1, got {token!r}")
-    kind = "sep" if match["separable"] else "conv"
+    kind = SEPARABLE[match["separable"]] if match["separable"] else "conv"
     return kind, width, int(match["kernel"] or default_kernel), int(match["padding"] or 0)
 
 
@@ -137,7 +142,7 @@ def with_width(token: int | str, width: int) -> int | str:
         return f"t{width}"
     kernel = f"k{match['kernel']}" if match["kernel"] else ""
     padding = f"p{match['padding']}" if match["padding"] else ""
-    return ("s" if match["separable"] else "") + f"{width}{kernel}{padding}"
+    return (match["separable"] or "") + f"{width}{kernel}{padding}"
 
 
 # ----------------------------------------------------------------- presets
@@ -327,20 +332,28 @@ def _convnet(spec: ConvNet, shape: Shape, classes: int) -> nn.Module:
             layers.append(nn.Conv2d(channels, width, 1, bias=spec.bias))
             channels = width
         else:
-            if kind == "sep":  # depthwise, then pointwise; nothing between them (as Xception)
-                block = [nn.Conv2d(channels, channels, kernel, padding=padding, groups=channels, bias=spec.bias),
-                         nn.Conv2d(channels, width, 1, bias=spec.bias)]
+            bn_first = spec.block_bn_first(conv_index)
+            if kind in ("sep", "msep"):  # depthwise, then pointwise
+                block = [nn.Conv2d(channels, channels, kernel, padding=padding, groups=channels, bias=spec.bias)]
+                if kind == "msep":  # MobileNet: the depthwise conv's own ReLU and BatchNorm (Xception: none)
+                    block += _relu_norm(channels, spec.batchnorm, bn_first)
+                block.append(nn.Conv2d(channels, width, 1, bias=spec.bias))
             else:
                 block = [nn.Conv2d(channels, width, kernel, padding=padding, bias=spec.bias)]
-            norm = [nn.BatchNorm2d(width)] if spec.batchnorm else []
-            relu = [nn.ReLU(inplace=True)]
-            block += norm + relu if spec.block_bn_first(conv_index) else relu + norm
+            block += _relu_norm(width, spec.batchnorm, bn_first)
             conv_index += 1
             if spec.dropout:
                 block.append(Dropout(spec.dropout))
             layers += block
             channels = width
     return nn.Sequential(*layers)
+
+
+def _relu_norm(channels: int, batchnorm: bool, bn_first: bool) -> list[nn.Module]:
+    """What follows a conv in a block: ReLU then BatchNorm (the seeds' usual order), or BN first."""
+    norm = [nn.BatchNorm2d(channels)] if batchnorm else []
+    relu = [nn.ReLU(inplace=True)]
+    return norm + relu if bn_first else relu + norm
 
 
 def count_params(model: nn.Module) -> int:

@@ -168,12 +168,30 @@ def test_separable_block_is_a_depthwise_then_a_pointwise_conv():
     assert models.build(spec)(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
+def test_mobilenet_separable_block_has_relu_and_batchnorm_after_the_depthwise_conv_too():
+    spec = models.parse_model({"family": "convnet", "layers": [8, "M", "m24", "GAP", "H"], "dropout": 0.1})
+    assert models.parse_token("m24p1", 3, "k") == ("msep", 24, 3, 1)
+    kinds = [type(m).__name__ for m in models.build(spec)]
+    # 8 per-channel 3x3, ReLU, BN(8), 8->24 1x1, ReLU, BN(24), dropout: both convs are followed
+    assert kinds[4:12] == ["MaxPool2d", "Conv2d", "ReLU", "BatchNorm2d", "Conv2d", "ReLU", "BatchNorm2d", "Dropout"]
+    xception = models.parse_model({"family": "convnet", "layers": [8, "M", "s24", "GAP", "H"], "dropout": 0.1})
+    assert models.spec_params(spec) == models.spec_params(xception) + 2 * 8  # the depthwise conv's BatchNorm
+    # the block's order holds inside it too: BN before ReLU where the block says so
+    bn_first = models.parse_model({"family": "convnet", "layers": [8, "M", "m24", "GAP", "H"], "bn_first": True})
+    assert [type(m).__name__ for m in models.build(bn_first)][3:9] == [  # no dropout here
+        "MaxPool2d", "Conv2d", "BatchNorm2d", "ReLU", "Conv2d", "BatchNorm2d"]
+    assert models.build(spec)(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
 def test_a_width_search_keeps_a_separable_block_separable():
     from hpo.dotted import base_value, set_path
     cfg = {"model": {"family": "convnet", "layers": [8, "M", "s24p1", "GAP", "H"]}}
     assert base_value(cfg, "model.layers.2") == 24
     set_path(cfg, "model.layers.2", 40)
     assert cfg["model"]["layers"][2] == "s40p1"
+    cfg["model"]["layers"][2] = "m24p1"
+    set_path(cfg, "model.layers.2", 33)
+    assert cfg["model"]["layers"][2] == "m33p1"
 
 
 # (model section, dotted key, a fragment of the reason)
