@@ -168,9 +168,11 @@ def test_the_members_losses_are_cross_entropy_with_their_own_smoothing():
         assert got[k].item() == pytest.approx(want.item(), rel=1e-5)
 
 
-def test_a_separable_net_packs_and_trains_as_alone(splits):
-    # depthwise convs (groups = channels) under vmap: the stacked conv must keep each member's groups apart
-    plain = {"family": "convnet", "layers": [6, "M", "s12", "s12p1", "GAP", "H"], "dropout": 0.0}
+@pytest.mark.parametrize("block", ["s", "m"], ids=["xception", "mobilenet"])
+def test_a_separable_net_packs_and_trains_as_alone(splits, block):
+    # depthwise convs (groups = channels) under vmap: the stacked conv must keep each member's groups
+    # apart, and MobileNet's BatchNorm between the two convs keep each member's statistics apart
+    plain = {"family": "convnet", "layers": [6, "M", f"{block}12", f"{block}12p1", "GAP", "H"], "dropout": 0.0}
     recipes = [dataclasses.replace(RECIPES[i], model=config(model=plain).model) for i in (0, 2)]
     outcomes = train_group([TrainJob(c, None, None) for c in recipes], splits)
     for k, cfg in enumerate(recipes):
