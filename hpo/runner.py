@@ -243,8 +243,9 @@ def stop_workers(procs: list, warn: Callable[[str], None] = quiet) -> None:
     for p in started:
         if p.is_alive() and os.name != "nt":
             os.kill(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_SECONDS  # one wait for all: they were all told at once
     for p in started:
-        p.join(timeout=STOP_SECONDS)
+        p.join(timeout=max(0.0, deadline - time.monotonic()))
         if p.is_alive():
             p.kill()
             p.join()

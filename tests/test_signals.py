@@ -158,12 +158,22 @@ def test_a_worker_that_does_not_stop_in_time_is_killed_with_a_line_saying_so(mon
         def join(self, timeout=None):
             self.alive = False
 
-    sent = []
+    class Slow(Stuck):  # takes the whole wait it is given, and stops only when killed
+        def join(self, timeout=None):
+            if timeout is not None:
+                clock[0] += timeout
+                waits.append(timeout)
+
+    sent, waits, clock = [], [], [1000.0]
     monkeypatch.setattr(hpo.runner.os, "kill", lambda pid, sig: sent.append((pid, sig)))
+    monkeypatch.setattr(hpo.runner.time, "monotonic", lambda: clock[0])
     lines = []
-    procs = [Stopping(101), Stuck(102)]
+    procs = [Stopping(101), Slow(102), Slow(103)]
     hpo.runner.stop_workers(procs, lines.append)
-    assert sent == [(101, signal.SIGTERM), (102, signal.SIGTERM)]
+    assert sent == [(101, signal.SIGTERM), (102, signal.SIGTERM), (103, signal.SIGTERM)]
+    # one STOP_SECONDS for all of them, not one each: eight stuck workers do not hold Ctrl-C for 4 minutes
+    assert waits == [hpo.runner.STOP_SECONDS, 0.0] and clock[0] == 1000.0 + hpo.runner.STOP_SECONDS
     assert not any(p.alive for p in procs)
-    assert lines == [f"hpo run: a worker (pid 102) had not stopped {hpo.runner.STOP_SECONDS} s after it was told to "
-                     "and was killed; a trial it held stays RUNNING until --grace passes, then is failed and queued again"]
+    assert lines == [f"hpo run: a worker (pid {pid}) had not stopped {hpo.runner.STOP_SECONDS} s after it was told to "
+                     "and was killed; a trial it held stays RUNNING until --grace passes, then is failed and queued again"
+                     for pid in (102, 103)]
