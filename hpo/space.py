@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
-import warnings
+from decimal import Decimal
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -255,16 +255,27 @@ def _parse_param(name: Any, raw: Any, prefix: str) -> Param:
         require((high - low) / step <= MAX_POINTS, f"{where}.step",
                 f"{step} leaves more than {MAX_POINTS:,} points in [{low}, {high}]; "
                 "leave it out for a continuous range")
+        top = last_step(low, high, step)
+        require(top == high, f"{where}.step",
+                f"[{low}, {high}] is no whole number of steps of {step}: nothing above {top} would ever be "
+                f"drawn; make high {top} or {last_step(low, high + step, step)}")
     if log:
         require(low > 0, f"{where}.{kind}", f"log scale needs low > 0, got {low}")
     param = Param(key, kind, low=low, high=high, log=log, step=step, when=when, name=name)
     try:  # what Optuna would refuse at every trial, it refuses here, once
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a range that is no whole number of steps: Optuna trims high
-            param.suggest(optuna.trial.FixedTrial({name: low}))
+        param.suggest(optuna.trial.FixedTrial({name: low}))
     except (ValueError, ArithmeticError) as error:
         raise ConfigError(where, f"Optuna cannot draw from this range: {error}") from None
     return param
+
+
+def last_step(low: float, high: float, step: float) -> float:
+    """The highest of low, low + step, ... not above high: where Optuna would quietly move a range's
+    high end (a warning at every trial), reckoned in decimals as Optuna's distributions do."""
+    if isinstance(low, int) and isinstance(high, int) and isinstance(step, int):
+        return high - (high - low) % step
+    d_low, d_step = Decimal(str(low)), Decimal(str(step))
+    return float((Decimal(str(high)) - d_low) // d_step * d_step + d_low)
 
 
 def _parse_when(raw: Any, where: str) -> tuple:
