@@ -67,6 +67,7 @@ def test_budget_studies_match_the_seeds():
                 ("budget-14k-sgd", "budget-14k"), ("budget-14k-recipe", "budget-14k"),
                 ("budget-14k-deep", "budget-14k"), ("budget-14k-separable", "budget-14k"),
                 ("budget-14k-separable-deep", "budget-14k"), ("budget-14k-mobile", "budget-14k"),
+                ("budget-14k-separable-recipe", "budget-14k"),
                 ("lenet-cosine", "lenet-tuning"))
     for variant, study in variants:
         assert load_spec(variant).budget == load_spec(study).budget, variant
