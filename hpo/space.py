@@ -255,10 +255,10 @@ def _parse_param(name: Any, raw: Any, prefix: str) -> Param:
         require((high - low) / step <= MAX_POINTS, f"{where}.step",
                 f"{step} leaves more than {MAX_POINTS:,} points in [{low}, {high}]; "
                 "leave it out for a continuous range")
-        top = last_step(low, high, step)
-        require(top == high, f"{where}.step",
-                f"[{low}, {high}] is no whole number of steps of {step}: nothing above {top} would ever be "
-                f"drawn; make high {top} or {last_step(low, high + step, step)}")
+        below, above = step_ends(low, high, step)
+        require(below == high, f"{where}.step",
+                f"[{low}, {high}] is no whole number of steps of {step}: nothing above {below} would ever be "
+                f"drawn; make high {below} or {above}")
     if log:
         require(low > 0, f"{where}.{kind}", f"log scale needs low > 0, got {low}")
     param = Param(key, kind, low=low, high=high, log=log, step=step, when=when, name=name)
@@ -269,13 +269,16 @@ def _parse_param(name: Any, raw: Any, prefix: str) -> Param:
     return param
 
 
-def last_step(low: float, high: float, step: float) -> float:
-    """The highest of low, low + step, ... not above high: where Optuna would quietly move a range's
-    high end (a warning at every trial), reckoned in decimals as Optuna's distributions do."""
+def step_ends(low: float, high: float, step: float) -> tuple[float, float]:
+    """The highest of low, low + step, ... not above high (where Optuna would quietly move a range's
+    high end, warning at every trial) and the next one up, reckoned in decimals as Optuna's
+    distributions do, so that 0.4 + 0.2 reads 0.6."""
     if isinstance(low, int) and isinstance(high, int) and isinstance(step, int):
-        return high - (high - low) % step
+        below = high - (high - low) % step
+        return below, below + step
     d_low, d_step = Decimal(str(low)), Decimal(str(step))
-    return float((Decimal(str(high)) - d_low) // d_step * d_step + d_low)
+    below = (Decimal(str(high)) - d_low) // d_step * d_step + d_low
+    return float(below), float(below + d_step)
 
 
 def _parse_when(raw: Any, where: str) -> tuple:
