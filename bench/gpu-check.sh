@@ -21,9 +21,10 @@
 #                a trial stopped by SIGTERM resumed from its checkpoint on the GPU
 #   train-speed  P1 and P2: seconds per epoch of the budget-8k base net, this trainer against the
 #                seeds' loop, same process and device (bench/train_speed.py)
-#   packing      P4, one way (only when GPU_CHECK_STEPS names it: it lost, 0.66x at K = 32 on the
-#                H200): K trials of the base net's shape trained at once as one stacked model
-#                (hpo run --pack K) against one at a time (bench/packing.py)
+#   packing      P4, one way: K trials of the base net's shape trained at once as one stacked
+#                model (hpo run --pack K), its whole step one CUDA graph, against one at a time,
+#                and a group of 4 uncaptured for the graph's share (bench/packing.py; the eager
+#                stacked step lost on the H200, 0.66x at K = 32, 2026-12-04)
 #   workers      P4, the other way: 1 and 16 worker processes training at once on the one GPU,
 #                under MPS where it runs (bench/cpu_workers.py --device cuda); the better is the
 #                study's --workers (at most 8: SQLite)
@@ -43,7 +44,7 @@ QUICK=${GPU_CHECK_QUICK:-}
 PY=${PYTHON:-python3}   # the GPU machine's python3; here, e.g. PYTHON=.venv/bin/python
 WHEELS=${GPU_CHECK_WHEELS:-.whl}
 DEADLINE=$((SECONDS + ${GPU_CHECK_SECONDS:-360}))
-STEPS=" ${GPU_CHECK_STEPS:-gpu-tests train-speed workers budget-8k export verify} "
+STEPS=" ${GPU_CHECK_STEPS:-gpu-tests train-speed packing workers budget-8k export verify} "
 TESTS=${GPU_CHECK_TESTS:-tests/test_gpu.py}
 GRACE=${GPU_CHECK_GRACE:-60}   # a budget-8k trial's length with 8 workers on an H200 (36-51 s, 2026-12-04)
 
@@ -70,7 +71,7 @@ if [ -n "$QUICK" ]; then
   WAYS=(--ways 1 2 --train-subset 2000); WORKERS=2
 else
   DEVICE=cuda; STUDY=budget-8k; TRIALS=100; SPEED=(--repeats 2)
-  VERIFY=(--seeds 5 --workers 5); PACKING=(--k 4 8 16 32 --plain 2)
+  VERIFY=(--seeds 5 --workers 5); PACKING=(--k 4 8 16 32 --plain 2 --uncaptured 4)
   WAYS=(--ways 1 16 --epochs 2); WORKERS=8   # until the workers step says otherwise
 fi
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader && nvidia-smi; } \

@@ -8,7 +8,10 @@ stacked model (hpo.packed.train_group), in one process on one device. A trial he
 epochs; trials per hour = K / wall seconds x 3600. The plain loop's rate is measured once, on
 the first --plain recipes, and is the same for every K.
 
-    python bench/packing.py --device cuda --k 1 4 8 16            # the GPU check's P4
+    python bench/packing.py --device cuda --k 4 8 16 32 --uncaptured 4   # the GPU check's P4
+
+On CUDA a group's step is one CUDA graph (hpo.packed.PackedStep); `--uncaptured K` also times
+a group of K with HPO_CUDA_GRAPH=0, the same step launched op by op, for the graph's share.
     python bench/packing.py --device cpu --k 2 4 --train-subset 6000
 """
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import random
 import sys
 import time
@@ -79,26 +83,37 @@ def main() -> int:
     parser.add_argument("--plain", type=int, default=2, help="recipes the plain loop trains, for its rate (default 2)")
     parser.add_argument("--train-subset", type=int)
     parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--uncaptured", type=int, nargs="*", default=[], metavar="K",
+                        help="also time these group sizes with HPO_CUDA_GRAPH=0 (CUDA: the graph's share)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
     device = pick_device(args.device)
     base = yaml.safe_load(args.study.read_text())["base"]
-    every = recipes(base, max(max(args.k), args.plain), args.epochs, args.train_subset)
+    every = recipes(base, max(*args.k, args.plain, *args.uncaptured), args.epochs, args.train_subset)
     data = data_mod.load(every[0].data, device, args.data_dir)
     # warm-up: the first kernels, allocator and vmap's tracing are not what a trial costs
     train_group([TrainJob(c.with_overrides(epochs=1), None, None) for c in
                  recipes(base, 2, 1, min(args.train_subset or 2000, 2000))], data)
     plain_s = timed(lambda: [train(c, data) for c in every[: args.plain]], device) / args.plain
     rows = [{"way": "one at a time (plain loop)", "k": 1, "wall_s": plain_s, "trials_per_hour": 3600 / plain_s}]
-    for k in args.k:
+    graph = device.type == "cuda" and os.environ.get("HPO_CUDA_GRAPH") != "0"
+    for k, captured in [(k, graph) for k in args.k] + [(k, False) for k in args.uncaptured if graph]:
         outcomes = []
-        wall = timed(lambda: outcomes.extend(train_group([TrainJob(c, None, None) for c in every[:k]], data)), device)
+        if not captured:
+            os.environ["HPO_CUDA_GRAPH"] = "0"
+        try:
+            wall = timed(lambda: outcomes.extend(train_group([TrainJob(c, None, None) for c in every[:k]], data)),
+                         device)
+        finally:
+            if graph:
+                os.environ.pop("HPO_CUDA_GRAPH", None)
         errors = [o.error for o in outcomes if o.error is not None]
         if errors:
             print(f"bench/packing.py: a member of the group of {k} failed: {errors[0]!r}", file=sys.stderr)
             return 1
-        rows.append({"way": f"packed, {k} at once", "k": k, "wall_s": wall, "trials_per_hour": 3600 * k / wall})
+        way = f"packed, {k} at once" + (", one CUDA graph a step" if captured else ", uncaptured" if graph else "")
+        rows.append({"way": way, "k": k, "graph": captured, "wall_s": wall, "trials_per_hour": 3600 * k / wall})
     best = max(rows[1:], key=lambda r: r["trials_per_hour"]) if len(rows) > 1 else rows[0]
     images = every[0].data.train_subset or len(data.train_y)
     print(f"\n## P4 packing: {device_name(device)}, {args.study} base net, {args.epochs} epoch(s) per trial, "

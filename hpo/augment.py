@@ -32,21 +32,37 @@ def random_affine(x: torch.Tensor, aug: Augment, generator: torch.Generator, bac
     """
     if not aug.enabled:
         return x
+    return warp(x, uniforms(x.shape[0], generator, x.device), widths(aug), background)
+
+
+def widths(aug: Augment) -> torch.Tensor:
+    """The half-widths of `uniforms`' six draws, [6, 1]: degrees of rotation, of a second rotation
+    and of shear, the zoom's spread, and the shift on x and on y (fractions of the side)."""
+    return torch.tensor([aug.rotate, aug.affine_degrees, aug.shear, aug.scale, aug.translate, aug.translate]).view(6, 1)
+
+
+def uniforms(n: int, generator: torch.Generator | None, device) -> torch.Tensor:
+    """[6, n] draws, uniform in [-1, 1), for `warp`: six `torch.rand(n)` from `generator` (None:
+    the default one), in the order of `widths`."""
+    return torch.stack([torch.rand(n, generator=generator, device=device, dtype=torch.float32) * 2 - 1
+                        for _ in range(6)])
+
+
+def warp(x: torch.Tensor, u: torch.Tensor, half_widths: torch.Tensor, background) -> torch.Tensor:
+    """`x` [B, C, H, W], each image moved by its own affine map: rotation @ shear, zoomed and
+    shifted by `u` [6, B] (uniforms' draws) times `half_widths` ([6, 1], or [6, B]: each image
+    its own, as hpo.packed's members have)."""
     n = x.shape[0]
-
-    def uniform(half_width: float) -> torch.Tensor:
-        u = torch.rand(n, generator=generator, device=x.device, dtype=torch.float32)
-        return (u * 2 - 1) * half_width
-
-    angle = torch.deg2rad(uniform(aug.rotate) + uniform(aug.affine_degrees))
-    shear = torch.tan(torch.deg2rad(uniform(aug.shear)))
-    zoom = 1 + uniform(aug.scale)
+    rotate, degrees, shear, scale, tx, ty = u * half_widths.to(u.device)
+    angle = torch.deg2rad(rotate + degrees)
+    shear = torch.tan(torch.deg2rad(shear))
+    zoom = 1 + scale
     cos, sin = torch.cos(angle), torch.sin(angle)
     # theta maps output coordinates to input ones: rotation @ shear, divided by the zoom
     theta = torch.stack(
         [
-            torch.stack([cos, cos * shear - sin, uniform(aug.translate) * 2], dim=1),
-            torch.stack([sin, sin * shear + cos, uniform(aug.translate) * 2], dim=1),
+            torch.stack([cos, cos * shear - sin, tx * 2], dim=1),
+            torch.stack([sin, sin * shear + cos, ty * 2], dim=1),
         ],
         dim=1,
     )
@@ -54,4 +70,3 @@ def random_affine(x: torch.Tensor, aug: Augment, generator: torch.Generator, bac
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
     shifted = x - background  # grid_sample pads with zeros: shift so the padding is the background
     return F.grid_sample(shifted, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + background
-

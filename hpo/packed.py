@@ -3,15 +3,18 @@
 The K members share the architecture, batch size, epochs and data; each keeps its own
 optimizer and schedule (any of hpo's, with its own learning rate, momentum, weight decay),
 seed (initial weights, batch order, augmentation draws), dropout rates, augmentation strength
-and label smoothing. Each step stacks the members' weights, runs one `torch.func.vmap`ped
-forward and backward over the K batches, and steps K ordinary optimizers: on a GPU, where a
-small net's step is kernel launches rather than arithmetic, K trials cost about one.
+and label smoothing. Their weights are stacked once into [K, ...] tensors, each member's own
+parameters becoming views of its slice; each step runs one `torch.func.vmap`ped forward and
+backward over the K batches (one warp augments all K x B images) and steps the K optimizers.
+On CUDA that whole step is captured once in a CUDA graph (PackedStep): on a GPU, where a small
+net's step is kernel launches rather than arithmetic, K trials' step is then one launch.
 
 What differs from the plain loop (hpo.trainer.train): dropout masks come from the global RNG
-under vmap, so a member is not bit-for-bit the trial trained alone, only the same recipe; a
+under vmap, so a member is not bit-for-bit the trial trained alone, only the same recipe (and
+on CUDA, as for one trial's graph, augmentation draws come from the default generator too); a
 member whose report raises (pruned), or whose loss is no longer finite, leaves the group and
-the others go on. Checkpoints are the plain loop's, one per member, so a member's retry
-resumes alone in the plain loop.
+the others go on, stacked anew. Checkpoints are the plain loop's, one per member, so a member's
+retry resumes alone in the plain loop.
 """
 
 from __future__ import annotations
@@ -29,11 +32,12 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from hpo import models
-from hpo.augment import random_affine
+from hpo.augment import uniforms, warp, widths
 from hpo.backend import OneAtATime, Outcome
 from hpo.config import TrainConfig
-from hpo.data import Splits, batches
+from hpo.data import Splits
 from hpo.optim import make_optimizer, make_schedule
+from hpo.steps import keep_lr_tensors, lr_on_device, replay_or_run, static_reason
 from hpo.trainer import EVAL_BATCH, Diverged, EpochResult, RawPixels, background, bf16_autocast, check_data, save
 
 DROPOUT_FIELDS = ("dropout", "conv_dropout", "flat_dropout")
@@ -63,7 +67,9 @@ def shape_names(spec) -> list[str]:
 
 class MemberDropout(nn.Module):
     """nn.Dropout (`channels`: nn.Dropout2d) whose rate is a buffer, so that each stacked member
-    drops with its own rate. Not in the state dict: the checkpoint is the plain model's."""
+    drops with its own rate. Not in the state dict: the checkpoint is the plain model's. On a CPU
+    an element-wise mask is hpo.models.Dropout's byte mask (each member's rate on the same 1/256
+    grid as alone, and a fraction of the Bernoulli draw's time)."""
 
     def __init__(self, p: float, channels: bool):
         super().__init__()
@@ -73,6 +79,11 @@ class MemberDropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return x
+        if x.device.type == "cpu" and not self.channels:
+            n = x.numel()  # one member's, under vmap; each member draws its own bits
+            bits = torch.randint(-2**63, 2**63 - 1, ((n + 7) // 8,), dtype=torch.int64, device=x.device)
+            drop = torch.round(256 * self.p)
+            return x * ((bits.view(torch.uint8)[:n].view(x.shape) >= drop).to(x.dtype) * (256 / (256 - drop)))
         shape = (*x.shape[:2], *([1] * (x.dim() - 2))) if self.channels else x.shape
         keep = torch.rand(shape, device=x.device, dtype=x.dtype) >= self.p
         return x * keep / (1 - self.p)
@@ -99,13 +110,124 @@ class Member:
     history: list
 
 
+class PackedStep:
+    """One step of the members as one stacked model, on fixed buffers (as hpo.steps.StaticStep
+    for one net): with `capture`, recorded once in a CUDA graph and replayed from then on, so K
+    trials' step is one launch; without it (a CPU, the tests) the same code runs eagerly.
+
+    The stacked weights and buffers [K, ...] are the leaves autograd sees; each member's own
+    parameters and buffers are made views of its slice (`.data`), so its own optimizer (any of
+    hpo's, fused or capturable where the graph needs it) steps the stacked weights in place, and
+    its model, checkpoint and optimizer state are always the trial's own. A member's batch order
+    and augmentation draws come from its own generator, as alone, where the step runs uncaptured;
+    a graph draws augmentation from the default CUDA generator (as StaticStep does). The last
+    partial batch is padded with repeated images whose loss weight is 0."""
+
+    def __init__(self, members: list, shape: nn.Module, data: Splits, fill, bf16: bool, batch_size: int, *,
+                 capture: bool):
+        self.members, self.shape, self.data, self.fill, self.bf16 = members, shape, data, fill, bf16
+        device = self.device = data.device
+        k = len(members)
+        self.params = {name: alias([dict(m.model.named_parameters())[name] for m in members]).requires_grad_()
+                       for name, _ in shape.named_parameters()}
+        self.buffers = {name: alias([dict(m.model.named_buffers())[name] for m in members])
+                        for name, _ in shape.named_buffers()}
+        self.own = [(dict(m.model.named_parameters())[name], name, i) for i, m in enumerate(members)
+                    for name in self.params]
+        n = self.n = data.train_y.numel()
+        self.size, self.steps = batch_size, math.ceil(n / batch_size)
+        self.order = torch.zeros(k, self.steps * batch_size, dtype=torch.long, device=device)
+        self.weight = torch.zeros(self.steps * batch_size, device=device)
+        self.weight[:n] = 1.0
+        self.offsets = torch.arange(batch_size, device=device)
+        self.start = torch.zeros((), dtype=torch.long, device=device)
+        self.loss_sum = torch.zeros(k, device=device)
+        self.smoothing = torch.tensor([m.cfg.label_smoothing for m in members], device=device)
+        augments = [m.cfg.augment for m in members]
+        self.augmented = [a.enabled for a in augments]
+        self.half_widths = torch.cat([widths(a) for a in augments], dim=1).repeat_interleave(batch_size, 1).to(device)
+        self.capture, self.graph, self.warm = capture, None, 0
+        if capture and device.index is not None:
+            torch.cuda.set_device(device)
+        self.side = torch.cuda.Stream(device) if capture else None
+        self.lrs = [[group["lr"] for group in m.optimizer.param_groups] for m in members]
+        self.forward = vmap(lambda params, buffers, x: functional_call(shape, (params, buffers), (x,)),
+                            randomness="different")
+
+    def begin_epoch(self) -> None:
+        """Each member's permutation of the training images, from its own generator (as alone)."""
+        for i, m in enumerate(self.members):
+            order = torch.randperm(self.n, generator=m.generator, device=self.device)
+            self.order[i, : self.n].copy_(order)
+            pad = self.order.shape[1] - self.n
+            if pad:
+                self.order[i, self.n :].copy_(order[:pad])
+        self.start.zero_()
+        self.loss_sum.zero_()
+        self.taken = 0  # steps so far this epoch, on the host (uncaptured: each draw's size)
+
+    def _draws(self) -> torch.Tensor:
+        """[6, K x B] augmentation draws: uncaptured, each member's own from its generator (none
+        for a member without augmentation, as alone); in a graph, one draw from the default one."""
+        size = self.size
+        if self.capture:
+            return uniforms(len(self.members) * size, None, self.device)
+        real = min(size, self.n - self.taken * size)  # a padded last batch draws for its real images only
+        pad = torch.zeros(6, size - real, device=self.device)
+        zeros = torch.zeros(6, size, device=self.device)
+        return torch.cat([torch.cat([uniforms(real, m.generator, self.device), pad], dim=1) if on else zeros
+                          for m, on in zip(self.members, self.augmented)], dim=1)
+
+    def _step(self) -> None:
+        k, size = len(self.members), self.size
+        at = self.start + self.offsets
+        idx = self.order.index_select(1, at)  # [K, B]
+        weight = self.weight.index_select(0, at)
+        x = self.data.train_x.index_select(0, idx.flatten())
+        if any(self.augmented):
+            x = warp(x, self._draws(), self.half_widths, self.fill)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16, cache_enabled=False):
+            logits = self.forward(self.params, self.buffers, x.view(k, size, *x.shape[1:]))
+        labels = self.data.train_y.index_select(0, idx.flatten()).view(k, size)
+        losses = smoothed_cross_entropy(logits.float(), labels, self.smoothing, weight)
+        losses.sum().backward()  # each member's weights get its own loss's gradient only
+        for param, name, i in self.own:
+            param.grad = self.params[name].grad[i]
+        for m in self.members:
+            m.optimizer.step()
+        self.loss_sum += losses.detach() * weight.sum()
+        self.start += size
+        self.taken += 1
+
+    def _zero(self) -> None:
+        for stacked in self.params.values():
+            stacked.grad = None
+        for m in self.members:
+            m.optimizer.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        for m, tensors in zip(self.members, self.lrs):
+            keep_lr_tensors(m.optimizer, tensors)
+        replay_or_run(self)
+
+
+def alias(tensors: list) -> torch.Tensor:
+    """The tensors stacked into one [K, ...]; each then a view of its slice (same values)."""
+    stacked = torch.stack([t.detach() for t in tensors])
+    for i, t in enumerate(tensors):
+        t.data = stacked.data[i]
+    return stacked
+
+
 def train_group(jobs: Sequence, data: Splits) -> list:
     """Train `jobs` (backend.TrainJob, all with one pack_key) as one stacked model; one
-    backend.Outcome per job, in order."""
+    backend.Outcome per job, in order. On CUDA the step is one CUDA graph where every member's
+    recipe allows it (hpo.steps.static_reason: not one-cycle, SGD or Adam/AdamW)."""
     cfgs = [job.config for job in jobs]
     first = cfgs[0]
     device = data.device
     bf16 = packed_bf16(device.type)
+    capture = all(static_reason(cfg, device) is None for cfg in cfgs)
     for cfg in cfgs:
         check_data(cfg, data)
     if first.data.train_subset or first.data.test_subset:
@@ -121,68 +243,54 @@ def train_group(jobs: Sequence, data: Splits) -> list:
         if cfg.data.normalize is False:
             model = RawPixels(model, data.dataset)
         model = member_dropout(model).to(device)
-        optimizer = make_optimizer(cfg.optimizer, model.parameters())
-        members.append(Member(i, cfg, job, model, optimizer,
-                              make_schedule(cfg.schedule, optimizer, epochs=cfg.epochs, steps_per_epoch=steps),
+        optimizer = make_optimizer(cfg.optimizer, model.parameters(), fused=capture)
+        schedule = make_schedule(cfg.schedule, optimizer, epochs=cfg.epochs, steps_per_epoch=steps)
+        lr_on_device(optimizer, device if capture else None)
+        members.append(Member(i, cfg, job, model, optimizer, schedule,
                               torch.Generator(device=device).manual_seed(cfg.seed), []))
     outcomes: list = [None] * len(jobs)
     shape = copy.deepcopy(members[0].model).to("meta")  # the layers, for functional_call; no storage
-    names = [name for name, _ in shape.named_parameters()]
-    buffers = {name: torch.stack([dict(m.model.named_buffers())[name] for m in members])
-               for name, _ in shape.named_buffers()}
 
-    def forward(params, buffers, x):
-        return functional_call(shape, (params, buffers), (x,))
+    def stepper() -> Optional[PackedStep]:
+        return PackedStep(members, shape, data, fill, bf16, first.batch_size, capture=capture) if members else None
+
+    step = stepper()
 
     def leave(gone: dict) -> None:
-        """Members that ended (pruned, diverged, failed) leave; the others go on."""
-        nonlocal members, buffers
-        keep = [k for k, m in enumerate(members) if m.index not in gone]
+        """Members that ended (pruned, diverged, failed) leave; the others go on, stacked anew."""
+        nonlocal members, step
         for m in members:
             if m.index in gone:
                 outcomes[m.index] = Outcome(error=gone[m.index])
-        members = [members[k] for k in keep]
-        index = torch.tensor(keep, device=device)
-        buffers = {name: b.index_select(0, index) for name, b in buffers.items()}
+        members = [m for m in members if m.index not in gone]
+        step = stepper()
 
     def run_epoch(epoch: int) -> None:
         started = time.perf_counter()
         shape.train()
-        loss_sums = torch.zeros(len(members), device=device)
-        smoothing = torch.tensor([m.cfg.label_smoothing for m in members], device=device)
-        orders = [batches(n, first.batch_size, m.generator, device) for m in members]
-        for step, idx in enumerate(zip(*orders), 1):
-            xs = torch.stack([random_affine(data.train_x[i], m.cfg.augment, m.generator, fill)
-                              for m, i in zip(members, idx)])
-            params = {name: torch.stack([p for p in ps]) for name, ps in
-                      zip(names, zip(*[[p for _, p in m.model.named_parameters()] for m in members]))}
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits = vmap(forward, randomness="different")(params, buffers, xs)
-            losses = smoothed_cross_entropy(logits.float(), torch.stack([data.train_y[i] for i in idx]), smoothing)
+        step.begin_epoch()
+        for s in range(1, steps + 1):
+            if s == steps:  # the rate each member's last step uses
+                lrs = [m.optimizer.param_groups[0]["lr"] for m in members]
+                lrs = [lr.clone() if isinstance(lr, torch.Tensor) else lr for lr in lrs]
+            step.step()
             for m in members:
-                m.optimizer.zero_grad(set_to_none=True)
-            losses.sum().backward()  # each member's weights get its own loss's gradient only
-            lrs = []
-            for m in members:
-                m.optimizer.step()
-                lrs.append(m.optimizer.param_groups[0]["lr"])
                 m.schedule.step()
-            loss_sums += losses.detach() * idx[0].numel()
             for m in members:
                 if m.job.on_step:
-                    m.job.on_step(step, steps)
-        train_losses = (loss_sums / n).tolist()
-        accuracies = evaluate_group(shape, names, members, buffers, data.test_x, data.test_y)
+                    m.job.on_step(s, steps)
+        train_losses = (step.loss_sum / n).tolist()
+        accuracies = evaluate_group(shape, step.params, step.buffers, data.test_x, data.test_y)
         seconds = (time.perf_counter() - started) / len(members)  # each member's share of the epoch
         gone = {}
         for k, m in enumerate(members):
             if not math.isfinite(train_losses[k]):
                 gone[m.index] = Diverged(f"training loss is {train_losses[k]} in epoch {epoch}")
                 continue
-            m.history.append(EpochResult(epoch, train_losses[k], accuracies[k], seconds, lrs[k], packed=len(members)))
+            m.history.append(EpochResult(epoch, train_losses[k], accuracies[k], seconds, float(lrs[k]),
+                                         packed=len(members)))
             try:
                 if m.job.checkpoint:
-                    sync_buffers(m, buffers, k)
                     save(m.job.checkpoint, m.cfg, m.model, m.optimizer, m.schedule, m.generator, m.history)
                 if m.job.on_epoch:
                     m.job.on_epoch(m.history[-1])
@@ -199,8 +307,7 @@ def train_group(jobs: Sequence, data: Splits) -> list:
             run_epoch(epoch)
     except Exception as error:  # out of memory, a time limit from on_step: the whole group ends
         leave({m.index: error for m in members})
-    for k, m in enumerate(members):
-        sync_buffers(m, buffers, k)
+    for m in members:
         try:
             if m.job.on_done:
                 m.job.on_done(m.model)
@@ -211,23 +318,18 @@ def train_group(jobs: Sequence, data: Splits) -> list:
     return outcomes
 
 
-def smoothed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, smoothing: torch.Tensor) -> torch.Tensor:
+def smoothed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, smoothing: torch.Tensor,
+                           weight: Optional[torch.Tensor] = None) -> torch.Tensor:
     """F.cross_entropy(logits[k], labels[k], label_smoothing=smoothing[k]) for every member k at
     once ([K, B, C], [K, B], [K] -> [K]): (1 - e) x the negative log-likelihood + e x the mean
-    over classes of the negative log-probabilities, each averaged over the batch."""
+    over classes of the negative log-probabilities, each averaged over the batch (with `weight`
+    [B], its weighted mean: 0 for a padded image)."""
     log_p = F.log_softmax(logits, dim=-1)
-    nll = -log_p.gather(-1, labels.unsqueeze(-1)).squeeze(-1).mean(-1)
-    uniform = -log_p.mean(-1).mean(-1)
-    return (1 - smoothing) * nll + smoothing * uniform
-
-
-def sync_buffers(member: Member, buffers: dict, k: int) -> None:
-    """Copy the member's slice of the stacked buffers (BatchNorm's running statistics) into its
-    own model, which is then the plain model trained alone would be."""
-    own = dict(member.model.named_buffers())
-    with torch.no_grad():
-        for name, stacked in buffers.items():
-            own[name].copy_(stacked[k])
+    per_image = ((1 - smoothing.unsqueeze(-1)) * -log_p.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+                 + smoothing.unsqueeze(-1) * -log_p.mean(-1))
+    if weight is None:
+        return per_image.mean(-1)
+    return (per_image * weight).sum(-1) / weight.sum()
 
 
 def packed_bf16(device_type: str) -> bool:
@@ -238,12 +340,11 @@ def packed_bf16(device_type: str) -> bool:
 
 
 @torch.no_grad()
-def evaluate_group(shape: nn.Module, names: list, members: list, buffers: dict, x: torch.Tensor,
-                   y: torch.Tensor) -> list[float]:
+def evaluate_group(shape: nn.Module, params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor) -> list[float]:
     """Every member's top-1 accuracy on (x, y), the batches shared: one stacked forward each."""
     shape.eval()
-    params = {name: torch.stack([dict(m.model.named_parameters())[name] for m in members]) for name in names}
-    correct = torch.zeros(len(members), dtype=torch.long, device=x.device)
+    params = {name: p.detach() for name, p in params.items()}
+    correct = torch.zeros(next(iter(params.values())).shape[0], dtype=torch.long, device=x.device)
     size = EVAL_BATCH.get(x.device.type, 256)
     for start in range(0, len(y), size):
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=packed_bf16(x.device.type)):

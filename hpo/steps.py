@@ -51,6 +51,16 @@ def lr_on_device(optimizer: torch.optim.Optimizer, device: torch.device | None) 
         group["lr"] = value if device is None else torch.tensor(value, device=device)
 
 
+def keep_lr_tensors(optimizer: torch.optim.Optimizer, tensors: list) -> None:
+    """A schedule that assigns a float where the device tensor was (torch before 2.7 or so) would
+    leave a graph on its first rate: the tensor takes the value, and its place back. (Rates kept
+    as floats, for an uncaptured step, stay as they are.)"""
+    for group, tensor in zip(optimizer.param_groups, tensors):
+        if isinstance(tensor, torch.Tensor) and group["lr"] is not tensor:
+            tensor.fill_(float(group["lr"]))
+            group["lr"] = tensor
+
+
 class EagerStep:
     """The plain step: a batch of indices from the epoch's permutation, augmented, trained on."""
 
@@ -98,14 +108,6 @@ class StaticStep(EagerStep):
         self.side = torch.cuda.Stream(self.device) if capture else None
         self.lrs = [group["lr"] for group in optimizer.param_groups]  # the tensors a graph reads
 
-    def _keep_lr_tensors(self) -> None:
-        """A schedule that assigns a float where the tensor was (torch before 2.7 or so) would
-        leave a graph on its first rate: the tensor takes the value, and its place back."""
-        for group, tensor in zip(self.optimizer.param_groups, self.lrs):
-            if group["lr"] is not tensor:
-                tensor.fill_(float(group["lr"]))
-                group["lr"] = tensor
-
     def begin_epoch(self, generator: torch.Generator) -> None:
         order = torch.randperm(self.n, generator=generator, device=self.device)  # what the eager step draws
         self.order[: self.n].copy_(order)
@@ -129,35 +131,47 @@ class StaticStep(EagerStep):
         self.loss_sum += loss.detach() * count
         self.start += self.size
 
-    def step(self) -> None:
-        self._keep_lr_tensors()
-        if self.graph is not None:
-            self.graph.replay()
-            return
+    def _zero(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
-        if not self.capture:
-            self._step()
-        elif self.warm < WARMUP:
-            self.side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(self.side):
-                self._step()
-            torch.cuda.current_stream(self.device).wait_stream(self.side)
-            self.warm += 1
-        else:
-            graph = torch.cuda.CUDAGraph()
-            try:
-                with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                    self._step()
-            except RuntimeError as error:  # said, not hidden: the trial goes on with the same step, uncaptured
-                print(f"hpo: CUDA graph capture failed ({str(error).splitlines()[0]}); this trial trains without "
-                      f"it", file=sys.stderr, flush=True)
-                self.capture = False
-                self.optimizer.zero_grad(set_to_none=True)
-                self._step()
-                return
-            self.graph = graph
-            graph.replay()
+
+    def step(self) -> None:
+        keep_lr_tensors(self.optimizer, self.lrs)
+        replay_or_run(self)
 
     def lr(self) -> float | torch.Tensor:
         lr = self.optimizer.param_groups[0]["lr"]
         return lr.clone() if isinstance(lr, torch.Tensor) else lr
+
+
+def replay_or_run(stepper) -> None:
+    """One step of a static stepper (StaticStep, hpo.packed.PackedStep): the graph's replay once
+    captured; before that `stepper._step()` uncaptured (no `capture`), WARMUP times on a side
+    stream, then once inside the capture. A capture that fails is said on stderr, and the
+    stepper goes on uncaptured."""
+    if stepper.graph is not None:
+        stepper.graph.replay()
+        return
+    stepper._zero()
+    if not stepper.capture:
+        stepper._step()
+    elif stepper.warm < WARMUP:
+        current = torch.cuda.current_stream(stepper.device)
+        stepper.side.wait_stream(current)
+        with torch.cuda.stream(stepper.side):
+            stepper._step()
+        current.wait_stream(stepper.side)
+        stepper.warm += 1
+    else:
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                stepper._step()
+        except RuntimeError as error:  # said, not hidden: the trial goes on with the same step, uncaptured
+            print(f"hpo: CUDA graph capture failed ({str(error).splitlines()[0]}); this trial trains without "
+                  f"it", file=sys.stderr, flush=True)
+            stepper.capture = False
+            stepper._zero()
+            stepper._step()
+            return
+        stepper.graph = graph
+        graph.replay()

@@ -179,7 +179,9 @@ def save(path: Path, cfg, model, optimizer, schedule, generator, history: list[E
     """Everything a resumed run needs to continue exactly, written atomically."""
     state = {
         "config": cfg.to_dict(),
-        "model": model.state_dict(),
+        # copies: a packed member's weights are views into its group's stacked tensors (hpo.packed),
+        # and torch.save writes a view's whole storage
+        "model": {name: tensor.clone() for name, tensor in model.state_dict().items()},
         "optimizer": optimizer.state_dict(),
         "schedule": schedule.state_dict(),
         "generator": generator.get_state(),

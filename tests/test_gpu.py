@@ -134,3 +134,42 @@ def test_the_weight_average_follows_the_captured_step(mnist_dir):
     gaps = [float((b[k] - a[k]).norm() / a[k].norm()) for k in a if a[k].is_floating_point()]
     assert sum(gaps) / len(gaps) < 0.3  # about 0.04 on the CPU, 0.8 for the untrained start
     assert all(t.is_cuda for t in b.values())
+
+
+def test_a_packed_group_is_one_captured_step_that_replays_the_uncaptured_one(mnist_dir, monkeypatch):
+    """hpo.packed on CUDA: two members (SGD with Nesterov, AdamW with label smoothing) trained as
+    one stacked model whose whole step, both optimizers included, is one CUDA graph; after 2
+    epochs (a padded last batch each, a moving schedule) every member's weights are those of the
+    same packed step run uncaptured (HPO_CUDA_GRAPH=0)."""
+    import hpo.trainer  # noqa: PLC0415
+    from hpo import packed  # noqa: PLC0415
+    from hpo.backend import TrainJob  # noqa: PLC0415
+
+    monkeypatch.setenv("HPO_BF16", "0")
+    hpo.trainer.bf16_autocast.cache_clear()
+    mnist = data.load("mnist", "cuda", mnist_dir.parent)
+    base = {"model": {"family": "convnet", "layers": [8, "M", 16, "GAP", "H"], "batchnorm": False},
+            "schedule": {"name": "step", "step_size": 1, "gamma": 0.5}, "batch_size": 64, "epochs": 2,
+            "data": {"train_subset": 3000, "test_subset": 1000}}
+    cfgs = [parse_config({**base, "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True}}),
+            parse_config({**base, "optimizer": {"name": "adamw", "lr": 0.003, "weight_decay": 0.01}, "seed": 1,
+                          "label_smoothing": 0.1})]
+    real = packed.PackedStep
+    runs = {}
+    for graph in (True, False):
+        monkeypatch.setenv("HPO_CUDA_GRAPH", "1" if graph else "0")
+        made, weights = [], {}
+        monkeypatch.setattr(packed, "PackedStep", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+        outcomes = packed.train_group([TrainJob(c, None, None, on_done=lambda m, k=k: weights.__setitem__(
+            k, {n: v.detach().clone() for n, v in m.state_dict().items()})) for k, c in enumerate(cfgs)], mnist)
+        assert [o.error for o in outcomes] == [None, None]
+        assert (made[0].graph is not None) is graph
+        runs[graph] = outcomes, weights
+    hpo.trainer.bf16_autocast.cache_clear()
+    (graphed, gw), (plain, pw) = runs[True], runs[False]
+    for k in range(2):
+        assert [r.lr for r in graphed[k].history] == pytest.approx([r.lr for r in plain[k].history])
+        assert [r.train_loss for r in graphed[k].history] == pytest.approx(
+            [r.train_loss for r in plain[k].history], rel=1e-3)
+        for name, w in pw[k].items():
+            torch.testing.assert_close(gw[k][name], w, rtol=1e-3, atol=1e-3, msg=f"member {k}: {name}")

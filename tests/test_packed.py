@@ -180,3 +180,65 @@ def test_a_separable_net_packs_and_trains_as_alone(splits, block):
         assert outcomes[k].error is None
         assert [r.train_loss for r in outcomes[k].history] == pytest.approx([r.train_loss for r in history], rel=1e-4)
         assert [r.test_accuracy for r in outcomes[k].history] == pytest.approx([r.test_accuracy for r in history], abs=0.011)
+
+
+def test_a_padded_last_batch_and_a_member_leaving_keep_the_others_as_alone(splits):
+    """250 images in batches of 100: the static step pads the last batch with images of loss
+    weight 0, so its gradient is the mean over its 50 real ones, as alone; a member pruned after
+    epoch 1 leaves, the other two are stacked anew and go on as alone. (No BatchNorm, whose batch
+    statistics would see the padding, and no dropout.)"""
+    plain = {"family": "convnet", "layers": [6, "M", 12, "GAP", "H"], "batchnorm": False, "dropout": 0.0}
+    subset = {"train_subset": 250, "test_subset": 200}
+    recipes = [dataclasses.replace(RECIPES[i], model=config(model=plain).model, data=config(data=subset).data)
+               for i in (0, 1, 2)]
+
+    def prune_at_1(epoch, accuracy):
+        if epoch == 1:
+            raise optuna.TrialPruned()
+
+    weights = {}
+    outcomes = train_group([TrainJob(c, prune_at_1 if k == 1 else None, None, on_done=lambda m, k=k: weights.__setitem__(
+        k, {n: v.detach().clone() for n, v in m.state_dict().items()})) for k, c in enumerate(recipes)], splits)
+    assert isinstance(outcomes[1].error, optuna.TrialPruned)
+    for k in (0, 2):
+        alone = {}
+        history = train(recipes[k], splits, on_done=lambda m: alone.update(
+            {n: v.detach().clone() for n, v in m.state_dict().items()}))
+        assert [r.packed for r in outcomes[k].history] == [3, 2]
+        assert [r.train_loss for r in outcomes[k].history] == pytest.approx([r.train_loss for r in history], rel=1e-4)
+        for name, value in alone.items():
+            torch.testing.assert_close(weights[k][name], value, rtol=1e-3, atol=1e-4, msg=f"member {k}: {name}")
+
+
+def test_a_members_checkpoint_is_its_own_net_and_resumes_alone(splits, tmp_path):
+    """Each member's weights are views into the group's stacked tensors; its checkpoint holds its
+    own tensors only (not the stack's storage), and the plain loop resumes from it as from its own."""
+    paths = [tmp_path / f"trial-{k}.pt" for k in range(2)]
+    done = {}
+    train_group([TrainJob(c, None, None, checkpoint=p, on_done=lambda m, k=k: done.__setitem__(
+        k, {n: v.detach().clone() for n, v in m.state_dict().items()})) for k, (c, p) in enumerate(zip(RECIPES, paths))],
+        splits)
+    for k, path in enumerate(paths):
+        state = torch.load(path, weights_only=True)
+        for name, tensor in state["model"].items():
+            assert tensor.untyped_storage().nbytes() == tensor.nbytes, name  # no other member's weights
+        resumed = {}
+        history = train(RECIPES[k], splits, checkpoint=path, on_done=lambda m: resumed.update(m.state_dict()))
+        assert [r.restored for r in history] == [True, True]
+        for name, value in done[k].items():
+            assert torch.equal(resumed[name], value), (k, name)
+
+
+def test_on_a_cpu_each_member_drops_at_its_own_rate_on_the_byte_grid():
+    """MemberDropout under vmap on a CPU: hpo.models.Dropout's byte mask, each member its own
+    rate rounded to 1/256 (as alone), the kept activations scaled to keep the expectation."""
+    from torch.func import functional_call, vmap  # noqa: PLC0415
+
+    layer = packed.MemberDropout(0.0, channels=False)
+    rates = torch.tensor([0.05, 0.3, 0.0])
+    out = vmap(lambda p, x: functional_call(layer, {"p": p}, (x,)), randomness="different")(rates, torch.ones(3, 400_000))
+    for k, p in enumerate(rates.tolist()):
+        drop = round(256 * p)
+        assert (out[k] == 0).float().mean().item() == pytest.approx(drop / 256, abs=0.003)
+        kept = out[k][out[k] != 0]
+        assert torch.allclose(kept, torch.full_like(kept, 256 / (256 - drop)))

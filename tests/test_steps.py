@@ -112,14 +112,13 @@ def test_the_static_step_applies_on_cuda_to_what_a_graph_can_hold(monkeypatch):
     assert steps.static_reason(sgd, cuda) == "HPO_CUDA_GRAPH=0"
 
 
-def test_a_schedule_that_assigns_floats_still_moves_the_graphs_rate(small):
+def test_a_schedule_that_assigns_floats_still_moves_the_graphs_rate():
     """Older torch schedules put a float where the tensor was; the graph reads the tensor."""
     cfg = parse_config(recipe({"name": "sgd", "lr": 0.1}))
     model = torch.nn.Linear(784, 10)
     optimizer = hpo.trainer.make_optimizer(cfg.optimizer, model.parameters(), fused=True)
     steps.lr_on_device(optimizer, torch.device("cpu"))
-    stepper = steps.StaticStep(model, optimizer, small, cfg, 0.0, False, capture=False)
     tensor = optimizer.param_groups[0]["lr"]
     optimizer.param_groups[0]["lr"] = 0.025  # what such a schedule does
-    stepper._keep_lr_tensors()
+    steps.keep_lr_tensors(optimizer, [tensor])
     assert optimizer.param_groups[0]["lr"] is tensor and tensor.item() == pytest.approx(0.025)
