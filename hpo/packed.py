@@ -37,7 +37,7 @@ from hpo.backend import OneAtATime, Outcome
 from hpo.config import TrainConfig
 from hpo.data import Splits
 from hpo.optim import make_optimizer, make_schedule
-from hpo.steps import keep_lr_tensors, lr_on_device, replay_or_run, static_reason
+from hpo.steps import keep_lr_tensors, lr_on_device, padded, replay_or_run, static_reason
 from hpo.trainer import EVAL_BATCH, Diverged, EpochResult, RawPixels, background, bf16_autocast, check_data, save
 
 DROPOUT_FIELDS = ("dropout", "conv_dropout", "flat_dropout")
@@ -82,7 +82,7 @@ class MemberDropout(nn.Module):
         if x.device.type == "cpu" and not self.channels:
             n = x.numel()  # one member's, under vmap; each member draws its own bits
             bits = torch.randint(-2**63, 2**63 - 1, ((n + 7) // 8,), dtype=torch.int64, device=x.device)
-            drop = torch.round(256 * self.p)
+            drop = torch.round(256 * self.p).clamp(max=255)  # as models.byte_dropout
             return x * ((bits.view(torch.uint8)[:n].view(x.shape) >= drop).to(x.dtype) * (256 / (256 - drop)))
         shape = (*x.shape[:2], *([1] * (x.dim() - 2))) if self.channels else x.shape
         keep = torch.rand(shape, device=x.device, dtype=x.dtype) >= self.p
@@ -157,11 +157,8 @@ class PackedStep:
     def begin_epoch(self) -> None:
         """Each member's permutation of the training images, from its own generator (as alone)."""
         for i, m in enumerate(self.members):
-            order = torch.randperm(self.n, generator=m.generator, device=self.device)
-            self.order[i, : self.n].copy_(order)
-            pad = self.order.shape[1] - self.n
-            if pad:
-                self.order[i, self.n :].copy_(order[:pad])
+            self.order[i].copy_(padded(torch.randperm(self.n, generator=m.generator, device=self.device),
+                                       self.order.shape[1]))
         self.start.zero_()
         self.loss_sum.zero_()
         self.taken = 0  # steps so far this epoch, on the host (uncaptured: each draw's size)

@@ -51,6 +51,12 @@ def lr_on_device(optimizer: torch.optim.Optimizer, device: torch.device | None) 
         group["lr"] = value if device is None else torch.tensor(value, device=device)
 
 
+def padded(order: torch.Tensor, length: int) -> torch.Tensor:
+    """`order` to `length`: its first images repeated after it (as often as a batch larger than
+    the training set needs) for a static step's padded last batch."""
+    return order.repeat(-(-length // order.numel()))[:length]
+
+
 def keep_lr_tensors(optimizer: torch.optim.Optimizer, tensors: list) -> None:
     """A schedule that assigns a float where the device tensor was (torch before 2.7 or so) would
     leave a graph on its first rate: the tensor takes the value, and its place back. (Rates kept
@@ -110,10 +116,7 @@ class StaticStep(EagerStep):
 
     def begin_epoch(self, generator: torch.Generator) -> None:
         order = torch.randperm(self.n, generator=generator, device=self.device)  # what the eager step draws
-        self.order[: self.n].copy_(order)
-        pad = self.order.numel() - self.n
-        if pad:
-            self.order[self.n :].copy_(order[:pad])
+        self.order.copy_(padded(order, self.order.numel()))
         self.start.zero_()
         self.loss_sum.zero_()  # in place: the graph adds into this tensor
 

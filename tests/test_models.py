@@ -309,6 +309,8 @@ def test_cpu_dropout_is_seeded_eval_is_the_identity_and_tiny_rates_drop_nothing(
     assert torch.equal(layer(x), first)  # a trial's seed decides its masks, as with nn.Dropout
     assert torch.equal(layer.eval()(x), x)
     assert torch.equal(models.Dropout(0.001).train()(x), x)  # under 1/512: nothing to drop
+    kept = models.Dropout(0.999).train()(torch.ones(100_000))  # round(255.7) = 256 would divide by zero
+    assert kept.unique().tolist() == [0.0, 256.0] and (kept == 0).float().mean().item() == pytest.approx(255 / 256, abs=0.002)
     assert layer.train()(x.bfloat16()).dtype == torch.bfloat16  # under bf16 autocast
 
 

@@ -182,13 +182,15 @@ def test_a_separable_net_packs_and_trains_as_alone(splits, block):
         assert [r.test_accuracy for r in outcomes[k].history] == pytest.approx([r.test_accuracy for r in history], abs=0.011)
 
 
-def test_a_padded_last_batch_and_a_member_leaving_keep_the_others_as_alone(splits):
+@pytest.mark.parametrize("images", [250, 30])
+def test_a_padded_last_batch_and_a_member_leaving_keep_the_others_as_alone(splits, images):
     """250 images in batches of 100: the static step pads the last batch with images of loss
-    weight 0, so its gradient is the mean over its 50 real ones, as alone; a member pruned after
-    epoch 1 leaves, the other two are stacked anew and go on as alone. (No BatchNorm, whose batch
-    statistics would see the padding, and no dropout.)"""
+    weight 0, so its gradient is the mean over its 50 real ones, as alone (30 images: one batch,
+    padded with each image repeated); a member pruned after epoch 1 leaves, the other two are
+    stacked anew and go on as alone. (No BatchNorm, whose batch statistics would see the
+    padding, and no dropout.)"""
     plain = {"family": "convnet", "layers": [6, "M", 12, "GAP", "H"], "batchnorm": False, "dropout": 0.0}
-    subset = {"train_subset": 250, "test_subset": 200}
+    subset = {"train_subset": images, "test_subset": 200}
     recipes = [dataclasses.replace(RECIPES[i], model=config(model=plain).model, data=config(data=subset).data)
                for i in (0, 1, 2)]
 
@@ -235,10 +237,10 @@ def test_on_a_cpu_each_member_drops_at_its_own_rate_on_the_byte_grid():
     from torch.func import functional_call, vmap  # noqa: PLC0415
 
     layer = packed.MemberDropout(0.0, channels=False)
-    rates = torch.tensor([0.05, 0.3, 0.0])
-    out = vmap(lambda p, x: functional_call(layer, {"p": p}, (x,)), randomness="different")(rates, torch.ones(3, 400_000))
+    rates = torch.tensor([0.05, 0.3, 0.0, 0.999])  # 0.999: 255/256, as alone
+    out = vmap(lambda p, x: functional_call(layer, {"p": p}, (x,)), randomness="different")(rates, torch.ones(4, 400_000))
     for k, p in enumerate(rates.tolist()):
-        drop = round(256 * p)
+        drop = min(round(256 * p), 255)
         assert (out[k] == 0).float().mean().item() == pytest.approx(drop / 256, abs=0.003)
         kept = out[k][out[k] != 0]
         assert torch.allclose(kept, torch.full_like(kept, 256 / (256 - drop)))
