@@ -105,3 +105,30 @@ def logit_shapes(monkeypatch) -> list:
 
     monkeypatch.setattr(hpo.trainer, "evaluate", evaluate)
     return shapes
+
+
+# ---------------------------------------------------------------- what a CUDA graph may capture
+
+# ops that hand a tensor's value to the host (.item(), float(), a bool, a data-dependent shape):
+# a CUDA graph's capture fails on each, so the steps hpo captures may not call them
+HOST_READS = {"aten._local_scalar_dense", "aten.nonzero", "aten.masked_select", "aten._unique2",
+              "aten.unique_consecutive", "aten.unique_dim", "aten.equal", "aten.is_nonzero"}
+
+
+@pytest.fixture
+def host_reads():
+    """A context manager class: `with host_reads() as r: step()` leaves in `r.seen` the ops among
+    HOST_READS that ran (seen through torch's dispatcher, so under vmap too)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class HostReads(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if str(func.overloadpacket) in HOST_READS:
+                self.seen.append(str(func.overloadpacket))
+            return func(*args, **(kwargs or {}))
+
+    return HostReads

@@ -244,3 +244,31 @@ def test_on_a_cpu_each_member_drops_at_its_own_rate_on_the_byte_grid():
         assert (out[k] == 0).float().mean().item() == pytest.approx(drop / 256, abs=0.003)
         kept = out[k][out[k] != 0]
         assert torch.allclose(kept, torch.full_like(kept, 256 / (256 - drop)))
+
+
+def test_the_packed_step_reads_nothing_back_to_the_host(splits, monkeypatch, host_reads):
+    """The group's step is what a CUDA graph captures on a GPU: with the optimizers it gets there
+    (fused SGD, Adam, AdamW, rates as tensors), BatchNorm, member dropout, augmentation, smoothing
+    and a padded last batch under vmap, it reads no value back to the host."""
+    reads = []
+
+    class Watched(packed.PackedStep):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "capture": False})  # no CUDA here: the same step, uncaptured
+
+        def _step(self):
+            with host_reads() as r:
+                super()._step()
+            reads.append(r.seen)
+
+    monkeypatch.setattr(packed, "static_reason", lambda cfg, device: None)  # the graph's optimizers
+    monkeypatch.setattr(packed, "PackedStep", Watched)
+    subset = config(data={"train_subset": 250, "test_subset": 200}).data
+    recipes = [dataclasses.replace(c, data=subset, epochs=1) for c in (
+        config(optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True}, seed=0),
+        config(optimizer={"name": "adam", "lr": 0.003}, seed=1, label_smoothing=0.1),
+        config(optimizer={"name": "adamw", "lr": 0.003, "weight_decay": 0.01}, seed=2,
+               model={"preset": "mnistnet2", "dropout": 0.2}, augment={"translate": 0.1}))]
+    outcomes = train_group([TrainJob(c, None, None) for c in recipes], splits)
+    assert [o.error for o in outcomes] == [None] * 3
+    assert len(reads) == 3 and reads == [[]] * 3  # 250 images in batches of 100

@@ -122,3 +122,29 @@ def test_a_schedule_that_assigns_floats_still_moves_the_graphs_rate():
     optimizer.param_groups[0]["lr"] = 0.025  # what such a schedule does
     steps.keep_lr_tensors(optimizer, [tensor])
     assert optimizer.param_groups[0]["lr"] is tensor and tensor.item() == pytest.approx(0.025)
+
+
+@pytest.mark.parametrize("optimizer", [
+    {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
+    {"name": "adam", "lr": 0.01, "weight_decay": 1e-4},
+    {"name": "adamw", "lr": 0.01, "weight_decay": 0.01},
+], ids=["sgd", "adam", "adamw"])
+def test_the_static_step_reads_nothing_back_to_the_host(mnist, monkeypatch, host_reads, optimizer):
+    """What a CUDA graph captures may not read a value back to the host (capture fails on it): an
+    epoch of the static step with BatchNorm, dropout, augmentation, label smoothing, the fused
+    optimizers, the rate a tensor and a padded last batch reads none, the first step (an
+    optimizer's lazily made state) included."""
+    cfg = parse_config({**recipe(optimizer), "model": {"preset": "mnistnet2"}, "epochs": 1,
+                        "augment": {"rotate": 7, "affine_degrees": 15, "translate": 0.1, "scale": 0.1}})
+    reads = []
+
+    class Watched(steps.StaticStep):
+        def _step(self):
+            with host_reads() as r:
+                super()._step()
+            reads.append(r.seen)
+
+    monkeypatch.setattr(hpo.trainer, "static_reason", lambda cfg, device: None)
+    monkeypatch.setattr(hpo.trainer, "StaticStep", Watched)
+    train(cfg, mnist)
+    assert len(reads) == 16 and reads == [[]] * 16  # 1,000 images in batches of 64
