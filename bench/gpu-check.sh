@@ -27,7 +27,8 @@
 #                stacked step lost on the H200, 0.66x at K = 32, 2026-12-04)
 #   workers      P4, the other way: 1 and 16 worker processes training at once on the one GPU,
 #                under MPS where it runs (bench/cpu_workers.py --device cuda); the better is the
-#                study's --workers (at most 8: SQLite)
+#                study's --workers (at most 8: SQLite), or, where packing beat it, the study runs
+#                2 workers with --pack at packing's best K (choice.txt, and the summary, say which)
 #   budget-8k    P3: `hpo run --study budget-8k --trials 100` under --timeout; the study database
 #                is gpu-check.db, so a later check that carries it in .data/ continues it
 #   export       the best five configs as YAML
@@ -122,6 +123,35 @@ if wanted workers; then
   best=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['best_processes'])" "$WORK/workers.json" 2>/dev/null)
   [ -n "$best" ] && WORKERS=$((best > 8 ? 8 : best))   # the study's SQLite takes 8 writers at most, here
 fi
+# the study runs the better of the two P4 ways measured above: worker processes, or (where packing
+# beat them) 2 workers each training groups of the best K (2, so one worker's claim and prepare
+# overlap the other's training; that pairing itself is not measured apart)
+PACK=1
+choice=$("$PY" - "$WORK" "$WORKERS" <<'PYEOF'
+import json, sys
+from pathlib import Path
+
+work, workers = Path(sys.argv[1]), int(sys.argv[2])
+
+
+def read(name):
+    try:
+        return json.loads((work / name).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+packing, procs = read("packing.json"), read("workers.json")
+w = procs["best_ratio"] if procs else 1.0
+if packing and packing["best_ratio"] > max(w, 1.0):
+    k = max(packing["rows"][1:], key=lambda r: r["trials_per_hour"])["k"]
+    print(2, k, f"--workers 2 --pack {k}: packing {packing['best_ratio']:.1f}x beat worker processes {w:.1f}x")
+else:
+    print(workers, 1, f"--workers {workers}: worker processes {w:.1f}x"
+          + (f", packing {packing['best_ratio']:.1f}x" if packing else ", packing not measured"))
+PYEOF
+)
+[ -n "$choice" ] && read -r WORKERS PACK why <<<"$choice" && echo "$why" > "$WORK/choice.txt" && echo "== study's way: $why" >&2
 if wanted "$STUDY" || wanted budget-8k; then
   # --timeout stops starting trials; those under way finish: leave them GRACE, and export and
   # verify a minute and a half (or export alone half a minute)
@@ -130,7 +160,7 @@ if wanted "$STUDY" || wanted budget-8k; then
   [ -n "$QUICK" ] && left=60
   if [ "$left" -ge 30 ]; then
     step "$STUDY" $((left + GRACE)) "$PY" -m hpo run --study "$STUDY" --trials "$TRIALS" --device "$DEVICE" \
-      --workers "$WORKERS" --storage "sqlite:///$DB" --timeout "$left" --quiet \
+      --workers "$WORKERS" --pack "$PACK" --storage "sqlite:///$DB" --timeout "$left" --quiet \
       --checkpoint-dir /tmp/hpo-checkpoints --artifacts /tmp/hpo-artifacts
   else
     echo "== $STUDY: skipped, ${left} s left of GPU_CHECK_SECONDS" >&2

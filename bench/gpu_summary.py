@@ -45,9 +45,10 @@ def main(out: Path, study_name: str, db: Path) -> int:
         ends = [t.datetime_complete for t in trials if t.datetime_complete]
         span = (max(ends) - min(starts)).total_seconds() if starts and ends else 0.0
         best = records.best_trial(trials)
+        way = (out / "choice.txt").read_text().strip() if (out / "choice.txt").exists() else ""
         rows += [(f"P3 {study_name}: finished trials (all checks so far)", f"{c.finished}",
                   f"{c.complete} complete, {c.pruned} pruned, {c.rejected} rejected, {c.failed} failed; "
-                  f"first start to last end {span:.0f} s"),
+                  f"first start to last end {span:.0f} s" + (f"; this check ran {way}" if way else "")),
                  (f"{study_name}: best trial", f"{100 * best.value:.2f}%" if best else "-",
                   f"trial {best.number}, {best.user_attrs.get(records.N_PARAMS, 0):,} params" if best else "")]
     verified = verify_result(out / "verify.log")
