@@ -2,8 +2,10 @@
 # The project's GPU check: one command on the lent GPU machine, every figure written to one folder,
 # a summary table printed last. It keeps to GPU_CHECK_SECONDS (default 360) in all: the budget-8k
 # study gets whatever the steps before it left, less what export and verify need. On the H200
-# (2026-12-04) the steps before the study took about 3 minutes, so a default check leaves the study
-# about one; a second call that carries the database back continues it (the second example below).
+# (2026-12-04) the steps before the study took about 3 minutes with the packing step eager (about
+# 70 s of it); graphed, packing should take under a minute, and the seeds' loop now runs once (about
+# 20 s saved), so a default check leaves the study about a minute (not yet timed); a second call
+# that carries the database back continues it (the second example below).
 # CUDA MPS is started where its daemon runs (GPU_CHECK_MPS=0: not); it was 4.2x against 1.9x.
 #
 # Prepare on the CPU machine, from the project's root (both folders are git-ignored, so the
@@ -71,7 +73,7 @@ if [ -n "$QUICK" ]; then
   VERIFY=(--seeds 2 --workers 2 --epochs 1); PACKING=(--k 2 --plain 1 --train-subset 1000)
   WAYS=(--ways 1 2 --train-subset 2000); WORKERS=2
 else
-  DEVICE=cuda; STUDY=budget-8k; TRIALS=100; SPEED=(--repeats 2)
+  DEVICE=cuda; STUDY=budget-8k; TRIALS=100; SPEED=(--repeats 2 --seed-repeats 1)   # P2 was 57x: one slow seed epoch
   VERIFY=(--seeds 5 --workers 5); PACKING=(--k 4 8 16 32 --plain 2 --uncaptured 4)
   WAYS=(--ways 1 16 --epochs 2); WORKERS=8   # until the workers step says otherwise
 fi

@@ -172,6 +172,9 @@ def main() -> int:
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--epochs", type=int, default=1, help="timed epochs per repeat, after a warm-up")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--seed-repeats", type=int, metavar="N",
+                   help="run the seeds' loop in the first N repeats only (default: every one); on a GPU it "
+                        "takes 50x hpo's time, and the GPU check keeps to its minutes")
     p.add_argument("--train-subset", type=int, help="train on this many images (a quick check); default all 60,000")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                    help="seed 002's rotation 7 + affine 15 degrees (default on)")
@@ -222,8 +225,11 @@ def main() -> int:
     if cuda:  # the graphed step is hpo's default there; its eager step beside it says what the graph gives
         runs["hpo_eager"] = []
         loops.append(("hpo_eager", lambda: hpo_epochs(cfg, data, device, graph=False)))
+    seed_repeats = args.repeats if args.seed_repeats is None else max(1, min(args.seed_repeats, args.repeats))
     for r in range(args.repeats):  # interleaved, so background load hits every loop
         for name, run in loops:
+            if name == "seed" and r >= seed_repeats:
+                continue
             epochs = run()
             runs[name].append((statistics.mean(e[0] for e in epochs), statistics.mean(e[1] for e in epochs)))
             print(f"repeat {r + 1}/{args.repeats} {name}: {sum(runs[name][-1]):.2f} s/epoch", file=sys.stderr)
@@ -238,7 +244,7 @@ def main() -> int:
         "params": models.count_params(models.build(cfg.model)), "batch_size": args.batch_size,
         "optimizer": f"{args.optimizer} lr {args.lr:g}", "augment": aug, "seed_augment_impl": aug_impl,
         "workers": workers, "train_images": images, "test_images": len(test_y),
-        "epochs": args.epochs, "repeats": args.repeats, "date": datetime.date.today().isoformat(),
+        "epochs": args.epochs, "repeats": args.repeats, "seed_repeats": seed_repeats, "date": datetime.date.today().isoformat(),
         "load_average": [load_before, os.getloadavg()[0]],
     }
 
@@ -256,7 +262,8 @@ def main() -> int:
     print("s/epoch = train pass + test pass (10,000 images), means over repeats; img/s = train images / train s")
     print(f"{meta['device']} | torch {meta['torch']} | {args.preset} ({meta['params']:,} params) | batch {args.batch_size} | "
           f"{meta['optimizer']} | augment {aug} (seed: {aug_impl}) | {images:,} train images | "
-          f"{args.repeats} x {args.epochs} epoch | {meta['date']}")
+          f"{args.repeats} x {args.epochs} epoch" + (f" (the seeds' loop {seed_repeats})" if seed_repeats < args.repeats
+                                                     else "") + f" | {meta['date']}")
     if any(s["max"] > 1.2 * s["min"] for s in result.values()):
         print(f"noisy: repeats differ by over 20% (1-min load average {load_before:.1f} before, "
               f"{meta['load_average'][1]:.1f} after); re-run on a quiet machine")
