@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from hpo import models, records
+from hpo import records
 
 # Piped output (logs, CI, notes) gets room for full checksums and layouts; a terminal keeps its width.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
@@ -43,6 +43,8 @@ def checksum_table(summary: dict) -> Table:
 
 
 def models_table() -> Table:
+    from hpo import models  # noqa: PLC0415 - torch: only `hpo models` needs it, not `hpo studies`
+
     table = Table(title="Model presets (use as  model: {preset: NAME}  in a config)", title_justify="left")
     for col, just in (("preset", "left"), ("layout", "left"), ("parameters", "right"), ("from", "left")):
         table.add_column(col, justify=just)
