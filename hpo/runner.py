@@ -7,6 +7,7 @@ import signal
 import threading
 import time
 import warnings
+from multiprocessing import connection
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -201,7 +202,8 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
         with view:
             while any(p.is_alive() for p in procs):
                 refresh()
-                time.sleep(POLL_SECONDS)
+                # a second between looks, cut short when a worker ends: the run's end shows at once
+                connection.wait([p.sentinel for p in procs if p.is_alive()], timeout=POLL_SECONDS)
             refresh()
     except KeyboardInterrupt:
         stop_workers(procs, warn)

@@ -62,3 +62,24 @@ def test_starting_the_fork_server_imports_no_torch_in_the_caller():
 def test_hpo_worker_start_spawn_gives_each_worker_a_fresh_interpreter(monkeypatch):
     monkeypatch.setenv("HPO_WORKER_START", "spawn")
     assert processes.worker_context().get_start_method() == "spawn"
+
+
+@pytest.mark.timeout(300)  # the run takes seconds; an hour's wait fails here
+def test_hpo_run_returns_when_its_workers_end_not_at_its_next_look(tmp_path, monkeypatch):
+    """`hpo run` refreshes its display between looks at its workers; a worker's end cuts the wait
+    short. With an hour between looks the run still returns once its one worker is done (it used
+    to sleep its second out after the last trial)."""
+    import hpo.runner  # noqa: PLC0415
+
+    monkeypatch.setattr(hpo.runner, "POLL_SECONDS", 3600.0)
+    study = tmp_path / "quick.yaml"
+    study.write_text(yaml.safe_dump({
+        "name": "quick",
+        "base": {"model": {"family": "mlp", "hidden": [8]}, "optimizer": {"name": "sgd", "lr": 0.05},
+                 "batch_size": 64, "epochs": 1, "data": {"train_subset": 200, "test_subset": 100}},
+        "search": {"optimizer.lr": {"float": [0.01, 0.1], "log": True}},
+        "sampler": {"name": "random", "seed": 0},
+    }))
+    url = f"sqlite:///{tmp_path / 'quick.db'}"
+    hpo.run(study, trials=2, storage=url, workers=1, device="cpu")
+    assert len(optuna.load_study(study_name="quick", storage=url).trials) == 2
