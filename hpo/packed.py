@@ -354,7 +354,9 @@ def evaluate_group(shape: nn.Module, params: dict, buffers: dict, x: torch.Tenso
 class Packed:
     """A worker's backend that trains up to `size` claimed trials at once: those with one
     pack_key as a stacked model, the rest (and any resumed from a checkpoint) one at a time by
-    the plain loop."""
+    the plain loop. On CUDA the trials a graph can take (hpo.steps.static_reason) are grouped
+    apart from the rest (one-cycle, say), so that one such member does not keep its whole group
+    out of the graph."""
 
     def __init__(self, size: int):
         self.group_size = size
@@ -367,7 +369,7 @@ class Packed:
             if key is None or (job.checkpoint and job.checkpoint.exists()):
                 alone.append(i)
             else:
-                groups.setdefault(key, []).append(i)
+                groups.setdefault((key, static_reason(job.config, data.device) is None), []).append(i)
         outcomes: list = [None] * len(jobs)
         for members in groups.values():
             if len(members) == 1:

@@ -272,3 +272,17 @@ def test_the_packed_step_reads_nothing_back_to_the_host(splits, monkeypatch, hos
     outcomes = train_group([TrainJob(c, None, None) for c in recipes], splits)
     assert [o.error for o in outcomes] == [None] * 3
     assert len(reads) == 3 and reads == [[]] * 3  # 250 images in batches of 100
+
+
+def test_on_cuda_the_backend_groups_what_a_graph_takes_apart_from_the_rest(splits, monkeypatch):
+    """One-cycle (or an optimizer the graph does not take) keeps a group out of the CUDA graph:
+    such trials pack among themselves, and the others still train as one captured step."""
+    packs = []
+    monkeypatch.setattr(packed, "train_group", lambda jobs, data: packs.append(sorted(j.config.seed for j in jobs)) or
+                        [type("O", (), {"history": [], "error": None})() for _ in jobs])
+    monkeypatch.setattr(packed, "static_reason", lambda cfg, device: "one-cycle" if cfg.schedule.name == "onecycle"
+                        else None)  # as on CUDA
+    onecycle = dataclasses.replace(RECIPES[2], seed=4)
+    jobs = [TrainJob(c, None, None) for c in (RECIPES[0], RECIPES[1], RECIPES[2], onecycle)]
+    Packed(4).run(jobs, splits)
+    assert sorted(packs) == [[0, 1], [2, 4]]
