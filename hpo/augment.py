@@ -36,37 +36,35 @@ def random_affine(x: torch.Tensor, aug: Augment, generator: torch.Generator, bac
 
 
 def widths(aug: Augment) -> torch.Tensor:
-    """The half-widths of `uniforms`' six draws, [6, 1]: degrees of rotation, of a second rotation
-    and of shear, the zoom's spread, and the shift on x and on y (fractions of the side)."""
-    return torch.tensor([aug.rotate, aug.affine_degrees, aug.shear, aug.scale, aug.translate, aug.translate]).view(6, 1)
+    """`aug`'s half-widths in the units `warp` works in, [6, 1]: the rotation, the second
+    rotation and the shear in radians, the zoom's spread, and the shift on x and on y in
+    normalized coordinates (twice the fraction of the side: they span [-1, 1])."""
+    radians = torch.pi / 180
+    return torch.tensor([aug.rotate * radians, aug.affine_degrees * radians, aug.shear * radians, aug.scale,
+                         2 * aug.translate, 2 * aug.translate]).view(6, 1)
 
 
 def uniforms(n: int, generator: torch.Generator | None, device) -> torch.Tensor:
-    """[6, n] draws, uniform in [-1, 1), for `warp`: six `torch.rand(n)` from `generator` (None:
-    the default one), in the order of `widths`."""
-    return torch.stack([torch.rand(n, generator=generator, device=device, dtype=torch.float32) * 2 - 1
-                        for _ in range(6)])
+    """[6, n] draws, uniform in [0, 1), for `warp`, from `generator` (None: the default one). On a
+    CPU the same numbers as six `torch.rand(n)` in a row."""
+    return torch.rand(6, n, generator=generator, device=device, dtype=torch.float32)
 
 
 def warp(x: torch.Tensor, u: torch.Tensor, half_widths: torch.Tensor, background) -> torch.Tensor:
     """`x` [B, C, H, W], each image moved by its own affine map: rotation @ shear, zoomed and
-    shifted by `u` [6, B] (uniforms' draws) times `half_widths` ([6, 1], or [6, B]: each image
-    its own, as hpo.packed's members have)."""
+    shifted, each of the six uniform in [-half width, half width) from `u` [6, B] (`uniforms`)
+    and `half_widths` ([6, 1] from `widths`, or [6, B]: each image its own, as hpo.packed's
+    members have). Few, whole-batch operations (about 18), since on a GPU each is a kernel
+    launch, and a small net's step is made of those (bench/step_ops.py)."""
     n = x.shape[0]
-    rotate, degrees, shear, scale, tx, ty = u * half_widths.to(u.device)
-    angle = torch.deg2rad(rotate + degrees)
-    shear = torch.tan(torch.deg2rad(shear))
-    zoom = 1 + scale
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    # theta maps output coordinates to input ones: rotation @ shear, divided by the zoom
-    theta = torch.stack(
-        [
-            torch.stack([cos, cos * shear - sin, tx * 2], dim=1),
-            torch.stack([sin, sin * shear + cos, ty * 2], dim=1),
-        ],
-        dim=1,
-    )
-    theta[:, :, :2] /= zoom.view(n, 1, 1)
+    w = half_widths.to(u.device)
+    rotate, degrees, shear, scale, tx, ty = torch.addcmul(-w, u, 2 * w)  # uniform in [-w, w)
+    angle = rotate + degrees
+    shear = torch.tan(shear)
+    shrink = (scale + 1).reciprocal()
+    cos, sin = torch.cos(angle) * shrink, torch.sin(angle) * shrink
+    # theta maps output coordinates to input ones: (rotation @ shear) / zoom, then the shift
+    theta = torch.stack([cos, cos * shear - sin, tx, sin, torch.addcmul(cos, sin, shear), ty], dim=1).view(n, 2, 3)
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
     shifted = x - background  # grid_sample pads with zeros: shift so the padding is the background
     return F.grid_sample(shifted, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + background

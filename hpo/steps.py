@@ -21,7 +21,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from hpo.augment import random_affine
+from hpo.augment import random_affine, uniforms, warp, widths
 from hpo.data import batches
 
 WARMUP = 3  # eager steps on a side stream before the capture (cuDNN and cuBLAS set up their workspaces)
@@ -113,6 +113,7 @@ class StaticStep(EagerStep):
             torch.cuda.set_device(self.device)  # capture and replay use the current device's streams: cuda:1's, say
         self.side = torch.cuda.Stream(self.device) if capture else None
         self.lrs = [group["lr"] for group in optimizer.param_groups]  # the tensors a graph reads
+        self.augmented, self.half_widths = cfg.augment.enabled, widths(cfg.augment).to(self.device)
 
     def begin_epoch(self, generator: torch.Generator) -> None:
         order = torch.randperm(self.n, generator=generator, device=self.device)  # what the eager step draws
@@ -123,7 +124,9 @@ class StaticStep(EagerStep):
     def _step(self) -> None:
         at = self.start + self.offsets
         idx, weight = self.order.index_select(0, at), self.weight.index_select(0, at)
-        x = random_affine(self.data.train_x.index_select(0, idx), self.cfg.augment, None, self.fill)
+        x = self.data.train_x.index_select(0, idx)
+        if self.augmented:  # its half-widths already on the device: no copy from the host in a graph
+            x = warp(x, uniforms(self.size, None, self.device), self.half_widths, self.fill)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16, cache_enabled=False):
             losses = F.cross_entropy(self.model(x), self.data.train_y.index_select(0, idx),
                                      label_smoothing=self.cfg.label_smoothing, reduction="none")

@@ -109,10 +109,13 @@ def logit_shapes(monkeypatch) -> list:
 
 # ---------------------------------------------------------------- what a CUDA graph may capture
 
-# ops that hand a tensor's value to the host (.item(), float(), a bool, a data-dependent shape):
-# a CUDA graph's capture fails on each, so the steps hpo captures may not call them
+# ops that hand a tensor's value to the host (.item(), float(), a bool, a data-dependent shape), or
+# make a tensor from Python numbers (torch.tensor(...): on a GPU a copy from the host, whose memory
+# a replay would read long after): a CUDA graph's capture fails on each, or replays it wrong, so the
+# steps hpo captures may not call them
 HOST_READS = {"aten._local_scalar_dense", "aten.nonzero", "aten.masked_select", "aten._unique2",
-              "aten.unique_consecutive", "aten.unique_dim", "aten.equal", "aten.is_nonzero"}
+              "aten.unique_consecutive", "aten.unique_dim", "aten.equal", "aten.is_nonzero", "aten.lift_fresh",
+              "aten.lift_fresh_copy"}
 
 
 @pytest.fixture
