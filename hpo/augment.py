@@ -25,14 +25,17 @@ class Augment:
         return any(v > 0 for v in (self.rotate, self.affine_degrees, self.translate, self.scale, self.shear))
 
 
-def random_affine(x: torch.Tensor, aug: Augment, generator: torch.Generator, background: float) -> torch.Tensor:
+def random_affine(x: torch.Tensor, aug: Augment, generator: torch.Generator, background: float,
+                  half_widths: torch.Tensor | None = None) -> torch.Tensor:
     """Transform each image of `x` [B, C, H, W] with its own random affine map.
 
-    Pixels that come from outside the image take the value `background`.
+    Pixels that come from outside the image take the value `background`. `half_widths`:
+    `widths(aug)` made once on x's device (a training step's, so that no step copies it there).
     """
     if not aug.enabled:
         return x
-    return warp(x, uniforms(x.shape[0], generator, x.device), widths(aug), background)
+    return warp(x, uniforms(x.shape[0], generator, x.device), widths(aug) if half_widths is None else half_widths,
+                background)
 
 
 def widths(aug: Augment) -> torch.Tensor:

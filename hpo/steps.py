@@ -74,6 +74,8 @@ class EagerStep:
         self.model, self.optimizer, self.data, self.cfg, self.fill, self.bf16 = model, optimizer, data, cfg, fill, bf16
         self.device = data.device
         self.loss_sum = torch.zeros((), device=self.device)
+        # on the device once: a step that made it would copy it from the host each time
+        self.augmented, self.half_widths = cfg.augment.enabled, widths(cfg.augment).to(self.device)
 
     def begin_epoch(self, generator: torch.Generator) -> None:
         self.batches = iter(batches(self.data.train_y.numel(), self.cfg.batch_size, generator, self.device))
@@ -82,7 +84,7 @@ class EagerStep:
 
     def step(self) -> None:
         idx = next(self.batches)
-        x = random_affine(self.data.train_x[idx], self.cfg.augment, self.generator, self.fill)
+        x = random_affine(self.data.train_x[idx], self.cfg.augment, self.generator, self.fill, self.half_widths)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             loss = F.cross_entropy(self.model(x), self.data.train_y[idx], label_smoothing=self.cfg.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
@@ -113,7 +115,6 @@ class StaticStep(EagerStep):
             torch.cuda.set_device(self.device)  # capture and replay use the current device's streams: cuda:1's, say
         self.side = torch.cuda.Stream(self.device) if capture else None
         self.lrs = [group["lr"] for group in optimizer.param_groups]  # the tensors a graph reads
-        self.augmented, self.half_widths = cfg.augment.enabled, widths(cfg.augment).to(self.device)
 
     def begin_epoch(self, generator: torch.Generator) -> None:
         order = torch.randperm(self.n, generator=generator, device=self.device)  # what the eager step draws
@@ -125,7 +126,7 @@ class StaticStep(EagerStep):
         at = self.start + self.offsets
         idx, weight = self.order.index_select(0, at), self.weight.index_select(0, at)
         x = self.data.train_x.index_select(0, idx)
-        if self.augmented:  # its half-widths already on the device: no copy from the host in a graph
+        if self.augmented:  # half-widths on the device since __init__: no copy from the host in a graph
             x = warp(x, uniforms(self.size, None, self.device), self.half_widths, self.fill)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16, cache_enabled=False):
             losses = F.cross_entropy(self.model(x), self.data.train_y.index_select(0, idx),
