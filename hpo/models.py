@@ -268,9 +268,10 @@ class Dropout(nn.Dropout):
     activation through a serial Bernoulli kernel: five dropout layers took 14 of the budget-8k
     net's 35 ms per step on the 2-core dev machine (BENCHMARKS.md). This draws 64 random bits per
     8 activations and drops an activation where its byte is below round(256 p): the rate moves to
-    the nearest 1/256 (0.05 becomes 0.0508; below 1/512 nothing is dropped, from 0.998 on 255/256), and the kept values
-    are scaled by 256 / (256 - round(256 p)), so the expectation is unchanged. Elsewhere (a GPU,
-    where the Bernoulli kernel is fast and graph-safe) and in eval mode it is nn.Dropout."""
+    the nearest 1/256 (0.05 becomes 0.0508; below 1/512 nothing is dropped; from 0.998 on, 255/256),
+    and the kept values are scaled by 256 / (256 - round(256 p)), so the expectation is unchanged.
+    Elsewhere (a GPU, where the Bernoulli kernel is fast and graph-safe) and in eval mode it is
+    nn.Dropout."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or x.device.type != "cpu":
