@@ -125,7 +125,7 @@ class PackedStep:
 
     def __init__(self, members: list, shape: nn.Module, data: Splits, fill, bf16: bool, batch_size: int, *,
                  capture: bool):
-        self.members, self.shape, self.data, self.fill, self.bf16 = members, shape, data, fill, bf16
+        self.members, self.data, self.fill, self.bf16 = members, data, fill, bf16
         device = self.device = data.device
         k = len(members)
         self.params = {name: alias([dict(m.model.named_parameters())[name] for m in members]).requires_grad_()
@@ -135,9 +135,9 @@ class PackedStep:
         self.own = [(dict(m.model.named_parameters())[name], name, i) for i, m in enumerate(members)
                     for name in self.params]
         n = self.n = data.train_y.numel()
-        self.size, self.steps = batch_size, math.ceil(n / batch_size)
-        self.order = torch.zeros(k, self.steps * batch_size, dtype=torch.long, device=device)
-        self.weight = torch.zeros(self.steps * batch_size, device=device)
+        self.size, padded_n = batch_size, math.ceil(n / batch_size) * batch_size
+        self.order = torch.zeros(k, padded_n, dtype=torch.long, device=device)
+        self.weight = torch.zeros(padded_n, device=device)
         self.weight[:n] = 1.0
         self.offsets = torch.arange(batch_size, device=device)
         self.start = torch.zeros((), dtype=torch.long, device=device)
@@ -170,22 +170,24 @@ class PackedStep:
         if self.capture:
             return uniforms(len(self.members) * size, None, self.device)
         real = min(size, self.n - self.taken * size)  # a padded last batch draws for its real images only
-        pad = torch.zeros(6, size - real, device=self.device)
-        zeros = torch.zeros(6, size, device=self.device)
-        return torch.cat([torch.cat([uniforms(real, m.generator, self.device), pad], dim=1) if on else zeros
-                          for m, on in zip(self.members, self.augmented)], dim=1)
+        draws = torch.zeros(6, len(self.members) * size, device=self.device)  # zeros: no augmentation, padding
+        for i, (m, on) in enumerate(zip(self.members, self.augmented)):
+            if on:
+                draws[:, i * size : i * size + real] = uniforms(real, m.generator, self.device)
+        return draws
 
     def _step(self) -> None:
         k, size = len(self.members), self.size
         at = self.start + self.offsets
         idx = self.order.index_select(1, at)  # [K, B]
         weight = self.weight.index_select(0, at)
-        x = self.data.train_x.index_select(0, idx.flatten())
+        flat = idx.flatten()
+        x = self.data.train_x.index_select(0, flat)
         if any(self.augmented):
             x = warp(x, self._draws(), self.half_widths, self.fill)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16, cache_enabled=False):
             logits = self.forward(self.params, self.buffers, x.view(k, size, *x.shape[1:]))
-        labels = self.data.train_y.index_select(0, idx.flatten()).view(k, size)
+        labels = self.data.train_y.index_select(0, flat).view(k, size)
         losses = smoothed_cross_entropy(logits.float(), labels, self.smoothing, weight)
         losses.sum().backward()  # each member's weights get its own loss's gradient only
         for param, name, i in self.own:
