@@ -22,14 +22,15 @@
 #   gpu-tests    pytest tests/test_gpu.py: training on CUDA, `hpo run` with 2 workers and pruning,
 #                a trial stopped by SIGTERM resumed from its checkpoint on the GPU
 #   train-speed  P1 and P2: seconds per epoch of the budget-8k base net, this trainer against the
-#                seeds' loop, same process and device (bench/train_speed.py)
+#                seeds' loop, same process and device (bench/train_speed.py); the graphed step also
+#                in fp32 and with cudnn.benchmark, each and both (--variants: a few seconds)
 #   packing      P4, one way: K trials of the base net's shape trained at once as one stacked
 #                model (hpo run --pack K), its whole step one CUDA graph, against one at a time,
 #                and a group of 4 uncaptured for the graph's share (bench/packing.py; the eager
 #                stacked step lost on the H200, 0.66x at K = 32, 2026-12-04)
 #   workers      P4, the other way: 1 and 16 worker processes training at once on the one GPU,
 #                under MPS where it runs (bench/cpu_workers.py --device cuda); the better is the
-#                study's --workers (at most 8: SQLite), or, where packing beat it, the study runs
+#                study's --workers (at most the CPU cores), or, where packing beat it, the study runs
 #                2 workers with --pack at packing's best K (choice.txt, and the summary, say which)
 #   budget-8k    P3: `hpo run --study budget-8k --trials 100` under --timeout; the study database
 #                is gpu-check.db, so a later check that carries it in .data/ continues it
@@ -69,13 +70,13 @@ DB=$OUT/gpu-check.db
 [ -f .data/gpu-check.db ] && [ ! -f "$DB" ] && cp .data/gpu-check.db "$DB"
 
 if [ -n "$QUICK" ]; then
-  DEVICE=cpu; STUDY=quickstart; TRIALS=3; SPEED=(--train-subset 2000 --repeats 1)
+  DEVICE=cpu; STUDY=quickstart; TRIALS=3; SPEED=(--train-subset 2000 --repeats 1 --variants)
   VERIFY=(--seeds 2 --workers 2 --epochs 1); PACKING=(--k 2 --plain 1 --train-subset 1000)
   WAYS=(--ways 1 2 --train-subset 2000); WORKERS=2
 else
-  DEVICE=cuda; STUDY=budget-8k; TRIALS=100; SPEED=(--repeats 2 --seed-repeats 1)   # P2 was 57x: one slow seed epoch
+  DEVICE=cuda; STUDY=budget-8k; TRIALS=100; SPEED=(--repeats 2 --seed-repeats 1 --variants)   # P2 was 57x: one slow seed epoch
   VERIFY=(--seeds 5 --workers 5); PACKING=(--k 4 8 16 32 --plain 2 --uncaptured 4)
-  WAYS=(--ways 1 16 --epochs 2); WORKERS=8   # until the workers step says otherwise
+  WAYS=(--ways 1 16 --epochs 2); WORKERS=auto   # hpo's own choice (8, 16 under MPS) until the workers step measures
 fi
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader && nvidia-smi; } \
   > "$WORK/nvidia-smi.txt" 2>&1 || echo "no GPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)" > "$WORK/nvidia-smi.txt"
@@ -123,7 +124,8 @@ fi
 if wanted workers; then
   step workers 90 "$PY" bench/cpu_workers.py --device "$DEVICE" "${WAYS[@]}" --json "$WORK/workers.json"
   best=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['best_processes'])" "$WORK/workers.json" 2>/dev/null)
-  [ -n "$best" ] && WORKERS=$((best > 8 ? 8 : best))   # the study's SQLite takes 8 writers at most, here
+  cores=$(nproc)   # as --workers auto: never more workers than CPU cores (SQLite took 16 on 2 cores, BENCHMARKS.md)
+  [ -n "$best" ] && WORKERS=$((best > cores ? cores : best))
 fi
 # the study runs the better of the two P4 ways measured above: worker processes, or (where packing
 # beat them) 2 workers each training groups of the best K (2, so one worker's claim and prepare
@@ -133,7 +135,7 @@ choice=$("$PY" - "$WORK" "$WORKERS" <<'PYEOF'
 import json, sys
 from pathlib import Path
 
-work, workers = Path(sys.argv[1]), int(sys.argv[2])
+work, workers = Path(sys.argv[1]), sys.argv[2]
 
 
 def read(name):

@@ -14,6 +14,7 @@ pass through a DataLoader of 1000 images.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import math
@@ -35,7 +36,7 @@ from hpo.data import ensure, load, stratified_indices
 from hpo.config import parse_config
 from hpo.idx import read_split
 from hpo.optim import make_optimizer
-from hpo.trainer import evaluate, train as hpo_train
+from hpo.trainer import bf16_autocast, evaluate, train as hpo_train
 
 try:  # seed 002's exact transforms, where torchvision works (it is optional, and often broken on CPU torch)
     from PIL import Image
@@ -133,6 +134,33 @@ def hpo_epochs(cfg, data, device, graph: bool = True) -> list[tuple[float, float
     return [(r.seconds - test_s, test_s) for r in history]
 
 
+# the graphed step's settings a GPU check compares (--variants): bf16 autocast (hpo's default
+# where the GPU does bf16) or fp32 (convolutions then TF32, torch's default), and cuDNN's choice
+# of convolution algorithm by heuristics (torch's default) or by timing each once (benchmark);
+# on a small net's step of ~130 kernels neither is known to pay: measured, not assumed
+VARIANTS = {"fp32": ("fp32", False, False), "cudnn_benchmark": ("cudnn.benchmark", True, True),
+            "fp32_cudnn_benchmark": ("fp32 + cudnn.benchmark", False, True)}
+
+
+@contextlib.contextmanager
+def settings(bf16: bool, cudnn_benchmark: bool):
+    """hpo's bf16 choice (HPO_BF16) and torch.backends.cudnn.benchmark for one run, then back."""
+    before = os.environ.get("HPO_BF16"), torch.backends.cudnn.benchmark
+    if not bf16:
+        os.environ["HPO_BF16"] = "0"
+    torch.backends.cudnn.benchmark = cudnn_benchmark
+    bf16_autocast.cache_clear()
+    try:
+        yield
+    finally:
+        if before[0] is None:
+            os.environ.pop("HPO_BF16", None)
+        else:
+            os.environ["HPO_BF16"] = before[0]
+        torch.backends.cudnn.benchmark = before[1]
+        bf16_autocast.cache_clear()
+
+
 def torch_dropout(module: torch.nn.Module) -> torch.nn.Module:
     """The seeds' nets used torch's own nn.Dropout: hpo's cheaper CPU mask (models.Dropout) goes."""
     for name, child in module.named_children():
@@ -180,6 +208,9 @@ def main() -> int:
                    help="seed 002's rotation 7 + affine 15 degrees (default on)")
     p.add_argument("--data-dir", type=Path, metavar="ROOT", help="data root; MNIST is in ROOT/mnist (default: hpo's cache)")
     p.add_argument("--workers", type=int, help="seed DataLoader workers (default: the seeds' 1 on cuda, 0 on cpu)")
+    p.add_argument("--variants", action="store_true",
+                   help="also time hpo's step in fp32 and with cudnn.benchmark, each and both (the graphed "
+                        "step on CUDA; on a CPU only fp32 applies); interleaved with the other loops")
     p.add_argument("--json", type=Path, help="write the raw numbers here")
     args = p.parse_args()
     device = torch.device(args.device)
@@ -225,6 +256,20 @@ def main() -> int:
     if cuda:  # the graphed step is hpo's default there; its eager step beside it says what the graph gives
         runs["hpo_eager"] = []
         loops.append(("hpo_eager", lambda: hpo_epochs(cfg, data, device, graph=False)))
+    variants = {name: v for name, v in VARIANTS.items() if cuda or not v[2]} if args.variants else {}
+    default_bf16 = bf16_autocast(device.type)
+    for name, (_, bf16, benchmark) in variants.items():
+        if bf16 and not default_bf16:
+            continue  # the device does not do bf16: hpo never autocasts there
+        runs[f"hpo_{name}"] = []
+        with settings(bf16, benchmark):  # its warm-up: cuDNN's timing of each convolution, once a process
+            hpo_epochs(warm, data, device)
+
+        def variant(bf16=bf16, benchmark=benchmark):
+            with settings(bf16, benchmark):
+                return hpo_epochs(cfg, data, device)
+
+        loops.append((f"hpo_{name}", variant))
     seed_repeats = args.repeats if args.seed_repeats is None else max(1, min(args.seed_repeats, args.repeats))
     for r in range(args.repeats):  # interleaved, so background load hits every loop
         for name, run in loops:
@@ -244,7 +289,7 @@ def main() -> int:
         "params": models.count_params(models.build(cfg.model)), "batch_size": args.batch_size,
         "optimizer": f"{args.optimizer} lr {args.lr:g}", "augment": aug, "seed_augment_impl": aug_impl,
         "workers": workers, "train_images": images, "test_images": len(test_y),
-        "epochs": args.epochs, "repeats": args.repeats, "seed_repeats": seed_repeats, "date": datetime.date.today().isoformat(),
+        "epochs": args.epochs, "repeats": args.repeats, "default_bf16": default_bf16, "seed_repeats": seed_repeats, "date": datetime.date.today().isoformat(),
         "load_average": [load_before, os.getloadavg()[0]],
     }
 
@@ -252,6 +297,8 @@ def main() -> int:
             (f"seed loop (DataLoader, {workers} workers)", result["seed"])]
     if cuda:
         rows.append(("hpo.train, eager step", result["hpo_eager"]))
+    measured = [name for name in VARIANTS if f"hpo_{name}" in runs]
+    rows += [(f"hpo.train, {VARIANTS[name][0]}", result[f"hpo_{name}"]) for name in measured]
     print(f"\n{'loop':<36} {'s/epoch':>8} {'± std':>6} {'min–max':>14} {'train s':>8} {'test s':>7} {'train img/s':>12}")
     for label, s in rows:
         print(f"{label:<36} {s['mean']:>8.2f} {s['std']:>6.2f} {s['min']:>7.2f}–{s['max']:<6.2f} "
@@ -259,6 +306,11 @@ def main() -> int:
     print(f"\nratio seed / hpo, s/epoch: {ratio:.2f}x on the means, {best_ratio:.2f}x on the fastest repeats")
     if cuda:
         print(f"ratio hpo eager / hpo CUDA graph: {result['hpo_eager']['mean'] / result['hpo']['mean']:.2f}x on the means")
+    if measured:
+        default = ("bf16" if default_bf16 else "fp32") + (", cudnn heuristics" if cuda else "")
+        print(f"hpo's default ({default}) s/epoch / the variant's: " + ", ".join(
+            f"{VARIANTS[name][0]} {result['hpo']['mean'] / result[f'hpo_{name}']['mean']:.2f}x" for name in measured)
+              + " (over 1: the variant is faster)")
     print("s/epoch = train pass + test pass (10,000 images), means over repeats; img/s = train images / train s")
     print(f"{meta['device']} | torch {meta['torch']} | {args.preset} ({meta['params']:,} params) | batch {args.batch_size} | "
           f"{meta['optimizer']} | augment {aug} (seed: {aug_impl}) | {images:,} train images | "
