@@ -18,8 +18,9 @@
 #   GPU_CHECK_STEPS="budget-8k export verify" GPU_CHECK_SECONDS=240 bash bench/gpu-check.sh   # only the study, longer
 #   GPU_CHECK_STEPS="budget-8k export" GPU_CHECK_SECONDS=300 bash bench/gpu-check.sh   # P3 as asked: 100 trials of a
 #       fresh study (no .data/gpu-check.db carried) in one run, 210 s of --timeout, --workers auto (16 under MPS:
-#       about 350 epochs a minute on the H200 against 190 with 8, 2026-12-04; at the ~7.5 epochs a trial of that
-#       study, 100 trials are ~750 epochs, about 2.2 minutes at 16 workers' pace)
+#       about 350 epochs a minute on the H200 against 190 with 8, 2026-12-04; if a trial averages 7 or 8 epochs, a
+#       guess, not counted: 13 of that study's 41 trials ran all 15, the rest were pruned, 100 trials are about
+#       750 epochs, some 2.2 minutes at 16 workers' pace and 4 at 8 workers')
 # Try the plumbing here, in a few minutes, on the CPU:  GPU_CHECK_QUICK=1 PYTHON=.venv/bin/python bash bench/gpu-check.sh
 #
 # Steps, each with its own time limit, its log in NAME.log and its exit status in the summary:
