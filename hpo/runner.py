@@ -152,7 +152,7 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
     stacked model (hpo.packed).
     Returns the exit status: 0 done (or stopped by `timeout`), 1 a worker failed, 130 interrupted."""
     from hpo import data as data_mod  # noqa: PLC0415 - torch-heavy
-    from hpo.trainer import auto_workers, pick_device  # noqa: PLC0415
+    from hpo.trainer import auto_workers, mps_hint, pick_device  # noqa: PLC0415
 
     if not os.environ.get("HPO_DEBUG"):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -160,6 +160,8 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
     where = pick_device(device)
     if workers == "auto":
         workers = auto_workers(where)
+        if mps_hint(where):
+            info(mps_hint(where))
     data_mod.ensure(spec.data, data_dir, log=warn)  # once, before K workers
     if storage.create_database_if_missing():
         warn(f"created database for {storage.masked}")

@@ -99,8 +99,11 @@ def test_auto_workers_is_one_per_core_as_memory_allows_and_eight_or_sixteen_per_
     monkeypatch.setattr(trainer.torch.cuda, "device_count", lambda: 2)
     monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(tmp_path))
     assert trainer.auto_workers(torch.device("cuda")) == 16  # 8 a GPU: they take turns without MPS
+    assert "nvidia-cuda-mps-control -d" in trainer.mps_hint(torch.device("cuda"))  # and the run says how to do better
     (tmp_path / "control").touch()  # an MPS control daemon's socket
     assert trainer.auto_workers(torch.device("cuda")) == 32  # 16 a GPU under MPS
+    assert trainer.mps_hint(torch.device("cuda")) is None
+    assert trainer.mps_hint(torch.device("cpu")) is None
     monkeypatch.setattr(trainer.os, "sched_getaffinity", lambda _: set(range(12)), raising=False)
     assert trainer.auto_workers(torch.device("cuda")) == 12  # a core each, to launch its kernels
 
