@@ -60,17 +60,22 @@ def test_each_member_trains_as_the_trial_alone_would(splits):
         assert [r.lr for r in together] == [r.lr for r in history]  # its own schedule
         # the same data order, augmentation, initial weights and steps: equal up to float rounding
         assert together[0].train_loss == pytest.approx(history[0].train_loss, rel=1e-4)
-        # weights, and BatchNorm's running statistics, as if trained alone: the stacked convs sum in
-        # another order than the plain ones, and two epochs of steps carry that rounding on (under
-        # 1% of a weight tensor's norm, 4e-4 on a BatchNorm shift, on an AVX2-only AMD EPYC in
-        # fp32), where a wrong data order, initialisation or schedule moves a tensor by a large
-        # part of its norm
-        for name, value in alone.items():
-            if value.is_floating_point():
-                gap = float((done[k][name].float() - value.float()).norm())
-                assert gap <= 0.02 * float(value.float().norm()) + 1e-3 * value.numel() ** 0.5, (k, name, gap)
-            else:
-                assert torch.equal(done[k][name], value), (k, name)
+        assert_trained_as_alone(done[k], alone, k)
+
+
+def assert_trained_as_alone(together: dict, alone: dict, k: int) -> None:
+    """A member's weights, and BatchNorm's running statistics, as if trained alone: the stacked
+    convs sum in another order than the plain ones, and two epochs of steps carry that rounding on
+    (under 1% of a weight tensor's norm, 4e-4 on a BatchNorm shift, on an AVX2-only AMD EPYC in
+    fp32; up to 1.6% on a MobileNet's first conv, whose max-pool can route a gradient elsewhere on
+    a rounding's difference, on an Intel Xeon with AMX), where a wrong data order, initialisation
+    or schedule moves a tensor by a large part of its norm (another member's recipe: 200-300%)."""
+    for name, value in alone.items():
+        if value.is_floating_point():
+            gap = float((together[name].float() - value.float()).norm())
+            assert gap <= 0.02 * float(value.float().norm()) + 1e-3 * value.numel() ** 0.5, (k, name, gap)
+        else:
+            assert torch.equal(together[name], value), (k, name)
 
 
 def test_a_pruned_or_diverged_member_leaves_and_the_others_finish(splits):
@@ -174,12 +179,20 @@ def test_a_separable_net_packs_and_trains_as_alone(splits, block):
     # apart, and MobileNet's BatchNorm between the two convs keep each member's statistics apart
     plain = {"family": "convnet", "layers": [6, "M", f"{block}12", f"{block}12p1", "GAP", "H"], "dropout": 0.0}
     recipes = [dataclasses.replace(RECIPES[i], model=config(model=plain).model) for i in (0, 2)]
-    outcomes = train_group([TrainJob(c, None, None) for c in recipes], splits)
+    done = {}
+    outcomes = train_group([TrainJob(c, None, None, on_done=lambda m, k=k: done.__setitem__(
+        k, {n: v.detach().clone() for n, v in m.state_dict().items()})) for k, c in enumerate(recipes)], splits)
     for k, cfg in enumerate(recipes):
-        history = train(cfg, splits)
+        alone = {}
+        history = train(cfg, splits, on_done=lambda m: alone.update({n: v.detach().clone() for n, v in m.state_dict().items()}))
         assert outcomes[k].error is None
-        assert [r.train_loss for r in outcomes[k].history] == pytest.approx([r.train_loss for r in history], rel=1e-4)
-        assert [r.test_accuracy for r in outcomes[k].history] == pytest.approx([r.test_accuracy for r in history], abs=0.011)
+        together = outcomes[k].history
+        # the first epoch's loss equal up to float rounding (1.6e-6 at most, Intel Xeon with AMX);
+        # the second's carries that rounding through three steps (1.1e-4 there): the weights say more
+        assert together[0].train_loss == pytest.approx(history[0].train_loss, rel=1e-4)
+        assert together[1].train_loss == pytest.approx(history[1].train_loss, rel=1e-3)
+        assert [r.test_accuracy for r in together] == pytest.approx([r.test_accuracy for r in history], abs=0.011)
+        assert_trained_as_alone(done[k], alone, k)
 
 
 @pytest.mark.parametrize("images", [250, 30])
