@@ -33,8 +33,9 @@
 #                model (hpo run --pack K), its whole step one CUDA graph, against one at a time,
 #                and a group of 4 uncaptured for the graph's share (bench/packing.py; the eager
 #                stacked step lost on the H200, 0.66x at K = 32, 2026-12-04)
-#   workers      P4, the other way: 1 and 16 worker processes training at once on the one GPU,
-#                under MPS where it runs (bench/cpu_workers.py --device cuda); the better is the
+#   workers      P4, the other way: 1, 16 and 32 worker processes training at once on the one GPU,
+#                under MPS where it runs (bench/cpu_workers.py --device cuda; 16 gave 4.2x under MPS,
+#                8 2.3x: whether 32, more than the machine's cores, goes past 5x is open); the better is the
 #                study's --workers (at most the CPU cores), or, where packing beat it, the study runs
 #                2 workers with --pack at packing's best K (choice.txt, and the summary, say which)
 #   budget-8k    P3: `hpo run --study budget-8k --trials 100` under --timeout; the study database
@@ -81,7 +82,7 @@ if [ -n "$QUICK" ]; then
 else
   DEVICE=cuda; STUDY=budget-8k; TRIALS=100; SPEED=(--repeats 2 --seed-repeats 1 --variants)   # P2 was 57x: one slow seed epoch
   VERIFY=(--seeds 5 --workers 5); PACKING=(--k 4 8 16 32 --plain 2 --uncaptured 4)
-  WAYS=(--ways 1 16 --epochs 2); WORKERS=auto   # hpo's own choice (8, 16 under MPS) until the workers step measures
+  WAYS=(--ways 1 16 32 --epochs 2); WORKERS=auto   # hpo's own choice (8, 16 under MPS) until the workers step measures
 fi
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader && nvidia-smi; } \
   > "$WORK/nvidia-smi.txt" 2>&1 || echo "no GPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)" > "$WORK/nvidia-smi.txt"
