@@ -77,6 +77,10 @@ def main() -> int:
         train_wall = max(o["end"] for o in outs) - min(o["end"] - sum(o["epoch_s"]) for o in outs)
         rows.append({"processes": ways, "threads": outs[0]["threads"], "epoch_s": statistics.fmean(epoch_s),
                      "epochs_per_min": 60 * len(epoch_s) / train_wall, "wall": wall, "start_s": wall - train_wall})
+        print(f"{ways} processes: {rows[-1]['epochs_per_min']:.1f} epochs per minute, {wall:.1f} s in all",
+              file=sys.stderr, flush=True)
+        if args.json:  # after each way: a step cut short by its time limit keeps what it measured
+            write_json(args, rows, cores)
     where = gpu_name() if args.device == "cuda" else cpu_model()
     print(f"\n## {'GPU' if args.device == 'cuda' else 'CPU'} workers: {where}, {cores} CPU cores, {args.study} base, "
           f"{args.epochs} epoch(s), "
@@ -88,14 +92,17 @@ def main() -> int:
     for r in rows:
         print(f"| {r['processes']} | {r['threads']} | {r['epoch_s']:.1f} | {r['epochs_per_min']:.2f} | "
               f"{r['epochs_per_min'] / rows[0]['epochs_per_min']:.2f}x | {r['start_s']:.1f} |")
-    if args.json:
-        best = max(rows, key=lambda r: r["epochs_per_min"])
-        mps = bool(os.environ.get("CUDA_MPS_PIPE_DIRECTORY")) and args.device == "cuda"  # bench/gpu-check.sh's MPS
-        args.json.write_text(json.dumps({"cpu": cpu_model(), "device": where, "mps": mps, "cores": cores,
-                                         "epochs": args.epochs,
-                                         "rows": rows, "best_processes": best["processes"],
-                                         "best_ratio": best["epochs_per_min"] / rows[0]["epochs_per_min"]}, indent=2))
     return 0
+
+
+def write_json(args, rows: list, cores: int) -> None:
+    best = max(rows, key=lambda r: r["epochs_per_min"])
+    mps = bool(os.environ.get("CUDA_MPS_PIPE_DIRECTORY")) and args.device == "cuda"  # bench/gpu-check.sh's MPS
+    where = gpu_name() if args.device == "cuda" else cpu_model()
+    args.json.write_text(json.dumps({"cpu": cpu_model(), "device": where, "mps": mps, "cores": cores,
+                                     "epochs": args.epochs,
+                                     "rows": rows, "best_processes": best["processes"],
+                                     "best_ratio": best["epochs_per_min"] / rows[0]["epochs_per_min"]}, indent=2))
 
 
 def gpu_name() -> str:

@@ -65,11 +65,16 @@ def main(out: Path, study_name: str, db: Path) -> int:
     packing_path = out / "packing.json"
     if packing_path.exists():
         packing = json.loads(packing_path.read_text())
-        best = max(packing["rows"][1:], key=lambda r: r["trials_per_hour"])
-        plain = packing["rows"][0]
-        rows.append(("P4 trials/hour, best packing / one at a time", f"{packing['best_ratio']:.1f}x",
-                     f"{best['k']} at once {best['trials_per_hour']:.0f}/h against {plain['trials_per_hour']:.0f}/h "
-                     f"({packing['epochs']}-epoch trials, {packing['device']})"))
+        plain, packed = packing["rows"][0], packing["rows"][1:]
+        failed = packing.get("failed", [])
+        if packed:
+            best = max(packed, key=lambda r: r["trials_per_hour"])
+            rows.append(("P4 trials/hour, best packing / one at a time", f"{packing['best_ratio']:.1f}x",
+                         f"{best['way']} {best['trials_per_hour']:.0f}/h against {plain['trials_per_hour']:.0f}/h "
+                         f"({packing['epochs']}-epoch trials, {packing['device']})"))
+        if failed:
+            rows.append(("P4 packed groups that failed", f"{len(failed)} of {len(failed) + len(packed)}",
+                         "; ".join(f"{f['way']}: {f['error'][:100]}" for f in failed)))
     else:
         ran = {name: rc for name, rc, _ in steps}
         why = f"its step exited {ran['packing']} (packing.log)" if "packing" in ran else "not among the steps run"
