@@ -158,6 +158,10 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     ctx = processes.worker_context()  # its fork server imports what a worker needs while this process sets up
     where = pick_device(device)
+    if pack > 1 and where.type == "cpu":
+        warn(f"hpo run: --pack {pack} on a CPU: packed trials trained at 0.4-0.6x the rate of one at a time on "
+             "the 2-core machines measured (the arithmetic is the bottleneck there, BENCHMARKS.md); packing is "
+             "for GPUs, whose small-net steps are launches")
     if workers == "auto":
         workers = auto_workers(where)
         if mps_hint(where):

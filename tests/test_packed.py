@@ -145,8 +145,9 @@ def test_hpo_run_with_pack_counts_exactly_and_records_every_member(tmp_path):
     path = tmp_path / "packed.yaml"
     path.write_text(yaml.safe_dump(study))
     url = f"sqlite:///{tmp_path}/db.sqlite"
-    hpo("run", "--study", str(path), "--trials", "7", "--pack", "3", "--storage", url, "--device", "cpu", "--quiet",
-        cwd=tmp_path)
+    done = hpo("run", "--study", str(path), "--trials", "7", "--pack", "3", "--storage", url, "--device", "cpu",
+               "--quiet", cwd=tmp_path)
+    assert "--pack 3 on a CPU" in done.stderr  # said, since it is slower there, and run as asked
     trials = optuna.load_study(study_name="packed", storage=url).get_trials(deepcopy=False)
     c = count(trials)
     assert c.finished == 7 and c.running == 0 and c.failed == 0
