@@ -187,8 +187,12 @@ def load_yaml(path: str | Path) -> Any:
         text = path.read_text()
     except FileNotFoundError:
         raise ConfigError("", "file not found; check the path", source=str(path)) from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as error:
-        raise ConfigError("", f"cannot read it ({error.__class__.__name__})", source=str(path)) from None
+    except UnicodeDecodeError:
+        raise ConfigError("", "not a text file (a database or an archive?); give a YAML file", source=str(path)) from None
+    except IsADirectoryError:
+        raise ConfigError("", "a folder, not a file; give a YAML file", source=str(path)) from None
+    except PermissionError:
+        raise ConfigError("", "cannot read it (permission denied)", source=str(path)) from None
     reader = StrictSafeLoader(text)
     try:
         return reader.get_single_data()

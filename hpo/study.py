@@ -313,6 +313,10 @@ def find_study_file(name_or_path: str) -> Path:
     for path in candidates:
         if path.is_file():
             return path
+    if candidates[0].is_dir():
+        inside = sorted(p.name for p in candidates[0].glob("*.yaml"))
+        raise UserError(f"--study {name_or_path}: a folder, not a file; give a study YAML file"
+                        + (f" in it ({', '.join(inside[:5])}{', ...' if len(inside) > 5 else ''})" if inside else ""))
     known = sorted(p.stem for p in STUDIES_DIR.glob("*.yaml")) if STUDIES_DIR.is_dir() else []
     raise UserError(f"--study {name_or_path}: no such study file; give a path, or one of: {', '.join(known) or '(none found)'}")
 
