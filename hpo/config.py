@@ -160,6 +160,10 @@ def parse_config(data: Any, source: str | None = None) -> TrainConfig:
 def load_config(path: str | Path) -> TrainConfig:
     """Read a training config file; an export file with several trials gives its first."""
     data = schema.load_yaml(path)
+    if isinstance(data, dict) and "base" in data and "model" not in data:
+        raise ConfigError("", "a study file, not a training config: run its search with "
+                              f"`hpo run --study {path} --trials N`, or train its base recipe by giving "
+                              "`hpo train` a file that holds what is under `base:`", source=str(path))
     if isinstance(data, dict) and "trials" in data and "model" not in data:
         trials = data["trials"]
         if not isinstance(trials, list):

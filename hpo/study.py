@@ -324,4 +324,9 @@ def find_study_file(name_or_path: str) -> Path:
 def load_spec(name_or_path: str) -> StudySpec:
     """The study file named (under studies/) or at this path, parsed and checked."""
     path = find_study_file(name_or_path)
-    return parse_study(schema.load_yaml(path), str(path), path.stem)
+    raw = schema.load_yaml(path)
+    if isinstance(raw, dict) and "base" not in raw and ("model" in raw or "trials" in raw):
+        raise ConfigError("", "a training config (or an export of one), not a study file: train it with "
+                              f"`hpo train --config {path}`, or search around it with a study file whose `base:` "
+                              "holds it (studies/quickstart.yaml shows the shape)", source=str(path))
+    return parse_study(raw, str(path), path.stem)
