@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train one config from a YAML file")
     p.add_argument("--config", required=True, type=Path, metavar="FILE.yaml",
-                   help="a training config, or an export file (its first trial is trained)")
+                   help="a training config, or an export file (its first trial is trained, or --trial's)")
+    p.add_argument("--trial", type=int, metavar="N", help="of an export file, the trial numbered N")
     p.add_argument("--epochs", type=positive_int, help="override the config's epochs")
     p.add_argument("--seed", type=int, help="override the config's seed")
     device(p)
@@ -101,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="re-train one config with several seeds: final accuracy, mean ± std")
     p.add_argument("--config", required=True, type=Path, metavar="FILE.yaml",
-                   help="a training config, or an export file (its first trial)")
+                   help="a training config, or an export file (its first trial, or --trial's)")
+    p.add_argument("--trial", type=int, metavar="N", help="of an export file, the trial numbered N")
     p.add_argument("--seeds", type=positive_int, default=5, metavar="N",
                    help="how many seeds, from the config's seed on (default: 5)")
     p.add_argument("--epochs", type=positive_int, help="override the config's epochs")
@@ -207,7 +209,7 @@ def cmd_train(args) -> int:
     from hpo.space import model_size  # noqa: PLC0415
     from hpo.trainer import Diverged, bf16_autocast, pick_device, train  # noqa: PLC0415
 
-    cfg = load_config(args.config).with_overrides(epochs=args.epochs, seed=args.seed)
+    cfg = load_config(args.config, args.trial).with_overrides(epochs=args.epochs, seed=args.seed)
     device = pick_device(args.device)
     splits = data.load(cfg.data, device, args.data_dir)
     n_params = model_size(cfg)
@@ -240,7 +242,7 @@ def cmd_verify(args) -> int:
     from hpo.trainer import Diverged, pick_device  # noqa: PLC0415
     from hpo.verify import compare, verify  # noqa: PLC0415
 
-    cfg = load_config(args.config).with_overrides(epochs=args.epochs)
+    cfg = load_config(args.config, args.trial).with_overrides(epochs=args.epochs)
     earlier = load_verification(args.against) if args.against else None  # before any training
     if earlier and args.seeds < 2:
         raise UserError(f"--against compares spreads: give --seeds 2 or more (got {args.seeds})")

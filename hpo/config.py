@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 from hpo import datasets, models, schema
 from hpo.augment import Augment
-from hpo.errors import ConfigError
+from hpo.errors import ConfigError, UserError
 from hpo.schema import require
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "nadam", "rmsprop", "adabelief")
@@ -157,8 +157,9 @@ def parse_config(data: Any, source: str | None = None) -> TrainConfig:
         raise error.located(source) if source else error from None
 
 
-def load_config(path: str | Path) -> TrainConfig:
-    """Read a training config file; an export file with several trials gives its first."""
+def load_config(path: str | Path, trial: Optional[int] = None) -> TrainConfig:
+    """Read a training config file; an export file with several trials gives its first, or the
+    one of Optuna trial number `trial`."""
     data = schema.load_yaml(path)
     if isinstance(data, dict) and "base" in data and "model" not in data:
         raise ConfigError("", "a study file, not a training config: run its search with "
@@ -171,6 +172,16 @@ def load_config(path: str | Path) -> TrainConfig:
                               source=str(path))
         if not trials:
             raise ConfigError("trials", "the export holds no trials", source=str(path))
-        data = trials[0].get("config") if isinstance(trials[0], dict) else None
-        return parse_config(data, source=f"{path} (trials.0.config)")
+        at = 0
+        if trial is not None:
+            numbers = [t.get("trial") if isinstance(t, dict) else None for t in trials]
+            if trial not in numbers:
+                raise UserError(f"--trial {trial}: {path} holds trial(s) {', '.join(map(str, numbers))}; "
+                                "pick one of them, or export that trial (hpo export --top N)")
+            at = numbers.index(trial)
+        data = trials[at].get("config") if isinstance(trials[at], dict) else None
+        return parse_config(data, source=f"{path} (trials.{at}.config)")
+    if trial is not None:
+        raise UserError(f"--trial {trial}: {path} is one training config, not an export of several trials; "
+                        "leave --trial out")
     return parse_config(data, source=str(path))

@@ -78,9 +78,9 @@ def export(rdb: optuna.storages.BaseStorage, study_name: str, *, top: Optional[i
         which = f"The {front}" if len(best) == front else f"{len(best)} of the {front}"
         header = (f"# {which} trial(s) on the Pareto front of study {study_name!r}: each is the most accurate model "
                   f"of its size or smaller.\n"
-                  f"# Most accurate first; re-train the first with: hpo train --config THIS_FILE\n")
+                  f"# Most accurate first; re-train the first with: hpo train --config THIS_FILE (another: --trial N)\n")
     else:
         header = (f"# Top {len(best)} trial(s) of study {study_name!r}, best first.\n"
-                  f"# Re-train the first with: hpo train --config THIS_FILE\n")
+                  f"# Re-train the first with: hpo train --config THIS_FILE (another: --trial N)\n")
     text = header + yaml.safe_dump(document, sort_keys=False, default_flow_style=None, width=100)
     return Exported(text, len(best), front)

@@ -178,6 +178,8 @@ def test_a_tiny_multi_objective_study_runs_tells_both_values_and_exports_its_fro
     assert [t["accuracy"] for t in document["trials"]] == sorted((t.values[0] for t in front), reverse=True)
     assert all(len(t["test_accuracy_per_epoch"]) == 2 for t in document["trials"])
     assert load_config(tmp_path / "pareto.yaml").to_dict() == front[0].user_attrs[records.CONFIG]
+    last = document["trials"][-1]["trial"]  # hpo train --trial N: another than the first
+    assert load_config(tmp_path / "pareto.yaml", last).to_dict() == study.trials[last].user_attrs[records.CONFIG]
 
     listed = hpo("studies", "--storage", url, cwd=tmp_path)
     assert f"front: accuracy against size, a Pareto front of {len(front)} trial(s)" in listed.stdout, listed.stdout
