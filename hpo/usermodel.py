@@ -1,8 +1,8 @@
 """Your own model: `model: {module: "package.module:factory", <keyword arguments>}`.
 
 The factory is any callable returning a `torch.nn.Module` that takes [B, C, H, W] images to
-[B, classes] logits. It is imported by name (an installed package, or a folder on PYTHONPATH:
-every worker on every machine imports it the same way), called with the config's keyword
+[B, classes] logits. It is imported by name (an installed package, a folder on PYTHONPATH, or the
+working folder: every worker on every machine imports it the same way), called with the config's keyword
 arguments, and, where its signature has them, `input_shape=(C, H, W)` and `num_classes=K` from
 the dataset. Its keyword defaults that are plain values fill the config, so a study can search
 them (`model.width: {int: [8, 32]}`) and an export writes them out.
@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -38,15 +40,26 @@ class ModuleModel:
         return {"module": self.target, **dict(self.kwargs)}
 
 
+def importable_here() -> None:
+    """The working folder on the import path, as `python -m hpo` has it and the `hpo` command
+    (a console script, whose path starts at its own folder) would not: a model module beside the
+    study file imports either way. Last on the path, so an installed package of the same name wins."""
+    here = os.getcwd()
+    if "" not in sys.path and here not in sys.path:
+        sys.path.append(here)
+
+
 def factory_of(target: str, key: str) -> Callable:
     if not isinstance(target, str) or not TARGET.match(target):
         raise ConfigError(key, f"expected 'package.module:factory', got {target!r}")
     module_name, name = target.split(":")
+    importable_here()
     try:
         module = importlib.import_module(module_name)
     except Exception as error:  # ImportError, or the module's own code failing as it loads
         raise ConfigError(key, f"cannot import {module_name!r} ({type(error).__name__}: {error}); install its "
-                               "package, or put its folder on PYTHONPATH (on every machine that runs workers)") from None
+                               "package, put its folder on PYTHONPATH, or run hpo from its folder (on every "
+                               "machine that runs workers)") from None
     factory = getattr(module, name, None)
     if factory is None:
         raise ConfigError(key, f"module {module_name!r} has no {name!r}")
