@@ -207,6 +207,7 @@ def cmd_train(args) -> int:
     from hpo.config import load_config  # noqa: PLC0415
     from hpo.display import TrainProgress, console, train_summary  # noqa: PLC0415
     from hpo.space import model_size  # noqa: PLC0415
+    from hpo.steps import static_reason  # noqa: PLC0415
     from hpo.trainer import Diverged, bf16_autocast, pick_device, train  # noqa: PLC0415
 
     cfg = load_config(args.config, args.trial).with_overrides(epochs=args.epochs, seed=args.seed)
@@ -227,6 +228,9 @@ def cmd_train(args) -> int:
         print(f"hpo train: diverged: {error}; try a lower optimizer.lr in {args.config}", file=sys.stderr)
         return 1
     precision = "bf16 autocast" if bf16_autocast(device.type) else "fp32"
+    if device.type == "cuda":  # the graph is an epoch's 10x: say whether this config had it, and why not
+        reason = static_reason(cfg, device)
+        precision += ", the step one CUDA graph" if reason is None else f", eager step: {reason}"
     console.print(train_summary(history, n_params=n_params, device=device, precision=precision))
     return 0
 

@@ -137,6 +137,18 @@ def quiet(line: str) -> None:
     pass
 
 
+def graph_note(spec: StudySpec, device) -> Optional[str]:
+    """On CUDA, one line naming the study's optimizers and schedules whose trials train without
+    the CUDA graph (hpo.steps), since their epochs take about ten times as long."""
+    if device.type != "cuda" or os.environ.get("HPO_CUDA_GRAPH") == "0":
+        return None
+    from hpo.steps import eager_choices  # noqa: PLC0415 - torch-heavy
+
+    eager = eager_choices(spec.space)
+    return (f"on CUDA, trials with {' or '.join(eager)} train without the CUDA graph, each epoch about 10x slower "
+            "(H200, BENCHMARKS.md); the study's other trials run their step as one graph") if eager else None
+
+
 def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 1, timeout: Optional[float] = None,
         device: str = "auto", data_dir: Optional[Path] = None,
         heartbeat: int = HEARTBEAT_SECONDS, grace: int = GRACE_SECONDS,
@@ -162,6 +174,8 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
         warn(f"hpo run: --pack {pack} on a CPU: packed trials trained at 0.4-0.6x the rate of one at a time on "
              "the 2-core machines measured (the arithmetic is the bottleneck there, BENCHMARKS.md); packing is "
              "for GPUs, whose small-net steps are launches")
+    if graph_note(spec, where):
+        info(graph_note(spec, where))
     if workers == "auto":
         workers = auto_workers(where)
         if mps_hint(where):

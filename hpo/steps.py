@@ -35,11 +35,27 @@ def static_reason(cfg, device: torch.device) -> str | None:
         return "not on CUDA"
     if os.environ.get("HPO_CUDA_GRAPH") == "0":
         return "HPO_CUDA_GRAPH=0"
-    if cfg.optimizer.name not in GRAPH_OPTIMIZERS:
-        return f"optimizer {cfg.optimizer.name} (the graph takes {', '.join(GRAPH_OPTIMIZERS)})"
-    if cfg.schedule.name == "onecycle":
+    return recipe_reason(cfg.optimizer.name, cfg.schedule.name)
+
+
+def recipe_reason(optimizer: str, schedule: str) -> str | None:
+    """Why a recipe with this optimizer and schedule trains eagerly on CUDA; None: the graph takes it."""
+    if optimizer not in GRAPH_OPTIMIZERS:
+        return f"optimizer {optimizer} (the graph takes {', '.join(GRAPH_OPTIMIZERS)})"
+    if schedule == "onecycle":
         return "one-cycle moves the momentum every step, a constant inside a graph"
     return None
+
+
+def eager_choices(space) -> list[str]:
+    """The optimizers and schedules a study (hpo.space.SearchSpace) can give a trial that train
+    without the CUDA graph, as `key value`: its base's, and the choices searched."""
+    reachable = {"optimizer.name": {space.base["optimizer"]["name"]}, "schedule.name": {space.base["schedule"]["name"]}}
+    for param in space.params:
+        if param.key in reachable and param.kind == "categorical":
+            reachable[param.key].update(param.choices)
+    eager = [f"optimizer {name}" for name in sorted(reachable["optimizer.name"]) if recipe_reason(name, "none")]
+    return eager + [f"schedule {name}" for name in sorted(reachable["schedule.name"]) if recipe_reason("sgd", name)]
 
 
 def lr_on_device(optimizer: torch.optim.Optimizer, device: torch.device | None) -> None:

@@ -148,3 +148,26 @@ def test_the_static_step_reads_nothing_back_to_the_host(mnist, monkeypatch, host
     monkeypatch.setattr(hpo.trainer, "StaticStep", Watched)
     train(cfg, mnist)
     assert len(reads) == 16 and reads == [[]] * 16  # 1,000 images in batches of 64
+
+
+def test_on_cuda_a_run_names_the_searched_recipes_that_train_without_the_graph(monkeypatch):
+    from hpo.runner import graph_note  # noqa: PLC0415
+    from hpo.study import load_spec  # noqa: PLC0415
+
+    cuda = torch.device("cuda")  # a device object only: nothing runs on it
+    assert steps.eager_choices(load_spec("budget-8k").space) == ["schedule onecycle"]
+    assert steps.eager_choices(load_spec("lenet-tuning").space) == ["optimizer adabelief", "optimizer nadam",
+                                                                    "schedule onecycle"]
+    assert steps.eager_choices(load_spec("budget-14k-adamw").space) == []
+    note = graph_note(load_spec("budget-8k"), cuda)
+    assert "schedule onecycle train without the CUDA graph" in note
+    assert graph_note(load_spec("budget-14k-adamw"), cuda) is None  # every recipe it can draw is graphed
+    assert graph_note(load_spec("budget-8k"), torch.device("cpu")) is None  # no graph on a CPU to miss
+    monkeypatch.setenv("HPO_CUDA_GRAPH", "0")
+    assert graph_note(load_spec("budget-8k"), cuda) is None  # the user turned it off for every trial
+    # each agrees with the per-config rule the trainer applies
+    monkeypatch.delenv("HPO_CUDA_GRAPH")
+    for optimizer, schedule in [("sgd", "onecycle"), ("nadam", "step"), ("adamw", "cosine")]:
+        cfg = parse_config({"model": {"preset": "linear"}, "optimizer": {"name": optimizer, "lr": 0.01},
+                            "schedule": {"name": schedule}})
+        assert (steps.static_reason(cfg, cuda) is None) == (steps.recipe_reason(optimizer, schedule) is None)
