@@ -9,13 +9,52 @@ import torch
 from hpo.config import Optimizer, Schedule
 
 
-def make_optimizer(cfg: Optimizer, params, *, fused: bool = False) -> torch.optim.Optimizer:
+class GraphSGD(torch.optim.SGD):
+    """torch's SGD (momentum, Nesterov, L2 weight decay; no dampening) whose momentum, like its
+    rate, may be a device tensor: one-cycle moves both every step, and a CUDA graph sees a moving
+    value only through a tensor it reads (torch's fused SGD takes momentum as a number, fixed at
+    capture). Its state is torch's `momentum_buffer`, so a checkpoint crosses to torch.optim.SGD
+    and back. A handful of whole-list (foreach) operations a step instead of the fused kernel's one."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            lr, momentum = group["lr"], group["momentum"]
+            grads = [p.grad for p in params]
+            if group["weight_decay"]:
+                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+            bufs = [self.state[p].get("momentum_buffer") for p in params]
+            if all(b is not None for b in bufs):
+                torch._foreach_mul_(bufs, momentum)
+                torch._foreach_add_(bufs, grads)
+            else:  # a first step: each new buffer is the gradient, as torch's is
+                for i, (p, g) in enumerate(zip(params, grads)):
+                    if bufs[i] is None:
+                        bufs[i] = self.state[p]["momentum_buffer"] = g.detach().clone()
+                    else:
+                        bufs[i].mul_(momentum).add_(g)
+            if group["nesterov"]:
+                updates = torch._foreach_add(grads, torch._foreach_mul(bufs, momentum))
+            else:
+                updates = bufs
+            torch._foreach_sub_(params, torch._foreach_mul(updates, lr))
+        return None
+
+
+def make_optimizer(cfg: Optimizer, params, *, fused: bool = False, moving_momentum: bool = False) -> torch.optim.Optimizer:
     """`fused`: a step with no host sync that takes its learning rate as a device tensor, for
     hpo.steps.StaticStep (SGD and Adam/AdamW only): fused SGD; Adam capturable on a GPU, fused on
-    a CPU. The arithmetic is the same as the default's."""
+    a CPU. With `moving_momentum` too (one-cycle), SGD is GraphSGD, whose momentum may be a device
+    tensor as well. The arithmetic is the same as the default's."""
     params = list(params)
     betas = (0.9 if cfg.beta1 is None else cfg.beta1, 0.999 if cfg.beta2 is None else cfg.beta2)
     common = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
+    if cfg.name == "sgd" and fused and moving_momentum:
+        return GraphSGD(params, momentum=0.9 if cfg.momentum is None else cfg.momentum, nesterov=bool(cfg.nesterov),
+                        **common)
     if fused:
         on_gpu = bool(params) and params[0].device.type == "cuda"
         common.update({"capturable": True} if on_gpu and cfg.name != "sgd" else {"fused": True})

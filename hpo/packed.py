@@ -37,7 +37,7 @@ from hpo.backend import OneAtATime, Outcome
 from hpo.config import TrainConfig
 from hpo.data import Splits
 from hpo.optim import make_optimizer, make_schedule
-from hpo.steps import keep_lr_tensors, lr_on_device, padded, replay_or_run, static_reason
+from hpo.steps import held, keep_lr_tensors, lr_on_device, padded, replay_or_run, static_reason
 from hpo.trainer import EVAL_BATCH, Diverged, EpochResult, RawPixels, background, bf16_autocast, check_data, save
 
 DROPOUT_FIELDS = ("dropout", "conv_dropout", "flat_dropout")
@@ -150,7 +150,7 @@ class PackedStep:
         if capture and device.index is not None:
             torch.cuda.set_device(device)
         self.side = torch.cuda.Stream(device) if capture else None
-        self.lrs = [[group["lr"] for group in m.optimizer.param_groups] for m in members]
+        self.lrs = [held(m.optimizer) for m in members]
         self.forward = vmap(lambda params, buffers, x: functional_call(shape, (params, buffers), (x,)),
                             randomness="different")
 
@@ -221,7 +221,7 @@ def alias(tensors: list) -> torch.Tensor:
 def train_group(jobs: Sequence, data: Splits) -> list:
     """Train `jobs` (backend.TrainJob, all with one pack_key) as one stacked model; one
     backend.Outcome per job, in order. On CUDA the step is one CUDA graph where every member's
-    recipe allows it (hpo.steps.static_reason: not one-cycle, SGD or Adam/AdamW)."""
+    recipe allows it (hpo.steps.static_reason: SGD, Adam or AdamW; one-cycle with SGD only)."""
     cfgs = [job.config for job in jobs]
     first = cfgs[0]
     device = data.device
@@ -242,7 +242,8 @@ def train_group(jobs: Sequence, data: Splits) -> list:
         if cfg.data.normalize is False:
             model = RawPixels(model, data.dataset)
         model = member_dropout(model).to(device)
-        optimizer = make_optimizer(cfg.optimizer, model.parameters(), fused=capture)
+        optimizer = make_optimizer(cfg.optimizer, model.parameters(), fused=capture,
+                                   moving_momentum=cfg.schedule.name == "onecycle")
         schedule = make_schedule(cfg.schedule, optimizer, epochs=cfg.epochs, steps_per_epoch=steps)
         lr_on_device(optimizer, device if capture else None)
         members.append(Member(i, cfg, job, model, optimizer, schedule,
@@ -357,8 +358,8 @@ class Packed:
     """A worker's backend that trains up to `size` claimed trials at once: those with one
     pack_key as a stacked model, the rest (and any resumed from a checkpoint) one at a time by
     the plain loop. On CUDA the trials a graph can take (hpo.steps.static_reason) are grouped
-    apart from the rest (one-cycle, say), so that one such member does not keep its whole group
-    out of the graph."""
+    apart from the rest (one-cycle with AdamW, say), so that one such member does not keep its
+    whole group out of the graph."""
 
     def __init__(self, size: int):
         self.group_size = size

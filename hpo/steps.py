@@ -39,32 +39,50 @@ def static_reason(cfg, device: torch.device) -> str | None:
 
 
 def recipe_reason(optimizer: str, schedule: str) -> str | None:
-    """Why a recipe with this optimizer and schedule trains eagerly on CUDA; None: the graph takes it."""
+    """Why a recipe with this optimizer and schedule trains eagerly on CUDA; None: the graph takes it.
+    One-cycle moves SGD's momentum every step, which hpo.optim.GraphSGD reads from a device tensor;
+    Adam's beta1, which it moves too, has no such step here."""
     if optimizer not in GRAPH_OPTIMIZERS:
         return f"optimizer {optimizer} (the graph takes {', '.join(GRAPH_OPTIMIZERS)})"
-    if schedule == "onecycle":
-        return "one-cycle moves the momentum every step, a constant inside a graph"
+    if schedule == "onecycle" and optimizer != "sgd":
+        return f"one-cycle with {optimizer} moves its beta1 every step, a constant inside a graph"
     return None
 
 
 def eager_choices(space) -> list[str]:
-    """The optimizers and schedules a study (hpo.space.SearchSpace) can give a trial that train
-    without the CUDA graph, as `key value`: its base's, and the choices searched."""
+    """What a study (hpo.space.SearchSpace) can give a trial that trains without the CUDA graph:
+    `optimizer NAME`, or `one-cycle with NAME`, from its base's and the searched choices."""
     reachable = {"optimizer.name": {space.base["optimizer"]["name"]}, "schedule.name": {space.base["schedule"]["name"]}}
     for param in space.params:
         if param.key in reachable and param.kind == "categorical":
             reachable[param.key].update(param.choices)
-    eager = [f"optimizer {name}" for name in sorted(reachable["optimizer.name"]) if recipe_reason(name, "none")]
-    return eager + [f"schedule {name}" for name in sorted(reachable["schedule.name"]) if recipe_reason("sgd", name)]
+    optimizers = sorted(reachable["optimizer.name"])
+    eager = [f"optimizer {name}" for name in optimizers if recipe_reason(name, "none")]
+    if "onecycle" in reachable["schedule.name"]:
+        eager += [f"one-cycle with {name}" for name in optimizers
+                  if not recipe_reason(name, "none") and recipe_reason(name, "onecycle")]
+    return eager
 
 
 def lr_on_device(optimizer: torch.optim.Optimizer, device: torch.device | None) -> None:
-    """Each group's learning rate as a device tensor (device) or a float (None), whatever a
-    checkpoint left there. Called after the schedule is built, so its base rates stay floats and
-    stepping it fills the tensor in place (no host sync)."""
+    """Each group's learning rate, and GraphSGD's momentum, as a device tensor (device) or a float
+    (None), whatever a checkpoint left there (any other momentum a float). Called after the
+    schedule is built, so its base values stay floats and stepping it fills the tensors in place
+    (no host sync)."""
+    from hpo.optim import GraphSGD  # noqa: PLC0415
+
+    moving = ("lr", "momentum") if isinstance(optimizer, GraphSGD) else ("lr",)
     for group in optimizer.param_groups:
-        value = float(group["lr"])  # a loaded tensor: one sync, once
-        group["lr"] = value if device is None else torch.tensor(value, device=device)
+        for key in ("lr", "momentum"):
+            if key in group:
+                value = float(group[key])  # a loaded tensor: one sync, once
+                group[key] = torch.tensor(value, device=device) if device is not None and key in moving else value
+
+
+def held(optimizer: torch.optim.Optimizer) -> list[dict]:
+    """Each group's values held as tensors (lr_on_device): what a graph reads, for keep_lr_tensors."""
+    return [{key: value for key, value in group.items() if key in ("lr", "momentum") and isinstance(value, torch.Tensor)}
+            for group in optimizer.param_groups]
 
 
 def padded(order: torch.Tensor, length: int) -> torch.Tensor:
@@ -73,14 +91,15 @@ def padded(order: torch.Tensor, length: int) -> torch.Tensor:
     return order.repeat(-(-length // order.numel()))[:length]
 
 
-def keep_lr_tensors(optimizer: torch.optim.Optimizer, tensors: list) -> None:
-    """A schedule that assigns a float where the device tensor was (torch before 2.7 or so) would
-    leave a graph on its first rate: the tensor takes the value, and its place back. (Rates kept
-    as floats, for an uncaptured step, stay as they are.)"""
-    for group, tensor in zip(optimizer.param_groups, tensors):
-        if isinstance(tensor, torch.Tensor) and group["lr"] is not tensor:
-            tensor.fill_(float(group["lr"]))
-            group["lr"] = tensor
+def keep_lr_tensors(optimizer: torch.optim.Optimizer, tensors: list[dict]) -> None:
+    """A schedule that assigns a float where the device tensor was (one-cycle's momentum; the rate
+    in torch before 2.7 or so) would leave a graph on its first value: the tensor takes the value,
+    and its place back. `tensors`: `held(optimizer)` once the values are on the device."""
+    for group, kept in zip(optimizer.param_groups, tensors):
+        for key, tensor in kept.items():
+            if group[key] is not tensor:
+                tensor.fill_(float(group[key]))
+                group[key] = tensor
 
 
 class EagerStep:
@@ -130,7 +149,7 @@ class StaticStep(EagerStep):
         if capture and self.device.index is not None:
             torch.cuda.set_device(self.device)  # capture and replay use the current device's streams: cuda:1's, say
         self.side = torch.cuda.Stream(self.device) if capture else None
-        self.lrs = [group["lr"] for group in optimizer.param_groups]  # the tensors a graph reads
+        self.lrs = held(optimizer)  # the tensors a graph reads: the rate, GraphSGD's momentum
 
     def begin_epoch(self, generator: torch.Generator) -> None:
         order = torch.randperm(self.n, generator=generator, device=self.device)  # what the eager step draws

@@ -127,7 +127,8 @@ def train(cfg: TrainConfig, data: Splits, *, report: Optional[Callable[[int, flo
     n = data.train_y.numel()
     steps = math.ceil(n / cfg.batch_size)
     static = static_reason(cfg, device) is None  # hpo.steps: one CUDA graph a step
-    optimizer = make_optimizer(cfg.optimizer, model.parameters(), fused=static)
+    optimizer = make_optimizer(cfg.optimizer, model.parameters(), fused=static,
+                               moving_momentum=cfg.schedule.name == "onecycle")
     schedule = make_schedule(cfg.schedule, optimizer, epochs=cfg.epochs, steps_per_epoch=steps)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     average = WeightAverage(model, cfg.ema) if cfg.ema else None

@@ -56,13 +56,19 @@ def test_sigterm_on_cuda_then_the_next_run_resumes_from_the_checkpoint(tmp_path)
     test_signals.test_sigterm_stops_every_worker_and_the_next_run_resumes(tmp_path, device="cuda", epochs=30)
 
 
-@pytest.mark.parametrize("layers", [[8, "M", 16, "GAP", "H"], [8, "s16", "M", "s16p1", "GAP", "H"]],
-                         ids=["conv", "separable"])
-def test_the_captured_step_replays_what_the_uncaptured_one_computes(mnist_dir, monkeypatch, layers):
+STEP = {"name": "step", "step_size": 1, "gamma": 0.5}
+
+
+@pytest.mark.parametrize("layers,schedule", [([8, "M", 16, "GAP", "H"], STEP),
+                                             ([8, "s16", "M", "s16p1", "GAP", "H"], STEP),
+                                             ([8, "M", 16, "GAP", "H"], {"name": "onecycle", "pct_start": 0.3})],
+                         ids=["conv", "separable", "onecycle"])
+def test_the_captured_step_replays_what_the_uncaptured_one_computes(mnist_dir, monkeypatch, layers, schedule):
     """The CUDA graph holds the whole step: after 2 epochs (graph replays from the 4th step on,
     a padded last batch each epoch, the learning rate moved by the schedule) the weights are
     those of the same static step run uncaptured, for plain convs and for depthwise-separable
-    blocks (grouped convs). No augmentation, dropout or BatchNorm: their random streams or batch
+    blocks (grouped convs), and under one-cycle, which moves SGD's momentum too (hpo.optim.GraphSGD
+    reads it from a tensor). No augmentation, dropout or BatchNorm: their random streams or batch
     statistics are not what this compares."""
     import hpo.trainer  # noqa: PLC0415
     from hpo import steps  # noqa: PLC0415
@@ -72,8 +78,9 @@ def test_the_captured_step_replays_what_the_uncaptured_one_computes(mnist_dir, m
     mnist = data.load("mnist", "cuda", mnist_dir.parent)
     cfg = parse_config({"model": {"family": "convnet", "layers": layers, "batchnorm": False},
                         "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True},
-                        "schedule": {"name": "step", "step_size": 1, "gamma": 0.5}, "batch_size": 64, "epochs": 2,
+                        "schedule": schedule, "batch_size": 64, "epochs": 2,
                         "data": {"train_subset": 3000, "test_subset": 1000}})
+    assert steps.static_reason(cfg, mnist.device) is None
     runs = {}
     for capture in (True, False):
         made = []

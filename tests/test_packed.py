@@ -262,8 +262,8 @@ def test_on_a_cpu_each_member_drops_at_its_own_rate_on_the_byte_grid():
 
 def test_the_packed_step_reads_nothing_back_to_the_host(splits, monkeypatch, host_reads):
     """The group's step is what a CUDA graph captures on a GPU: with the optimizers it gets there
-    (fused SGD, Adam, AdamW, rates as tensors), BatchNorm, member dropout, augmentation, smoothing
-    and a padded last batch under vmap, it reads no value back to the host."""
+    (fused SGD, Adam, AdamW, GraphSGD under one-cycle, rates as tensors), BatchNorm, member dropout,
+    augmentation, smoothing and a padded last batch under vmap, it reads no value back to the host."""
     reads = []
 
     class Watched(packed.PackedStep):
@@ -282,9 +282,12 @@ def test_the_packed_step_reads_nothing_back_to_the_host(splits, monkeypatch, hos
         config(optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True}, seed=0),
         config(optimizer={"name": "adam", "lr": 0.003}, seed=1, label_smoothing=0.1),
         config(optimizer={"name": "adamw", "lr": 0.003, "weight_decay": 0.01}, seed=2,
-               model={"preset": "mnistnet2", "dropout": 0.2}, augment={"translate": 0.1}))]
+               model={"preset": "mnistnet2", "dropout": 0.2}, augment={"translate": 0.1}),
+        # one-cycle moves SGD's momentum every step: GraphSGD reads it from a tensor
+        config(optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4}, seed=3,
+               schedule={"name": "onecycle"}))]
     outcomes = train_group([TrainJob(c, None, None) for c in recipes], splits)
-    assert [o.error for o in outcomes] == [None] * 3
+    assert [o.error for o in outcomes] == [None] * 4
     assert len(reads) == 3 and reads == [[]] * 3  # 250 images in batches of 100
 
 

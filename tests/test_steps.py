@@ -11,6 +11,7 @@ import torch
 import hpo.trainer
 from hpo import steps
 from hpo.config import parse_config
+from hpo.optim import GraphSGD
 from hpo.trainer import train
 
 
@@ -46,12 +47,18 @@ def trained(cfg, data, monkeypatch, *, static: bool, **kwargs):
     return history, weights, used[0]
 
 
-@pytest.mark.parametrize("optimizer", [
-    {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
-    {"name": "adamw", "lr": 0.01, "weight_decay": 0.01},
-], ids=["sgd", "adamw"])
-def test_the_static_step_trains_as_the_eager_step_does(mnist, fp32, monkeypatch, optimizer):
-    cfg = parse_config(recipe(optimizer))
+ONECYCLE = {"name": "onecycle", "pct_start": 0.3}
+
+
+@pytest.mark.parametrize("optimizer,schedule", [
+    ({"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}, None),
+    ({"name": "adamw", "lr": 0.01, "weight_decay": 0.01}, None),
+    # one-cycle moves the momentum every step: GraphSGD reads it from a tensor the schedule fills
+    ({"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}, ONECYCLE),
+    ({"name": "sgd", "lr": 0.1, "momentum": 0.9}, ONECYCLE),
+], ids=["sgd", "adamw", "sgd-onecycle-nesterov", "sgd-onecycle"])
+def test_the_static_step_trains_as_the_eager_step_does(mnist, fp32, monkeypatch, optimizer, schedule):
+    cfg = parse_config(recipe(optimizer, **({"schedule": schedule} if schedule else {})))
     eager, eager_w, eager_cls = trained(cfg, mnist, monkeypatch, static=False)
     static, static_w, static_cls = trained(cfg, mnist, monkeypatch, static=True)
     assert (eager_cls, static_cls) == (steps.EagerStep, steps.StaticStep)
@@ -59,15 +66,21 @@ def test_the_static_step_trains_as_the_eager_step_does(mnist, fp32, monkeypatch,
         assert s.train_loss == pytest.approx(e.train_loss, rel=1e-4)
         assert s.lr == pytest.approx(e.lr) and isinstance(s.lr, float)
         assert abs(s.test_accuracy - e.test_accuracy) <= 1 / 300  # one image, at most, on a rounding edge
-    assert [r.lr for r in static] == pytest.approx([optimizer["lr"], optimizer["lr"] / 2])
+    if schedule is None:
+        assert [r.lr for r in static] == pytest.approx([optimizer["lr"], optimizer["lr"] / 2])
+    else:  # past the peak, falling: the rate a step before the end of each epoch of 16 steps
+        assert static[0].lr < optimizer["lr"] and static[1].lr < static[0].lr
     for name, w in eager_w.items():
         torch.testing.assert_close(static_w[name], w, rtol=1e-3, atol=1e-4, msg=name)
 
 
-def test_a_checkpoint_resumes_on_either_step(mnist, fp32, monkeypatch, tmp_path):
+@pytest.mark.parametrize("schedule", [None, ONECYCLE], ids=["step", "onecycle"])
+def test_a_checkpoint_resumes_on_either_step(mnist, fp32, monkeypatch, tmp_path, schedule):
     """A trial checkpointed on the GPU's step may be retried on a CPU worker, and back: the
-    learning rate, a tensor on one side and a float on the other, crosses over."""
-    cfg = parse_config(recipe({"name": "sgd", "lr": 0.1, "momentum": 0.9}, epochs=3))
+    learning rate (and one-cycle's momentum), a tensor on one side and a float on the other,
+    crosses over."""
+    cfg = parse_config(recipe({"name": "sgd", "lr": 0.1, "momentum": 0.9}, epochs=3,
+                              **({"schedule": schedule} if schedule else {})))
     whole, whole_w, _ = trained(cfg, mnist, monkeypatch, static=False)
     ckpt = tmp_path / "trial.pt"
     # epochs 1-2 on the static step, stopped there by the reporter; epoch 3 on the eager one
@@ -107,34 +120,48 @@ def test_the_static_step_applies_on_cuda_to_what_a_graph_can_hold(monkeypatch):
     assert steps.static_reason(sgd, cpu) == "not on CUDA"
     assert "optimizer rmsprop" in steps.static_reason(parse_config(recipe({"name": "rmsprop", "lr": 0.01})), cuda)
     onecycle = parse_config(recipe({"name": "sgd", "lr": 0.1}, schedule={"name": "onecycle"}))
-    assert "one-cycle" in steps.static_reason(onecycle, cuda)
+    assert steps.static_reason(onecycle, cuda) is None  # SGD's moving momentum is a tensor (GraphSGD)
+    onecycle_adamw = parse_config(recipe({"name": "adamw", "lr": 0.01}, schedule={"name": "onecycle"}))
+    assert "one-cycle with adamw" in steps.static_reason(onecycle_adamw, cuda)
     monkeypatch.setenv("HPO_CUDA_GRAPH", "0")
     assert steps.static_reason(sgd, cuda) == "HPO_CUDA_GRAPH=0"
 
 
-def test_a_schedule_that_assigns_floats_still_moves_the_graphs_rate():
-    """Older torch schedules put a float where the tensor was; the graph reads the tensor."""
+def test_a_schedule_that_assigns_floats_still_moves_the_graphs_rate_and_momentum():
+    """Older torch schedules put a float where the rate's tensor was, and one-cycle does so with
+    SGD's momentum every step; the graph reads the tensors."""
     cfg = parse_config(recipe({"name": "sgd", "lr": 0.1}))
     model = torch.nn.Linear(784, 10)
-    optimizer = hpo.trainer.make_optimizer(cfg.optimizer, model.parameters(), fused=True)
+    optimizer = hpo.trainer.make_optimizer(cfg.optimizer, model.parameters(), fused=True, moving_momentum=True)
+    assert isinstance(optimizer, GraphSGD)
     steps.lr_on_device(optimizer, torch.device("cpu"))
-    tensor = optimizer.param_groups[0]["lr"]
-    optimizer.param_groups[0]["lr"] = 0.025  # what such a schedule does
-    steps.keep_lr_tensors(optimizer, [tensor])
-    assert optimizer.param_groups[0]["lr"] is tensor and tensor.item() == pytest.approx(0.025)
+    kept = steps.held(optimizer)
+    assert set(kept[0]) == {"lr", "momentum"}
+    lr, momentum = kept[0]["lr"], kept[0]["momentum"]
+    optimizer.param_groups[0].update(lr=0.025, momentum=0.87)  # what such a schedule does
+    steps.keep_lr_tensors(optimizer, kept)
+    assert optimizer.param_groups[0]["lr"] is lr and lr.item() == pytest.approx(0.025)
+    assert optimizer.param_groups[0]["momentum"] is momentum and momentum.item() == pytest.approx(0.87)
+    # torch's fused SGD takes momentum as a number: only the rate is a tensor there
+    fused = hpo.trainer.make_optimizer(cfg.optimizer, model.parameters(), fused=True)
+    steps.lr_on_device(fused, torch.device("cpu"))
+    assert set(steps.held(fused)[0]) == {"lr"} and isinstance(fused.param_groups[0]["momentum"], float)
 
 
 @pytest.mark.parametrize("optimizer", [
     {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
     {"name": "adam", "lr": 0.01, "weight_decay": 1e-4},
     {"name": "adamw", "lr": 0.01, "weight_decay": 0.01},
-], ids=["sgd", "adam", "adamw"])
+    {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4, "onecycle": True},
+], ids=["sgd", "adam", "adamw", "sgd-onecycle"])
 def test_the_static_step_reads_nothing_back_to_the_host(mnist, monkeypatch, host_reads, optimizer):
     """What a CUDA graph captures may not read a value back to the host (capture fails on it): an
     epoch of the static step with BatchNorm, dropout, augmentation, label smoothing, the fused
     optimizers, the rate a tensor and a padded last batch reads none, the first step (an
     optimizer's lazily made state) included."""
-    cfg = parse_config({**recipe(optimizer), "model": {"preset": "mnistnet2"}, "epochs": 1,
+    optimizer = dict(optimizer)
+    schedule = {"schedule": ONECYCLE} if optimizer.pop("onecycle", False) else {}
+    cfg = parse_config({**recipe(optimizer, **schedule), "model": {"preset": "mnistnet2"}, "epochs": 1,
                         "augment": {"rotate": 7, "affine_degrees": 15, "translate": 0.1, "scale": 0.1}})
     reads = []
 
@@ -155,19 +182,50 @@ def test_on_cuda_a_run_names_the_searched_recipes_that_train_without_the_graph(m
     from hpo.study import load_spec  # noqa: PLC0415
 
     cuda = torch.device("cuda")  # a device object only: nothing runs on it
-    assert steps.eager_choices(load_spec("budget-8k").space) == ["schedule onecycle"]
+    assert steps.eager_choices(load_spec("budget-8k").space) == ["one-cycle with adamw"]  # sgd's is graphed
     assert steps.eager_choices(load_spec("lenet-tuning").space) == ["optimizer adabelief", "optimizer nadam",
-                                                                    "schedule onecycle"]
+                                                                    "one-cycle with adam", "one-cycle with adamw"]
     assert steps.eager_choices(load_spec("budget-14k-adamw").space) == []
     note = graph_note(load_spec("budget-8k"), cuda)
-    assert "schedule onecycle train without the CUDA graph" in note
+    assert "one-cycle with adamw train without the CUDA graph" in note
     assert graph_note(load_spec("budget-14k-adamw"), cuda) is None  # every recipe it can draw is graphed
     assert graph_note(load_spec("budget-8k"), torch.device("cpu")) is None  # no graph on a CPU to miss
     monkeypatch.setenv("HPO_CUDA_GRAPH", "0")
     assert graph_note(load_spec("budget-8k"), cuda) is None  # the user turned it off for every trial
     # each agrees with the per-config rule the trainer applies
     monkeypatch.delenv("HPO_CUDA_GRAPH")
-    for optimizer, schedule in [("sgd", "onecycle"), ("nadam", "step"), ("adamw", "cosine")]:
+    for optimizer, schedule in [("sgd", "onecycle"), ("adamw", "onecycle"), ("nadam", "step"), ("adamw", "cosine")]:
         cfg = parse_config({"model": {"preset": "linear"}, "optimizer": {"name": optimizer, "lr": 0.01},
                             "schedule": {"name": schedule}})
         assert (steps.static_reason(cfg, cuda) is None) == (steps.recipe_reason(optimizer, schedule) is None)
+
+
+def test_with_one_cycle_each_static_step_reads_the_momentum_the_schedule_set_from_its_tensor(mnist, monkeypatch):
+    """What a graph replays reads the held tensors, not the group's floats: before each static step
+    the momentum one-cycle has just set must be in the tensor GraphSGD reads (as the rate is)."""
+    cfg = parse_config(recipe({"name": "sgd", "lr": 0.1, "momentum": 0.9}, schedule=ONECYCLE))
+    seen = []
+
+    class Watched(steps.StaticStep):
+        def _step(self):
+            group, kept = self.optimizer.param_groups[0], self.lrs[0]
+            seen.append((group["momentum"] is kept["momentum"], group["lr"] is kept["lr"],
+                         float(kept["momentum"]), float(kept["lr"])))
+            super()._step()
+
+    monkeypatch.setattr(hpo.trainer, "static_reason", lambda cfg, device: None)
+    monkeypatch.setattr(hpo.trainer, "StaticStep", Watched)
+    train(cfg, mnist)
+    assert len(seen) == 32 and all(m and r for m, r, _, _ in seen)
+    # one-cycle's own sequence, step by step: momentum down from 0.95 while the rate climbs, then back
+    model = torch.nn.Linear(2, 2)
+    reference = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    schedule = hpo.trainer.make_schedule(cfg.schedule, reference, epochs=2, steps_per_epoch=16)
+    expected = []
+    for _ in range(32):
+        expected.append((reference.param_groups[0]["momentum"], reference.param_groups[0]["lr"]))
+        reference.step()
+        schedule.step()
+    assert [m for _, _, m, _ in seen] == pytest.approx([m for m, _ in expected])
+    assert [r for _, _, _, r in seen] == pytest.approx([r for _, r in expected])
+    assert min(m for _, _, m, _ in seen) < 0.86 < 0.94 < max(m for _, _, m, _ in seen)
