@@ -198,6 +198,27 @@ def save(path: Path, cfg, model, optimizer, schedule, generator, history: list[E
     os.replace(tmp, path)
 
 
+EXECUTION = ("fused", "capturable", "foreach", "differentiable")  # how an optimizer runs, not what it computes
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """The checkpoint's hyperparameters and state, run the way this run built its optimizer:
+    torch's load_state_dict takes the saved groups whole, so a trial checkpointed by a GPU's
+    graphed step (capturable Adam, fused SGD) and retried on a CPU worker would run capturable
+    Adam on a CPU (which torch refuses), and one from a CPU worker would keep a GPU's step out of
+    its graph. Each group keeps its own execution flags; Adam's step counts go where those want
+    them (on the parameter's device, in float32, for capturable or fused), as torch places them."""
+    built = [{key: group[key] for key in EXECUTION if key in group} for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, flags in zip(optimizer.param_groups, built):
+        group.update(flags)
+        if group.get("capturable") or group.get("fused"):
+            for p in group["params"]:
+                step = optimizer.state.get(p, {}).get("step")
+                if isinstance(step, torch.Tensor):
+                    optimizer.state[p]["step"] = step.to(device=p.device, dtype=torch.float32)
+
+
 def restore(path: Path, cfg, model, optimizer, schedule, generator,
             average: Optional[WeightAverage] = None) -> list[EpochResult]:
     """Load `path` into the run's objects; the restored history, or [] when there is none."""
@@ -212,7 +233,7 @@ def restore(path: Path, cfg, model, optimizer, schedule, generator,
     if not ours:  # a checkpoint of some other run: start afresh
         return []
     model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+    load_optimizer(optimizer, state["optimizer"])
     schedule.load_state_dict(state["schedule"])
     if average:
         average.load_state_dict(state["average"])

@@ -101,6 +101,39 @@ def test_a_checkpoint_resumes_on_either_step(mnist, fp32, monkeypatch, tmp_path,
         torch.testing.assert_close(again_w[name], w, rtol=1e-3, atol=1e-4, msg=name)
 
 
+def test_an_adam_checkpoint_runs_as_the_resuming_step_builds_its_optimizer(mnist, fp32, monkeypatch, tmp_path):
+    """A GPU's graphed step checkpoints capturable AdamW; torch's load_state_dict would carry that
+    flag to a CPU worker's retry, whose AdamW then refuses to step (capturable on a CPU), and a CPU
+    worker's flags to a GPU's retry, keeping it out of the graph: each run keeps its own."""
+    cfg = parse_config(recipe({"name": "adamw", "lr": 0.01, "weight_decay": 0.01}, epochs=3))
+    whole, _, _ = trained(cfg, mnist, monkeypatch, static=False)
+    ckpt = tmp_path / "trial.pt"
+    with pytest.raises(Stopped):
+        trained(cfg, mnist, monkeypatch, static=True, checkpoint=ckpt, report=stop_after(1))
+    state = torch.load(ckpt, weights_only=True)
+    for group in state["optimizer"]["param_groups"]:  # as the GPU's graphed step saves it
+        group.update(capturable=True, fused=None)
+    torch.save(state, ckpt)
+    resumed, _, _ = trained(cfg, mnist, monkeypatch, static=False, checkpoint=ckpt)
+    assert [r.restored for r in resumed] == [True, False, False]
+    assert resumed[-1].train_loss == pytest.approx(whole[-1].train_loss, rel=1e-3)
+    # and the other way: the eager step's checkpoint, taken up by the static step, runs it fused
+    ckpt.unlink()
+    with pytest.raises(Stopped):
+        trained(cfg, mnist, monkeypatch, static=False, checkpoint=ckpt, report=stop_after(1))
+    seen = []
+    with monkeypatch.context() as m:
+        m.setattr(hpo.trainer, "static_reason", lambda cfg, device: None)
+        real = steps.StaticStep
+        m.setattr(hpo.trainer, "StaticStep", lambda opt_model, optimizer, *a, **k: seen.append(optimizer) or real(
+            opt_model, optimizer, *a, **k))
+        again = train(cfg, mnist, checkpoint=ckpt)
+    group = seen[0].param_groups[0]
+    assert group["fused"] is True and not group["capturable"]  # as make_optimizer built it for the static step
+    assert all(seen[0].state[p]["step"].dtype == torch.float32 for p in group["params"])
+    assert again[-1].train_loss == pytest.approx(whole[-1].train_loss, rel=1e-3)
+
+
 class Stopped(Exception):
     pass
 
