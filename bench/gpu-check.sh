@@ -26,7 +26,7 @@
 # Steps, each with its own time limit, its log in NAME.log and its exit status in the summary:
 #   gpu-tests    pytest tests/test_gpu.py: training on CUDA, `hpo run` with 2 workers and pruning,
 #                a trial stopped by SIGTERM resumed from its checkpoint on the GPU, the captured step
-#                against the uncaptured one (one-cycle SGD among them: first time on a GPU)
+#                against the uncaptured one (one-cycle SGD and AdamW among them: first time on a GPU)
 #   train-speed  P1 and P2: seconds per epoch of the budget-8k base net, this trainer against the
 #                seeds' loop, same process and device (bench/train_speed.py); the graphed step also
 #                in fp32 and with cudnn.benchmark, each and both (--variants: a few seconds)

@@ -44,17 +44,76 @@ class GraphSGD(torch.optim.SGD):
         return None
 
 
+class _MovingBeta1:
+    """torch's Adam (L2 weight decay) or AdamW (decoupled) arithmetic and state (`step`,
+    `exp_avg`, `exp_avg_sq`; no amsgrad) whose rate and beta1 may be device tensors: one-cycle
+    moves beta1 every step, and a CUDA graph sees a moving value only through a tensor it reads.
+    Built capturable, so its step counts live on the device (float32) and a checkpoint is torch's.
+    The bias corrections use the group's first step count (its parameters step together)."""
+
+    decoupled = False
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            lr, (beta1, beta2), eps, decay = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            for p in params:
+                state = self.state[p]
+                if not state:  # a first step: as torch's capturable Adam starts
+                    state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            grads = [p.grad for p in params]
+            steps = [self.state[p]["step"] for p in params]
+            exp_avgs = [self.state[p]["exp_avg"] for p in params]
+            exp_avg_sqs = [self.state[p]["exp_avg_sq"] for p in params]
+            torch._foreach_add_(steps, 1)
+            if decay and self.decoupled:
+                torch._foreach_mul_(params, 1 - lr * decay)
+            elif decay:
+                grads = torch._foreach_add(grads, params, alpha=decay)
+            torch._foreach_mul_(exp_avgs, beta1)
+            torch._foreach_add_(exp_avgs, torch._foreach_mul(grads, 1 - beta1))
+            torch._foreach_mul_(exp_avg_sqs, beta2)
+            torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
+            # the bias corrections in float64, as torch's eager Adam has them (Python floats): in
+            # float32, 1 - 0.999 ** 1 is off by 1.3e-5 of itself, and Adam's updates carry that on
+            t = steps[0].double()
+            step_size = lr / (1 - (beta1.double() if isinstance(beta1, torch.Tensor) else beta1) ** t)
+            denom = torch._foreach_sqrt(exp_avg_sqs)
+            torch._foreach_div_(denom, (1 - beta2 ** t).sqrt())
+            torch._foreach_add_(denom, eps)
+            updates = torch._foreach_div(exp_avgs, denom)
+            torch._foreach_mul_(updates, step_size)
+            torch._foreach_sub_(params, updates)
+        return None
+
+
+class GraphAdam(_MovingBeta1, torch.optim.Adam):
+    pass
+
+
+class GraphAdamW(_MovingBeta1, torch.optim.AdamW):
+    decoupled = True
+
+
 def make_optimizer(cfg: Optimizer, params, *, fused: bool = False, moving_momentum: bool = False) -> torch.optim.Optimizer:
     """`fused`: a step with no host sync that takes its learning rate as a device tensor, for
     hpo.steps.StaticStep (SGD and Adam/AdamW only): fused SGD; Adam capturable on a GPU, fused on
-    a CPU. With `moving_momentum` too (one-cycle), SGD is GraphSGD, whose momentum may be a device
-    tensor as well. The arithmetic is the same as the default's."""
+    a CPU. With `moving_momentum` too (one-cycle), SGD is GraphSGD and Adam/AdamW GraphAdam(W),
+    whose momentum or beta1 may be a device tensor as well. The arithmetic is the same as the
+    default's."""
     params = list(params)
     betas = (0.9 if cfg.beta1 is None else cfg.beta1, 0.999 if cfg.beta2 is None else cfg.beta2)
     common = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
-    if cfg.name == "sgd" and fused and moving_momentum:
+    if fused and moving_momentum and cfg.name == "sgd":
         return GraphSGD(params, momentum=0.9 if cfg.momentum is None else cfg.momentum, nesterov=bool(cfg.nesterov),
                         **common)
+    if fused and moving_momentum and cfg.name in ("adam", "adamw"):
+        return (GraphAdamW if cfg.name == "adamw" else GraphAdam)(params, betas=betas, capturable=True, **common)
     if fused:
         on_gpu = bool(params) and params[0].device.type == "cuda"
         common.update({"capturable": True} if on_gpu and cfg.name != "sgd" else {"fused": True})

@@ -221,7 +221,7 @@ def alias(tensors: list) -> torch.Tensor:
 def train_group(jobs: Sequence, data: Splits) -> list:
     """Train `jobs` (backend.TrainJob, all with one pack_key) as one stacked model; one
     backend.Outcome per job, in order. On CUDA the step is one CUDA graph where every member's
-    recipe allows it (hpo.steps.static_reason: SGD, Adam or AdamW; one-cycle with SGD only)."""
+    recipe allows it (hpo.steps.static_reason: SGD, Adam or AdamW, any schedule)."""
     cfgs = [job.config for job in jobs]
     first = cfgs[0]
     device = data.device
@@ -358,7 +358,7 @@ class Packed:
     """A worker's backend that trains up to `size` claimed trials at once: those with one
     pack_key as a stacked model, the rest (and any resumed from a checkpoint) one at a time by
     the plain loop. On CUDA the trials a graph can take (hpo.steps.static_reason) are grouped
-    apart from the rest (one-cycle with AdamW, say), so that one such member does not keep its
+    apart from the rest (NAdam, say), so that one such member does not keep its
     whole group out of the graph."""
 
     def __init__(self, size: int):

@@ -138,8 +138,8 @@ def quiet(line: str) -> None:
 
 
 def graph_note(spec: StudySpec, device) -> Optional[str]:
-    """On CUDA, one line naming the study's optimizers and schedules whose trials train without
-    the CUDA graph (hpo.steps), since their epochs take about ten times as long."""
+    """On CUDA, one line naming the study's optimizers whose trials train without the CUDA graph
+    (hpo.steps), since their epochs take about ten times as long."""
     if device.type != "cuda" or os.environ.get("HPO_CUDA_GRAPH") == "0":
         return None
     from hpo.steps import eager_choices  # noqa: PLC0415 - torch-heavy

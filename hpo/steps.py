@@ -39,29 +39,22 @@ def static_reason(cfg, device: torch.device) -> str | None:
 
 
 def recipe_reason(optimizer: str, schedule: str) -> str | None:
-    """Why a recipe with this optimizer and schedule trains eagerly on CUDA; None: the graph takes it.
-    One-cycle moves SGD's momentum every step, which hpo.optim.GraphSGD reads from a device tensor;
-    Adam's beta1, which it moves too, has no such step here."""
+    """Why a recipe with this optimizer and schedule trains eagerly on CUDA; None: the graph takes
+    it. Every schedule is taken: one-cycle moves SGD's momentum or Adam's beta1 every step, which
+    hpo.optim's GraphSGD and GraphAdam(W) read from device tensors, as they read the rate."""
     if optimizer not in GRAPH_OPTIMIZERS:
         return f"optimizer {optimizer} (the graph takes {', '.join(GRAPH_OPTIMIZERS)})"
-    if schedule == "onecycle" and optimizer != "sgd":
-        return f"one-cycle with {optimizer} moves its beta1 every step, a constant inside a graph"
     return None
 
 
 def eager_choices(space) -> list[str]:
-    """What a study (hpo.space.SearchSpace) can give a trial that trains without the CUDA graph:
-    `optimizer NAME`, or `one-cycle with NAME`, from its base's and the searched choices."""
-    reachable = {"optimizer.name": {space.base["optimizer"]["name"]}, "schedule.name": {space.base["schedule"]["name"]}}
+    """What a study (hpo.space.SearchSpace) can give a trial that trains without the CUDA graph,
+    as `optimizer NAME`: its base's optimizer and the searched choices."""
+    names = {space.base["optimizer"]["name"]}
     for param in space.params:
-        if param.key in reachable and param.kind == "categorical":
-            reachable[param.key].update(param.choices)
-    optimizers = sorted(reachable["optimizer.name"])
-    eager = [f"optimizer {name}" for name in optimizers if recipe_reason(name, "none")]
-    if "onecycle" in reachable["schedule.name"]:
-        eager += [f"one-cycle with {name}" for name in optimizers
-                  if not recipe_reason(name, "none") and recipe_reason(name, "onecycle")]
-    return eager
+        if param.key == "optimizer.name" and param.kind == "categorical":
+            names.update(param.choices)
+    return [f"optimizer {name}" for name in sorted(names) if recipe_reason(name, space.base["schedule"]["name"])]
 
 
 def lr_on_device(optimizer: torch.optim.Optimizer, device: torch.device | None) -> None:
@@ -69,20 +62,32 @@ def lr_on_device(optimizer: torch.optim.Optimizer, device: torch.device | None) 
     (None), whatever a checkpoint left there (any other momentum a float). Called after the
     schedule is built, so its base values stay floats and stepping it fills the tensors in place
     (no host sync)."""
-    from hpo.optim import GraphSGD  # noqa: PLC0415
+    from hpo.optim import GraphAdam, GraphAdamW, GraphSGD  # noqa: PLC0415
 
-    moving = ("lr", "momentum") if isinstance(optimizer, GraphSGD) else ("lr",)
+    moving = {"lr", "momentum" if isinstance(optimizer, GraphSGD) else "",
+              "beta1" if isinstance(optimizer, (GraphAdam, GraphAdamW)) else ""}
+
+    def placed(key: str, value):
+        value = float(value)  # a loaded tensor: one sync, once
+        return torch.tensor(value, device=device) if device is not None and key in moving else value
+
     for group in optimizer.param_groups:
         for key in ("lr", "momentum"):
             if key in group:
-                value = float(group[key])  # a loaded tensor: one sync, once
-                group[key] = torch.tensor(value, device=device) if device is not None and key in moving else value
+                group[key] = placed(key, group[key])
+        if "betas" in group:
+            group["betas"] = (placed("beta1", group["betas"][0]), float(group["betas"][1]))
 
 
 def held(optimizer: torch.optim.Optimizer) -> list[dict]:
-    """Each group's values held as tensors (lr_on_device): what a graph reads, for keep_lr_tensors."""
-    return [{key: value for key, value in group.items() if key in ("lr", "momentum") and isinstance(value, torch.Tensor)}
-            for group in optimizer.param_groups]
+    """Each group's values held as tensors (lr_on_device): what a graph reads, for keep_lr_tensors:
+    `lr`, and GraphSGD's `momentum` or GraphAdam(W)'s `beta1` (the first of its `betas`)."""
+    out = []
+    for group in optimizer.param_groups:
+        values = {key: group.get(key) for key in ("lr", "momentum")}
+        values["beta1"] = group["betas"][0] if "betas" in group else None
+        out.append({key: value for key, value in values.items() if isinstance(value, torch.Tensor)})
+    return out
 
 
 def padded(order: torch.Tensor, length: int) -> torch.Tensor:
@@ -92,12 +97,16 @@ def padded(order: torch.Tensor, length: int) -> torch.Tensor:
 
 
 def keep_lr_tensors(optimizer: torch.optim.Optimizer, tensors: list[dict]) -> None:
-    """A schedule that assigns a float where the device tensor was (one-cycle's momentum; the rate
-    in torch before 2.7 or so) would leave a graph on its first value: the tensor takes the value,
+    """A schedule that assigns a float where the device tensor was (one-cycle's momentum or beta1;
+    the rate in torch before 2.7 or so) would leave a graph on its first value: the tensor takes the value,
     and its place back. `tensors`: `held(optimizer)` once the values are on the device."""
     for group, kept in zip(optimizer.param_groups, tensors):
         for key, tensor in kept.items():
-            if group[key] is not tensor:
+            if key == "beta1":  # one-cycle sets `betas` to (a float, beta2)
+                if group["betas"][0] is not tensor:
+                    tensor.fill_(float(group["betas"][0]))
+                    group["betas"] = (tensor, *group["betas"][1:])
+            elif group[key] is not tensor:
                 tensor.fill_(float(group[key]))
                 group[key] = tensor
 

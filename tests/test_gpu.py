@@ -61,14 +61,16 @@ STEP = {"name": "step", "step_size": 1, "gamma": 0.5}
 
 @pytest.mark.parametrize("layers,schedule", [([8, "M", 16, "GAP", "H"], STEP),
                                              ([8, "s16", "M", "s16p1", "GAP", "H"], STEP),
-                                             ([8, "M", 16, "GAP", "H"], {"name": "onecycle", "pct_start": 0.3})],
-                         ids=["conv", "separable", "onecycle"])
+                                             ([8, "M", 16, "GAP", "H"], {"name": "onecycle", "pct_start": 0.3}),
+                                             ([8, "M", 16, "GAP", "H"], {"name": "onecycle", "pct_start": 0.3,
+                                                                         "adamw": True})],
+                         ids=["conv", "separable", "onecycle", "onecycle-adamw"])
 def test_the_captured_step_replays_what_the_uncaptured_one_computes(mnist_dir, monkeypatch, layers, schedule):
     """The CUDA graph holds the whole step: after 2 epochs (graph replays from the 4th step on,
     a padded last batch each epoch, the learning rate moved by the schedule) the weights are
     those of the same static step run uncaptured, for plain convs and for depthwise-separable
-    blocks (grouped convs), and under one-cycle, which moves SGD's momentum too (hpo.optim.GraphSGD
-    reads it from a tensor). No augmentation, dropout or BatchNorm: their random streams or batch
+    blocks (grouped convs), and under one-cycle, which moves SGD's momentum or AdamW's beta1 too
+    (hpo.optim's GraphSGD and GraphAdamW read them from tensors). No augmentation, dropout or BatchNorm: their random streams or batch
     statistics are not what this compares."""
     import hpo.trainer  # noqa: PLC0415
     from hpo import steps  # noqa: PLC0415
@@ -76,9 +78,11 @@ def test_the_captured_step_replays_what_the_uncaptured_one_computes(mnist_dir, m
     monkeypatch.setenv("HPO_BF16", "0")
     hpo.trainer.bf16_autocast.cache_clear()
     mnist = data.load("mnist", "cuda", mnist_dir.parent)
+    schedule = dict(schedule)
+    optimizer = ({"name": "adamw", "lr": 0.01, "weight_decay": 0.01} if schedule.pop("adamw", False)
+                 else {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True})
     cfg = parse_config({"model": {"family": "convnet", "layers": layers, "batchnorm": False},
-                        "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True},
-                        "schedule": schedule, "batch_size": 64, "epochs": 2,
+                        "optimizer": optimizer, "schedule": schedule, "batch_size": 64, "epochs": 2,
                         "data": {"train_subset": 3000, "test_subset": 1000}})
     assert steps.static_reason(cfg, mnist.device) is None
     runs = {}

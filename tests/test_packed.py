@@ -262,7 +262,7 @@ def test_on_a_cpu_each_member_drops_at_its_own_rate_on_the_byte_grid():
 
 def test_the_packed_step_reads_nothing_back_to_the_host(splits, monkeypatch, host_reads):
     """The group's step is what a CUDA graph captures on a GPU: with the optimizers it gets there
-    (fused SGD, Adam, AdamW, GraphSGD under one-cycle, rates as tensors), BatchNorm, member dropout,
+    (fused SGD, Adam, AdamW, GraphSGD and GraphAdamW under one-cycle, rates as tensors), BatchNorm, member dropout,
     augmentation, smoothing and a padded last batch under vmap, it reads no value back to the host."""
     reads = []
 
@@ -283,11 +283,12 @@ def test_the_packed_step_reads_nothing_back_to_the_host(splits, monkeypatch, hos
         config(optimizer={"name": "adam", "lr": 0.003}, seed=1, label_smoothing=0.1),
         config(optimizer={"name": "adamw", "lr": 0.003, "weight_decay": 0.01}, seed=2,
                model={"preset": "mnistnet2", "dropout": 0.2}, augment={"translate": 0.1}),
-        # one-cycle moves SGD's momentum every step: GraphSGD reads it from a tensor
+        # one-cycle moves SGD's momentum and Adam's beta1 every step: GraphSGD and GraphAdamW read tensors
         config(optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4}, seed=3,
-               schedule={"name": "onecycle"}))]
+               schedule={"name": "onecycle"}),
+        config(optimizer={"name": "adamw", "lr": 0.003, "weight_decay": 0.01}, seed=4, schedule={"name": "onecycle"}))]
     outcomes = train_group([TrainJob(c, None, None) for c in recipes], splits)
-    assert [o.error for o in outcomes] == [None] * 4
+    assert [o.error for o in outcomes] == [None] * 5
     assert len(reads) == 3 and reads == [[]] * 3  # 250 images in batches of 100
 
 

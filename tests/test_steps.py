@@ -56,7 +56,10 @@ ONECYCLE = {"name": "onecycle", "pct_start": 0.3}
     # one-cycle moves the momentum every step: GraphSGD reads it from a tensor the schedule fills
     ({"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}, ONECYCLE),
     ({"name": "sgd", "lr": 0.1, "momentum": 0.9}, ONECYCLE),
-], ids=["sgd", "adamw", "sgd-onecycle-nesterov", "sgd-onecycle"])
+    # and Adam's beta1: GraphAdam(W) reads it from a tensor
+    ({"name": "adamw", "lr": 0.01, "weight_decay": 0.01}, ONECYCLE),
+    ({"name": "adam", "lr": 0.01, "weight_decay": 1e-4}, ONECYCLE),
+], ids=["sgd", "adamw", "sgd-onecycle-nesterov", "sgd-onecycle", "adamw-onecycle", "adam-onecycle"])
 def test_the_static_step_trains_as_the_eager_step_does(mnist, fp32, monkeypatch, optimizer, schedule):
     cfg = parse_config(recipe(optimizer, **({"schedule": schedule} if schedule else {})))
     eager, eager_w, eager_cls = trained(cfg, mnist, monkeypatch, static=False)
@@ -74,12 +77,13 @@ def test_the_static_step_trains_as_the_eager_step_does(mnist, fp32, monkeypatch,
         torch.testing.assert_close(static_w[name], w, rtol=1e-3, atol=1e-4, msg=name)
 
 
-@pytest.mark.parametrize("schedule", [None, ONECYCLE], ids=["step", "onecycle"])
-def test_a_checkpoint_resumes_on_either_step(mnist, fp32, monkeypatch, tmp_path, schedule):
+@pytest.mark.parametrize("name,schedule", [("sgd", None), ("sgd", ONECYCLE), ("adamw", ONECYCLE)],
+                         ids=["step", "onecycle", "adamw-onecycle"])
+def test_a_checkpoint_resumes_on_either_step(mnist, fp32, monkeypatch, tmp_path, name, schedule):
     """A trial checkpointed on the GPU's step may be retried on a CPU worker, and back: the
-    learning rate (and one-cycle's momentum), a tensor on one side and a float on the other,
-    crosses over."""
-    cfg = parse_config(recipe({"name": "sgd", "lr": 0.1, "momentum": 0.9}, epochs=3,
+    learning rate (and one-cycle's momentum or beta1), a tensor on one side and a float on the
+    other, crosses over."""
+    cfg = parse_config(recipe({"name": name, "lr": 0.1 if name == "sgd" else 0.01}, epochs=3,
                               **({"schedule": schedule} if schedule else {})))
     whole, whole_w, _ = trained(cfg, mnist, monkeypatch, static=False)
     ckpt = tmp_path / "trial.pt"
@@ -155,7 +159,7 @@ def test_the_static_step_applies_on_cuda_to_what_a_graph_can_hold(monkeypatch):
     onecycle = parse_config(recipe({"name": "sgd", "lr": 0.1}, schedule={"name": "onecycle"}))
     assert steps.static_reason(onecycle, cuda) is None  # SGD's moving momentum is a tensor (GraphSGD)
     onecycle_adamw = parse_config(recipe({"name": "adamw", "lr": 0.01}, schedule={"name": "onecycle"}))
-    assert "one-cycle with adamw" in steps.static_reason(onecycle_adamw, cuda)
+    assert steps.static_reason(onecycle_adamw, cuda) is None  # and Adam's beta1 (GraphAdamW)
     monkeypatch.setenv("HPO_CUDA_GRAPH", "0")
     assert steps.static_reason(sgd, cuda) == "HPO_CUDA_GRAPH=0"
 
@@ -175,6 +179,14 @@ def test_a_schedule_that_assigns_floats_still_moves_the_graphs_rate_and_momentum
     steps.keep_lr_tensors(optimizer, kept)
     assert optimizer.param_groups[0]["lr"] is lr and lr.item() == pytest.approx(0.025)
     assert optimizer.param_groups[0]["momentum"] is momentum and momentum.item() == pytest.approx(0.87)
+    adamw = hpo.trainer.make_optimizer(parse_config(recipe({"name": "adamw", "lr": 0.01})).optimizer,
+                                       model.parameters(), fused=True, moving_momentum=True)
+    steps.lr_on_device(adamw, torch.device("cpu"))
+    kept = steps.held(adamw)
+    assert set(kept[0]) == {"lr", "beta1"}
+    adamw.param_groups[0]["betas"] = (0.88, 0.999)  # what one-cycle does with Adam's beta1
+    steps.keep_lr_tensors(adamw, kept)
+    assert adamw.param_groups[0]["betas"][0] is kept[0]["beta1"] and kept[0]["beta1"].item() == pytest.approx(0.88)
     # torch's fused SGD takes momentum as a number: only the rate is a tensor there
     fused = hpo.trainer.make_optimizer(cfg.optimizer, model.parameters(), fused=True)
     steps.lr_on_device(fused, torch.device("cpu"))
@@ -186,7 +198,8 @@ def test_a_schedule_that_assigns_floats_still_moves_the_graphs_rate_and_momentum
     {"name": "adam", "lr": 0.01, "weight_decay": 1e-4},
     {"name": "adamw", "lr": 0.01, "weight_decay": 0.01},
     {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4, "onecycle": True},
-], ids=["sgd", "adam", "adamw", "sgd-onecycle"])
+    {"name": "adamw", "lr": 0.01, "weight_decay": 0.01, "onecycle": True},
+], ids=["sgd", "adam", "adamw", "sgd-onecycle", "adamw-onecycle"])
 def test_the_static_step_reads_nothing_back_to_the_host(mnist, monkeypatch, host_reads, optimizer):
     """What a CUDA graph captures may not read a value back to the host (capture fails on it): an
     epoch of the static step with BatchNorm, dropout, augmentation, label smoothing, the fused
@@ -215,16 +228,14 @@ def test_on_cuda_a_run_names_the_searched_recipes_that_train_without_the_graph(m
     from hpo.study import load_spec  # noqa: PLC0415
 
     cuda = torch.device("cuda")  # a device object only: nothing runs on it
-    assert steps.eager_choices(load_spec("budget-8k").space) == ["one-cycle with adamw"]  # sgd's is graphed
-    assert steps.eager_choices(load_spec("lenet-tuning").space) == ["optimizer adabelief", "optimizer nadam",
-                                                                    "one-cycle with adam", "one-cycle with adamw"]
-    assert steps.eager_choices(load_spec("budget-14k-adamw").space) == []
-    note = graph_note(load_spec("budget-8k"), cuda)
-    assert "one-cycle with adamw train without the CUDA graph" in note
-    assert graph_note(load_spec("budget-14k-adamw"), cuda) is None  # every recipe it can draw is graphed
-    assert graph_note(load_spec("budget-8k"), torch.device("cpu")) is None  # no graph on a CPU to miss
+    assert steps.eager_choices(load_spec("budget-8k").space) == []  # SGD and AdamW, one-cycle included
+    assert steps.eager_choices(load_spec("lenet-tuning").space) == ["optimizer adabelief", "optimizer nadam"]
+    note = graph_note(load_spec("lenet-tuning"), cuda)
+    assert "optimizer adabelief or optimizer nadam train without the CUDA graph" in note
+    assert graph_note(load_spec("budget-8k"), cuda) is None  # every recipe it can draw is graphed
+    assert graph_note(load_spec("lenet-tuning"), torch.device("cpu")) is None  # no graph on a CPU to miss
     monkeypatch.setenv("HPO_CUDA_GRAPH", "0")
-    assert graph_note(load_spec("budget-8k"), cuda) is None  # the user turned it off for every trial
+    assert graph_note(load_spec("lenet-tuning"), cuda) is None  # the user turned it off for every trial
     # each agrees with the per-config rule the trainer applies
     monkeypatch.delenv("HPO_CUDA_GRAPH")
     for optimizer, schedule in [("sgd", "onecycle"), ("adamw", "onecycle"), ("nadam", "step"), ("adamw", "cosine")]:
@@ -233,17 +244,23 @@ def test_on_cuda_a_run_names_the_searched_recipes_that_train_without_the_graph(m
         assert (steps.static_reason(cfg, cuda) is None) == (steps.recipe_reason(optimizer, schedule) is None)
 
 
-def test_with_one_cycle_each_static_step_reads_the_momentum_the_schedule_set_from_its_tensor(mnist, monkeypatch):
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_with_one_cycle_each_static_step_reads_the_momentum_the_schedule_set_from_its_tensor(mnist, monkeypatch, name):
     """What a graph replays reads the held tensors, not the group's floats: before each static step
-    the momentum one-cycle has just set must be in the tensor GraphSGD reads (as the rate is)."""
-    cfg = parse_config(recipe({"name": "sgd", "lr": 0.1, "momentum": 0.9}, schedule=ONECYCLE))
+    the momentum (Adam's beta1) one-cycle has just set must be in the tensor GraphSGD (GraphAdamW)
+    reads, as the rate is."""
+    cfg = parse_config(recipe({"name": name, "lr": 0.1}, schedule=ONECYCLE))
     seen = []
+
+    def momentum(group):
+        return group["momentum"] if name == "sgd" else group["betas"][0]
 
     class Watched(steps.StaticStep):
         def _step(self):
             group, kept = self.optimizer.param_groups[0], self.lrs[0]
-            seen.append((group["momentum"] is kept["momentum"], group["lr"] is kept["lr"],
-                         float(kept["momentum"]), float(kept["lr"])))
+            held_momentum = kept["momentum" if name == "sgd" else "beta1"]
+            seen.append((momentum(group) is held_momentum, group["lr"] is kept["lr"],
+                         float(held_momentum), float(kept["lr"])))
             super()._step()
 
     monkeypatch.setattr(hpo.trainer, "static_reason", lambda cfg, device: None)
@@ -252,13 +269,41 @@ def test_with_one_cycle_each_static_step_reads_the_momentum_the_schedule_set_fro
     assert len(seen) == 32 and all(m and r for m, r, _, _ in seen)
     # one-cycle's own sequence, step by step: momentum down from 0.95 while the rate climbs, then back
     model = torch.nn.Linear(2, 2)
-    reference = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    reference = hpo.trainer.make_optimizer(cfg.optimizer, model.parameters())  # torch's own, floats
     schedule = hpo.trainer.make_schedule(cfg.schedule, reference, epochs=2, steps_per_epoch=16)
     expected = []
     for _ in range(32):
-        expected.append((reference.param_groups[0]["momentum"], reference.param_groups[0]["lr"]))
+        expected.append((momentum(reference.param_groups[0]), reference.param_groups[0]["lr"]))
         reference.step()
         schedule.step()
     assert [m for _, _, m, _ in seen] == pytest.approx([m for m, _ in expected])
     assert [r for _, _, _, r in seen] == pytest.approx([r for _, r in expected])
     assert min(m for _, _, m, _ in seen) < 0.86 < 0.94 < max(m for _, _, m, _ in seen)
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_graph_adam_is_torchs_adam_with_a_moving_beta1_read_from_a_tensor(name):
+    """GraphAdam(W)'s step against torch's own, step by step, with beta1 and the rate moving every
+    step as one-cycle moves them (theirs as floats, ours as the tensors a graph reads)."""
+    from hpo.optim import GraphAdam, GraphAdamW  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    ours_p = torch.nn.Parameter(torch.randn(64))
+    theirs_p = torch.nn.Parameter(ours_p.detach().clone())
+    cls, graph_cls = (torch.optim.AdamW, GraphAdamW) if name == "adamw" else (torch.optim.Adam, GraphAdam)
+    theirs = cls([theirs_p], lr=0.01, weight_decay=0.01)
+    ours = graph_cls([ours_p], lr=0.01, weight_decay=0.01, capturable=True)
+    beta1, lr = torch.tensor(0.95), torch.tensor(0.01)
+    ours.param_groups[0].update(betas=(beta1, 0.999), lr=lr)
+    for t in range(40):
+        b1, rate = 0.95 - 0.1 * (t % 10) / 10, 0.001 + 0.009 * (t % 7) / 7
+        theirs.param_groups[0].update(betas=(b1, 0.999), lr=rate)
+        beta1.fill_(b1)
+        lr.fill_(rate)
+        grad = torch.randn(64)
+        ours_p.grad, theirs_p.grad = grad.clone(), grad.clone()
+        theirs.step()
+        ours.step()
+        torch.testing.assert_close(ours_p, theirs_p, rtol=0, atol=1e-6, msg=f"step {t + 1}")
+    assert set(ours.state[ours_p]) == set(theirs.state[theirs_p]) == {"step", "exp_avg", "exp_avg_sq"}
+    assert float(ours.state[ours_p]["step"]) == float(theirs.state[theirs_p]["step"]) == 40
