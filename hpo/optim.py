@@ -81,10 +81,11 @@ class _MovingBeta1:
             torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
             # the bias corrections in float64, as torch's eager Adam has them (Python floats): in
             # float32, 1 - 0.999 ** 1 is off by 1.3e-5 of itself, and Adam's updates carry that on
+            # (then float32, the lists' dtype: a foreach kernel's fast path wants one)
             t = steps[0].double()
-            step_size = lr / (1 - (beta1.double() if isinstance(beta1, torch.Tensor) else beta1) ** t)
+            step_size = (lr / (1 - (beta1.double() if isinstance(beta1, torch.Tensor) else beta1) ** t)).float()
             denom = torch._foreach_sqrt(exp_avg_sqs)
-            torch._foreach_div_(denom, (1 - beta2 ** t).sqrt())
+            torch._foreach_div_(denom, (1 - beta2 ** t).sqrt().float())
             torch._foreach_add_(denom, eps)
             updates = torch._foreach_div(exp_avgs, denom)
             torch._foreach_mul_(updates, step_size)
