@@ -9,6 +9,14 @@ import torch
 from hpo.config import Optimizer, Schedule
 
 
+def with_grads(optimizer: torch.optim.Optimizer):
+    """Each parameter group with those of its parameters that have a gradient: what a step moves."""
+    for group in optimizer.param_groups:
+        params = [p for p in group["params"] if p.grad is not None]
+        if params:
+            yield group, params
+
+
 class GraphSGD(torch.optim.SGD):
     """torch's SGD (momentum, Nesterov, L2 weight decay; no dampening) whose momentum, like its
     rate, may be a device tensor: one-cycle moves both every step, and a CUDA graph sees a moving
@@ -18,10 +26,7 @@ class GraphSGD(torch.optim.SGD):
 
     @torch.no_grad()
     def step(self, closure=None):
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
+        for group, params in with_grads(self):
             lr, momentum = group["lr"], group["momentum"]
             grads = [p.grad for p in params]
             if group["weight_decay"]:
@@ -55,10 +60,7 @@ class _MovingBeta1:
 
     @torch.no_grad()
     def step(self, closure=None):
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
+        for group, params in with_grads(self):
             lr, (beta1, beta2), eps, decay = group["lr"], group["betas"], group["eps"], group["weight_decay"]
             for p in params:
                 state = self.state[p]
