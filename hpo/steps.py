@@ -35,13 +35,13 @@ def static_reason(cfg, device: torch.device) -> str | None:
         return "not on CUDA"
     if os.environ.get("HPO_CUDA_GRAPH") == "0":
         return "HPO_CUDA_GRAPH=0"
-    return recipe_reason(cfg.optimizer.name, cfg.schedule.name)
+    return recipe_reason(cfg.optimizer.name)
 
 
-def recipe_reason(optimizer: str, schedule: str) -> str | None:
-    """Why a recipe with this optimizer and schedule trains eagerly on CUDA; None: the graph takes
-    it. Every schedule is taken: one-cycle moves SGD's momentum or Adam's beta1 every step, which
-    hpo.optim's GraphSGD and GraphAdam(W) read from device tensors, as they read the rate."""
+def recipe_reason(optimizer: str) -> str | None:
+    """Why a recipe with this optimizer trains eagerly on CUDA; None: the graph takes it, with any
+    schedule (one-cycle moves SGD's momentum or Adam's beta1 every step, which hpo.optim's
+    GraphSGD and GraphAdam(W) read from device tensors, as they read the rate)."""
     if optimizer not in GRAPH_OPTIMIZERS:
         return f"optimizer {optimizer} (the graph takes {', '.join(GRAPH_OPTIMIZERS)})"
     return None
@@ -54,14 +54,14 @@ def eager_choices(space) -> list[str]:
     for param in space.params:
         if param.key == "optimizer.name" and param.kind == "categorical":
             names.update(param.choices)
-    return [f"optimizer {name}" for name in sorted(names) if recipe_reason(name, space.base["schedule"]["name"])]
+    return [f"optimizer {name}" for name in sorted(names) if recipe_reason(name)]
 
 
 def lr_on_device(optimizer: torch.optim.Optimizer, device: torch.device | None) -> None:
-    """Each group's learning rate, and GraphSGD's momentum, as a device tensor (device) or a float
-    (None), whatever a checkpoint left there (any other momentum a float). Called after the
-    schedule is built, so its base values stay floats and stepping it fills the tensors in place
-    (no host sync)."""
+    """Each group's learning rate, and GraphSGD's momentum or GraphAdam(W)'s beta1, as a device
+    tensor (device) or a float (None), whatever a checkpoint left there (any other momentum or
+    beta a float). Called after the schedule is built, so its base values stay floats and stepping
+    it fills the tensors in place (no host sync)."""
     from hpo.optim import GraphAdam, GraphAdamW, GraphSGD  # noqa: PLC0415
 
     moving = {"lr", "momentum" if isinstance(optimizer, GraphSGD) else "",
@@ -98,8 +98,8 @@ def padded(order: torch.Tensor, length: int) -> torch.Tensor:
 
 def keep_lr_tensors(optimizer: torch.optim.Optimizer, tensors: list[dict]) -> None:
     """A schedule that assigns a float where the device tensor was (one-cycle's momentum or beta1;
-    the rate in torch before 2.7 or so) would leave a graph on its first value: the tensor takes the value,
-    and its place back. `tensors`: `held(optimizer)` once the values are on the device."""
+    the rate in torch before 2.7 or so) would leave a graph on its first value: the tensor takes
+    the value, and its place back. `tensors`: `held(optimizer)` once the values are on the device."""
     for group, kept in zip(optimizer.param_groups, tensors):
         for key, tensor in kept.items():
             if key == "beta1":  # one-cycle sets `betas` to (a float, beta2)
@@ -158,7 +158,7 @@ class StaticStep(EagerStep):
         if capture and self.device.index is not None:
             torch.cuda.set_device(self.device)  # capture and replay use the current device's streams: cuda:1's, say
         self.side = torch.cuda.Stream(self.device) if capture else None
-        self.lrs = held(optimizer)  # the tensors a graph reads: the rate, GraphSGD's momentum
+        self.lrs = held(optimizer)  # the tensors a graph reads: the rate, one-cycle's momentum or beta1
 
     def begin_epoch(self, generator: torch.Generator) -> None:
         order = torch.randperm(self.n, generator=generator, device=self.device)  # what the eager step draws
