@@ -95,7 +95,7 @@ def main() -> int:
     hpo.trainer.static_reason = lambda cfg, device: None  # the graph's step: fused optimizer, rate a tensor
     hpo.trainer.StaticStep = Counted
     hpo.trainer.make_optimizer = counted_optimizer
-    steps.uniforms, steps.warp = part("augmentation", steps.uniforms), part("augmentation", steps.warp)
+    steps.random_affine = part("augmentation", steps.random_affine)
     hpo.trainer.train(cfg, data_mod.load(cfg.data, "cpu"))
     last = counted[-1]  # a steady step: the optimizer's state exists
     total = sum(sum(c.values()) for c in last.values())

@@ -24,6 +24,8 @@ class GraphSGD(torch.optim.SGD):
     capture). Its state is torch's `momentum_buffer`, so a checkpoint crosses to torch.optim.SGD
     and back. A handful of whole-list (foreach) operations a step instead of the fused kernel's one."""
 
+    moving = ("momentum",)  # besides the rate: what hpo.steps.lr_on_device puts on the device
+
     @torch.no_grad()
     def step(self, closure=None):
         for group, params in with_grads(self):
@@ -57,6 +59,7 @@ class _MovingBeta1:
     The bias corrections use the group's first step count (its parameters step together)."""
 
     decoupled = False
+    moving = ("beta1",)  # besides the rate: the first of `betas`, on the device (hpo.steps.lr_on_device)
 
     @torch.no_grad()
     def step(self, closure=None):

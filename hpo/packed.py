@@ -37,7 +37,7 @@ from hpo.backend import OneAtATime, Outcome
 from hpo.config import TrainConfig
 from hpo.data import Splits
 from hpo.optim import make_optimizer, make_schedule
-from hpo.steps import held, keep_lr_tensors, lr_on_device, padded, replay_or_run, static_reason
+from hpo.steps import held, keep_held, lr_on_device, padded, replay_or_run, static_reason
 from hpo.trainer import EVAL_BATCH, Diverged, EpochResult, RawPixels, background, bf16_autocast, check_data, save
 
 DROPOUT_FIELDS = ("dropout", "conv_dropout", "flat_dropout")
@@ -150,7 +150,7 @@ class PackedStep:
         if capture and device.index is not None:
             torch.cuda.set_device(device)
         self.side = torch.cuda.Stream(device) if capture else None
-        self.lrs = [held(m.optimizer) for m in members]
+        self.kept = [held(m.optimizer) for m in members]
         self.forward = vmap(lambda params, buffers, x: functional_call(shape, (params, buffers), (x,)),
                             randomness="different")
 
@@ -205,8 +205,8 @@ class PackedStep:
             m.optimizer.zero_grad(set_to_none=True)
 
     def step(self) -> None:
-        for m, tensors in zip(self.members, self.lrs):
-            keep_lr_tensors(m.optimizer, tensors)
+        for m, tensors in zip(self.members, self.kept):
+            keep_held(m.optimizer, tensors)
         replay_or_run(self)
 
 

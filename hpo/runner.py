@@ -174,12 +174,11 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
         warn(f"hpo run: --pack {pack} on a CPU: packed trials trained at 0.4-0.6x the rate of one at a time on "
              "the 2-core machines measured (the arithmetic is the bottleneck there, BENCHMARKS.md); packing is "
              "for GPUs, whose small-net steps are launches")
-    if graph_note(spec, where):
-        info(graph_note(spec, where))
+    for note in (graph_note(spec, where), mps_hint(where) if workers == "auto" else None):
+        if note:
+            info(note)
     if workers == "auto":
         workers = auto_workers(where)
-        if mps_hint(where):
-            info(mps_hint(where))
     data_mod.ensure(spec.data, data_dir, log=warn)  # once, before K workers
     if storage.create_database_if_missing():
         warn(f"created database for {storage.masked}")

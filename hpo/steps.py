@@ -21,7 +21,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from hpo.augment import random_affine, uniforms, warp, widths
+from hpo.augment import random_affine, widths
 from hpo.data import batches
 
 WARMUP = 3  # eager steps on a side stream before the capture (cuDNN and cuBLAS set up their workspaces)
@@ -62,10 +62,7 @@ def lr_on_device(optimizer: torch.optim.Optimizer, device: torch.device | None) 
     tensor (device) or a float (None), whatever a checkpoint left there (any other momentum or
     beta a float). Called after the schedule is built, so its base values stay floats and stepping
     it fills the tensors in place (no host sync)."""
-    from hpo.optim import GraphAdam, GraphAdamW, GraphSGD  # noqa: PLC0415
-
-    moving = {"lr", "momentum" if isinstance(optimizer, GraphSGD) else "",
-              "beta1" if isinstance(optimizer, (GraphAdam, GraphAdamW)) else ""}
+    moving = {"lr", *getattr(optimizer, "moving", ())}  # hpo.optim's graph optimizers name theirs
 
     def placed(key: str, value):
         value = float(value)  # a loaded tensor: one sync, once
@@ -80,7 +77,7 @@ def lr_on_device(optimizer: torch.optim.Optimizer, device: torch.device | None) 
 
 
 def held(optimizer: torch.optim.Optimizer) -> list[dict]:
-    """Each group's values held as tensors (lr_on_device): what a graph reads, for keep_lr_tensors:
+    """Each group's values held as tensors (lr_on_device): what a graph reads, for keep_held:
     `lr`, and GraphSGD's `momentum` or GraphAdam(W)'s `beta1` (the first of its `betas`)."""
     out = []
     for group in optimizer.param_groups:
@@ -96,7 +93,7 @@ def padded(order: torch.Tensor, length: int) -> torch.Tensor:
     return order.repeat(-(-length // order.numel()))[:length]
 
 
-def keep_lr_tensors(optimizer: torch.optim.Optimizer, tensors: list[dict]) -> None:
+def keep_held(optimizer: torch.optim.Optimizer, tensors: list[dict]) -> None:
     """A schedule that assigns a float where the device tensor was (one-cycle's momentum or beta1;
     the rate in torch before 2.7 or so) would leave a graph on its first value: the tensor takes
     the value, and its place back. `tensors`: `held(optimizer)` once the values are on the device."""
@@ -119,7 +116,7 @@ class EagerStep:
         self.device = data.device
         self.loss_sum = torch.zeros((), device=self.device)
         # on the device once: a step that made it would copy it from the host each time
-        self.augmented, self.half_widths = cfg.augment.enabled, widths(cfg.augment).to(self.device)
+        self.half_widths = widths(cfg.augment).to(self.device)
 
     def begin_epoch(self, generator: torch.Generator) -> None:
         self.batches = iter(batches(self.data.train_y.numel(), self.cfg.batch_size, generator, self.device))
@@ -158,7 +155,7 @@ class StaticStep(EagerStep):
         if capture and self.device.index is not None:
             torch.cuda.set_device(self.device)  # capture and replay use the current device's streams: cuda:1's, say
         self.side = torch.cuda.Stream(self.device) if capture else None
-        self.lrs = held(optimizer)  # the tensors a graph reads: the rate, one-cycle's momentum or beta1
+        self.kept = held(optimizer)  # the tensors a graph reads: the rate, one-cycle's momentum or beta1
 
     def begin_epoch(self, generator: torch.Generator) -> None:
         order = torch.randperm(self.n, generator=generator, device=self.device)  # what the eager step draws
@@ -169,9 +166,8 @@ class StaticStep(EagerStep):
     def _step(self) -> None:
         at = self.start + self.offsets
         idx, weight = self.order.index_select(0, at), self.weight.index_select(0, at)
-        x = self.data.train_x.index_select(0, idx)
-        if self.augmented:  # half-widths on the device since __init__: no copy from the host in a graph
-            x = warp(x, uniforms(self.size, None, self.device), self.half_widths, self.fill)
+        # the default generator (a graph replays its draws); half-widths on the device since __init__
+        x = random_affine(self.data.train_x.index_select(0, idx), self.cfg.augment, None, self.fill, self.half_widths)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16, cache_enabled=False):
             losses = F.cross_entropy(self.model(x), self.data.train_y.index_select(0, idx),
                                      label_smoothing=self.cfg.label_smoothing, reduction="none")
@@ -186,7 +182,7 @@ class StaticStep(EagerStep):
         self.optimizer.zero_grad(set_to_none=True)
 
     def step(self) -> None:
-        keep_lr_tensors(self.optimizer, self.lrs)
+        keep_held(self.optimizer, self.kept)
         replay_or_run(self)
 
     def lr(self) -> float | torch.Tensor:

@@ -1,10 +1,10 @@
 """Your own model: `model: {module: "package.module:factory", <keyword arguments>}`.
 
 The factory is any callable returning a `torch.nn.Module` that takes [B, C, H, W] images to
-[B, classes] logits. It is imported by name (an installed package, a folder on PYTHONPATH, or the
-working folder: every worker on every machine imports it the same way), called with the config's keyword
-arguments, and, where its signature has them, `input_shape=(C, H, W)` and `num_classes=K` from
-the dataset. Its keyword defaults that are plain values fill the config, so a study can search
+[B, classes] logits. It is imported by name (an installed package, a folder on PYTHONPATH, or
+the working folder: every worker on every machine imports it the same way), called with the
+config's keyword arguments, and, where its signature has them, `input_shape=(C, H, W)` and
+`num_classes=K` from the dataset. Its keyword defaults that are plain values fill the config, so a study can search
 them (`model.width: {int: [8, 32]}`) and an export writes them out.
 
 A study file that names a module runs that module's code: treat it as code. Commands that only

@@ -176,7 +176,7 @@ def test_a_schedule_that_assigns_floats_still_moves_the_graphs_rate_and_momentum
     assert set(kept[0]) == {"lr", "momentum"}
     lr, momentum = kept[0]["lr"], kept[0]["momentum"]
     optimizer.param_groups[0].update(lr=0.025, momentum=0.87)  # what such a schedule does
-    steps.keep_lr_tensors(optimizer, kept)
+    steps.keep_held(optimizer, kept)
     assert optimizer.param_groups[0]["lr"] is lr and lr.item() == pytest.approx(0.025)
     assert optimizer.param_groups[0]["momentum"] is momentum and momentum.item() == pytest.approx(0.87)
     adamw = hpo.trainer.make_optimizer(parse_config(recipe({"name": "adamw", "lr": 0.01})).optimizer,
@@ -185,7 +185,7 @@ def test_a_schedule_that_assigns_floats_still_moves_the_graphs_rate_and_momentum
     kept = steps.held(adamw)
     assert set(kept[0]) == {"lr", "beta1"}
     adamw.param_groups[0]["betas"] = (0.88, 0.999)  # what one-cycle does with Adam's beta1
-    steps.keep_lr_tensors(adamw, kept)
+    steps.keep_held(adamw, kept)
     assert adamw.param_groups[0]["betas"][0] is kept[0]["beta1"] and kept[0]["beta1"].item() == pytest.approx(0.88)
     # torch's fused SGD takes momentum as a number: only the rate is a tensor there
     fused = hpo.trainer.make_optimizer(cfg.optimizer, model.parameters(), fused=True)
@@ -257,7 +257,7 @@ def test_with_one_cycle_each_static_step_reads_the_momentum_the_schedule_set_fro
 
     class Watched(steps.StaticStep):
         def _step(self):
-            group, kept = self.optimizer.param_groups[0], self.lrs[0]
+            group, kept = self.optimizer.param_groups[0], self.kept[0]
             held_momentum = kept["momentum" if name == "sgd" else "beta1"]
             seen.append((momentum(group) is held_momentum, group["lr"] is kept["lr"],
                          float(held_momentum), float(kept["lr"])))
