@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -348,7 +349,7 @@ def run_study(args) -> int:
         raise UserError(f"--artifacts {store} is a file, not a folder; give a folder (it is created if missing)")
     def display(workers: int, before: list) -> RunDisplay:
         return RunDisplay(spec, args.trials, storage.masked, workers, live=not args.quiet and console.is_terminal,
-                          already=before)
+                          already=before, storage_option=f" --storage {shlex.quote(storage.masked)}" if args.storage else "")
 
     return run(spec=spec, storage=storage, trials=args.trials, workers=args.workers, timeout=args.timeout,
                device=args.device, data_dir=args.data_dir, heartbeat=args.heartbeat, grace=args.grace,

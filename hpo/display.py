@@ -6,8 +6,10 @@ import statistics
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from hpo import records
 
@@ -52,7 +54,7 @@ def models_table() -> Table:
         spec = models.parse_model({"preset": name})
         count = models.spec_params(spec)
         mark = "" if count == expected else f" [red](seed: {expected:,})[/]"
-        table.add_row(name, models.describe(spec), f"{count:,}{mark}", source)
+        table.add_row(name, models.describe(spec), f"{count:,}{mark}", escape(source))
     return table
 
 
@@ -117,8 +119,11 @@ def trial_line(t) -> str:
 class RunDisplay:
     """The live view of `hpo run`, drawn from the storage alone (so it sees every machine's workers)."""
 
-    def __init__(self, spec, target: int, where: str, workers: int, *, live: bool, already=()):
+    def __init__(self, spec, target: int, where: str, workers: int, *, live: bool, already=(), storage_option=""):
+        """`storage_option`: what the hints printed at the end add so they open the same storage
+        (` --storage URL` when the run was given one, the password masked)."""
         self.spec, self.target, self.where, self.workers = spec, target, where, workers
+        self.storage_option = storage_option
         self.live = None
         # a continued study: its trials that had ended before this run are not printed again
         self.newly_ended = records.NewlyEnded(already)
@@ -128,7 +133,7 @@ class RunDisplay:
             self.live = Live(console=console, refresh_per_second=4, transient=False)
 
     def __enter__(self):
-        console.print(f"[bold]{self.spec.name}[/] from {self.spec.source} in {self.where}: "
+        console.print(f"[bold]{escape(self.spec.name)}[/] from {escape(str(self.spec.source))} in {escape(self.where)}: "
                       f"{self.target} finished trials, {self.workers} worker(s)")
         if self.live:
             self.live.__enter__()
@@ -143,7 +148,7 @@ class RunDisplay:
             self.live.update(self.panel(trials))
             return
         for t in self.newly_ended(trials):
-            console.print(trial_line(t))
+            console.print(Text(trial_line(t)))  # a failure's reason may hold [brackets]: not markup
 
     def panel(self, trials):
         from rich.console import Group  # noqa: PLC0415
@@ -165,7 +170,7 @@ class RunDisplay:
                 last, acc = records.last_epoch(t)
                 table.add_row(str(t.number), f"{last}/{epochs}", pct(acc),
                               _fmt_params(t.user_attrs.get(records.N_PARAMS)))
-        recent = [trial_line(t) for t in sorted(trials, key=lambda t: t.number)
+        recent = [Text(trial_line(t)) for t in sorted(trials, key=lambda t: t.number)
                   if records.kind(t) not in ("running", "waiting")][-5:]
         return Group(head, best_line, table, *recent)
 
@@ -177,12 +182,13 @@ class RunDisplay:
                      + (f"; the {top} most accurate" if front > top else ""))
             console.print(top_table(trials, top, title=title, held_out=held_out))
             if front:
-                console.print(f"export the front's configs with: hpo export --study {self.spec.name} "
-                              f"-o {self.spec.name}-front.yaml")
+                console.print(Text(f"export the front's configs with: hpo export --study {self.spec.name} "
+                                   f"-o {self.spec.name}-front.yaml{self.storage_option}"))
             return
         console.print(top_table(trials, top, title=f"top {top} of {self.spec.name}", held_out=held_out))
         if records.best_trial(trials):
-            console.print(f"export the best configs with: hpo export --study {self.spec.name} --top 3 -o best.yaml")
+            console.print(Text(f"export the best configs with: hpo export --study {self.spec.name} --top 3 -o best.yaml"
+                               f"{self.storage_option}"))
 
 
 def top_table(trials, top: int, *, title: str, held_out: bool = False) -> Table:
@@ -202,7 +208,7 @@ def top_table(trials, top: int, *, title: str, held_out: bool = False) -> Table:
         value = pct(records.accuracy(t))
         values = (value, pct(t.user_attrs.get(records.TEST_ACCURACY))) if held_out else (value,)
         table.add_row(f"{t.number}{base}", *values, str(t.user_attrs.get(records.BEST_EPOCH, "-")),
-                      _fmt_params(t.user_attrs.get(records.N_PARAMS)), f"{sum(seconds) / len(seconds):.2f}", changed)
+                      _fmt_params(t.user_attrs.get(records.N_PARAMS)), f"{sum(seconds) / len(seconds):.2f}", escape(changed))
     return table
 
 
@@ -224,7 +230,7 @@ def studies_table(studies: dict) -> Table:
     for name, trials in studies.items():
         c = records.count(trials)
         best = records.best_trial(trials)
-        table.add_row(name, str(c.finished), str(c.complete), str(c.pruned), str(c.rejected),
+        table.add_row(escape(name), str(c.finished), str(c.complete), str(c.pruned), str(c.rejected),
                       str(c.failed), str(c.running), str(c.waiting), pct(records.accuracy(best)) if best else "-",
                       _fmt_params(best.user_attrs.get(records.N_PARAMS)) if best else "-",
                       str(best.number) if best else "-")

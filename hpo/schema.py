@@ -193,7 +193,14 @@ def load_yaml(path: str | Path) -> Any:
         raise ConfigError("", "a folder, not a file; give a YAML file", source=str(path)) from None
     except PermissionError:
         raise ConfigError("", "cannot read it (permission denied)", source=str(path)) from None
-    reader = StrictSafeLoader(text)
+    try:
+        reader = StrictSafeLoader(text)  # its reader refuses control characters here, before any parsing
+    except yaml.reader.ReaderError as error:
+        line = text.count("\n", 0, error.position) + 1
+        column = error.position - (text.rfind("\n", 0, error.position) + 1) + 1
+        raise ConfigError("", f"malformed YAML at line {line}, column {column}: control character "
+                          f"#x{error.character:04x}, which YAML does not allow; remove it (a binary file?)",
+                          source=str(path)) from None
     try:
         return reader.get_single_data()
     except ConfigError as error:

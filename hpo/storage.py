@@ -61,23 +61,29 @@ class Storage:
 
     @classmethod
     def resolve(cls, url: Optional[str] = None) -> "Storage":
-        """`url`, else $HPO_STORAGE, else the default; a URL that is no database URL is a UserError."""
+        """`url`, else $HPO_STORAGE, else the default; a URL that is no database URL is a UserError
+        (naming $HPO_STORAGE when the URL came from there). An SQLite path's leading `~` is the home
+        folder, as in a data path (SQLAlchemy would make a folder named `~`)."""
+        source = "" if url else " (from $HPO_STORAGE)" if os.environ.get("HPO_STORAGE") else ""
         url = url or os.environ.get("HPO_STORAGE") or DEFAULT_URL
         try:
             parsed = make_url(url)
         except Exception:  # sqlalchemy raises ArgumentError with the whole URL in the message
-            raise UserError(f"storage URL {mask(url)!r} is not a database URL; use e.g. sqlite:///hpo.db or "
+            raise UserError(f"storage URL {mask(url)!r}{source} is not a database URL; use e.g. sqlite:///hpo.db or "
                             "postgresql+psycopg://USER@HOST/DB") from None
         if parsed.get_backend_name() not in BACKENDS:
-            raise UserError(f"storage {mask(url)}: unsupported database {parsed.get_backend_name()!r}; "
+            raise UserError(f"storage {mask(url)}{source}: unsupported database {parsed.get_backend_name()!r}; "
                             "use sqlite:///FILE or postgresql+psycopg://USER@HOST/DB")
         try:
             parsed.get_dialect()
         except sqlalchemy.exc.NoSuchModuleError:
-            raise UserError(f"storage {mask(url)}: unknown driver {parsed.drivername!r}; use sqlite:///FILE or "
-                            "postgresql+psycopg://USER@HOST/DB") from None
+            raise UserError(f"storage {mask(url)}{source}: unknown driver {parsed.drivername!r}; use sqlite:///FILE "
+                            "or postgresql+psycopg://USER@HOST/DB") from None
         if parsed.get_backend_name() == "sqlite":
-            _check_sqlite(url, parsed)
+            _check_sqlite(url + source, parsed)
+            if parsed.database.startswith("~"):
+                parsed = parsed.set(database=os.path.expanduser(parsed.database))
+                url = parsed.render_as_string(hide_password=False)
         return cls(url, parsed)
 
     @property
@@ -105,7 +111,10 @@ class Storage:
         """For PostgreSQL: create the URL's database when the server has none by that name."""
         if self.backend != "postgresql" or not self.parsed.database:
             return False
-        admin = sqlalchemy.create_engine(self.parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        try:
+            admin = sqlalchemy.create_engine(self.parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        except ImportError:
+            raise self._driver_error() from None
         try:
             with admin.connect() as conn:
                 exists = conn.execute(sqlalchemy.text("SELECT 1 FROM pg_database WHERE datname = :n"),
@@ -135,7 +144,7 @@ class Storage:
         lock = self.lock("(schema)")
         try:
             # Optuna creates its tables on first use; two processes doing so at once collide
-            with warnings.catch_warnings(), nullcontext() if schema_ready else lock.hold():
+            with self._opening(), warnings.catch_warnings(), nullcontext() if schema_ready else lock.hold():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 kwargs = {}
                 if heartbeat:
@@ -145,31 +154,68 @@ class Storage:
                                   max_retry=max_retry, inherit_intermediate_values=True)}
                 return RDBStorage(self.url, engine_kwargs=self._engine_kwargs(), skip_table_creation=schema_ready,
                                   skip_compatibility_check=schema_ready, **kwargs)
+        finally:
+            lock.close()
+
+    def open_existing(self) -> "RDBStorage":
+        """The storage for commands that only read. They write nothing, anywhere: an SQLite file
+        that does not exist, an empty one, or a database without Optuna's tables (another
+        program's, or a new PostgreSQL database) is an error, not a place to make a study's
+        tables; no lock file is made, no journal mode set."""
+        if self.file is not None:
+            if not self.file.exists():
+                raise UserError(f"no database at {self.file}: run a study first (hpo run --study NAME --trials N) "
+                                "or point --storage / HPO_STORAGE at one")
+            self._prepare_sqlite(write=False)
+        with self._opening():
+            self._check_tables()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(self.url, engine_kwargs=self._engine_kwargs(), skip_table_creation=True)
+
+    def _check_tables(self) -> None:
+        engine = sqlalchemy.create_engine(self.url, **self._engine_kwargs())
+        try:
+            with engine.connect() as conn:
+                tables = set(sqlalchemy.inspect(conn).get_table_names())
+        finally:
+            engine.dispose()
+        if {"studies", "trials", "version_info"} <= tables:
+            return
+        if not tables:
+            raise UserError(f"storage {self.masked} is an empty database: no study has run there; run one first "
+                            "(hpo run --study NAME --trials N) or point --storage / HPO_STORAGE at the database "
+                            "hpo run wrote")
+        raise UserError(f"storage {self.masked} is not a database hpo wrote: it has {len(tables)} table(s), none of "
+                        "them Optuna's studies and trials; point --storage / HPO_STORAGE at the database hpo run "
+                        "wrote")
+
+    @contextmanager
+    def _opening(self) -> Iterator[None]:
+        """What opening the database can raise, as one line each."""
+        try:
+            yield
         except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as error:
             raise self._connect_error(error) from None
         except OSError as error:  # the SQLite lock file beside the database
             raise UserError(f"cannot open storage {self.masked}: {error}; check the path and its permissions") from None
         except ImportError:  # Optuna's own message names no driver
-            raise UserError(f"cannot open storage {self.masked}: its database driver is not installed; use "
-                            "sqlite:///FILE or postgresql+psycopg://USER@HOST/DB") from None
-        finally:
-            lock.close()
+            raise self._driver_error() from None
 
-    def open_existing(self) -> "RDBStorage":
-        """The storage for commands that only read: an SQLite file that does not exist is an
-        error, not a new database."""
-        if self.file is not None and not self.file.exists():
-            raise UserError(f"no database at {self.file}: run a study first (hpo run --study NAME --trials N) "
-                            "or point --storage / HPO_STORAGE at one")
-        return self.open(heartbeat=None, write=False)
+    def _driver_error(self) -> UserError:
+        return UserError(f"cannot open storage {self.masked}: its database driver is not installed "
+                         f"({self.parsed.drivername}); use sqlite:///FILE or postgresql+psycopg://USER@HOST/DB")
 
     def _prepare_sqlite(self, write: bool) -> None:
         try:
             if write:
                 self.file.parent.mkdir(parents=True, exist_ok=True)
+            elif self.file.is_file() and self.file.stat().st_size == 0:
+                raise UserError(f"storage {self.masked} is an empty file, not a database hpo wrote; point --storage / "
+                                "HPO_STORAGE at the database hpo run wrote")
             with sqlite3.connect(self.file, timeout=60) as conn:
-                # write-ahead logging lets readers (the dashboard, `hpo studies`) run beside writers
-                conn.execute("PRAGMA journal_mode=WAL")
+                if write:  # write-ahead logging lets readers (the dashboard, `hpo studies`) run beside writers
+                    conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA schema_version").fetchone()  # reads the header: a damaged file says so here
                 if write:  # a read-only file (or folder) fails its first write, as the workers' would
                     conn.execute("BEGIN IMMEDIATE")

@@ -7,6 +7,7 @@ Run with `pytest -s` to see each line exactly as a user does.
 from __future__ import annotations
 
 import copy
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -75,6 +76,12 @@ def damaged_database(folder: Path) -> None:
         handle.write(bytes(range(256)) * 16)
 
 
+def foreign_database(folder: Path) -> None:
+    """An SQLite database another program wrote: one table, none of Optuna's."""
+    with sqlite3.connect(folder / "other.sqlite") as conn:
+        conn.execute("CREATE TABLE customers (id INTEGER)")
+
+
 def corrupted_data(folder: Path) -> None:
     """A data folder with three good MNIST files and a truncated fourth."""
     good = hpo_data.ensure("mnist")
@@ -93,6 +100,7 @@ class Case:
     expect: tuple[str, ...]              # each must appear in the one line
     setup: Callable[[Path], None] = field(default=lambda folder: None)
     postgres: bool = False
+    env: dict | None = None              # the environment's changes (HPO_STORAGE)
 
 
 def run_cmd(*extra: str, study="{dir}/tiny.yaml", trials="3", storage="sqlite:///{dir}/db.sqlite", device="cpu"):
@@ -107,6 +115,8 @@ CASES = [
     # --- study files
     Case("malformed YAML", RUN, ("tiny.yaml", "malformed YAML at line 2"),
          text_file("tiny.yaml", "base: {model: {preset: lenet5}\nsearch: [\n")),
+    Case("a control character in a study file", RUN, ("tiny.yaml", "line 2, column 9", "control character #x0007"),
+         text_file("tiny.yaml", "name: tiny\nbase: {x\x07y: 1}\n")),
     Case("unknown key", RUN, ("tiny.yaml", "'sampler_opts'", "unknown key", "expected one of"),
          study_with(lambda s: s.update(sampler_opts={"seed": 1}))),
     Case("unknown nested key", RUN, ("tiny.yaml", "'base.optimzer'", "unknown key"),
@@ -181,6 +191,16 @@ CASES = [
          ("not a database URL", "hpo:***@"), TINY_FILE),
     Case("damaged SQLite file", ("studies", "--storage", "sqlite:///{dir}/damaged.sqlite"),
          ("damaged.sqlite", "not a readable SQLite database", "restore it"), damaged_database),
+    Case("another program's SQLite database, for a command that only reads",
+         ("studies", "--storage", "sqlite:///{dir}/other.sqlite"),
+         ("other.sqlite", "not a database hpo wrote", "none of them Optuna's"), foreign_database),
+    Case("an empty file as the storage", ("export", "--study", "tiny", "--storage", "sqlite:///{dir}/empty.db"),
+         ("empty.db", "is an empty file"), text_file("empty.db", "")),
+    Case("a driver that is not installed, for hpo run", run_cmd(storage=f"postgresql+psycopg2://u:{SECRET}@{{pg}}/x"),
+         ("u:***@", "driver is not installed (postgresql+psycopg2)", "postgresql+psycopg://"), TINY_FILE,
+         postgres=True),
+    Case("HPO_STORAGE that is no URL", ("studies",), ("'nonsense'", "(from $HPO_STORAGE)", "not a database URL"),
+         env={"HPO_STORAGE": "nonsense"}),
     # --- export and report
     Case("export of an unknown study", ("export", "--study", "nosuch", "--storage", "sqlite:///{dir}/db.sqlite"),
          ("'nosuch'", "studies here: tiny"), study_without_finished_trials),
@@ -273,7 +293,7 @@ def test_bad_input_gets_one_line_exit_2_and_changes_nothing(case: Case, tmp_path
     files = set(tmp_path.rglob("*"))
     argv = [a.replace("{dir}", str(tmp_path)).replace("{pg}", pg) for a in case.argv]
 
-    done = hpo(*argv, cwd=tmp_path, timeout=120)
+    done = hpo(*argv, cwd=tmp_path, timeout=120, env=case.env)
     lines = done.stderr.strip().splitlines()
     print(f"\n[{case.id}] hpo {' '.join(argv[:2])} ... -> exit {done.returncode}\n  {done.stderr.strip()}")
 
@@ -290,6 +310,38 @@ def test_bad_input_gets_one_line_exit_2_and_changes_nothing(case: Case, tmp_path
     assert not created, f"created {sorted(map(str, created))} (a database, a lock, checkpoints?)"
     if case.postgres:
         assert pg_databases(request.getfixturevalue("postgres_server")) == databases, "a database was created"
+
+
+READ_ONLY = (("studies",), ("export", "--study", "tiny"), ("report", "--study", "tiny", "-o", "r.html"))
+
+
+@pytest.mark.parametrize("command", READ_ONLY, ids=[c[0] for c in READ_ONLY])
+def test_commands_that_only_read_write_nothing_into_a_database_that_is_not_hpos(command, tmp_path, postgres_url):
+    """Optuna makes its tables in whatever database it opens: `hpo studies` on another program's
+    SQLite file, or on a new PostgreSQL database, must leave both as they were (bytes, tables)."""
+    foreign_database(tmp_path)
+    before = (tmp_path / "other.sqlite").read_bytes()
+    for url in ("sqlite:///other.sqlite", postgres_url):
+        done = hpo(*command, "--storage", url, cwd=tmp_path, timeout=120)
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert "not a database hpo wrote" in done.stderr or "is an empty database" in done.stderr, done.stderr
+    assert (tmp_path / "other.sqlite").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.sqlite"], "a lock, a journal or a report appeared"
+    engine = sqlalchemy.create_engine(postgres_url)
+    with engine.connect() as conn:
+        assert sqlalchemy.inspect(conn).get_table_names() == []
+    engine.dispose()
+
+
+def test_commands_that_only_read_make_no_lock_file_beside_an_hpo_database(tmp_path):
+    study_with_a_complete_trial(tmp_path)
+    for lock in tmp_path.glob("*.lock"):
+        lock.unlink()
+    files = sorted(p.name for p in tmp_path.iterdir())
+    for command in READ_ONLY:
+        done = hpo(*command, "--storage", "sqlite:///db.sqlite", cwd=tmp_path, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "r.html") == files
 
 
 def test_every_case_of_the_issue_is_in_the_table():
