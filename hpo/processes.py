@@ -14,15 +14,7 @@ import os
 import signal
 from multiprocessing import forkserver
 
-# what a worker imports before its first trial; a module that is not installed (a storage driver
-# the run does not use) is skipped by the server
-PRELOAD = [
-    "hpo.worker",
-    "torch._dynamo",
-    "alembic.command", "alembic.config", "alembic.migration", "alembic.script",  # Optuna's RDBStorage
-    "sqlalchemy.dialects.sqlite.pysqlite",
-    "psycopg", "sqlalchemy.dialects.postgresql.psycopg",
-]
+PRELOAD = ["hpo.preload"]  # its import is the preload: what a worker needs, Ctrl-C ignored meanwhile
 
 
 def worker_context():

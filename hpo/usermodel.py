@@ -119,14 +119,27 @@ def build(spec: ModuleModel, shape: tuple[int, int, int], classes: int, prefix: 
 
 
 def check(spec: ModuleModel, shape: tuple[int, int, int], classes: int, prefix: str = "model") -> None:
-    """Build the model on the meta device (no memory, no time) and, where its layers run there,
-    pass it a batch: its logits must be [B, classes]."""
+    """Build the model and pass it a batch of 2 images: its forward must run on the dataset's
+    [B, C, H, W] images and give [B, classes] logits. On the meta device first (no memory, no
+    time); where that fails (a shape mismatch, or an op without a meta kernel), again on the CPU
+    for real, so that a forward that cannot run is one line before any study or trial, not five
+    failed trials."""
     with torch.device("meta"):
         model = build(spec, shape, classes, prefix)
         try:
             out = model(torch.empty(2, *shape))
-        except Exception:  # an op without a meta kernel: the first training step will tell
-            return
+        except Exception:
+            out = None
+    if out is None:
+        model = build(spec, shape, classes, prefix).eval()
+        try:
+            with torch.no_grad():
+                out = model(torch.zeros(2, *shape))
+        except Exception as error:
+            first = (str(error).strip().splitlines() or [""])[0]
+            raise ConfigError(prefix, f"{spec.target}'s forward fails on a batch of 2 {'x'.join(map(str, shape))} "
+                                      f"images (a [2, {', '.join(map(str, shape))}] tensor): {type(error).__name__}: "
+                                      f"{first}; make it take the dataset's images") from None
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, classes):
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ConfigError(prefix, f"{spec.target} maps a batch of 2 {'x'.join(map(str, shape))} images to {got}; "

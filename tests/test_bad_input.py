@@ -82,6 +82,25 @@ def foreign_database(folder: Path) -> None:
         conn.execute("CREATE TABLE customers (id INTEGER)")
 
 
+MODELS = """from torch import nn
+def wrong_input(**kw): return nn.Sequential(nn.Linear(5, 3))
+def five_logits(**kw): return nn.Sequential(nn.Flatten(), nn.Linear(784, 5))
+def raises(**kw): raise ValueError("no such width")
+"""
+
+
+def user_model(model: str) -> Callable[[Path], None]:
+    """mods.py (a user's model module, in the working folder) and a study and a training config
+    that train mods:`model`."""
+    def setup(folder: Path) -> None:
+        (folder / "mods.py").write_text(MODELS)
+        base = {"model": {"module": f"mods:{model}"}, "optimizer": {"name": "sgd", "lr": 0.05}, "epochs": 1}
+        (folder / "cfg.yaml").write_text(yaml.safe_dump(base))
+        (folder / "tiny.yaml").write_text(yaml.safe_dump({"name": "tiny", "base": base,
+                                                          "search": {"optimizer.lr": {"float": [0.01, 0.1]}}}))
+    return setup
+
+
 def corrupted_data(folder: Path) -> None:
     """A data folder with three good MNIST files and a truncated fourth."""
     good = hpo_data.ensure("mnist")
@@ -222,6 +241,13 @@ CASES = [
     # --- training configs and data
     Case("export file whose trials are a mapping", ("train", "--config", "{dir}/best.yaml"),
          ("best.yaml", "'trials'", "expected the list"), text_file("best.yaml", "trials: {best: {model: 1}}\n")),
+    Case("a model whose forward cannot take the images", RUN,
+         ("tiny.yaml", "'base.model'", "mods:wrong_input's forward fails on a batch of 2 1x28x28 images",
+          "mat1 and mat2 shapes cannot be multiplied"), user_model("wrong_input")),
+    Case("a model with the wrong number of logits", ("train", "--config", "{dir}/cfg.yaml"),
+         ("cfg.yaml", "'model'", "to (2, 5)", "expected (2, 10) logits for 10 classes"), user_model("five_logits")),
+    Case("a model factory that raises", ("train", "--config", "{dir}/cfg.yaml"),
+         ("cfg.yaml", "'model'", "mods:raises() raised ValueError: no such width"), user_model("raises")),
     Case("training config missing its model", ("train", "--config", "{dir}/cfg.yaml"),
          ("cfg.yaml", "'model'", "missing", "preset"),
          text_file("cfg.yaml", "optimizer: {name: sgd, lr: 0.1}\nepochs: 1\n")),

@@ -66,3 +66,17 @@ def test_the_python_example_prints_the_best_trial_and_retrains_it(folder):
     assert re.search(r"^best: trial \d+, [\d.]+% test accuracy", done.stdout, re.M), done.stdout
     assert re.search(r"^re-trained: epoch 1 [\d.]+%, epoch 2 [\d.]+%, epoch 3 [\d.]+%$", done.stdout, re.M)
     assert len(re.findall(r"^  trial \d+: ", done.stdout, re.M)) >= 6
+
+
+def test_the_readmes_python_block_runs_as_a_script(folder):
+    """README.md's "From Python" block, saved as a script and run as one (a user's first try):
+    hpo.run's workers import a script again, so the block must work as written. Its counts are
+    cut (3 trials, 2 seeds) to keep the test short; nothing else changes."""
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    block = re.search(r"## From Python\n+```python\n(.*?)```", readme, re.S).group(1)
+    assert "trials=6" in block and "seeds=5" in block
+    (folder / "readme_block.py").write_text(block.replace("trials=6", "trials=3").replace("seeds=5", "seeds=2"))
+    done = run(sys.executable, "readme_block.py", cwd=folder)
+    lines = done.stdout.strip().splitlines()
+    assert len([line for line in lines if re.match(r"^\d+ (COMPLETE|PRUNED|FAIL) ", line)]) >= 3, done.stdout
+    assert re.match(r"^0\.\d+ ± 0\.\d+$", lines[-1]), done.stdout

@@ -1,0 +1,38 @@
+"""What the workers' fork server imports, once per run, before it forks its first worker
+(`hpo.processes`). Imported in the fork server alone: importing it is the preload.
+
+Ctrl-C is ignored while it imports. Ctrl-C at a terminal reaches the whole process group, and
+the server, a second or more into importing torch, printed a KeyboardInterrupt traceback of its
+own beside `hpo run`'s one line (multiprocessing's server protects itself from Ctrl-C only after
+its preload). What SIGINT did before is restored after, so a worker forked from the server
+handles it as the server's parent does (ignored under `hpo run &`)."""
+
+from __future__ import annotations
+
+import importlib
+import signal
+
+# what a worker imports before its first trial; a module that is not installed (a storage driver
+# the run does not use) is skipped
+MODULES = [
+    "hpo.worker",
+    "torch._dynamo",
+    "alembic.command", "alembic.config", "alembic.migration", "alembic.script",  # Optuna's RDBStorage
+    "sqlalchemy.dialects.sqlite.pysqlite",
+    "psycopg", "sqlalchemy.dialects.postgresql.psycopg",
+]
+
+
+def _preload() -> None:
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for name in MODULES:
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                pass
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+_preload()
