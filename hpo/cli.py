@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 from hpo import __version__
-from hpo.errors import UserError
+from hpo.errors import ConfigError, UserError
 
 EXIT_USAGE = 2
 
@@ -46,6 +46,9 @@ def workers_arg(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"{error} (or auto)") from None
 
 
+MAX_EPOCHS = 1000  # what a config's epochs may be (hpo.config.TrainConfig)
+epoch_count = number_type(int, "a whole number", lambda v: 1 <= v <= MAX_EPOCHS, f"between 1 and {MAX_EPOCHS}")
+seed_number = number_type(int, "a whole number", lambda v: v >= 0, "0 or more")
 MAX_PACK = 64  # trials in one stacked model
 pack_count = number_type(int, "a whole number", lambda v: 1 <= v <= MAX_PACK, f"between 1 and {MAX_PACK}")
 positive_float = number_type(float, "a number", lambda v: v > 0, "greater than 0")
@@ -95,8 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, type=Path, metavar="FILE.yaml",
                    help="a training config, or an export file (its first trial is trained, or --trial's)")
     p.add_argument("--trial", type=int, metavar="N", help="of an export file, the trial numbered N")
-    p.add_argument("--epochs", type=positive_int, help="override the config's epochs")
-    p.add_argument("--seed", type=int, help="override the config's seed")
+    p.add_argument("--epochs", type=epoch_count, help="override the config's epochs")
+    p.add_argument("--seed", type=seed_number, help="override the config's seed")
     device(p)
     data_dir(p)
     p.set_defaults(handler=cmd_train)
@@ -107,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trial", type=int, metavar="N", help="of an export file, the trial numbered N")
     p.add_argument("--seeds", type=positive_int, default=5, metavar="N",
                    help="how many seeds, from the config's seed on (default: 5)")
-    p.add_argument("--epochs", type=positive_int, help="override the config's epochs")
+    p.add_argument("--epochs", type=epoch_count, help="override the config's epochs")
     p.add_argument("--workers", type=positive_int, default=1, metavar="K",
                    help="train K seeds at once, each in a process of its own (on the CPU they split the cores; "
                         "default: 1, one seed after another)")
@@ -209,11 +212,15 @@ def cmd_train(args) -> int:
     from hpo.display import TrainProgress, console, train_summary  # noqa: PLC0415
     from hpo.space import model_size  # noqa: PLC0415
     from hpo.steps import static_reason  # noqa: PLC0415
-    from hpo.trainer import Diverged, bf16_autocast, pick_device, train  # noqa: PLC0415
+    from hpo.trainer import Diverged, bf16_autocast, check_data, pick_device, train  # noqa: PLC0415
 
     cfg = load_config(args.config, args.trial).with_overrides(epochs=args.epochs, seed=args.seed)
     device = pick_device(args.device)
     splits = data.load(cfg.data, device, args.data_dir)
+    try:
+        check_data(cfg, splits)  # before the headline that counts its images
+    except ConfigError as error:
+        raise error.located(args.config) from None
     n_params = model_size(cfg)
     n_train = cfg.data.train_subset or len(splits.train_y)
     n_test = cfg.data.test_subset or len(splits.test_y)
@@ -245,6 +252,7 @@ def cmd_verify(args) -> int:
     from hpo.display import console, pct  # noqa: PLC0415
     from hpo.space import model_size  # noqa: PLC0415
     from hpo.trainer import Diverged, pick_device  # noqa: PLC0415
+    from hpo import data  # noqa: PLC0415
     from hpo.verify import compare, verify  # noqa: PLC0415
 
     cfg = load_config(args.config, args.trial).with_overrides(epochs=args.epochs)
@@ -253,6 +261,11 @@ def cmd_verify(args) -> int:
         raise UserError(f"--against compares spreads: give --seeds 2 or more (got {args.seeds})")
     device = pick_device(args.device)
     n_params = model_size(cfg)
+    try:  # the data is there and the config's subsets fit it, before any process starts
+        data.check_subsets(cfg.data, data.split_sizes(cfg.data, data.ensure(cfg.data, args.data_dir)),
+                           data.resolve(cfg.data).name)
+    except ConfigError as error:
+        raise error.located(args.config) from None
 
     def line(r) -> None:
         if not args.json:

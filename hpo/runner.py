@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 import optuna
 
 from hpo import processes, records
-from hpo.errors import UserError
+from hpo.errors import ConfigError, UserError
 from hpo.retry import PATIENCE_SECONDS, Backoff, DatabaseUnavailable, is_outage
 from hpo.storage import GRACE_SECONDS, HEARTBEAT_SECONDS, Storage
 from hpo.study import StudySpec
@@ -179,7 +179,15 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
             info(note)
     if workers == "auto":
         workers = auto_workers(where)
-    data_mod.ensure(spec.data, data_dir, log=warn)  # once, before K workers
+    folder = data_mod.ensure(spec.data, data_dir, log=warn)  # once, before K workers
+    sizes, name = data_mod.split_sizes(spec.data, folder), data_mod.resolve(spec.data).name
+    if spec.eval == "val":  # the trials train on what validation leaves and are scored on what it holds out
+        held = data_mod.validation_size(sizes["train"])
+        sizes, name = {"train": sizes["train"] - held, "test": held}, f"{name} (eval: val holds {held:,} out)"
+    try:
+        data_mod.check_subsets(spec.data, sizes, name, prefix="base.data")
+    except ConfigError as error:
+        raise error.located(spec.source) from None
     if storage.create_database_if_missing():
         warn(f"created database for {storage.masked}")
     rdb = storage.open(heartbeat=heartbeat, grace=grace)

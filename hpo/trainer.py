@@ -16,9 +16,9 @@ import torch
 from hpo import models
 from hpo.average import WeightAverage
 from hpo.config import TrainConfig
-from hpo.data import Splits
+from hpo.data import Splits, check_subsets
 from hpo.datasets import Dataset
-from hpo.errors import ConfigError, UserError
+from hpo.errors import UserError
 from hpo.optim import make_optimizer, make_schedule
 from hpo.steps import EagerStep, StaticStep, lr_on_device, static_reason
 
@@ -88,11 +88,7 @@ def check_data(cfg: TrainConfig, data: Splits) -> None:
     if cfg.data.path is not None and Path(cfg.data.path).expanduser().resolve() != Path(data.dataset.path or ""):
         raise UserError(f"the config trains on {cfg.data.dataset} data at {cfg.data.path} but {data.dataset.path} "
                         f"is loaded; load the config's data (data.load(cfg.data)) or set data.path: {data.dataset.path}")
-    for split, size, total in (("train", cfg.data.train_subset, data.train_y.numel()),
-                               ("test", cfg.data.test_subset, data.test_y.numel())):
-        if size is not None and size > total:
-            raise ConfigError(f"data.{split}_subset", f"{size:,} is more than the {total:,} {split} images of "
-                                                      f"{data.dataset.name}; lower it, or leave it out to use them all")
+    check_subsets(cfg.data, {"train": data.train_y.numel(), "test": data.test_y.numel()}, data.dataset.name)
 
 
 def train(cfg: TrainConfig, data: Splits, *, report: Optional[Callable[[int, float], None]] = None,
