@@ -212,7 +212,9 @@ def cmd_train(args) -> int:
     from hpo.display import TrainProgress, console, train_summary  # noqa: PLC0415
     from hpo.space import model_size  # noqa: PLC0415
     from hpo.steps import static_reason  # noqa: PLC0415
-    from hpo.trainer import Diverged, bf16_autocast, check_data, pick_device, train  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+
+    from hpo.trainer import Diverged, bf16_autocast, check_data, out_of_memory, pick_device, train  # noqa: PLC0415
 
     cfg = load_config(args.config, args.trial).with_overrides(epochs=args.epochs, seed=args.seed)
     device = pick_device(args.device)
@@ -234,6 +236,13 @@ def cmd_train(args) -> int:
             history = train(cfg, splits, on_step=progress.on_step, on_epoch=progress.on_epoch)
     except Diverged as error:  # the config is valid; training it is what failed
         print(f"hpo train: diverged: {error}; try a lower optimizer.lr in {args.config}", file=sys.stderr)
+        return 1
+    except (torch.OutOfMemoryError, RuntimeError) as error:
+        if not out_of_memory(error):
+            raise
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"hpo train: out of memory on {device}: {first}; lower batch_size or the model's widths in "
+              f"{args.config}", file=sys.stderr)
         return 1
     precision = "bf16 autocast" if bf16_autocast(device.type) else "fp32"
     if device.type == "cuda":  # the graph is an epoch's 10x: say whether this config had it, and why not

@@ -30,7 +30,7 @@ from hpo.errors import ConfigError
 from hpo.retry import is_outage
 from hpo.space import model_size
 from hpo.study import StudySpec
-from hpo.trainer import Diverged, EpochResult, evaluate
+from hpo.trainer import Diverged, EpochResult, evaluate, out_of_memory
 
 
 class TrialTimeLimit(Exception):
@@ -52,7 +52,7 @@ def fail_reason(error: BaseException) -> str:
         return f"diverged: {error}"
     if isinstance(error, TrialTimeLimit):
         return f"time_limit: {error}"
-    if isinstance(error, torch.OutOfMemoryError):
+    if out_of_memory(error):
         return f"out_of_memory: {str(error).splitlines()[0] if str(error) else 'CUDA out of memory'}"
     return f"{type(error).__name__}: {error}"
 

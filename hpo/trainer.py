@@ -46,6 +46,12 @@ class Diverged(ArithmeticError):
     """The training loss became NaN or infinite."""
 
 
+def out_of_memory(error: BaseException) -> bool:
+    """A device out of memory: CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError."""
+    return isinstance(error, torch.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "DefaultCPUAllocator: can't allocate memory" in str(error))
+
+
 @dataclass(frozen=True)
 class EpochResult:
     epoch: int

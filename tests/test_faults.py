@@ -77,6 +77,19 @@ def test_cuda_out_of_memory_fails_the_trial_frees_its_memory_and_the_worker_goes
     assert runs[2]["oom_memory_freed"] is True, "the failed trial's memory was still held when the next began"
 
 
+def test_out_of_memory_in_hpo_train_is_one_line_that_says_what_to_lower(tmp_path):
+    config = tmp_path / "cfg.yaml"
+    config.write_text("model: {preset: linear}\nepochs: 1\ndata: {train_subset: 600, test_subset: 200}\n")
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(INJECT), os.environ.get("PYTHONPATH")])),
+           "HPO_TEST_OOM_AT_RUN": "1"}
+    done = hpo("train", "--config", str(config), "--device", "cpu", cwd=tmp_path, env=env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hpo train: out of memory on cpu: CUDA out of memory"), lines
+    assert "lower batch_size or the model's widths in" in lines[0] and "cfg.yaml" in lines[0]
+
+
 def test_trial_seconds_from_the_study_file_stops_a_trial_with_its_reason(tmp_path):
     # each trial's clock advances 1 s at every look (tests/inject), whatever the machine's speed:
     # every trial passes its 3 s limit at its third step, and the worker goes on until five have
@@ -115,3 +128,14 @@ def test_a_read_only_database_is_one_line_not_an_outage(tmp_path):
     assert done.returncode == 2 and len(lines) == 1, done.stderr
     assert "is read-only" in lines[0] and "Traceback" not in done.stderr
     assert count(trials_of(url, "readonly")).finished == 1
+
+
+def test_a_cpu_allocation_failure_is_recorded_as_out_of_memory():
+    import torch  # noqa: PLC0415
+
+    from hpo.objective import fail_reason  # noqa: PLC0415
+
+    with pytest.raises(RuntimeError) as caught:  # the real allocator's error: far more than any machine has
+        torch.empty(2**62, dtype=torch.uint8)
+    assert fail_reason(caught.value).startswith("out_of_memory: "), fail_reason(caught.value)
+    assert fail_reason(RuntimeError("mat1 and mat2 shapes cannot be multiplied")).startswith("RuntimeError: ")
