@@ -7,6 +7,7 @@ Each error names the dotted key and the reason. Range checks live in the datacla
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -69,9 +70,12 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(key, f"expected a number, got {describe(value)}")
         try:
-            return float(value)
+            number = float(value)
         except OverflowError:  # YAML integers have no bound; floats do
             raise ConfigError(key, "is too large for a number (the largest is about 1.8e308)") from None
+        if not math.isfinite(number):  # .inf passes every "> 0" check; .nan fails them with a puzzling line
+            raise ConfigError(key, f"must be a finite number, got {value}")
+        return number
     if annotation is str:
         if not isinstance(value, str):
             raise ConfigError(key, f"expected a string, got {describe(value)}")
