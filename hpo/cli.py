@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def data_dir(p):
         p.add_argument("--data-dir", type=Path, default=None, metavar="ROOT",
-                       help="data root: dataset NAME is in ROOT/NAME (default: $HPO_DATA_DIR or ~/.cache/hpo)")
+                       help="data root: dataset NAME is in ROOT/NAME (default: $HPO_DATA_DIR, else "
+                            "$XDG_CACHE_HOME/hpo, else ~/.cache/hpo)")
 
     def device(p):
         p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
