@@ -189,12 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_data(args) -> int:
     from hpo import data, datasets  # noqa: PLC0415 - keep `hpo --help` fast
-    from hpo.display import checksum_table, console, data_table  # noqa: PLC0415
+    from hpo.display import checksum_table, console, data_table, escape  # noqa: PLC0415
 
     dataset = datasets.get(args.dataset)
     folder = data.ensure(dataset, args.data_dir, log=lambda line: console.print(line, style="dim"))
     summary = data.summary(dataset, folder)
-    console.print(f"{dataset.title} ({dataset.name}) in {folder}", soft_wrap=True)  # a path copies whole, unwrapped
+    console.print(f"{dataset.title} ({dataset.name}) in {escape(str(folder))}", soft_wrap=True)  # a path copies whole, unwrapped
     console.print(data_table(summary))
     console.print(checksum_table(summary))
     return 0
@@ -208,13 +208,13 @@ def cmd_models(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from hpo import data, models  # noqa: PLC0415
-    from hpo.config import load_config  # noqa: PLC0415
-    from hpo.display import TrainProgress, console, train_summary  # noqa: PLC0415
-    from hpo.space import model_size  # noqa: PLC0415
-    from hpo.steps import static_reason  # noqa: PLC0415
     import torch  # noqa: PLC0415
 
+    from hpo import data, models  # noqa: PLC0415
+    from hpo.config import load_config  # noqa: PLC0415
+    from hpo.display import TrainProgress, console, escape, train_summary  # noqa: PLC0415
+    from hpo.space import model_size  # noqa: PLC0415
+    from hpo.steps import static_reason  # noqa: PLC0415
     from hpo.trainer import Diverged, bf16_autocast, check_data, out_of_memory, pick_device, train  # noqa: PLC0415
 
     cfg = load_config(args.config, args.trial).with_overrides(epochs=args.epochs, seed=args.seed)
@@ -228,7 +228,7 @@ def cmd_train(args) -> int:
     n_train = cfg.data.train_subset or len(splits.train_y)
     n_test = cfg.data.test_subset or len(splits.test_y)
     layout = models.describe(cfg.model, shape=splits.dataset.shape, classes=splits.dataset.classes)
-    headline = (f"[bold]{args.config}[/]: {layout}, {n_params:,} parameters, {cfg.optimizer.name} "
+    headline = (f"[bold]{escape(str(args.config))}[/]: {escape(layout)}, {n_params:,} parameters, {cfg.optimizer.name} "
                 f"lr={cfg.optimizer.lr:g}, batch {cfg.batch_size}, {cfg.epochs} epochs, {n_train:,} train / "
                 f"{n_test:,} test images of {splits.dataset.title} on {device}"
                 + (f"; scored: the weights' moving average (ema {cfg.ema:g})" if cfg.ema else ""))
@@ -259,7 +259,7 @@ def cmd_verify(args) -> int:
     import time  # noqa: PLC0415
 
     from hpo.config import load_config  # noqa: PLC0415
-    from hpo.display import console, pct  # noqa: PLC0415
+    from hpo.display import console, escape, pct  # noqa: PLC0415
     from hpo.space import model_size  # noqa: PLC0415
     from hpo.trainer import Diverged, pick_device  # noqa: PLC0415
     from hpo import data  # noqa: PLC0415
@@ -284,7 +284,8 @@ def cmd_verify(args) -> int:
 
     if not args.json:
         at_once = f", {min(args.workers, args.seeds)} at a time" if args.workers > 1 else ""
-        console.print(f"{args.config}: {cfg.epochs} epochs, seeds {cfg.seed}..{cfg.seed + args.seeds - 1} "
+        seeds = f"seed {cfg.seed}" if args.seeds == 1 else f"seeds {cfg.seed}..{cfg.seed + args.seeds - 1}"
+        console.print(f"{escape(str(args.config))}: {cfg.epochs} epochs, {seeds} "
                       f"on {device}{at_once}")
     started = time.monotonic()
     try:
@@ -303,6 +304,10 @@ def cmd_verify(args) -> int:
         print(json.dumps({"config": str(args.config), **result.as_dict(),
                           **({"against": against} if against else {})}, indent=2))
         return 0
+    if len(result.runs) == 1:  # one number has no spread: say so rather than print ± 0.00%
+        console.print(f"[bold]final test accuracy with seed {result.runs[0].seed}: {pct(result.mean)}[/] (one seed, "
+                      f"no spread: --seeds 2 or more gives mean ± std; {time.monotonic() - started:.0f} s wall)")
+        return 0
     console.print(f"[bold]final test accuracy over {args.seeds} seeds: {pct(result.mean)} ± {pct(result.std)}[/] "
                   f"(min {pct(min(r.final for r in result.runs))}, max {pct(max(r.final for r in result.runs))}; "
                   f"{time.monotonic() - started:.0f} s wall)")
@@ -310,7 +315,7 @@ def cmd_verify(args) -> int:
         size = f"{against['n_params']:,} params, " if isinstance(against["n_params"], int) else ""
         epochs = f"{against['epochs']} epochs, " if isinstance(against["epochs"], int) else ""
         low, high = against["interval95"]
-        console.print(f"against {against['config'] or args.against} ({size}{epochs}{against['seeds']} seeds): "
+        console.print(f"against {escape(str(against['config'] or args.against))} ({size}{epochs}{against['seeds']} seeds): "
                       f"{pct(against['mean'])} ± {pct(against['std'])}")
         console.print(f"difference {100 * against['difference']:+.2f} points, 95% interval {100 * low:+.2f} to "
                       f"{100 * high:+.2f} (Welch): [bold]{against['verdict']}[/]")

@@ -139,3 +139,31 @@ def test_a_cpu_allocation_failure_is_recorded_as_out_of_memory():
         torch.empty(2**62, dtype=torch.uint8)
     assert fail_reason(caught.value).startswith("out_of_memory: "), fail_reason(caught.value)
     assert fail_reason(RuntimeError("mat1 and mat2 shapes cannot be multiplied")).startswith("RuntimeError: ")
+
+
+def test_what_hpo_run_prints_keeps_brackets_and_names_the_runs_storage(monkeypatch):
+    """A failure's reason ("[enforce fail at ...]" from torch's allocator), a path or a URL with
+    [brackets] print as written, not as rich markup; the export hint opens the run's --storage."""
+    import io  # noqa: PLC0415
+
+    import optuna  # noqa: PLC0415
+    from rich.console import Console  # noqa: PLC0415
+
+    from hpo import display, records  # noqa: PLC0415
+    from hpo.study import load_spec  # noqa: PLC0415
+
+    shown = Console(file=io.StringIO(), width=300, highlight=False)
+    monkeypatch.setattr(display, "console", shown)
+    reason = "RuntimeError: [enforce fail at alloc_cpu.cpp:127] err == 0. [bold]DefaultCPUAllocator[/]"
+    failed = optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={records.FAIL_REASON: reason})
+    done = optuna.trial.create_trial(value=0.9, user_attrs={records.N_PARAMS: 100, records.CONFIG: {}})
+    failed.number, done.number = 0, 1
+    url = "sqlite:////tmp/[runs]/hpo.db"
+    view = display.RunDisplay(load_spec("quickstart"), 2, url, 1, live=False, storage_option=f" --storage '{url}'")
+    with view:
+        view.update([failed])
+    view.summary([failed, done])
+    out = shown.file.getvalue()
+    assert f"in {url}: 2 finished trials" in out, out
+    assert f"trial    0 failed    {reason}" in out, out
+    assert f"hpo export --study quickstart --top 3 -o best.yaml --storage '{url}'" in out, out

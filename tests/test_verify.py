@@ -39,6 +39,13 @@ def test_one_line_per_seed_then_mean_and_std_of_the_final_epochs(tmp_path):
     assert std == pytest.approx(statistics.stdev(finals), abs=0.01)
 
 
+def test_one_seed_gives_its_accuracy_without_a_spread(tmp_path):
+    out = verify_cli(tmp_path, "--seeds", "1").stdout
+    final = re.search(r"^seed +0  final ([\d.]+)%", out, re.M).group(1)
+    assert re.search(rf"final test accuracy with seed 0: {final}% \(one seed, no spread: --seeds 2 or more", out), out
+    assert "% ±" not in out and "seeds 0..0" not in out
+
+
 def test_json_is_the_whole_result_and_nothing_else(tmp_path):
     result = json.loads(verify_cli(tmp_path, "--seeds", "2", "--json").stdout)
     finals = [r["final"] for r in result["runs"]]
