@@ -178,8 +178,17 @@ def load_config(path: str | Path, trial: Optional[int] = None) -> TrainConfig:
             if trial not in numbers:
                 raise UserError(f"--trial {trial}: {path} holds trial(s) {', '.join(map(str, numbers))}; "
                                 "pick one of them, or export that trial (hpo export --top N)")
+            if numbers.count(trial) > 1:
+                raise ConfigError("trials", f"trial {trial} is there {numbers.count(trial)} times; keep one (or "
+                                            "export again: hpo export --top N)", source=str(path))
             at = numbers.index(trial)
-        data = trials[at].get("config") if isinstance(trials[at], dict) else None
+        entry = trials[at]
+        if isinstance(entry, dict) and "config" not in entry:
+            raise ConfigError(f"trials.{at}", "missing 'config': each trial of an export holds its training config "
+                                              "under config: (- trial: N, config: {model: ...}, as hpo export writes "
+                                              f"it); this one has {', '.join(map(str, entry)) or 'no keys'}",
+                              source=str(path))
+        data = entry.get("config") if isinstance(entry, dict) else None
         return parse_config(data, source=f"{path} (trials.{at}.config)")
     if trial is not None:
         raise UserError(f"--trial {trial}: {path} is one training config, not an export of several trials; "

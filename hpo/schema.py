@@ -24,8 +24,10 @@ def join(prefix: str, key: str | int) -> str:
     return f"{prefix}.{key}" if prefix else str(key)
 
 
-def describe(value: Any) -> str:
-    return f"{value!r} ({type(value).__name__})"
+def describe(value: Any, limit: int = 80) -> str:
+    """A value as an error line shows it: its repr, cut at `limit` characters, and its type."""
+    text = repr(value)
+    return f"{text if len(text) <= limit else text[:limit - 3] + '...'} ({type(value).__name__})"
 
 
 def coerce(value: Any, annotation: Any, key: str) -> Any:

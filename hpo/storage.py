@@ -216,7 +216,8 @@ class Storage:
             with sqlite3.connect(self.file, timeout=60) as conn:
                 if write:  # write-ahead logging lets readers (the dashboard, `hpo studies`) run beside writers
                     conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA schema_version").fetchone()  # reads the header: a damaged file says so here
+                conn.execute("PRAGMA schema_version").fetchone()  # reads the header: a damaged file says so here...
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # ...or here, its schema's page
                 if write:  # a read-only file (or folder) fails its first write, as the workers' would
                     conn.execute("BEGIN IMMEDIATE")
                     conn.execute("CREATE TABLE hpo_write_probe (x)")

@@ -266,6 +266,13 @@ CASES = [
     Case("an infinite learning rate", ("train", "--config", "{dir}/cfg.yaml"),
          ("cfg.yaml", "'optimizer.lr'", "must be a finite number, got inf"),
          text_file("cfg.yaml", "model: {preset: linear}\noptimizer: {lr: .inf}\n")),
+    Case("export file whose trials are bare configs", ("train", "--config", "{dir}/best.yaml"),
+         ("best.yaml", "'trials.0'", "missing 'config'", "this one has model, epochs"),
+         text_file("best.yaml", "trials:\n  - model: {preset: linear}\n    epochs: 1\n")),
+    Case("export file with a trial twice", ("train", "--config", "{dir}/best.yaml", "--trial", "3"),
+         ("best.yaml", "trial 3 is there 2 times"),
+         text_file("best.yaml", "trials:\n  - {trial: 3, config: {model: {preset: linear}}}\n"
+                                "  - {trial: 3, config: {model: {preset: lenet5}}}\n")),
     Case("training config missing its model", ("train", "--config", "{dir}/cfg.yaml"),
          ("cfg.yaml", "'model'", "missing", "preset"),
          text_file("cfg.yaml", "optimizer: {name: sgd, lr: 0.1}\nepochs: 1\n")),
