@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
-import multiprocessing as mp
+import signal
 import statistics
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -17,6 +17,7 @@ from typing import Callable, Optional, Sequence
 from hpo import data as data_mod
 from hpo.config import TrainConfig
 from hpo.data import Splits
+from hpo.processes import stop_fork_server, worker_context
 from hpo.trainer import pick_device, share_cpu, train
 
 
@@ -116,12 +117,18 @@ def verify(cfg: TrainConfig, *, seeds: int, n_params: int, device: str = "auto",
         processes = min(workers, seeds)
         # Pool, not ProcessPoolExecutor: leaving the block terminates the processes, so a seed
         # that diverges (or Ctrl-C) ends the command at once instead of after the others finish
-        with mp.get_context("spawn").Pool(processes, initializer=share_cpu, initargs=(processes,)) as pool:
-            train_one = functools.partial(_train_seed_in_process, cfg, device=device, data_dir=data_dir)
-            for run in pool.imap_unordered(train_one, seed_list):
-                runs.append(run)
-                if on_seed:
-                    on_seed(run)
+        # forked from hpo run's fork server: torch imported once, not once per process (and not
+        # while a Ctrl-C finds them importing); `hpo verify` ends the server with the pool
+        ctx = worker_context()
+        try:
+            with ctx.Pool(processes, initializer=_start_process, initargs=(processes,)) as pool:
+                train_one = functools.partial(_train_seed_in_process, cfg, device=device, data_dir=data_dir)
+                for run in pool.imap_unordered(train_one, seed_list):
+                    runs.append(run)
+                    if on_seed:
+                        on_seed(run)
+        finally:
+            stop_fork_server()
     return Verification(n_params, cfg.epochs, tuple(sorted(runs, key=lambda r: r.seed)))
 
 
@@ -130,6 +137,13 @@ def train_seed(cfg: TrainConfig, seed: int, data: Splits) -> SeedRun:
     best = max(history, key=lambda r: r.test_accuracy)
     return SeedRun(seed, history[-1].test_accuracy, best.test_accuracy, best.epoch,
                    round(sum(r.seconds for r in history), 2))
+
+
+def _start_process(processes: int) -> None:
+    """A seed's process: its share of the cores, and Ctrl-C left to `hpo verify`, which ends the
+    pool (Ctrl-C at a terminal reaches every process of the group; each printed a traceback)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    share_cpu(processes)
 
 
 def _train_seed_in_process(cfg: TrainConfig, seed: int, device: str, data_dir: Optional[Path]) -> SeedRun:

@@ -152,6 +152,34 @@ def test_sigterm_ends_verify_and_its_processes(tmp_path):
     assert "interrupted" in (tmp_path / "verify.log").read_text()
 
 
+def test_ctrl_c_while_the_seed_processes_start_prints_one_line(tmp_path):
+    """Ctrl-C at a terminal reaches the whole process group: the seed processes, a second or more
+    into importing torch, must leave it to `hpo verify`, whose one line is all that is printed."""
+    from cli_helpers import children, start_hpo, wait_until_gone  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump({**CONFIG, "epochs": 200}))
+    log = tmp_path / "verify.log"
+    proc = start_hpo("verify", "--config", str(path), "--device", "cpu", "--seeds", "2", "--workers", "2",
+                     cwd=tmp_path, log=log)
+    deadline = time.monotonic() + 120
+    try:
+        while len(children(proc.pid)) < 2:  # started, and (whenever this looks) still importing or training
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        pool = children(proc.pid)
+        os.killpg(proc.pid, signal.SIGINT)  # as the terminal sends it: to every process of the group
+        assert proc.wait(timeout=60) == 130, log.read_text()
+        wait_until_gone(pool, deadline, f"a seed's process outlived hpo verify: {pool}")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    lines = log.read_text().strip().splitlines()
+    assert lines[-1] == "hpo verify: interrupted" and len(lines) == 2, lines  # its headline, then that
+
+
 # ------------------------------------------------------------ --against: is the difference real?
 
 
