@@ -31,7 +31,7 @@ from hpo import data as hpo_data
 from hpo.average import WeightAverage
 from hpo.config import load_config
 from hpo.trainer import evaluate
-from hpo.verify import t975
+from hpo.verification import t975
 
 DECAYS = (0.99, 0.998, 0.999, 0.9995, 0.9998)
 

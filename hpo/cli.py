@@ -263,7 +263,7 @@ def cmd_verify(args) -> int:
     from hpo.space import model_size  # noqa: PLC0415
     from hpo.trainer import Diverged, pick_device  # noqa: PLC0415
     from hpo import data  # noqa: PLC0415
-    from hpo.verify import compare, verify  # noqa: PLC0415
+    from hpo.verification import compare, verify  # noqa: PLC0415
 
     cfg = load_config(args.config, args.trial).with_overrides(epochs=args.epochs)
     earlier = load_verification(args.against) if args.against else None  # before any training
