@@ -18,6 +18,7 @@ from typing import Callable, Optional, Union
 
 import optuna
 
+from hpo.cli import MAX_EPOCHS, MAX_PACK, MAX_WORKERS
 from hpo.errors import UserError
 from hpo.study import StudySpec, load_spec
 
@@ -47,6 +48,11 @@ def run(study: Union[str, Path, StudySpec], *, trials: int, storage: Optional[st
 
     import multiprocessing  # noqa: PLC0415
 
+    _check(trials=(trials, _whole(trials, 1)), pack=(pack, _whole(pack, 1, MAX_PACK)), device=(device, device in DEVICES),
+           workers=(workers, workers == "auto" or _whole(workers, 1, MAX_WORKERS)),
+           timeout=(timeout, timeout is None or (_number(timeout) and timeout > 0)),
+           on_trial=(on_trial, on_trial is None or callable(on_trial)),
+           study=(study, isinstance(study, (str, Path, StudySpec))))
     if multiprocessing.current_process().name.startswith("hpo-worker"):
         raise RuntimeError("hpo.run was called again inside one of its own worker processes, which import the "
                            "calling script anew: in a script, call hpo.run under  if __name__ == '__main__':")
@@ -82,6 +88,8 @@ def train(config, *, epochs: Optional[int] = None, seed: Optional[int] = None, d
     from hpo import data  # noqa: PLC0415
     from hpo.trainer import pick_device, train as train_loop  # noqa: PLC0415
 
+    _check(epochs=(epochs, epochs is None or _whole(epochs, 1, MAX_EPOCHS)), seed=(seed, seed is None or _whole(seed, 0)),
+           device=(device, device in DEVICES))
     cfg = _config(config).with_overrides(epochs=epochs, seed=seed)
     dev = pick_device(device)
     return train_loop(cfg, data.load(cfg.data, dev, data_dir), on_epoch=on_epoch)
@@ -96,8 +104,36 @@ def verify(config, *, seeds: int = 5, epochs: Optional[int] = None, device: str 
     from hpo.space import model_size  # noqa: PLC0415
     from hpo.verification import verify as verify_config  # noqa: PLC0415
 
+    _check(seeds=(seeds, _whole(seeds, 1)), epochs=(epochs, epochs is None or _whole(epochs, 1, MAX_EPOCHS)),
+           device=(device, device in DEVICES), workers=(workers, _whole(workers, 1, MAX_WORKERS)))
     cfg = _config(config).with_overrides(epochs=epochs)
     return verify_config(cfg, seeds=seeds, n_params=model_size(cfg), device=device, data_dir=data_dir, workers=workers)
+
+
+DEVICES = ("auto", "cpu", "cuda")
+EXPECTED = {"trials": "a whole number, 1 or more", "seeds": "a whole number, 1 or more",
+            "pack": f"a whole number from 1 to {MAX_PACK}", "epochs": f"None or a whole number from 1 to {MAX_EPOCHS}",
+            "seed": "None or a whole number, 0 or more", "device": " or ".join(map(repr, DEVICES)),
+            "workers": f"a whole number from 1 to {MAX_WORKERS}, or 'auto'", "timeout": "None or seconds > 0",
+            "on_trial": "None or a function of one trial", "study": "a study name, a path or a StudySpec"}
+
+
+def _whole(value, low: int, high: Optional[int] = None) -> bool:
+    return (isinstance(value, int) and not isinstance(value, bool) and value >= low
+            and (high is None or value <= high))
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check(**given: tuple) -> None:
+    """What the command line's flags refuse, refused here too: one UserError, before any work
+    (each keyword: the argument's value, and whether it is fine)."""
+    for name, (value, fine) in given.items():
+        if not fine:
+            shown = repr(value) if len(repr(value)) <= 40 else type(value).__name__
+            raise UserError(f"{name}={shown}: expected {EXPECTED[name]}")
 
 
 def _config(config):

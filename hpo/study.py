@@ -18,6 +18,7 @@ import copy
 import hashlib
 import inspect
 import json
+import os
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -321,9 +322,11 @@ def find_study_file(name_or_path: str) -> Path:
     raise UserError(f"--study {name_or_path}: no such study file; give a path, or one of: {', '.join(known) or '(none found)'}")
 
 
-def load_spec(name_or_path: str) -> StudySpec:
+def load_spec(name_or_path: str | os.PathLike) -> StudySpec:
     """The study file named (under studies/) or at this path, parsed and checked."""
-    path = find_study_file(name_or_path)
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise UserError(f"a study is a name under studies/ or a file's path, got {type(name_or_path).__name__}")
+    path = find_study_file(os.fspath(name_or_path))
     raw = schema.load_yaml(path)
     if isinstance(raw, dict) and "base" not in raw and ("model" in raw or "trials" in raw):
         raise ConfigError("", "a training config (or an export of one), not a study file: train it with "

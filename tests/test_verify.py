@@ -260,3 +260,35 @@ def test_a_bad_against_file_is_one_line_before_any_training(tmp_path, content, w
                           env={**os.environ, "HPO_OFFLINE": "1"})
     assert done.returncode == 2 and words in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "seed " not in done.stdout  # nothing trained
+
+
+API_MISTAKES = [
+    (lambda tmp: hpo.run("quickstart", trials=0, storage=f"sqlite:///{tmp / 'api.db'}"), "trials=0: expected"),
+    (lambda tmp: hpo.run("quickstart", trials=1.5, storage=f"sqlite:///{tmp / 'api.db'}"), "trials=1.5"),
+    (lambda tmp: hpo.run("quickstart", trials=2, workers=0, storage=f"sqlite:///{tmp / 'api.db'}"), "workers=0"),
+    (lambda tmp: hpo.run("quickstart", trials=2, timeout=-1, storage=f"sqlite:///{tmp / 'api.db'}"), "timeout=-1"),
+    (lambda tmp: hpo.run("quickstart", trials=2, device="gpu", storage=f"sqlite:///{tmp / 'api.db'}"), "device='gpu'"),
+    (lambda tmp: hpo.run("quickstart", trials=2, on_trial=1, storage=f"sqlite:///{tmp / 'api.db'}"), "on_trial=1"),
+    (lambda tmp: hpo.load_spec(None), "got NoneType"),
+    (lambda tmp: hpo.train(CONFIG, epochs="1"), "epochs='1'"),
+    (lambda tmp: hpo.train(CONFIG, seed=-1), "seed=-1"),
+    (lambda tmp: hpo.verify(CONFIG, seeds=0), "seeds=0"),
+]
+
+
+@pytest.mark.parametrize("call, words", API_MISTAKES, ids=[w for _, w in API_MISTAKES])
+def test_the_python_api_refuses_what_the_flags_refuse_before_any_work(call, words, tmp_path):
+    """Each mistake is one UserError naming the argument, and nothing is created: hpo.run(trials=0)
+    had made the study and its database, workers=0 returned with no trial run, trials=1.5 crashed
+    a worker."""
+    from hpo.errors import UserError  # noqa: PLC0415
+
+    with pytest.raises(UserError, match=re.escape(words)):
+        call(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_spec_takes_a_path_object():
+    from hpo.study import find_study_file  # noqa: PLC0415
+
+    assert hpo.load_spec(Path(find_study_file("quickstart"))).name == "quickstart"
