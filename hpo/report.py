@@ -88,7 +88,7 @@ def _layout(fig, title: str, x: str, y: str, **extra):
     return fig
 
 
-def history_figure(trials: list[FrozenTrial]):
+def history_figure(trials: list[FrozenTrial], metric: str = "test accuracy"):
     import plotly.graph_objects as go  # noqa: PLC0415
 
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -100,18 +100,18 @@ def history_figure(trials: list[FrozenTrial]):
         ys.append(best)
     fig = go.Figure()
     fig.add_scatter(x=[t.number for t in complete], y=[accuracy_pct(t) for t in complete], mode="markers",
-                    name="complete trial: final-epoch test accuracy", marker=dict(color=COLORS["complete"], size=8),
+                    name=f"complete trial: final-epoch {metric}", marker=dict(color=COLORS["complete"], size=8),
                     text=[hover(t) for t in complete], hoverinfo="text+y")
     fig.add_scatter(x=[t.number for t in pruned], y=[curve(t)[1][-1] for t in pruned], mode="markers",
                     name="pruned trial: accuracy when stopped", marker=dict(color=COLORS["pruned"], symbol="x", size=7),
                     opacity=0.6, text=[hover(t) for t in pruned], hoverinfo="text+y")
     fig.add_scatter(x=xs, y=ys, mode="lines", line=dict(shape="hv", color=COLORS["base"], width=2.5),
                     name="best so far")
-    return _layout(fig, "Optimization history: each trial's test accuracy and the best so far",
-                   "trial number (order started)", "test accuracy (%)")
+    return _layout(fig, f"Optimization history: each trial's {metric} and the best so far",
+                   "trial number (order started)", f"{metric} (%)")
 
 
-def curves_figure(trials: list[FrozenTrial]):
+def curves_figure(trials: list[FrozenTrial], metric: str = "test accuracy"):
     import plotly.graph_objects as go  # noqa: PLC0415
 
     fig = go.Figure()
@@ -134,11 +134,11 @@ def curves_figure(trials: list[FrozenTrial]):
                         text=hover(t), hoverinfo="text+x+y")
         shown.add(k)
     fig.update_xaxes(dtick=1 if max((len(records.epochs(t)) for t in trials), default=0) <= 20 else None)
-    return _layout(fig, "Learning curves: test accuracy after every epoch, one line per trial", "epoch",
-                   "test accuracy (%)")
+    return _layout(fig, f"Learning curves: {metric} after every epoch, one line per trial", "epoch",
+                   f"{metric} (%)")
 
 
-def importance_figure(study: optuna.Study, trials: list[FrozenTrial]):
+def importance_figure(study: optuna.Study, trials: list[FrozenTrial], metric: str = "test accuracy"):
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if len(complete) < 2 or not any(t.params for t in complete):
         return None, "Needs at least two complete trials with searched settings."
@@ -146,10 +146,10 @@ def importance_figure(study: optuna.Study, trials: list[FrozenTrial]):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             fig = optuna.visualization.plot_param_importances(study, target=accuracy_pct,
-                                                              target_name="final test accuracy")
+                                                              target_name=f"final {metric}")
     except (ValueError, RuntimeError) as error:
         return None, f"Optuna could not compute importances: {error}"
-    fig.update_layout(title="Which settings mattered: share of the variation in final test accuracy "
+    fig.update_layout(title=f"Which settings mattered: share of the variation in final {metric} "
                             "explained by each setting", template=TEMPLATE,
                       height=max(300, 120 + 40 * len(fig.data[0].y if fig.data else [])),
                       xaxis_title="importance (all settings sum to 1)", yaxis_title="searched setting",
@@ -157,7 +157,7 @@ def importance_figure(study: optuna.Study, trials: list[FrozenTrial]):
     return fig, ""
 
 
-def parallel_figure(study: optuna.Study, trials: list[FrozenTrial]):
+def parallel_figure(study: optuna.Study, trials: list[FrozenTrial], metric: str = "test accuracy"):
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     shared = set.intersection(*(set(t.params) for t in complete)) if complete else set()
     if not shared:
@@ -166,16 +166,16 @@ def parallel_figure(study: optuna.Study, trials: list[FrozenTrial]):
         warnings.simplefilter("ignore")
         fig = optuna.visualization.plot_parallel_coordinate(study, params=sorted(shared),
                                                             target=accuracy_pct,
-                                                            target_name="test accuracy (%)")
+                                                            target_name=f"{metric} (%)")
     fig.update_layout(title="Parallel coordinates: each complete trial is one line through its settings, "
-                            "colored by final test accuracy", template=TEMPLATE, height=480,
+                            f"colored by final {metric}", template=TEMPLATE, height=480,
                       margin=dict(t=110, l=80, r=60, b=40))
     dropped = sorted({p for t in complete for p in t.params} - shared)
     return fig, (f"Settings only some trials have (conditional ones) are left out: {', '.join(dropped)}."
                  if dropped else "")
 
 
-def pareto_figure(study: optuna.Study, trials: list[FrozenTrial]):
+def pareto_figure(study: optuna.Study, trials: list[FrozenTrial], metric: str = "test accuracy"):
     import plotly.graph_objects as go  # noqa: PLC0415
 
     complete = [t for t in trials if t.state == TrialState.COMPLETE and isinstance(t.user_attrs.get(records.N_PARAMS), int)]
@@ -213,7 +213,7 @@ def pareto_figure(study: optuna.Study, trials: list[FrozenTrial]):
                            text=f" budget: {budget:,} parameters", font=dict(color=COLORS["rejected"], size=11))
     fig.update_xaxes(type="log")
     return _layout(fig, "Accuracy against size: smaller and higher is better (up and to the left)",
-                   "trainable parameters (log scale)", "test accuracy (%)", height=520)
+                   "trainable parameters (log scale)", f"{metric} (%)", height=520)
 
 
 def timing_figure(trials: list[FrozenTrial]):
@@ -247,7 +247,9 @@ def timing_figure(trials: list[FrozenTrial]):
 # ----------------------------------------------------------------- the page
 
 
-def top_table(trials: list[FrozenTrial], top: int) -> str:
+def top_table(trials: list[FrozenTrial], top: int, held_out: bool = False) -> str:
+    """The best trials as an HTML table; with `held_out` (eval: val) their value is the validation
+    accuracy, and the test accuracy, measured once at the end, stands beside it."""
     complete = records.ranked(trials, top)
     rows = []
     for rank, t in enumerate(complete, 1):
@@ -256,15 +258,20 @@ def top_table(trials: list[FrozenTrial], top: int) -> str:
         spe, span = seconds_per_epoch(t), duration(t)
         config = yaml.safe_dump(t.user_attrs.get(records.CONFIG, {}), sort_keys=False, default_flow_style=None, width=90)
         cells = [str(rank), f"{t.number}{' (base)' if t.user_attrs.get(records.BASE) else ''}",
-                 f"{accuracy_pct(t):.2f}%",
+                 f"{accuracy_pct(t):.2f}%", *([_pct(t.user_attrs.get(records.TEST_ACCURACY))] if held_out else []),
                  f"{100 * best_acc:.2f}% (epoch {best_epoch})" if best_acc is not None else "-",
                  f"{n:,}" if isinstance(n, int) else "-", f"{spe:.2f}" if spe else "-",
                  f"{span:.0f}" if span else "-", html.escape(settings(t)) or "-"]
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells)
                     + f"<td><details><summary>config</summary><pre>{html.escape(config)}</pre></details></td></tr>")
-    head = "".join(f"<th>{h}</th>" for h in ("rank", "trial", "final test acc.", "best epoch", "parameters",
+    value = ("final val. acc.", "test acc. (once, at the end)") if held_out else ("final test acc.",)
+    head = "".join(f"<th>{h}</th>" for h in ("rank", "trial", *value, "best epoch", "parameters",
                                              "s / epoch", "trial s", "searched settings", "full config"))
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _pct(fraction) -> str:
+    return f"{100 * fraction:.2f}%" if isinstance(fraction, (int, float)) else "-"
 
 
 CSS = """
@@ -295,26 +302,32 @@ def build_report(*, storage: optuna.storages.BaseStorage, study_name: str, where
 
     n_best = best.user_attrs.get(records.N_PARAMS)
     source = study.user_attrs.get(records.SOURCE, "")
+    spec = study.user_attrs.get(records.SPEC)
+    held_out = isinstance(spec, dict) and spec.get("eval") == "val"
+    # eval: val: the search sees accuracy on held-out training images; the test set once, at the end
+    metric = "validation accuracy" if held_out else "test accuracy"
     sections = [
-        ("Optimization history", figure(history_figure(trials)),
-         "Each dot is a finished trial's test accuracy after its last epoch (the value the search maximizes"
+        ("Optimization history", figure(history_figure(trials, metric)),
+         f"Each dot is a finished trial's {metric} after its last epoch (the value the search maximizes"
          f"{'; it weighs it against the parameter count, below' if front else ''}); the line is the best so far. "
          "Pruned trials are drawn where the pruner stopped them."),
-        ("Learning curves", figure(curves_figure(trials)),
-         "Test accuracy after every epoch as the trials reported it. Dotted red lines ended early: the pruner "
+        ("Learning curves", figure(curves_figure(trials, metric)),
+         f"{metric.capitalize()} after every epoch as the trials reported it. Dotted red lines ended early: the pruner "
          "judged them unlikely to beat the others at that epoch. Over-budget trials never trained and are not drawn."),
-        ("Accuracy against size", figure(pareto_figure(study, trials)),
+        ("Accuracy against size", figure(pareto_figure(study, trials, metric)),
          "The seeds' stars are their best epoch on the full MNIST test set, picked after the fact; trials show "
-         "their final epoch, on the data and epochs this study trains with, so a study on a subset or "
-         "fewer epochs sits lower than the seeds by design."),
-        ("Parameter importances", figure(*importance_figure(study, trials)),
+         f"their final epoch's {metric}, on the data and epochs this study trains with, so a study on a subset or "
+         "fewer epochs sits lower than the seeds by design."
+         + (" Validation images are held-out training images, not the test set the stars are measured on; the "
+            "table below gives each top trial's test accuracy, measured once." if held_out else "")),
+        ("Parameter importances", figure(*importance_figure(study, trials, metric)),
          "Computed by Optuna (PED-ANOVA) from the complete trials; with few trials it is a rough guide."),
-        ("Parallel coordinates", figure(*parallel_figure(study, trials)), ""),
+        ("Parallel coordinates", figure(*parallel_figure(study, trials, metric)), ""),
         ("Time", figure(timing_figure(trials)),
          "Seconds per epoch as the trainer measured it; trial wall time includes evaluation and the storage's "
          "writes. Over-budget trials take no time and are left out."),
         (f"Pareto front: {front} trials, most accurate first" + (f" (the first {top})" if front > top else "")
-         if front else f"Top {min(top, c.complete)} trials", top_table(trials, top),
+         if front else f"Top {min(top, c.complete)} trials", top_table(trials, top, held_out),
          ("Each is the most accurate model of its size or smaller. " if front else "")
          + "Each config re-trains as is: hpo export writes them as YAML for hpo train --config."),
     ]
@@ -324,7 +337,9 @@ def build_report(*, storage: optuna.storages.BaseStorage, study_name: str, where
     facts = (f"{c.finished} finished trials: {c.complete} complete, {c.pruned} pruned; "
              f"{c.rejected} rejected over the parameter budget, {c.failed} failed, {c.running + c.waiting} running "
              f"or waiting. {f'Pareto front: {front} trials; most accurate' if front else 'Best'}: trial {best.number}, "
-             f"{accuracy_pct(best):.2f}% test accuracy{size}.")
+             f"{accuracy_pct(best):.2f}% {metric}{size}"
+             + (f", {_pct(best.user_attrs.get(records.TEST_ACCURACY))} test accuracy (measured once, at the end)"
+                if held_out else "") + ".")
     made = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>hpo report: {html.escape(study_name)}"
             f"</title><style>{CSS}</style></head><body><h1>Study <code>{html.escape(study_name)}</code></h1>"

@@ -435,3 +435,29 @@ def test_reading_a_study_does_not_import_torch(tmp_path, command):
              "print(rc, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["0", "False"], out.stdout + out.stderr
+
+
+def test_a_report_of_an_eval_val_study_names_validation_accuracy_and_gives_the_test_set_once(tmp_path):
+    """With `eval: val` the trials' values are accuracies on held-out training images: the report
+    says so wherever it named a test accuracy, and its table and facts carry the test accuracy each
+    top trial measured once at the end."""
+    from hpo import records  # noqa: PLC0415
+    from hpo.report import build_report  # noqa: PLC0415
+
+    url = f"sqlite:///{tmp_path / 'val.db'}"
+    study = optuna.create_study(study_name="held", storage=url, direction="maximize")
+    study.set_user_attr(records.SPEC, {"name": "held", "eval": "val"})
+    distribution = optuna.distributions.FloatDistribution(0.001, 0.1, log=True)
+    for lr, val, test in ((0.01, 0.9717, 0.9828), (0.05, 0.9655, 0.9701)):
+        study.add_trial(optuna.trial.create_trial(
+            value=val, params={"optimizer.lr": lr}, distributions={"optimizer.lr": distribution},
+            intermediate_values={1: val - 0.01, 2: val},
+            user_attrs={records.N_PARAMS: 5000, records.TEST_ACCURACY: test, records.EPOCH_SECONDS: [1.0, 1.0],
+                        records.CONFIG: {"model": {"preset": "mnistnet2"}}, records.BEST_EPOCH: 2,
+                        records.BEST_ACCURACY: val}))
+    page = build_report(storage=optuna.storages.RDBStorage(url), study_name="held")
+    assert "Best: trial 0, 97.17% validation accuracy with 5,000 parameters, 98.28% test accuracy" in page
+    assert "<th>final val. acc.</th><th>test acc. (once, at the end)</th>" in page
+    assert "<td>97.17%</td><td>98.28%</td>" in page and "<td>96.55%</td><td>97.01%</td>" in page
+    assert "each trial's validation accuracy and the best so far" in page
+    assert "test accuracy after every epoch" not in page and "final-epoch test accuracy" not in page
