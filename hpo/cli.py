@@ -163,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=positive_int, default=None, metavar="K",
                    help="how many of the best trials (default: 1); of a multi-objective study's Pareto front, "
                         "the K most accurate (default: all of it)")
-    p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write here instead of standard output")
+    p.add_argument("-o", "--output", type=Path, metavar="FILE",
+                   help="write here instead of standard output (- is standard output)")
     storage(p)
     p.set_defaults(handler=cmd_export)
 
@@ -211,7 +212,7 @@ def cmd_train(args) -> int:
     import torch  # noqa: PLC0415
 
     from hpo import data, models  # noqa: PLC0415
-    from hpo.config import load_config  # noqa: PLC0415
+    from hpo.config import exported_trial, load_config  # noqa: PLC0415
     from hpo.display import TrainProgress, console, escape, train_summary  # noqa: PLC0415
     from hpo.space import model_size  # noqa: PLC0415
     from hpo.steps import static_reason  # noqa: PLC0415
@@ -245,12 +246,35 @@ def cmd_train(args) -> int:
         print(f"hpo train: out of memory on {device}: {first}; lower batch_size or the model's widths in "
               f"{args.config}", file=sys.stderr)
         return 1
+    for note in rerun_notes(exported_trial(args.config, args.trial), device, torch.get_num_threads()):
+        print(f"hpo train: note: {note}", file=sys.stderr)
     precision = "bf16 autocast" if bf16_autocast(device.type) else "fp32"
     if device.type == "cuda":  # the graph is an epoch's 10x: say whether this config had it, and why not
         reason = static_reason(cfg, device)
         precision += ", the step one CUDA graph" if reason is None else f", eager step: {reason}"
     console.print(train_summary(history, n_params=n_params, device=device, precision=precision))
     return 0
+
+
+def rerun_notes(record: dict | None, device, threads: int) -> list[str]:
+    """Why `hpo train` of an exported trial may not give the trial's own number: each difference
+    between how the trial trained and how this run does, as a line (nothing for a plain config)."""
+    if not record:
+        return []
+    number, notes = record.get("trial", "?"), []
+    if record.get("packed", 1) > 1:
+        notes.append(f"trial {number} trained packed with {record['packed'] - 1} other trial(s) (--pack): the same "
+                     "recipe, not the same run (README, --pack); expect its accuracy within the seeds' spread")
+    if "test_accuracy" in record:
+        notes.append(f"trial {number}'s value is its validation accuracy (eval: val: trained without 10,000 held-out "
+                     "training images); this run trains on all of them and tests on the test set: compare with its "
+                     f"test_accuracy, {100 * record['test_accuracy']:.2f}%")
+    trained = record.get("torch_threads")
+    if device.type == "cpu" and isinstance(trained, int) and trained != threads:
+        notes.append(f"trial {number} trained with {trained} torch thread(s), this run with {threads}: a CPU's sums "
+                     f"round by the thread count, and a short run turns that into points; OMP_NUM_THREADS={trained} "
+                     "gives the trial's own digits on this machine")
+    return notes
 
 
 def cmd_verify(args) -> int:
@@ -403,7 +427,7 @@ def cmd_export(args) -> int:
     from hpo.storage import Storage  # noqa: PLC0415
 
     exported = export(Storage.resolve(args.storage).open_existing(), args.study, top=args.top)
-    if args.output:
+    if args.output and str(args.output) != "-":  # -o -: standard output, as without -o
         try:
             args.output.write_text(exported.text)
         except OSError as error:

@@ -157,6 +157,17 @@ def parse_config(data: Any, source: str | None = None) -> TrainConfig:
         raise error.located(source) if source else error from None
 
 
+def exported_trial(path: str | Path, trial: Optional[int] = None) -> Optional[dict]:
+    """The export's record of the trial `load_config(path, trial)` trains (its value, device,
+    threads...), or None for a plain training config. Call it after load_config has checked the file."""
+    data = schema.load_yaml(path)
+    if not (isinstance(data, dict) and isinstance(data.get("trials"), list) and "model" not in data):
+        return None
+    numbers = [t.get("trial") if isinstance(t, dict) else None for t in data["trials"]]
+    entry = data["trials"][numbers.index(trial) if trial is not None else 0]
+    return entry if isinstance(entry, dict) else None
+
+
 def load_config(path: str | Path, trial: Optional[int] = None) -> TrainConfig:
     """Read a training config file; an export file with several trials gives its first, or the
     one of Optuna trial number `trial`."""

@@ -68,6 +68,10 @@ def export(rdb: optuna.storages.BaseStorage, study_name: str, *, top: Optional[i
                 "best_epoch": t.user_attrs.get(records.BEST_EPOCH),
                 "seconds_per_epoch": t.user_attrs.get(records.EPOCH_SECONDS),
                 "device": t.user_attrs.get(records.DEVICE),
+                # what a re-training needs to give the same digits: a CPU's thread count, and whether
+                # it trained alone (`hpo train` prints a note where either differs)
+                **({"torch_threads": t.user_attrs[records.THREADS]} if records.THREADS in t.user_attrs else {}),
+                **({"packed": max(t.user_attrs[records.PACKED])} if t.user_attrs.get(records.PACKED) else {}),
                 "versions": t.user_attrs.get(records.VERSIONS),
                 "config": t.user_attrs[records.CONFIG],
             }

@@ -45,10 +45,12 @@ def ensure_study(rdb: optuna.storages.BaseStorage, spec: StudySpec, storage: Sto
             "another name: key, or use another --storage"
         )
     if made_from.get(records.FINGERPRINT) != spec.fingerprint:
+        source = made_from.get(records.SOURCE, "unknown")
+        same = Path(str(source)).resolve() == Path(str(spec.source)).resolve()
         raise UserError(
             f"study {spec.name!r} in {storage.masked} was created from a different study file "
-            f"({made_from.get(records.SOURCE, 'unknown')}); give this one another name: key, "
-            "or use another --storage"
+            + (f"(an earlier version of {source}: what it searches has changed since)" if same else f"({source})")
+            + "; give this one another name: key, or use another --storage"
         )
     return study_id
 
@@ -198,8 +200,8 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
     watched = optuna.load_study(study_name=spec.name, storage=rdb)
     finished = records.count(before).finished
     if finished >= trials:
-        info(f"study {spec.name!r} already has {trials} or more finished trials; nothing to run "
-             f"(ask for more with --trials)")
+        info(f"study {spec.name!r} already has {finished} finished trials, --trials {trials} asks for no more; "
+             f"nothing to run (ask for more with --trials {finished + 1} or higher)")
         return 0
     workers = min(workers, trials - finished)  # a worker more than the trials left would only wait
 

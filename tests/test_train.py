@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import pytest
+import yaml
 
 import hpo.trainer
 from hpo import schema
@@ -297,3 +298,30 @@ def test_bf16_on_cuda_only_where_the_gpu_does_it_natively(monkeypatch, native, e
         assert hpo.trainer.bf16_autocast("cuda") is False
     finally:
         hpo.trainer.bf16_autocast.cache_clear()
+
+
+def test_training_an_exported_trial_says_what_differs_from_how_it_trained(tmp_path):
+    """An export records how each trial trained; `hpo train --trial N` names each difference that
+    changes its digits (a CPU's thread count, a packed group, eval: val's held-out images)."""
+    import torch  # noqa: PLC0415
+
+    from hpo.cli import rerun_notes  # noqa: PLC0415
+    from hpo.config import exported_trial  # noqa: PLC0415
+
+    path = tmp_path / "best.yaml"
+    path.write_text(yaml.safe_dump({"trials": [
+        {"trial": 4, "value": 0.98, "torch_threads": 1, "config": {"model": {"preset": "linear"}}},
+        {"trial": 7, "value": 0.97, "test_accuracy": 0.9812, "packed": 4, "torch_threads": 2,
+         "config": {"model": {"preset": "linear"}}}]}))
+    cpu = torch.device("cpu")
+    first = rerun_notes(exported_trial(path), cpu, threads=2)
+    assert len(first) == 1 and "trial 4 trained with 1 torch thread(s), this run with 2" in first[0]
+    assert "OMP_NUM_THREADS=1" in first[0]
+    assert rerun_notes(exported_trial(path), cpu, threads=1) == []
+    assert rerun_notes(exported_trial(path), torch.device("cuda"), threads=2) == []  # threads: a CPU's matter
+    seventh = rerun_notes(exported_trial(path, 7), cpu, threads=2)
+    assert len(seventh) == 2 and "packed with 3 other trial(s)" in seventh[0]
+    assert "validation accuracy" in seventh[1] and "test_accuracy, 98.12%" in seventh[1]
+    plain = tmp_path / "cfg.yaml"
+    plain.write_text("model: {preset: linear}\n")
+    assert rerun_notes(exported_trial(plain), cpu, threads=2) == []
