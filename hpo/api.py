@@ -20,6 +20,7 @@ import optuna
 
 from hpo.cli import MAX_EPOCHS, MAX_PACK, MAX_WORKERS
 from hpo.errors import UserError
+from hpo.processes import main_without_a_missing_file
 from hpo.study import StudySpec, load_spec
 
 __all__ = ["load_spec", "run", "train", "verify"]
@@ -68,11 +69,12 @@ def run(study: Union[str, Path, StudySpec], *, trials: int, storage: Optional[st
             for t in self.newly_ended(trials_now):
                 on_trial(t)
 
-    status = run_study(spec=spec, storage=where, trials=trials, workers=workers, timeout=timeout, device=device,
-                       data_dir=data_dir, checkpoint_dir=checkpoint_dir,
-                       artifacts=artifacts_mod.folder_for(where, artifacts),
-                       display=(lambda _, before: Calls(before)) if on_trial else (lambda *_: Silent()),
-                       warn=lines.append, pack=pack)
+    with main_without_a_missing_file():
+        status = run_study(spec=spec, storage=where, trials=trials, workers=workers, timeout=timeout, device=device,
+                           data_dir=data_dir, checkpoint_dir=checkpoint_dir,
+                           artifacts=artifacts_mod.folder_for(where, artifacts),
+                           display=(lambda _, before: Calls(before)) if on_trial else (lambda *_: Silent()),
+                           warn=lines.append, pack=pack)
     if status == 130:
         raise KeyboardInterrupt
     if status != 0:
@@ -107,7 +109,9 @@ def verify(config, *, seeds: int = 5, epochs: Optional[int] = None, device: str 
     _check(seeds=(seeds, _whole(seeds, 1)), epochs=(epochs, epochs is None or _whole(epochs, 1, MAX_EPOCHS)),
            device=(device, device in DEVICES), workers=(workers, _whole(workers, 1, MAX_WORKERS)))
     cfg = _config(config).with_overrides(epochs=epochs)
-    return verify_config(cfg, seeds=seeds, n_params=model_size(cfg), device=device, data_dir=data_dir, workers=workers)
+    with main_without_a_missing_file():
+        return verify_config(cfg, seeds=seeds, n_params=model_size(cfg), device=device, data_dir=data_dir,
+                             workers=workers)
 
 
 DEVICES = ("auto", "cpu", "cuda")

@@ -12,7 +12,10 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import sys
+from contextlib import contextmanager
 from multiprocessing import forkserver
+from typing import Iterator
 
 PRELOAD = ["hpo.preload"]  # its import is the preload: what a worker needs, Ctrl-C ignored meanwhile
 
@@ -44,3 +47,22 @@ def stop_fork_server() -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+@contextmanager
+def main_without_a_missing_file() -> Iterator[None]:
+    """A calling script read from standard input (`python - <<EOF`) names `<stdin>` as its file,
+    which every new worker process then tries to import again, and cannot: hidden meanwhile, the
+    workers start as from a notebook, which has no file either."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    hide = (path is not None and getattr(main, "__spec__", None) is None
+            and not os.path.isfile(os.path.join(mp.process.ORIGINAL_DIR or "", path)))
+    if hide:
+        del main.__file__
+    try:
+        yield
+    finally:
+        if hide:
+            main.__file__ = path
+

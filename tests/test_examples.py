@@ -80,3 +80,16 @@ def test_the_readmes_python_block_runs_as_a_script(folder):
     lines = done.stdout.strip().splitlines()
     assert len([line for line in lines if re.match(r"^\d+ (COMPLETE|PRUNED|FAIL) ", line)]) >= 3, done.stdout
     assert re.match(r"^0\.\d+ ± 0\.\d+$", lines[-1]), done.stdout
+
+
+def test_a_script_read_from_standard_input_runs_a_study(folder):
+    """`python - <<EOF`: the workers could not import the calling script again (its file is
+    `<stdin>`) and every one failed; they start as from a notebook now."""
+    script = ("import hpo\n"
+              "study = hpo.run('shapes.yaml', trials=2, storage='sqlite:///stdin.db', device='cpu')\n"
+              "print('finished', sum(t.state.is_finished() for t in study.trials))\n")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HPO_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-"], input=script, cwd=folder, capture_output=True, text=True,
+                          timeout=600, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "finished 2" in done.stdout and "Traceback" not in done.stderr, done.stdout + done.stderr
