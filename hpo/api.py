@@ -49,7 +49,8 @@ def run(study: Union[str, Path, StudySpec], *, trials: int, storage: Optional[st
 
     import multiprocessing  # noqa: PLC0415
 
-    _check(trials=(trials, _whole(trials, 1)), pack=(pack, _whole(pack, 1, MAX_PACK)), device=(device, device in DEVICES),
+    _check(trials=(trials, _whole(trials, 1)), pack=(pack, _whole(pack, 1, MAX_PACK)),
+           device=(device, device in DEVICES),
            workers=(workers, workers == "auto" or _whole(workers, 1, MAX_WORKERS)),
            timeout=(timeout, timeout is None or (_number(timeout) and timeout > 0)),
            on_trial=(on_trial, on_trial is None or callable(on_trial)),
@@ -90,8 +91,8 @@ def train(config, *, epochs: Optional[int] = None, seed: Optional[int] = None, d
     from hpo import data  # noqa: PLC0415
     from hpo.trainer import pick_device, train as train_loop  # noqa: PLC0415
 
-    _check(epochs=(epochs, epochs is None or _whole(epochs, 1, MAX_EPOCHS)), seed=(seed, seed is None or _whole(seed, 0)),
-           device=(device, device in DEVICES))
+    _check(epochs=(epochs, epochs is None or _whole(epochs, 1, MAX_EPOCHS)),
+           seed=(seed, seed is None or _whole(seed, 0)), device=(device, device in DEVICES))
     cfg = _config(config).with_overrides(epochs=epochs, seed=seed)
     dev = pick_device(device)
     return train_loop(cfg, data.load(cfg.data, dev, data_dir), on_epoch=on_epoch)

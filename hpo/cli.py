@@ -195,7 +195,8 @@ def cmd_data(args) -> int:
     dataset = datasets.get(args.dataset)
     folder = data.ensure(dataset, args.data_dir, log=lambda line: console.print(line, style="dim"))
     summary = data.summary(dataset, folder)
-    console.print(f"{dataset.title} ({dataset.name}) in {escape(str(folder))}", soft_wrap=True)  # a path copies whole, unwrapped
+    # a path copies whole, unwrapped
+    console.print(f"{dataset.title} ({dataset.name}) in {escape(str(folder))}", soft_wrap=True)
     console.print(data_table(summary))
     console.print(checksum_table(summary))
     return 0
@@ -262,10 +263,14 @@ def rerun_notes(record: dict | None, device, threads: int) -> list[str]:
     if not record:
         return []
     number, notes = record.get("trial", "?"), []
-    if record.get("packed", 1) > 1:
+    trained_on, here = record.get("device"), "cpu" if device.type == "cpu" else "a GPU"
+    if isinstance(trained_on, str) and (trained_on == "cpu") != (device.type == "cpu"):
+        notes.append(f"trial {number} trained on {trained_on}, this run on {here}: other kernels, another rounding; "
+                     "expect its accuracy within the seeds' spread, not its digits")
+    if isinstance(record.get("packed"), int) and record["packed"] > 1:
         notes.append(f"trial {number} trained packed with {record['packed'] - 1} other trial(s) (--pack): the same "
                      "recipe, not the same run (README, --pack); expect its accuracy within the seeds' spread")
-    if "test_accuracy" in record:
+    if isinstance(record.get("test_accuracy"), (int, float)):
         notes.append(f"trial {number}'s value is its validation accuracy (eval: val: trained without 10,000 held-out "
                      "training images); this run trains on all of them and tests on the test set: compare with its "
                      f"test_accuracy, {100 * record['test_accuracy']:.2f}%")
@@ -339,7 +344,8 @@ def cmd_verify(args) -> int:
         size = f"{against['n_params']:,} params, " if isinstance(against["n_params"], int) else ""
         epochs = f"{against['epochs']} epochs, " if isinstance(against["epochs"], int) else ""
         low, high = against["interval95"]
-        console.print(f"against {escape(str(against['config'] or args.against))} ({size}{epochs}{against['seeds']} seeds): "
+        name = escape(str(against["config"] or args.against))
+        console.print(f"against {name} ({size}{epochs}{against['seeds']} seeds): "
                       f"{pct(against['mean'])} ± {pct(against['std'])}")
         console.print(f"difference {100 * against['difference']:+.2f} points, 95% interval {100 * low:+.2f} to "
                       f"{100 * high:+.2f} (Welch): [bold]{against['verdict']}[/]")
@@ -401,7 +407,8 @@ def run_study(args) -> int:
         raise UserError(f"--artifacts {store} is a file, not a folder; give a folder (it is created if missing)")
     def display(workers: int, before: list) -> RunDisplay:
         return RunDisplay(spec, args.trials, storage.masked, workers, live=not args.quiet and console.is_terminal,
-                          already=before, storage_option=f" --storage {shlex.quote(storage.masked)}" if args.storage else "")
+                          already=before,
+                          storage_option=f" --storage {shlex.quote(storage.masked)}" if args.storage else "")
 
     return run(spec=spec, storage=storage, trials=args.trials, workers=args.workers, timeout=args.timeout,
                device=args.device, data_dir=args.data_dir, heartbeat=args.heartbeat, grace=args.grace,

@@ -133,7 +133,8 @@ class RunDisplay:
             self.live = Live(console=console, refresh_per_second=4, transient=False)
 
     def __enter__(self):
-        console.print(f"[bold]{escape(self.spec.name)}[/] from {escape(str(self.spec.source))} in {escape(self.where)}: "
+        source, where = escape(str(self.spec.source)), escape(self.where)
+        console.print(f"[bold]{escape(self.spec.name)}[/] from {source} in {where}: "
                       f"{self.target} finished trials, {self.workers} worker(s)")
         if self.live:
             self.live.__enter__()
@@ -208,7 +209,8 @@ def top_table(trials, top: int, *, title: str, held_out: bool = False) -> Table:
         value = pct(records.accuracy(t))
         values = (value, pct(t.user_attrs.get(records.TEST_ACCURACY))) if held_out else (value,)
         table.add_row(f"{t.number}{base}", *values, str(t.user_attrs.get(records.BEST_EPOCH, "-")),
-                      _fmt_params(t.user_attrs.get(records.N_PARAMS)), f"{sum(seconds) / len(seconds):.2f}", escape(changed))
+                      _fmt_params(t.user_attrs.get(records.N_PARAMS)), f"{sum(seconds) / len(seconds):.2f}",
+                      escape(changed))
     return table
 
 

@@ -322,6 +322,8 @@ def test_training_an_exported_trial_says_what_differs_from_how_it_trained(tmp_pa
     seventh = rerun_notes(exported_trial(path, 7), cpu, threads=2)
     assert len(seventh) == 2 and "packed with 3 other trial(s)" in seventh[0]
     assert "validation accuracy" in seventh[1] and "test_accuracy, 98.12%" in seventh[1]
+    gpu = {"trial": 9, "device": "NVIDIA H100 80GB HBM3", "packed": "x", "test_accuracy": None}
+    assert [n[:41] for n in rerun_notes(gpu, cpu, threads=2)] == ["trial 9 trained on NVIDIA H100 80GB HBM3,"]
     plain = tmp_path / "cfg.yaml"
     plain.write_text("model: {preset: linear}\n")
     assert rerun_notes(exported_trial(plain), cpu, threads=2) == []
