@@ -301,8 +301,7 @@ def cmd_verify(args) -> int:
     device = pick_device(args.device)
     n_params = model_size(cfg)
     try:  # the data is there and the config's subsets fit it, before any process starts
-        data.check_subsets(cfg.data, data.split_sizes(cfg.data, data.ensure(cfg.data, args.data_dir)),
-                           data.resolve(cfg.data).name)
+        data.check_subsets_on_disk(cfg.data, data.ensure(cfg.data, args.data_dir))
     except ConfigError as error:
         raise error.located(args.config) from None
 

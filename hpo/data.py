@@ -228,6 +228,20 @@ def split_sizes(dataset: str | Dataset | Data, folder: Path) -> dict[str, int]:
     return sizes
 
 
+def check_subsets_on_disk(cfg: Data, folder: Path, *, held_out: bool = False, prefix: str = "data") -> None:
+    """`check_subsets` before any load, from the files `ensure` returned: a config without subsets
+    reads nothing (a user's folder of images is decoded again only when there are subsets to
+    check). `held_out` (a study's eval: val): the trials train on what validation leaves and are
+    scored on what it holds out."""
+    if cfg.train_subset is None and cfg.test_subset is None:
+        return
+    sizes, name = split_sizes(cfg, folder), resolve(cfg).name
+    if held_out:
+        held = validation_size(sizes["train"])
+        sizes, name = {"train": sizes["train"] - held, "test": held}, f"{name} (eval: val holds {held:,} out)"
+    check_subsets(cfg, sizes, name, prefix)
+
+
 def check_subsets(cfg: Data, sizes: dict[str, int], name: str, prefix: str = "data") -> None:
     """A config's data.train_subset and data.test_subset no larger than the splits they sample."""
     for split in datasets.SPLITS:

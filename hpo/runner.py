@@ -182,12 +182,8 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
     if workers == "auto":
         workers = auto_workers(where)
     folder = data_mod.ensure(spec.data, data_dir, log=warn)  # once, before K workers
-    sizes, name = data_mod.split_sizes(spec.data, folder), data_mod.resolve(spec.data).name
-    if spec.eval == "val":  # the trials train on what validation leaves and are scored on what it holds out
-        held = data_mod.validation_size(sizes["train"])
-        sizes, name = {"train": sizes["train"] - held, "test": held}, f"{name} (eval: val holds {held:,} out)"
     try:
-        data_mod.check_subsets(spec.data, sizes, name, prefix="base.data")
+        data_mod.check_subsets_on_disk(spec.data, folder, held_out=spec.eval == "val", prefix="base.data")
     except ConfigError as error:
         raise error.located(spec.source) from None
     if storage.create_database_if_missing():
