@@ -213,13 +213,14 @@ def cmd_train(args) -> int:
     import torch  # noqa: PLC0415
 
     from hpo import data, models  # noqa: PLC0415
-    from hpo.config import exported_trial, load_config  # noqa: PLC0415
+    from hpo.config import load_export  # noqa: PLC0415
     from hpo.display import TrainProgress, console, escape, train_summary  # noqa: PLC0415
     from hpo.space import model_size  # noqa: PLC0415
     from hpo.steps import static_reason  # noqa: PLC0415
     from hpo.trainer import Diverged, bf16_autocast, check_data, out_of_memory, pick_device, train  # noqa: PLC0415
 
-    cfg = load_config(args.config, args.trial).with_overrides(epochs=args.epochs, seed=args.seed)
+    cfg, record = load_export(args.config, args.trial)
+    cfg = cfg.with_overrides(epochs=args.epochs, seed=args.seed)
     device = pick_device(args.device)
     splits = data.load(cfg.data, device, args.data_dir)
     try:
@@ -247,7 +248,7 @@ def cmd_train(args) -> int:
         print(f"hpo train: out of memory on {device}: {first}; lower batch_size or the model's widths in "
               f"{args.config}", file=sys.stderr)
         return 1
-    for note in rerun_notes(exported_trial(args.config, args.trial), device, torch.get_num_threads()):
+    for note in rerun_notes(record, device, torch.get_num_threads()):
         print(f"hpo train: note: {note}", file=sys.stderr)
     precision = "bf16 autocast" if bf16_autocast(device.type) else "fp32"
     if device.type == "cuda":  # the graph is an epoch's 10x: say whether this config had it, and why not

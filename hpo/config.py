@@ -157,20 +157,15 @@ def parse_config(data: Any, source: str | None = None) -> TrainConfig:
         raise error.located(source) if source else error from None
 
 
-def exported_trial(path: str | Path, trial: Optional[int] = None) -> Optional[dict]:
-    """The export's record of the trial `load_config(path, trial)` trains (its value, device,
-    threads...), or None for a plain training config. Call it after load_config has checked the file."""
-    data = schema.load_yaml(path)
-    if not (isinstance(data, dict) and isinstance(data.get("trials"), list) and "model" not in data):
-        return None
-    numbers = [t.get("trial") if isinstance(t, dict) else None for t in data["trials"]]
-    entry = data["trials"][numbers.index(trial) if trial is not None else 0]
-    return entry if isinstance(entry, dict) else None
-
-
 def load_config(path: str | Path, trial: Optional[int] = None) -> TrainConfig:
     """Read a training config file; an export file with several trials gives its first, or the
     one of Optuna trial number `trial`."""
+    return load_export(path, trial)[0]
+
+
+def load_export(path: str | Path, trial: Optional[int] = None) -> tuple[TrainConfig, Optional[dict]]:
+    """`load_config`, and the export's record of the trial it trains (its value, device, torch
+    threads, packing: what `hpo train` compares its run with); None for a plain training config."""
     data = schema.load_yaml(path)
     if isinstance(data, dict) and "base" in data and "model" not in data:
         raise ConfigError("", "a study file, not a training config: run its search with "
@@ -200,8 +195,8 @@ def load_config(path: str | Path, trial: Optional[int] = None) -> TrainConfig:
                                               f"it); this one has {', '.join(map(str, entry)) or 'no keys'}",
                               source=str(path))
         data = entry.get("config") if isinstance(entry, dict) else None
-        return parse_config(data, source=f"{path} (trials.{at}.config)")
+        return parse_config(data, source=f"{path} (trials.{at}.config)"), entry if isinstance(entry, dict) else None
     if trial is not None:
         raise UserError(f"--trial {trial}: {path} is one training config, not an export of several trials; "
                         "leave --trial out")
-    return parse_config(data, source=str(path))
+    return parse_config(data, source=str(path)), None

@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 import hpo
 from hpo import records
+from hpo.display import pct
 from hpo.errors import UserError
 from hpo.export import study_trials
 from hpo.records import kind
@@ -258,7 +259,7 @@ def top_table(trials: list[FrozenTrial], top: int, held_out: bool = False) -> st
         spe, span = seconds_per_epoch(t), duration(t)
         config = yaml.safe_dump(t.user_attrs.get(records.CONFIG, {}), sort_keys=False, default_flow_style=None, width=90)
         cells = [str(rank), f"{t.number}{' (base)' if t.user_attrs.get(records.BASE) else ''}",
-                 f"{accuracy_pct(t):.2f}%", *([_pct(t.user_attrs.get(records.TEST_ACCURACY))] if held_out else []),
+                 f"{accuracy_pct(t):.2f}%", *([pct(t.user_attrs.get(records.TEST_ACCURACY))] if held_out else []),
                  f"{100 * best_acc:.2f}% (epoch {best_epoch})" if best_acc is not None else "-",
                  f"{n:,}" if isinstance(n, int) else "-", f"{spe:.2f}" if spe else "-",
                  f"{span:.0f}" if span else "-", html.escape(settings(t)) or "-"]
@@ -268,10 +269,6 @@ def top_table(trials: list[FrozenTrial], top: int, held_out: bool = False) -> st
     head = "".join(f"<th>{h}</th>" for h in ("rank", "trial", *value, "best epoch", "parameters",
                                              "s / epoch", "trial s", "searched settings", "full config"))
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-
-
-def _pct(fraction) -> str:
-    return f"{100 * fraction:.2f}%" if isinstance(fraction, (int, float)) else "-"
 
 
 CSS = """
@@ -338,7 +335,7 @@ def build_report(*, storage: optuna.storages.BaseStorage, study_name: str, where
              f"{c.rejected} rejected over the parameter budget, {c.failed} failed, {c.running + c.waiting} running "
              f"or waiting. {f'Pareto front: {front} trials; most accurate' if front else 'Best'}: trial {best.number}, "
              f"{accuracy_pct(best):.2f}% {metric}{size}"
-             + (f", {_pct(best.user_attrs.get(records.TEST_ACCURACY))} test accuracy (measured once, at the end)"
+             + (f", {pct(best.user_attrs.get(records.TEST_ACCURACY))} test accuracy (measured once, at the end)"
                 if held_out else "") + ".")
     made = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>hpo report: {html.escape(study_name)}"
