@@ -122,6 +122,11 @@ class TrainConfig:
             require(0 < self.ema < 1, "ema", f"a decay per optimizer step in (0, 1), such as 0.999, got {self.ema}; "
                                              "leave it out to keep the last step's weights")
         require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+        if self.schedule.name == "cosine":
+            warmup = self.schedule.warmup_epochs
+            require(warmup < self.epochs, "schedule.warmup_epochs",
+                    f"{warmup:g} epochs of warm-up leave none of the {self.epochs} epoch(s) for the cosine decay; "
+                    "make it less than epochs")
 
     def to_dict(self) -> dict:
         """Plain data, without optional keys left unset: what export writes and train re-reads."""

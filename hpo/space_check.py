@@ -46,6 +46,34 @@ def check_space(space, *, max_epochs: int) -> None:
             else:
                 require(is_number(value) and p.low <= value <= p.high, where,
                         f"the base value {value!r} is outside [{p.low}, {p.high}]; widen the range or change base")
+    check_warmup(space)
+
+
+def check_warmup(space) -> None:
+    """A cosine schedule's warm-up must end before the fewest epochs a trial can have: each key
+    alone can be valid at both ends while a trial drawing the most warm-up and the fewest epochs
+    would warm up for all of its training and fail."""
+    searched = {p.key: p for p in space.params}
+
+    def extent(key: str, pick):
+        """The largest (smallest) value `key` can take: over every parameter that sets it, and
+        the base's where none of them need apply."""
+        ps = [p for p in space.params if p.key == key]
+        values = [v for p in ps for v in (p.choices if p.kind == "categorical" else (p.low, p.high))]
+        if not ps or any(p.when for p in ps):
+            values.append(get_path(space.base, key))
+        return pick(v for v in values if v is not None)
+
+    cosine = get_path(space.base, "schedule.name") == "cosine" or any(
+        "cosine" in p.choices for p in space.params if p.key == "schedule.name" and p.kind == "categorical")
+    if not cosine or not ({"schedule.warmup_epochs", "epochs"} & searched.keys()):
+        return  # the base alone was checked as a training config
+    warmup = extent("schedule.warmup_epochs", max)
+    epochs = extent("epochs", min)
+    where = "search.schedule.warmup_epochs" if "schedule.warmup_epochs" in searched else "search.epochs"
+    require(warmup < epochs, where,
+            f"a trial can draw {warmup:g} epochs of cosine warm-up and only {epochs} epoch(s) of training, leaving "
+            "none for the decay; keep warmup_epochs' high end below epochs' low end")
 
 
 def check_exclusive(p, q, where: str) -> None:

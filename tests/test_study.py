@@ -197,6 +197,26 @@ def test_searched_keys_of_one_optimizer_are_checked_under_an_optimizer_that_take
         parse_study(raw, "x.yaml", "x")
 
 
+@pytest.mark.parametrize("schedule, search, key", [
+    # each key valid at both of its ends, but a trial drawing 2.5 epochs of warm-up and 2 epochs would fail
+    ({"name": "cosine"}, {"epochs": {"int": [2, 5]}, "schedule.warmup_epochs": {"float": [0.0, 2.5]}},
+     "search.schedule.warmup_epochs"),
+    # one key alone: its end is tried against the base's other (every searched key is)
+    ({"name": "cosine", "warmup_epochs": 1.0}, {"epochs": {"int": [1, 5]}}, "search.epochs"),
+    ({"name": "none"}, {"schedule.name": {"choices": ["none", "cosine"]}, "epochs": {"int": [2, 5]},
+                        "schedule.warmup_epochs": {"float": [0.0, 2.0], "when": {"schedule.name": "cosine"}}},
+     "search.schedule.warmup_epochs"),
+])
+def test_a_space_whose_cosine_warmup_can_outlast_the_epochs_is_refused(schedule, search, key):
+    raw = variant("base/schedule", schedule)
+    raw["search"].update(search)
+    with pytest.raises(ConfigError, match="leav(e|ing) none .*(for the|the) (cosine )?decay") as caught:
+        parse_study(raw, "x.yaml", "x")
+    assert caught.value.key == key
+    raw["search"]["epochs"] = {"int": [3, 5]}  # fewest epochs now above the most warm-up: a valid study
+    parse_study(raw, "x.yaml", "x")
+
+
 STUDY_TEXT = """\
 base: {model: {preset: mnistnet2}, optimizer: {name: sgd, lr: 0.05, momentum: 0.9}, epochs: 3}
 search:

@@ -189,6 +189,8 @@ BAD_CONFIGS = [
     ({"schedule": {"name": "step", "step_size": 0}}, "schedule.step_size", ">= 1"),
     ({"schedule": {"name": "onecycle", "pct_start": 1.0}}, "schedule.pct_start", "(0, 1)"),
     ({"schedule": {"name": "cosine", "warmup_epochs": -1}}, "schedule.warmup_epochs", ">= 0"),
+    ({"schedule": {"name": "cosine", "warmup_epochs": 10}, "epochs": 10}, "schedule.warmup_epochs",
+     "10 epochs of warm-up leave none of the 10 epoch(s) for the cosine decay"),
     ({"augment": {"flip": True}}, "augment.flip", "unknown key"),
     ({"augment": {"rotate": 200}}, "augment.rotate", "[0, 180]"),
     ({"augment": {"translate": 1.0}}, "augment.translate", "[0, 1)"),
