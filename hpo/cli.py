@@ -433,17 +433,31 @@ def cmd_export(args) -> int:
     from hpo.export import export  # noqa: PLC0415
     from hpo.storage import Storage  # noqa: PLC0415
 
+    to_file = args.output and str(args.output) != "-"  # -o -: standard output, as without -o
+    if to_file:
+        check_output(args.output, "best.yaml")
     exported = export(Storage.resolve(args.storage).open_existing(), args.study, top=args.top)
-    if args.output and str(args.output) != "-":  # -o -: standard output, as without -o
-        try:
-            args.output.write_text(exported.text)
-        except OSError as error:
-            raise UserError(f"cannot write {args.output}: {error.strerror}; "
-                            "check the folder exists and is writable") from None
+    if to_file:
+        write_output(args.output, exported.text)
         print(f"wrote {exported.describe()} of {args.study!r} to {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(exported.text)
     return 0
+
+
+def check_output(path: Path, example: str) -> None:
+    """Before any work: `-o` must name a file, not a folder."""
+    if path.is_dir():
+        raise UserError(f"-o {path} is a folder; give a file name, e.g. -o {path / example}")
+
+
+def write_output(path: Path, text: str) -> None:
+    """Write `-o`'s file, making its folders as needed (as `hpo report` and `hpo export` both do)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise UserError(f"cannot write {path}: {error.strerror}; give -o a path in a folder you can write") from None
 
 
 def cmd_dashboard(args) -> int:
@@ -456,10 +470,14 @@ def cmd_dashboard(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from hpo.report import write_report  # noqa: PLC0415
+    from hpo.report import build_report  # noqa: PLC0415
     from hpo.storage import Storage  # noqa: PLC0415
 
-    print(write_report(storage=Storage.resolve(args.storage), study_name=args.study, output=args.output),
+    check_output(args.output, "report.html")
+    storage = Storage.resolve(args.storage)
+    text = build_report(storage=storage.open_existing(), study_name=args.study, where=storage.masked)
+    write_output(args.output, text)
+    print(f"wrote the report of {args.study!r} to {args.output} ({len(text.encode()) / 1e6:.1f} MB, opens offline)",
           file=sys.stderr)
     return 0
 

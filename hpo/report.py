@@ -343,17 +343,3 @@ def build_report(*, storage: optuna.storages.BaseStorage, study_name: str, where
             f"<p class='facts'>{html.escape(facts)}</p><p class='facts'>Study file {html.escape(source or '-')}; "
             f"storage {html.escape(where)}; made {made} by hpo {hpo.__version__} with Optuna {optuna.__version__}."
             f"</p>{body}</body></html>")
-
-
-def write_report(*, storage: Storage, study_name: str, output: Path) -> str:
-    """Write the report of `study_name` to `output`; return a line saying what was written."""
-    if output.is_dir():
-        raise UserError(f"-o {output} is a folder; give a file name, e.g. -o {output / 'report.html'}")
-    text = build_report(storage=storage.open_existing(), study_name=study_name, where=storage.masked)
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text, encoding="utf-8")
-    except OSError as error:
-        raise UserError(f"cannot write {output}: {error.strerror}; give -o a path in a folder you can write") \
-            from None
-    return f"wrote the report of {study_name!r} to {output} ({len(text.encode()) / 1e6:.1f} MB, opens offline)"

@@ -174,8 +174,9 @@ def test_export_retrains_to_the_same_accuracy(tmp_path):
     assert exported["study"] == "tiny" and first["trial"] == best.number and first["value"] == best.value
     assert first["n_params"] == best.user_attrs["n_params"] and len(first["test_accuracy_per_epoch"]) == 3
     assert len(complete) == 4 and len(exported["trials"]) == 2
-    many = hpo("export", "--study", "tiny", "--top", "1000", "-o", "all.yaml", "--storage", url, cwd=tmp_path)
-    written = len(yaml.safe_load((tmp_path / "all.yaml").read_text())["trials"])
+    # -o into folders not made yet makes them (as hpo report does)
+    many = hpo("export", "--study", "tiny", "--top", "1000", "-o", "new/folder/all.yaml", "--storage", url, cwd=tmp_path)
+    written = len(yaml.safe_load((tmp_path / "new/folder/all.yaml").read_text())["trials"])
     assert written == len(complete) and f"the {written} best trials' configs" in many.stderr, many.stderr
     assert first["torch_threads"] == best.user_attrs["torch_threads"] and "packed" not in first
     # with the trial's thread count, the same machine gives the trial's own digits
