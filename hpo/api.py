@@ -18,7 +18,7 @@ from typing import Callable, Optional, Union
 
 import optuna
 
-from hpo.cli import MAX_EPOCHS, MAX_PACK, MAX_WORKERS
+from hpo.limits import MAX_EPOCHS, MAX_PACK, MAX_WORKERS
 from hpo.errors import UserError
 from hpo.processes import main_without_a_missing_file
 from hpo.study import StudySpec, load_spec

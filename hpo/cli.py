@@ -12,6 +12,7 @@ from pathlib import Path
 
 from hpo import __version__
 from hpo.errors import ConfigError, UserError
+from hpo.limits import MAX_EPOCHS, MAX_PACK, MAX_WORKERS
 
 EXIT_USAGE = 2
 
@@ -32,7 +33,6 @@ def number_type(kind: type, what: str, ok, bounds: str):
 
 
 positive_int = number_type(int, "a whole number", lambda v: v >= 1, "1 or more")
-MAX_WORKERS = 256  # worker processes on one machine; each holds the data and a few database connections
 worker_count = number_type(int, "a whole number", lambda v: 1 <= v <= MAX_WORKERS, f"between 1 and {MAX_WORKERS}")
 
 
@@ -46,10 +46,8 @@ def workers_arg(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"{error} (or auto)") from None
 
 
-MAX_EPOCHS = 1000  # what a config's epochs may be (hpo.config.TrainConfig)
 epoch_count = number_type(int, "a whole number", lambda v: 1 <= v <= MAX_EPOCHS, f"between 1 and {MAX_EPOCHS}")
 seed_number = number_type(int, "a whole number", lambda v: v >= 0, "0 or more")
-MAX_PACK = 64  # trials in one stacked model
 pack_count = number_type(int, "a whole number", lambda v: 1 <= v <= MAX_PACK, f"between 1 and {MAX_PACK}")
 positive_float = number_type(float, "a number", lambda v: v > 0, "greater than 0")
 port_number = number_type(int, "a port number", lambda v: 0 <= v <= 65535, "between 0 and 65535")

@@ -9,6 +9,7 @@ from typing import Any, Optional
 from hpo import datasets, models, schema
 from hpo.augment import Augment
 from hpo.errors import ConfigError, UserError
+from hpo.limits import MAX_EPOCHS
 from hpo.schema import require
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "nadam", "rmsprop", "adabelief")
@@ -116,7 +117,7 @@ class TrainConfig:
 
     def __post_init__(self):
         require(1 <= self.batch_size <= 60_000, "batch_size", f"must be in [1, 60000], got {self.batch_size}")
-        require(1 <= self.epochs <= 1000, "epochs", f"must be in [1, 1000], got {self.epochs}")
+        require(1 <= self.epochs <= MAX_EPOCHS, "epochs", f"must be in [1, {MAX_EPOCHS}], got {self.epochs}")
         require(0 <= self.label_smoothing < 1, "label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
         if self.ema is not None:
             require(0 < self.ema < 1, "ema", f"a decay per optimizer step in (0, 1), such as 0.999, got {self.ema}; "

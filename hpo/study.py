@@ -30,6 +30,7 @@ import optuna
 from hpo import config as config_mod
 from hpo import records, schema
 from hpo.errors import ConfigError, UserError
+from hpo.limits import MAX_EPOCHS
 from hpo.grouped import GROUPABLE, WithinGroups
 from hpo.schema import require
 from hpo.space import SearchSpace
@@ -49,7 +50,7 @@ class Budget:
     def __post_init__(self):
         if self.max_params is not None:
             require(self.max_params >= 1, "max_params", f"must be >= 1, got {self.max_params}")
-        require(1 <= self.epochs <= 1000, "epochs", f"must be in [1, 1000], got {self.epochs}")
+        require(1 <= self.epochs <= MAX_EPOCHS, "epochs", f"must be in [1, {MAX_EPOCHS}], got {self.epochs}")
         if self.trial_seconds is not None:
             require(self.trial_seconds > 0, "trial_seconds", f"must be > 0, got {self.trial_seconds}")
 

@@ -1,0 +1,7 @@
+"""The bounds a value may take wherever it is given: a study file, a config, the command line or
+`hpo.run`/`hpo.train`/`hpo.verify`. One place, so that each says the same thing everywhere.
+Imports nothing: `hpo --help` stays quick."""
+
+MAX_EPOCHS = 1000  # a config's epochs, a study's budget.epochs, --epochs
+MAX_WORKERS = 256  # worker processes on one machine; each holds the data and a few database connections
+MAX_PACK = 64  # trials in one stacked model
