@@ -60,7 +60,8 @@ def main(out: Path, study_name: str, db: Path) -> int:
     verified = verify_result(out / "verify.log")
     if verified:
         rows.append((f"{study_name}: best re-trained, {len(verified['runs'])} seeds", f"{100 * verified['mean']:.2f}%",
-                     f"± {100 * verified['std']:.2f}% final-epoch test accuracy, {verified['n_params']:,} params, "
+                     (f"± {100 * verified['std']:.2f}% " if verified.get("std") is not None else "one seed, ")
+                     + f"final-epoch test accuracy, {verified['n_params']:,} params, "
                      f"{verified['epochs']} epochs"))
     packing_path = out / "packing.json"
     if packing_path.exists():

@@ -41,9 +41,10 @@ class Verification:
         return statistics.fmean(r.final for r in self.runs)
 
     @property
-    def std(self) -> float:
-        """Sample standard deviation of the final accuracies (0 for one seed)."""
-        return statistics.stdev(r.final for r in self.runs) if len(self.runs) > 1 else 0.0
+    def std(self) -> Optional[float]:
+        """Sample standard deviation of the final accuracies; None for one seed, which has no spread
+        (0 would claim a config that gives the same accuracy under every seed)."""
+        return statistics.stdev(r.final for r in self.runs) if len(self.runs) > 1 else None
 
     def as_dict(self) -> dict:
         return {"n_params": self.n_params, "epochs": self.epochs, "mean": self.mean, "std": self.std,

@@ -46,6 +46,16 @@ def test_one_seed_gives_its_accuracy_without_a_spread(tmp_path):
     assert "% ±" not in out and "seeds 0..0" not in out
 
 
+def test_one_seed_has_no_spread_in_the_result_either():
+    """--json and hpo.verify with one seed: std is null, not 0.0 (which would claim no spread)."""
+    from hpo.verification import SeedRun, Verification  # noqa: PLC0415
+
+    one = Verification(n_params=10, epochs=2, runs=(SeedRun(seed=0, final=0.9, best=0.91, best_epoch=1, seconds=1.0),))
+    assert one.std is None and json.loads(json.dumps(one.as_dict()))["std"] is None and one.mean == 0.9
+    two = Verification(n_params=10, epochs=2, runs=one.runs + (SeedRun(1, 0.8, 0.8, 2, 1.0),))
+    assert two.std == pytest.approx(statistics.stdev([0.9, 0.8]))
+
+
 def test_hpo_verify_stays_the_function_when_its_module_is_imported():
     """A notebook's second hpo.verify(...) found a module there: importing a submodule named
     `verify` set hpo.verify to it. The module is hpo.verification."""
