@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from hpo import records
+from hpo.schema import plain
 
 # Piped output (logs, CI, notes) gets room for full checksums and layouts; a terminal keeps its width.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
@@ -237,3 +238,39 @@ def studies_table(studies: dict) -> Table:
                       _fmt_params(best.user_attrs.get(records.N_PARAMS)) if best else "-",
                       str(best.number) if best else "-")
     return table
+
+
+def print_study(facts: dict) -> None:
+    """`hpo check` of one study file: what it will run (facts: as cli.study_facts gives them), a
+    line each, never wrapped mid-value (a path or a range copies whole)."""
+    console.print(Text("study ", style="bold") + Text(f"{facts['name']} from {facts['file']}"), soft_wrap=True)
+    for key in ("base", "models", "epochs", "data", "eval", "objectives", "pruner", "sampler"):
+        console.print(Text(f"  {key:<12}", style="bold") + Text(facts[key]), soft_wrap=True)
+
+
+def search_table(params) -> Table:
+    """The searched keys in the order they are sampled (a `when` sees the values drawn before it)."""
+    table = Table(title=f"searched: {len(params)} parameter(s), sampled in this order", title_justify="left")
+    for col in ("parameter", "draws", "when"):
+        table.add_column(col)
+    for p in params:
+        name = p.name if p.name == p.key else f"{p.name} (sets {p.key})"
+        when = ", ".join(f"{key} = {plain(allowed[0])}" if len(allowed) == 1 else
+                         f"{key} in {' | '.join(map(plain, allowed))}" for key, allowed in p.when)
+        table.add_row(escape(name), escape(p.describe()), escape(when))
+    return table
+
+
+def studies_check_table(rows: list[dict]) -> Table:
+    """`hpo check` of several study files: a row each."""
+    table = Table(title="study files that parse, with everything they need", title_justify="left")
+    for col, just in (("study", "left"), ("searched", "right"), ("base params", "right"),
+                      ("budget", "right"), ("epochs", "right"), ("eval", "left"), ("pruner", "left"),
+                      ("sampler", "left")):
+        table.add_column(col, justify=just, no_wrap=col == "study")
+    for r in rows:
+        table.add_row(escape(r["name"]), str(r["searched"]), f"{r['base_params']:,}",
+                      f"{r['budget']:,}" if r["budget"] else "-", str(r["max_epochs"]), r["eval_on"],
+                      escape(r["pruner_name"]), escape(r["sampler_name"]))
+    return table
+

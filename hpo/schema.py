@@ -224,6 +224,13 @@ def load_yaml(path: str | Path) -> Any:
         reader.dispose()
 
 
+def plain(value: Any) -> str:
+    """A scalar as a study file spells it: YAML's true, false and null, numbers and strings as they are."""
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    return str(value)
+
+
 def require(condition: bool, key: str, reason: str) -> None:
     if not condition:
         raise ConfigError(key, reason)

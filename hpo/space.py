@@ -98,6 +98,20 @@ class Param:
         numeric = [c for c in self.choices if isinstance(c, (int, float)) and not isinstance(c, bool)]
         return min(numeric) if numeric else KEEP
 
+    def highest(self) -> Any:
+        """The value that builds the largest model: the high end (on its grid), or the largest numeric choice."""
+        if self.kind != "categorical":
+            return ends(self)[-1]
+        numeric = [c for c in self.choices if isinstance(c, (int, float)) and not isinstance(c, bool)]
+        return max(numeric) if numeric else KEEP
+
+    def describe(self) -> str:
+        """What it draws, as a person reads it: `[0.01, 0.2] log`, `[4, 16] step 4`, `sgd | adamw`."""
+        if self.kind == "categorical":
+            return " | ".join(map(schema.plain, self.choices))
+        extra = " log" if self.log else f" step {self.step:g}" if self.step else ""
+        return f"{self.kind} [{self.low:g}, {self.high:g}]{extra}"
+
 
 @dataclass(frozen=True)
 class SearchSpace:
@@ -193,6 +207,10 @@ class SearchSpace:
     def smallest_model(self) -> int:
         """Parameters of the model with every searched model value at its low end."""
         return self.n_params(self.fill(lambda p, _: p.lowest() if p.key.startswith("model.") else KEEP))
+
+    def largest_model(self) -> int:
+        """Parameters of the model with every searched model value at its high end."""
+        return self.n_params(self.fill(lambda p, _: p.highest() if p.key.startswith("model.") else KEEP))
 
 
 def model_size(cfg: TrainConfig) -> int:

@@ -91,6 +91,14 @@ class Component:
     def kwargs(self) -> dict:
         return dict(self.options)
 
+    def describe(self) -> str:
+        """`median (n_startup_trials: 8)`, `patient (patience: 2) wrapping median`, `... within schedule.name`."""
+        text = self.name + (f" ({', '.join(f'{k}: {schema.plain(v)}' for k, v in self.options)})"
+                            if self.options else "")
+        if self.wrapped:
+            text += f" wrapping {self.wrapped.describe()}"
+        return text + (f", within {', '.join(self.within)}" if self.within else "")
+
 
 def parse_component(raw: Any, table: dict, where: str, default: str) -> Component:
     if raw is None:
@@ -307,8 +315,9 @@ def check_components(spec: StudySpec) -> None:
 # ----------------------------------------------------------------- finding files
 
 
-def find_study_file(name_or_path: str) -> Path:
-    """A path as given, else studies/NAME.yaml here, else in hpo's own studies folder."""
+def find_study_file(name_or_path: str, given_as: str = "--study ") -> Path:
+    """A path as given, else studies/NAME.yaml here, else in hpo's own studies folder. `given_as`:
+    how an error names what the user gave (the flag `hpo run` takes it by)."""
     candidates = [Path(name_or_path)]
     if not name_or_path.endswith((".yaml", ".yml")):
         candidates += [Path("studies") / f"{name_or_path}.yaml", STUDIES_DIR / f"{name_or_path}.yaml"]
@@ -317,17 +326,18 @@ def find_study_file(name_or_path: str) -> Path:
             return path
     if candidates[0].is_dir():
         inside = sorted(p.name for p in candidates[0].glob("*.yaml"))
-        raise UserError(f"--study {name_or_path}: a folder, not a file; give a study YAML file"
+        raise UserError(f"{given_as}{name_or_path}: a folder, not a file; give a study YAML file"
                         + (f" in it ({', '.join(inside[:5])}{', ...' if len(inside) > 5 else ''})" if inside else ""))
     known = sorted(p.stem for p in STUDIES_DIR.glob("*.yaml")) if STUDIES_DIR.is_dir() else []
-    raise UserError(f"--study {name_or_path}: no such study file; give a path, or one of: {', '.join(known) or '(none found)'}")
+    raise UserError(f"{given_as}{name_or_path}: no such study file; give a path, or one of: "
+                    f"{', '.join(known) or '(none found)'}")
 
 
-def load_spec(name_or_path: str | os.PathLike) -> StudySpec:
+def load_spec(name_or_path: str | os.PathLike, *, given_as: str = "--study ") -> StudySpec:
     """The study file named (under studies/) or at this path, parsed and checked."""
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise UserError(f"a study is a name under studies/ or a file's path, got {type(name_or_path).__name__}")
-    path = find_study_file(os.fspath(name_or_path))
+    path = find_study_file(os.fspath(name_or_path), given_as)
     raw = schema.load_yaml(path)
     if isinstance(raw, dict) and "base" not in raw and ("model" in raw or "trials" in raw):
         raise ConfigError("", "a training config (or an export of one), not a study file: train it with "

@@ -1,0 +1,78 @@
+"""`hpo check`: study files read and checked as `hpo run` would before it creates anything, and
+what each would run printed; it writes nothing, fetches nothing, and says what is wrong in a line."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from cli_helpers import TINY, write_study
+from hpo.cli import main
+from hpo.study import load_spec
+
+
+def check(*args: str, capsys) -> tuple[int, str, str]:
+    rc = main(["check", *args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_one_study_in_full_without_writing_or_fetching_anything(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    path = write_study(tmp_path, "tiny", search={**TINY["search"], "optimizer.name": {"choices": ["sgd", "adam"]},
+                                                 "optimizer.momentum": {"float": [0.5, 0.95],
+                                                                        "when": {"optimizer.name": "sgd"}}})
+    empty = tmp_path / "data"  # no MNIST here: hpo run would fetch it, hpo check only says so
+    rc, out, err = check(str(path), "--data-dir", str(empty), capsys=capsys)
+    assert rc == 0 and err == "", err
+    spec = load_spec(path)
+    base = spec.space.n_params(spec.base)
+    smallest, largest = spec.space.smallest_model(), spec.space.largest_model()
+    assert smallest < base < 3000 < largest  # the widths' ends on both sides of the budget
+    assert f"{base:,} params, 3 epochs, batch 64, sgd lr 0.05" in out
+    assert f"{smallest:,} to {largest:,} params" in out and "budget 3,000" in out and "shrunk onto it" in out
+    assert "mnist: not in" in out and "hpo run fetches it" in out
+    assert re.search(r"optimizer\.momentum +│ float \[0\.5, 0\.95\] +│ optimizer\.name = sgd", out), out
+    assert re.search(r"optimizer\.name +│ sgd \| adam", out) and "searched: 5 parameter(s)" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]  # no database, lock, data or artifacts
+
+
+def test_the_data_is_looked_for_and_the_subsets_checked_against_it(tmp_path, monkeypatch, capsys, mnist_dir):
+    monkeypatch.chdir(tmp_path)
+    fits = write_study(tmp_path, "fits")
+    rc, out, _ = check(str(fits), "--data-dir", str(mnist_dir.parent), capsys=capsys)
+    assert rc == 0 and "60,000 training images (300 trained on) and 10,000 test images (200 scored on), 10 classes of 1x28x28" in out, out
+    rc, out, _ = check(str(write_study(tmp_path, "val", eval="val")), "--data-dir", str(mnist_dir.parent), capsys=capsys)
+    assert rc == 0 and "60,000 training images (10,000 held out to score the epochs on, 200 of them used; 300 " \
+                       "trained on) and 10,000 test images (scored once, at the end)" in out, out
+    # eval: val holds 10,000 of the 60,000 training images out: 55,000 is more than the 50,000 left
+    over = write_study(tmp_path, "over", eval="val", base={**TINY["base"], "data": {"train_subset": 55000}})
+    rc, out, err = check(str(over), "--data-dir", str(mnist_dir.parent), capsys=capsys)
+    assert rc == 2 and out == ""
+    assert f"hpo check: error: {over}: key 'base.data.train_subset': 55,000 is more than the 50,000 train" in err, err
+
+
+def test_several_files_a_row_each_and_every_bad_one_a_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    good = write_study(tmp_path, "good")
+    bad = write_study(tmp_path, "bad", budget={"max_params": 3000, "epochs": 2})  # base trains 3 epochs
+    config = tmp_path / "config.yaml"
+    config.write_text("model: {preset: linear}\n")
+    rc, out, err = check(str(good), "quickstart", str(bad), str(config), "nosuch", "--data-dir", str(tmp_path / "d"),
+                         capsys=capsys)
+    assert rc == 2
+    assert re.search(r"│ good +│ +3 │", out) and re.search(r"│ quickstart +│", out) and "bad" not in out, out
+    lines = err.splitlines()
+    assert lines[0] == f"hpo check: error: {bad}: key 'base.epochs': 3 is more than budget.epochs 2; lower it or raise " \
+                       "the budget"
+    assert lines[1].startswith(f"hpo check: error: {config}: a training config") and "hpo train --config" in lines[1]
+    assert lines[2].startswith("hpo check: error: nosuch: no such study file; give a path, or one of: ")
+    assert lines[3:] == ["hpo check: 3 of 5 study file(s) cannot run as written"]
+
+
+@pytest.mark.parametrize("argv", [["check"], ["check", "--data-dir"]])
+def test_check_needs_a_study(argv, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    assert done.value.code == 2 and "hpo check: error:" in capsys.readouterr().err
