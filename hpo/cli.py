@@ -424,7 +424,7 @@ def run_study(args) -> int:
 def cmd_check(args) -> int:
     """Each study file parsed and checked as `hpo run` would before it creates anything, its data
     looked for (not fetched), and what it would run printed: a study per row, or one in full."""
-    from hpo.display import console, print_study, search_table, studies_check_table  # noqa: PLC0415
+    from hpo.display import console, escape, print_study, search_table, studies_check_table  # noqa: PLC0415
     from hpo.study import load_spec  # noqa: PLC0415
 
     checked, failed = [], 0
@@ -441,6 +441,9 @@ def cmd_check(args) -> int:
         console.print(search_table(spec.space.params))
     elif checked:
         console.print(studies_check_table([facts for _, facts in checked]))
+    for spec, _ in checked:
+        for note in spec.notes():
+            console.print(f"note: {escape(spec.source)}: {escape(note)}", soft_wrap=True)
     if failed:
         print(f"hpo check: {failed} of {len(args.studies)} study file(s) cannot run as written", file=sys.stderr)
         return EXIT_USAGE

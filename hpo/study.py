@@ -76,6 +76,12 @@ SAMPLERS = {
 SINGLE_OBJECTIVE_SAMPLERS = ("cmaes",)  # Optuna's CMA-ES refuses a study with two directions
 
 
+# where a pruner first looks at a trial: (its option, Optuna's default); an int at or past the
+# last epoch stops nothing early
+FIRST_LOOK = {"median": ("n_warmup_steps", 0), "percentile": ("n_warmup_steps", 0), "threshold": ("n_warmup_steps", 0),
+              "wilcoxon": ("n_startup_steps", 2), "successive_halving": ("min_resource", "auto"),
+              "hyperband": ("min_resource", 1)}
+
 INTERNAL_OPTIONS = ("wrapped_pruner", "constraints_func")  # hpo sets these itself
 
 
@@ -163,6 +169,24 @@ class StudySpec:
     @property
     def base(self) -> dict:
         return self.space.base
+
+    def notes(self) -> list[str]:
+        """What the file allows but likely did not mean (`hpo check` prints them): a pruner whose
+        first look comes at or after the last epoch stops no trial early; a budget every model
+        fits constrains nothing."""
+        said = []
+        pruner = self.pruner.wrapped if self.pruner.name == "patient" else self.pruner  # patient waits on it
+        option, default = FIRST_LOOK.get(pruner.name, (None, None))
+        first = pruner.kwargs().get(option, default) if option else None
+        if isinstance(first, int) and not isinstance(first, bool) and first >= self.budget.epochs:
+            said.append(f"pruner {pruner.name}: {option} {first} leaves it no epoch before a trial's last (budget.epochs "
+                        f"{self.budget.epochs}), so it stops no trial early; lower it below {self.budget.epochs}, or "
+                        "say pruner: none")
+        limit = self.budget.max_params
+        if limit and self.space.largest_model() <= limit:
+            said.append(f"budget.max_params {limit:,}: every model the search can build fits it (the largest has "
+                        f"{self.space.largest_model():,} parameters): it rejects and shrinks nothing")
+        return said
 
     @property
     def data(self) -> "config_mod.Data":

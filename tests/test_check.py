@@ -71,6 +71,35 @@ def test_several_files_a_row_each_and_every_bad_one_a_line(tmp_path, monkeypatch
     assert lines[3:] == ["hpo check: 3 of 5 study file(s) cannot run as written"]
 
 
+@pytest.mark.parametrize("pruner, said", [
+    ({"name": "median", "n_warmup_steps": 3}, "pruner median: n_warmup_steps 3 leaves it no epoch before a trial's last"),
+    ({"name": "successive_halving", "min_resource": 5}, "pruner successive_halving: min_resource 5 leaves it no epoch"),
+    ({"name": "patient", "patience": 1, "wrapped": {"name": "percentile", "percentile": 25, "n_warmup_steps": 4}},
+     "pruner percentile: n_warmup_steps 4"),
+    ({"name": "median", "n_warmup_steps": 2}, None),  # it can stop a trial after epoch 2 of 3
+    ({"name": "successive_halving"}, None),           # min_resource auto
+])
+def test_a_pruner_that_can_stop_nothing_early_is_noted(tmp_path, monkeypatch, capsys, pruner, said):
+    monkeypatch.chdir(tmp_path)
+    rc, out, _ = check(str(write_study(tmp_path, "p", pruner=pruner)), "--data-dir", str(tmp_path), capsys=capsys)
+    notes = [line for line in out.splitlines() if line.startswith("note:")]
+    assert rc == 0
+    if said:
+        assert len(notes) == 1 and notes[0].startswith(f"note: {tmp_path / 'p.yaml'}: {said}"), out
+        assert "(budget.epochs 3), so it stops no trial early" in notes[0]
+    else:
+        assert notes == [], out
+
+
+def test_a_budget_every_model_fits_is_noted(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    rc, out, _ = check(str(write_study(tmp_path, "b", budget={"max_params": 100_000, "epochs": 3})),
+                       "--data-dir", str(tmp_path), capsys=capsys)
+    largest = load_spec(tmp_path / "b.yaml").space.largest_model()
+    assert rc == 0 and f"budget.max_params 100,000: every model the search can build fits it (the largest has " \
+                       f"{largest:,} parameters): it rejects and shrinks nothing" in out, out
+
+
 @pytest.mark.parametrize("argv", [["check"], ["check", "--data-dir"]])
 def test_check_needs_a_study(argv, capsys):
     with pytest.raises(SystemExit) as done:
