@@ -167,6 +167,17 @@ EXTRA_SOURCES: dict[str, tuple[str, Callable[[], dict[str, bytes]], str]] = {
 }
 
 
+def local(dataset: Dataset, root: Path | None = None) -> tuple[Path, list[FileSpec]]:
+    """A registered dataset's folder `ROOT/NAME` and the files missing from it, fetching nothing;
+    a file where a folder should be, or a file that fails its checksum, is a UserError."""
+    root = Path(root).expanduser() if root else default_root()
+    folder = root / dataset.name
+    for path in (root, folder):
+        if path.exists() and not path.is_dir():
+            raise UserError(f"data folder {path} is a file, not a folder; give --data-dir a folder (or set HPO_DATA_DIR)")
+    return folder, check_folder(dataset, folder)
+
+
 def ensure(dataset: str | Dataset | Data = "mnist", root: Path | None = None, *, log: Log = lambda _: None) -> Path:
     """The folder `ROOT/NAME` holding the dataset's verified files, fetched there if missing;
     for own data, its file or folder, once it has been read and checked."""
@@ -174,12 +185,7 @@ def ensure(dataset: str | Dataset | Data = "mnist", root: Path | None = None, *,
     if dataset.path is not None:
         owndata.forget()  # checked is all this caller wanted; a load reads it again
         return Path(dataset.path)
-    root = Path(root).expanduser() if root else default_root()
-    folder = root / dataset.name
-    for path in (root, folder):
-        if path.exists() and not path.is_dir():
-            raise UserError(f"data folder {path} is a file, not a folder; give --data-dir a folder (or set HPO_DATA_DIR)")
-    missing = check_folder(dataset, folder)
+    folder, missing = local(dataset, root)
     if not missing:
         return folder
     sources = []

@@ -1,0 +1,76 @@
+"""What a study file would run, as `hpo check` prints it: its base, the sizes its searched widths
+reach against the budget, where its data is (looked for, never fetched), its pruner and sampler.
+Reads only: no database, no data folder, no fetch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from hpo import data, models
+from hpo.config import Data, parse_config
+from hpo.datasets import Dataset
+from hpo.errors import ConfigError
+from hpo.study import StudySpec
+
+
+def study_facts(spec: StudySpec, data_dir: Optional[Path]) -> dict:
+    """What `spec` would run, as `hpo check` prints it; raises a UserError for what `hpo run`
+    would refuse before it starts (here: the data's subsets against the files, when they are there)."""
+    base = parse_config(spec.base)
+    dataset = data.resolve(base.data)
+    n_params = spec.space.n_params(spec.base)
+    limit = spec.budget.max_params
+    budget = f"; budget {limit:,}" if limit else "; no budget"
+    if spec.space.sizing:
+        smallest, largest = spec.space.smallest_model(), spec.space.largest_model()
+        sizes = f"{smallest:,} to {largest:,} params with the searched widths at their ends{budget}"
+        if limit and largest > limit:
+            sizes += " (a proposal over it is shrunk onto it before any training)"
+    else:
+        sizes = f"{n_params:,} params in every trial (no searched key changes the model's size){budget}"
+    optimizer = base.optimizer
+    held_out = spec.eval == "val"
+    return {
+        "name": spec.name, "file": spec.source, "searched": len(spec.space.params), "base_params": n_params,
+        "budget": limit, "max_epochs": spec.budget.epochs, "eval_on": spec.eval,
+        "pruner_name": spec.pruner.name, "sampler_name": spec.sampler.name,
+        "base": f"{models.describe(base.model, shape=dataset.shape, classes=dataset.classes)}, {n_params:,} params, "
+                f"{base.epochs} epochs, batch {base.batch_size}, {optimizer.name} lr {optimizer.lr:g} (trial 0)",
+        "models": sizes,
+        "epochs": f"at most {spec.budget.epochs} a trial" + (f", {spec.budget.trial_seconds:g} s at most"
+                                                              if spec.budget.trial_seconds else ""),
+        "data": data_presence(base.data, dataset, data_dir, held_out=held_out, source=spec.source),
+        "eval": ("val: each epoch on held-out training images, the test set once at the end" if held_out
+                 else "test: each epoch on the test set"),
+        "objectives": " and ".join(spec.objectives),
+        "pruner": spec.pruner.describe(), "sampler": spec.sampler.describe(),
+    }
+
+
+def data_presence(cfg: Data, dataset: Dataset, data_dir: Optional[Path], *, held_out: bool, source: str) -> str:
+    """Where the study's data is, or that `hpo run` will fetch it; the subsets checked against
+    the files when they are there. Reads, never fetches or writes."""
+    if dataset.path is not None:
+        folder, where = Path(dataset.path), f"your own data at {dataset.path}"
+    else:
+        folder, missing = data.local(dataset, data_dir)
+        if missing:
+            return f"{dataset.name}: not in {folder} yet; hpo run fetches it (or hpo data --dataset {dataset.name} now)"
+        where = f"{dataset.name} in {folder}"
+    try:
+        data.check_subsets_on_disk(cfg, folder, held_out=held_out, prefix="base.data")
+    except ConfigError as error:
+        raise error.located(source) from None
+    sizes = data.split_sizes(cfg, folder)
+    channels, height, width = dataset.shape
+    if held_out:  # eval: val: epochs are scored on training images held out; the test set once at the end
+        held = data.validation_size(sizes["train"])
+        train = (f"{sizes['train']:,} training images ({held:,} held out to score the epochs on"
+                 + (f", {cfg.test_subset:,} of them used" if cfg.test_subset else "")
+                 + f"; {cfg.train_subset or sizes['train'] - held:,} trained on)")
+        test = f"{sizes['test']:,} test images (scored once, at the end)"
+    else:
+        train = f"{sizes['train']:,} training images" + (f" ({cfg.train_subset:,} trained on)" if cfg.train_subset else "")
+        test = f"{sizes['test']:,} test images" + (f" ({cfg.test_subset:,} scored on)" if cfg.test_subset else "")
+    return f"{where}: {train} and {test}, {dataset.classes} classes of {channels}x{height}x{width}"
