@@ -24,9 +24,9 @@ def study_facts(spec: StudySpec, data_dir: Optional[Path]) -> dict:
     budget = f"; budget {limit:,}" if limit else "; no budget"
     if spec.space.sizing:
         smallest, largest = spec.space.smallest_model(), spec.space.largest_model()
-        sizes = f"{smallest:,} to {largest:,} params with the searched widths at their ends{budget}"
+        sizes = f"{smallest:,} to {largest:,} params with the searched model keys at their ends{budget}"
         if limit and largest > limit:
-            sizes += " (a proposal over it is shrunk onto it before any training)"
+            sizes += " (a proposal over it is shrunk onto it, or drawn again, before any training)"
     else:
         sizes = f"{n_params:,} params in every trial (no searched key changes the model's size){budget}"
     optimizer = base.optimizer
@@ -38,7 +38,8 @@ def study_facts(spec: StudySpec, data_dir: Optional[Path]) -> dict:
         "base": f"{models.describe(base.model, shape=dataset.shape, classes=dataset.classes)}, {n_params:,} params, "
                 f"{base.epochs} epochs, batch {base.batch_size}, {optimizer.name} lr {optimizer.lr:g} (trial 0)",
         "models": sizes,
-        "epochs": f"at most {spec.budget.epochs} a trial" + (f", {spec.budget.trial_seconds:g} s at most"
+        "epochs": f"at most {spec.most_epochs} a trial" + (f" (budget.epochs {spec.budget.epochs})"
+                                                          if spec.most_epochs < spec.budget.epochs else "") + (f", {spec.budget.trial_seconds:g} s at most"
                                                               if spec.budget.trial_seconds else ""),
         "data": data_presence(base.data, dataset, data_dir, held_out=held_out, source=spec.source),
         "eval": ("val: each epoch on held-out training images, the test set once at the end" if held_out

@@ -89,22 +89,6 @@ class Param:
         moved = self.low + math.floor((moved - self.low) / step + 1e-9) * step
         return int(moved) if self.kind == "int" else moved
 
-    def lowest(self) -> Any:
-        """The value that builds the smallest model: the low end, or the smallest numeric choice."""
-        if self.kind == "int":
-            return int(self.low)
-        if self.kind == "float":
-            return self.low
-        numeric = [c for c in self.choices if isinstance(c, (int, float)) and not isinstance(c, bool)]
-        return min(numeric) if numeric else KEEP
-
-    def highest(self) -> Any:
-        """The value that builds the largest model: the high end (on its grid), or the largest numeric choice."""
-        if self.kind != "categorical":
-            return ends(self)[-1]
-        numeric = [c for c in self.choices if isinstance(c, (int, float)) and not isinstance(c, bool)]
-        return max(numeric) if numeric else KEEP
-
     def describe(self) -> str:
         """What it draws, as a person reads it: `[0.01, 0.2] log`, `[4, 16] step 4`, `sgd | adamw`."""
         if self.kind == "categorical":
@@ -171,17 +155,25 @@ class SearchSpace:
         except ConfigError:
             return False
 
+    def _size_at(self, p: Param, value) -> Optional[int]:
+        """The model's parameters with `p` at `value` and every other key at the base's; None where
+        that is no valid config."""
+        try:
+            return self.n_params(self.fill(lambda q, _: value if q is p else KEEP))
+        except ConfigError:
+            return None
+
+    @functools.cached_property
+    def _model_sizes(self) -> dict:
+        """Each model key's ends (each choice), with the model's size there, the rest at the base."""
+        return {p.name: [(v, n) for v in ends(p) if (n := self._size_at(p, v)) is not None]
+                for p in self.params if p.key.startswith("model.")}
+
     @functools.cached_property
     def sizing(self) -> tuple[Param, ...]:
         """The parameters that change the model's size: model keys whose ends (whose choices)
         build models of different sizes, the others at the base's values (dropout does not)."""
-        def size(p: Param, value) -> Optional[int]:
-            try:
-                return self.n_params(self.fill(lambda q, _: value if q is p else KEEP))
-            except ConfigError:
-                return None
-        return tuple(p for p in self.params if p.key.startswith("model.")
-                     and len({size(p, v) for v in ends(p)}) > 1)
+        return tuple(p for p in self.params if len({n for _, n in self._model_sizes.get(p.name, [])}) > 1)
 
     def shrink(self, values: dict, max_params: int, *, keep=()) -> dict:
         """`values` (Optuna parameters) with every numeric model value moved toward its low end
@@ -205,12 +197,18 @@ class SearchSpace:
         return scaled(fits)
 
     def smallest_model(self) -> int:
-        """Parameters of the model with every searched model value at its low end."""
-        return self.n_params(self.fill(lambda p, _: p.lowest() if p.key.startswith("model.") else KEEP))
+        """Parameters of the model with each searched model key at the end (the choice) that builds
+        the smaller model, each judged with the others at the base's values: the low end for a
+        width, the high end for a convpool kernel, false for batchnorm."""
+        return self._extreme_model(min)
 
     def largest_model(self) -> int:
-        """Parameters of the model with every searched model value at its high end."""
-        return self.n_params(self.fill(lambda p, _: p.highest() if p.key.startswith("model.") else KEEP))
+        """The same, each key at the end that builds the larger model."""
+        return self._extreme_model(max)
+
+    def _extreme_model(self, pick) -> int:
+        chosen = {name: pick(sizes, key=lambda vn: vn[1])[0] for name, sizes in self._model_sizes.items() if sizes}
+        return self.n_params(self.fill(lambda p, _: chosen.get(p.name, KEEP) if p in self.sizing else KEEP))
 
 
 def model_size(cfg: TrainConfig) -> int:

@@ -49,27 +49,33 @@ def check_space(space, *, max_epochs: int) -> None:
     check_warmup(space)
 
 
+def extent(space, key: str, pick, among=lambda p: True):
+    """The largest (with `pick` max) or smallest value `key` can take: over every parameter that
+    sets it (those `among` accepts), and the base's where none of them need apply."""
+    ps = [p for p in space.params if p.key == key]
+    values = [v for p in ps if among(p) for v in (p.choices if p.kind == "categorical" else (p.low, p.high))]
+    if not ps or any(p.when for p in ps):
+        values.append(get_path(space.base, key))
+    return pick(v for v in values if v is not None)
+
+
 def check_warmup(space) -> None:
     """A cosine schedule's warm-up must end before the fewest epochs a trial can have: each key
     alone can be valid at both ends while a trial drawing the most warm-up and the fewest epochs
-    would warm up for all of its training and fail."""
-    searched = {p.key: p for p in space.params}
-
-    def extent(key: str, pick):
-        """The largest (smallest) value `key` can take: over every parameter that sets it, and
-        the base's where none of them need apply."""
-        ps = [p for p in space.params if p.key == key]
-        values = [v for p in ps for v in (p.choices if p.kind == "categorical" else (p.low, p.high))]
-        if not ps or any(p.when for p in ps):
-            values.append(get_path(space.base, key))
-        return pick(v for v in values if v is not None)
-
+    would warm up for all of its training and fail. Epochs drawn only where the schedule is not
+    cosine (a `when` on schedule.name) do not count."""
+    searched = {p.key for p in space.params}
     cosine = get_path(space.base, "schedule.name") == "cosine" or any(
         "cosine" in p.choices for p in space.params if p.key == "schedule.name" and p.kind == "categorical")
-    if not cosine or not ({"schedule.warmup_epochs", "epochs"} & searched.keys()):
+    if not cosine or not ({"schedule.warmup_epochs", "epochs"} & searched):
         return  # the base alone was checked as a training config
-    warmup = extent("schedule.warmup_epochs", max)
-    epochs = extent("epochs", min)
+
+    def with_cosine(p) -> bool:
+        allowed = dict(p.when).get("schedule.name")
+        return allowed is None or "cosine" in allowed
+
+    warmup = extent(space, "schedule.warmup_epochs", max, with_cosine)
+    epochs = extent(space, "epochs", min, with_cosine)
     where = "search.schedule.warmup_epochs" if "schedule.warmup_epochs" in searched else "search.epochs"
     require(warmup < epochs, where,
             f"a trial can draw {warmup:g} epochs of cosine warm-up and only {epochs} epoch(s) of training, leaving "

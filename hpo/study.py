@@ -82,6 +82,10 @@ FIRST_LOOK = {"median": ("n_warmup_steps", 0), "percentile": ("n_warmup_steps", 
               "wilcoxon": ("n_startup_steps", 2), "successive_halving": ("min_resource", "auto"),
               "hyperband": ("min_resource", 1)}
 
+def whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 INTERNAL_OPTIONS = ("wrapped_pruner", "constraints_func")  # hpo sets these itself
 
 
@@ -170,18 +174,33 @@ class StudySpec:
     def base(self) -> dict:
         return self.space.base
 
+    @property
+    def most_epochs(self) -> int:
+        """The most epochs a trial can train: the base's or the searched high end, within the budget."""
+        from hpo.space_check import extent  # noqa: PLC0415
+
+        return min(self.budget.epochs, extent(self.space, "epochs", max))
+
     def notes(self) -> list[str]:
         """What the file allows but likely did not mean (`hpo check` prints them): a pruner whose
-        first look comes at or after the last epoch stops no trial early; a budget every model
-        fits constrains nothing."""
+        first look comes at or after a trial's last epoch stops no trial early; a budget every
+        model fits constrains nothing."""
         said = []
         pruner = self.pruner.wrapped if self.pruner.name == "patient" else self.pruner  # patient waits on it
+        most = self.most_epochs
+        options = pruner.kwargs()
         option, default = FIRST_LOOK.get(pruner.name, (None, None))
-        first = pruner.kwargs().get(option, default) if option else None
-        if isinstance(first, int) and not isinstance(first, bool) and first >= self.budget.epochs:
-            said.append(f"pruner {pruner.name}: {option} {first} leaves it no epoch before a trial's last (budget.epochs "
-                        f"{self.budget.epochs}), so it stops no trial early; lower it below {self.budget.epochs}, or "
-                        "say pruner: none")
+        first = options.get(option, default) if option else None
+        if pruner.name == "successive_halving" and whole(first):  # its first rung: r * eta^s
+            first *= options.get("reduction_factor", 4) ** options.get("min_early_stopping_rate", 0)
+        if most == 1 and pruner.name != "none":
+            said.append(f"pruner {pruner.name}: a trial trains 1 epoch, which leaves no epoch before its last to stop "
+                        "it at; say pruner: none, or train more epochs")
+        elif whole(first) and first >= most:
+            said.append(f"pruner {pruner.name}: its first look at a trial, after epoch {first} ({option} "
+                        f"{options.get(option, default)}{', and its rates' if pruner.name == 'successive_halving' else ''}"
+                        f"), comes no earlier than the last (trials train at most {most} epochs), so it stops no trial "
+                        f"early; make it earlier than epoch {most}, or say pruner: none")
         limit = self.budget.max_params
         if limit and self.space.largest_model() <= limit:
             said.append(f"budget.max_params {limit:,}: every model the search can build fits it (the largest has "

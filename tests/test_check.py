@@ -71,24 +71,35 @@ def test_several_files_a_row_each_and_every_bad_one_a_line(tmp_path, monkeypatch
     assert lines[3:] == ["hpo check: 3 of 5 study file(s) cannot run as written"]
 
 
-@pytest.mark.parametrize("pruner, said", [
-    ({"name": "median", "n_warmup_steps": 3}, "pruner median: n_warmup_steps 3 leaves it no epoch before a trial's last"),
-    ({"name": "successive_halving", "min_resource": 5}, "pruner successive_halving: min_resource 5 leaves it no epoch"),
-    ({"name": "patient", "patience": 1, "wrapped": {"name": "percentile", "percentile": 25, "n_warmup_steps": 4}},
-     "pruner percentile: n_warmup_steps 4"),
-    ({"name": "median", "n_warmup_steps": 2}, None),  # it can stop a trial after epoch 2 of 3
-    ({"name": "successive_halving"}, None),           # min_resource auto
+@pytest.mark.parametrize("pruner, epochs, said", [
+    ({"name": "median", "n_warmup_steps": 3}, 3, "pruner median: its first look at a trial, after epoch 3 "
+                                                 "(n_warmup_steps 3), comes no earlier than the last"),
+    ({"name": "successive_halving", "min_resource": 5}, 3, "pruner successive_halving: its first look at a trial, "
+                                                           "after epoch 5 (min_resource 5, and its rates)"),
+    # the first rung is min_resource x reduction_factor ^ min_early_stopping_rate: epoch 4
+    ({"name": "successive_halving", "min_resource": 1, "reduction_factor": 4, "min_early_stopping_rate": 1}, 3,
+     "after epoch 4 (min_resource 1, and its rates)"),
+    ({"name": "patient", "patience": 1, "wrapped": {"name": "percentile", "percentile": 25, "n_warmup_steps": 4}}, 3,
+     "pruner percentile: its first look at a trial, after epoch 4"),
+    # the trials' own epochs count, not the budget's cap
+    ({"name": "median", "n_warmup_steps": 2}, 2, "after epoch 2 (n_warmup_steps 2), comes no earlier than the last "
+                                                 "(trials train at most 2 epochs)"),
+    ({"name": "hyperband"}, 1, "pruner hyperband: a trial trains 1 epoch, which leaves no epoch before its last"),
+    ({"name": "median", "n_warmup_steps": 2}, 3, None),  # it can stop a trial after epoch 2 of 3
+    ({"name": "successive_halving"}, 3, None),           # min_resource auto
+    ({"name": "none"}, 1, None),
 ])
-def test_a_pruner_that_can_stop_nothing_early_is_noted(tmp_path, monkeypatch, capsys, pruner, said):
+def test_a_pruner_that_can_stop_nothing_early_is_noted(tmp_path, monkeypatch, capsys, pruner, epochs, said):
     monkeypatch.chdir(tmp_path)
-    rc, out, _ = check(str(write_study(tmp_path, "p", pruner=pruner)), "--data-dir", str(tmp_path), capsys=capsys)
+    path = write_study(tmp_path, "p", pruner=pruner, base={**TINY["base"], "epochs": epochs})
+    rc, out, _ = check(str(path), "--data-dir", str(tmp_path), capsys=capsys)
     notes = [line for line in out.splitlines() if line.startswith("note:")]
     assert rc == 0
     if said:
-        assert len(notes) == 1 and notes[0].startswith(f"note: {tmp_path / 'p.yaml'}: {said}"), out
-        assert "(budget.epochs 3), so it stops no trial early" in notes[0]
+        assert len(notes) == 1 and notes[0].startswith(f"note: {path}: pruner ") and said in notes[0], out
     else:
         assert notes == [], out
+    assert f"at most {epochs} a trial" + (" (budget.epochs 3)" if epochs < 3 else "") in out
 
 
 def test_a_budget_every_model_fits_is_noted(tmp_path, monkeypatch, capsys):
@@ -105,3 +116,18 @@ def test_check_needs_a_study(argv, capsys):
     with pytest.raises(SystemExit) as done:
         main(argv)
     assert done.value.code == 2 and "hpo check: error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("base_model, search, smallest, largest", [
+    # a smaller kernel leaves larger maps for the first linear layer: the low end builds the larger model
+    ({"preset": "lenet5"}, {"model.kernel": {"int": [3, 5]}}, 44_426, 60_074),
+    ({"preset": "mnistnet2", "batchnorm": False}, {"model.batchnorm": {"choices": [False, True]}}, 7_272, 7_416),
+])
+def test_the_sizes_a_search_reaches_are_measured_not_assumed(tmp_path, monkeypatch, capsys, base_model, search,
+                                                             smallest, largest):
+    monkeypatch.chdir(tmp_path)
+    path = write_study(tmp_path, "s", base={"model": base_model, "epochs": 3}, search=search,
+                       budget={"max_params": (smallest + largest) // 2, "epochs": 3})
+    rc, out, err = check(str(path), "--data-dir", str(tmp_path), capsys=capsys)  # the budget fits the smaller
+    assert rc == 0 and f"{smallest:,} to {largest:,} params" in out and "note:" not in out, out + err
+

@@ -217,6 +217,18 @@ def test_a_space_whose_cosine_warmup_can_outlast_the_epochs_is_refused(schedule,
     parse_study(raw, "x.yaml", "x")
 
 
+def test_short_runs_kept_away_from_cosine_by_a_when_are_no_conflict():
+    raw = variant("base/schedule", {"name": "step"})
+    raw["base"]["epochs"] = 5
+    raw["search"].update({"schedule.name": {"choices": ["step", "cosine"]},
+                          "schedule.warmup_epochs": {"float": [0.0, 4.0], "when": {"schedule.name": "cosine"}},
+                          "epochs": {"int": [1, 5], "when": {"schedule.name": "step"}}})  # cosine keeps 5
+    parse_study(raw, "x.yaml", "x")
+    raw["search"]["epochs"]["when"] = {"schedule.name": ["step", "cosine"]}
+    with pytest.raises(ConfigError, match="leaving none for the decay"):
+        parse_study(raw, "x.yaml", "x")
+
+
 STUDY_TEXT = """\
 base: {model: {preset: mnistnet2}, optimizer: {name: sgd, lr: 0.05, momentum: 0.9}, epochs: 3}
 search:
