@@ -73,7 +73,13 @@ def check_folder(dataset: Dataset, folder: Path) -> list[FileSpec]:
         path = folder / spec.name
         if not path.exists():
             missing.append(spec)
-        elif checksum(path.read_bytes(), spec.algorithm) != spec.digest:
+            continue
+        try:
+            content = path.read_bytes()
+        except OSError as error:
+            raise UserError(f"cannot read {path} ({error.strerror}); make the {dataset.title} files in {folder} "
+                            "readable, or give --data-dir another folder") from None
+        if checksum(content, spec.algorithm) != spec.digest:
             raise UserError(f"{path}: {spec.algorithm} does not match the pinned {dataset.title} digest "
                             f"(corrupted or not {dataset.title}); {how_to_fetch(dataset, folder)}")
     return missing

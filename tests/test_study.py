@@ -121,6 +121,12 @@ BAD = [
     (("pruner", {"name": "hyperband", "within": ["optimizer.name"]}), "pruner.within",
      "hyperband cannot prune within groups"),
     (("sampler", {"name": "nsgaii", "population_size": 1}), "sampler", "nsgaii: `population_size`"),
+    # a threshold is compared with each epoch's accuracy, a fraction: 50 would stop every trial
+    (("pruner", {"name": "threshold", "lower": 50}), "pruner.lower", "outside [0, 1]: trials report accuracy as a "
+                                                                     "fraction (0.5 for 50%), so it would stop every "
+                                                                     "trial or none; for 50% write 0.5"),
+    (("pruner", {"name": "patient", "patience": 1, "wrapped": {"name": "threshold", "upper": -1}}),
+     "pruner.wrapped.upper", "-1 is outside [0, 1]"),
     # objectives: accuracy alone (the default), or accuracy then params; Optuna prunes no multi-objective study
     (("objectives", "accuracy"), "objectives", "expected a list, e.g. objectives: [accuracy, params]"),
     (("objectives", ["accuracy", "loss"]), "objectives.1", "unknown objective 'loss'; choose from accuracy, params"),
