@@ -30,9 +30,14 @@ def check_space(space, *, max_epochs: int) -> None:
             if q.key == p.key:
                 check_exclusive(p, q, where)
         check_key(p.key, every_key, where)
+        later = {q.key: q for q in space.params[i + 1:]}
         for cond_key, allowed in p.when:
             require(cond_key in earlier or has_path(space.base, cond_key), f"{where}.when.{cond_key}",
                     "must be a key searched earlier in the file or set in base")
+            # sampled in file order: before its key is drawn, the `when` would see the base's value
+            require(cond_key in earlier or cond_key not in later, f"{where}.when.{cond_key}",
+                    f"{cond_key} is searched after this key (search.{later.get(cond_key, p).name}), and a `when` "
+                    "sees only values drawn before it; move this key below it")
             check_condition(cond_key, allowed, earlier.get(cond_key), space.base, f"{where}.when.{cond_key}")
         check_values(space, p, where)
         if p.key == "epochs":

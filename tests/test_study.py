@@ -172,6 +172,11 @@ BAD = [
      "search.optimizer.momentum.when.optimizer.name", "matches nothing"),
     (("search/optimizer.momentum", {"float": [0.5, 0.9], "when": {"optimizer.name": {"x": 1}}}),
      "search.optimizer.momentum.when.optimizer.name", "plain finite numbers"),
+    # sampled in file order: a `when` on a key searched further down would see the base's value
+    (("search/optimizer.momentum", {"float": [0.5, 0.9], "when": {"model.layers.4": [8, 12]}}),
+     "search.optimizer.momentum.when.model.layers.4", "model.layers.4 is searched after this key "
+                                                      "(search.model.layers.4), and a `when` sees only values drawn "
+                                                      "before it; move this key below it"),
 ]
 
 
@@ -290,7 +295,7 @@ def test_malformed_yaml_and_unknown_study(tmp_path: Path):
 
 def test_fingerprint_changes_with_the_file_not_with_formatting():
     a = parse_study(copy.deepcopy(GOOD), "a.yaml", "x")
-    b = parse_study(yaml.safe_load(yaml.safe_dump(GOOD, default_flow_style=True)), "b.yaml", "x")
+    b = parse_study(yaml.safe_load(yaml.safe_dump(GOOD, default_flow_style=True, sort_keys=False)), "b.yaml", "x")
     c = parse_study(variant("search/optimizer.lr", {"float": [0.001, 0.2], "log": True}), "a.yaml", "x")
     assert a.fingerprint == b.fingerprint != c.fingerprint
 
