@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write one self-contained HTML report of a study (opens offline)")
     p.add_argument("--study", required=True, metavar="NAME")
     p.add_argument("-o", "--output", type=Path, default=Path("report.html"), metavar="FILE",
-                   help="where to write it (default: report.html)")
+                   help="where to write it; - is standard output (default: report.html)")
     storage(p)
     p.set_defaults(handler=cmd_report)
     return parser
@@ -468,26 +468,35 @@ def cmd_export(args) -> int:
     from hpo.export import export  # noqa: PLC0415
     from hpo.storage import Storage  # noqa: PLC0415
 
-    to_file = args.output and str(args.output) != "-"  # -o -: standard output, as without -o
-    if to_file:
-        check_output(args.output, "best.yaml")
+    output = args.output or Path("-")  # -o -: standard output, as without -o
+    check_output(output, "best.yaml")
     exported = export(Storage.resolve(args.storage).open_existing(), args.study, top=args.top)
-    if to_file:
-        write_output(args.output, exported.text)
-        print(f"wrote {exported.describe()} of {args.study!r} to {args.output}", file=sys.stderr)
-    else:
-        sys.stdout.write(exported.text)
+    write_output(output, exported.text)
+    if str(output) != "-":
+        print(f"wrote {exported.describe()} of {args.study!r} to {output}", file=sys.stderr)
     return 0
 
 
 def check_output(path: Path, example: str) -> None:
-    """Before any work: `-o` must name a file, not a folder."""
+    """Before any work: `-o` must name a file, not a folder, and no file may stand where one of
+    its folders would be made."""
+    if str(path) in ("", "."):
+        raise UserError(f"-o is empty; give a file name, e.g. -o {example}")
     if path.is_dir():
         raise UserError(f"-o {path} is a folder; give a file name, e.g. -o {path / example}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"-o {path}: {parent} is a file, not a folder; give -o a path in a folder")
+            break
 
 
 def write_output(path: Path, text: str) -> None:
-    """Write `-o`'s file, making its folders as needed (as `hpo report` and `hpo export` both do)."""
+    """Write `-o`'s file, making its folders as needed (as `hpo report` and `hpo export` both do);
+    `-` is standard output."""
+    if str(path) == "-":
+        sys.stdout.write(text)
+        return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
@@ -512,8 +521,9 @@ def cmd_report(args) -> int:
     storage = Storage.resolve(args.storage)
     text = build_report(storage=storage.open_existing(), study_name=args.study, where=storage.masked)
     write_output(args.output, text)
-    print(f"wrote the report of {args.study!r} to {args.output} ({len(text.encode()) / 1e6:.1f} MB, opens offline)",
-          file=sys.stderr)
+    if str(args.output) != "-":
+        print(f"wrote the report of {args.study!r} to {args.output} ({len(text.encode()) / 1e6:.1f} MB, opens offline)",
+              file=sys.stderr)
     return 0
 
 

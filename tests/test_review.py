@@ -312,6 +312,16 @@ def report_file(review, tmp_path_factory) -> Path:
     return folder / "report.html"
 
 
+def test_report_to_standard_output_is_the_same_page(report_file, review, tmp_path):
+    """-o - writes the page to standard output (as hpo export -o - does), no file named '-'."""
+    url, name = review
+    done = hpo("report", "--study", name, "--storage", url, "-o", "-", cwd=tmp_path)
+    assert done.returncode == 0 and done.stderr == "" and list(tmp_path.iterdir()) == [], done.stderr
+    page = done.stdout
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    assert page.count('class="plotly-graph-div"') == report_file.read_text().count('class="plotly-graph-div"') == 6
+
+
 def test_report_is_one_self_contained_file(report_file, review):
     html = report_file.read_text()
     assert "<script src=" not in html, "the report loads a script from elsewhere"
