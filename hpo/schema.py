@@ -185,16 +185,29 @@ def scalar_text(node: yaml.Node) -> str:
     return node.value if isinstance(node, yaml.ScalarNode) else "?"
 
 
+def not_utf8(data: bytes, error: UnicodeDecodeError) -> str:
+    """Why bytes that are not UTF-8 are no YAML file: binary, UTF-16, or text in another encoding."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "UTF-16 text; save it as UTF-8"
+    if b"\x00" in data[:4096]:
+        return "not a text file (a database or an archive?); give a YAML file"
+    line = data.count(b"\n", 0, error.start) + 1
+    column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+    return (f"not UTF-8: byte 0x{data[error.start]:02x} at line {line}, column {column} (Latin-1 or another "
+            "encoding?); save the file as UTF-8")
+
+
 def load_yaml(path: str | Path) -> Any:
     """The plain data of a YAML file, as `yaml.safe_load` reads it but stricter (see
     `StrictSafeLoader`), with one-line errors for missing, malformed or hostile files."""
     path = Path(path)
     try:
-        text = path.read_text()
+        data = path.read_bytes()
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError("", "file not found; check the path", source=str(path)) from None
-    except UnicodeDecodeError:
-        raise ConfigError("", "not a text file (a database or an archive?); give a YAML file", source=str(path)) from None
+    except UnicodeDecodeError as error:
+        raise ConfigError("", not_utf8(data, error), source=str(path)) from None
     except IsADirectoryError:
         raise ConfigError("", "a folder, not a file; give a YAML file", source=str(path)) from None
     except PermissionError:

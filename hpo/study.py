@@ -375,6 +375,8 @@ def find_study_file(name_or_path: str, given_as: str = "--study ") -> Path:
     for path in candidates:
         if path.is_file():
             return path
+    if candidates[0].exists() and not candidates[0].is_dir():  # a pipe, a device: reading could hang or never end
+        raise UserError(f"{given_as}{name_or_path}: not a regular file; give a study YAML file")
     if candidates[0].is_dir():
         inside = sorted(p.name for p in candidates[0].glob("*.yaml"))
         raise UserError(f"{given_as}{name_or_path}: a folder, not a file; give a study YAML file"
