@@ -225,7 +225,7 @@ def cmd_train(args) -> int:
     from hpo.trainer import Diverged, bf16_autocast, check_data, out_of_memory, pick_device, train  # noqa: PLC0415
 
     cfg, record = load_export(args.config, args.trial)
-    cfg = cfg.with_overrides(epochs=args.epochs, seed=args.seed)
+    cfg = with_flags(cfg, args.config, epochs=args.epochs, seed=args.seed)
     device = pick_device(args.device)
     splits = data.load(cfg.data, device, args.data_dir)
     try:
@@ -288,6 +288,16 @@ def rerun_notes(record: dict | None, device, threads: int) -> list[str]:
     return notes
 
 
+def with_flags(cfg, source: Path, **flags):
+    """`cfg` with the command line's --epochs / --seed; a value the config then refuses (a
+    cosine warm-up as long as the new epochs) names the file and the flag."""
+    try:
+        return cfg.with_overrides(**flags)
+    except ConfigError as error:
+        given = " ".join(f"--{key} {value}" for key, value in flags.items() if value is not None)
+        raise UserError(f"{source} with {given}: key '{error.key}': {error.reason}") from None
+
+
 def cmd_verify(args) -> int:
     import json  # noqa: PLC0415
     import statistics  # noqa: PLC0415
@@ -300,7 +310,7 @@ def cmd_verify(args) -> int:
     from hpo import data  # noqa: PLC0415
     from hpo.verification import compare, verify  # noqa: PLC0415
 
-    cfg = load_config(args.config, args.trial).with_overrides(epochs=args.epochs)
+    cfg = with_flags(load_config(args.config, args.trial), args.config, epochs=args.epochs)
     earlier = load_verification(args.against) if args.against else None  # before any training
     if earlier and args.seeds < 2:
         raise UserError(f"--against compares spreads: give --seeds 2 or more (got {args.seeds})")

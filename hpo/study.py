@@ -346,6 +346,11 @@ def check_budget(spec: StudySpec) -> None:
 def check_components(spec: StudySpec) -> None:
     """Build the pruner and the sampler once, here: a bad option value (a percentile of 150, a
     string seed) is the file's mistake, not a traceback in every worker after the study exists."""
+    for key, component in (("pruner", spec.pruner), ("pruner.wrapped", spec.pruner.wrapped), ("sampler", spec.sampler)):
+        for option, value in component.options if component else ():
+            if option == "seed" or option.startswith("n_"):  # counts and seeds: whole numbers, none negative
+                require(whole(value) and value >= 0, f"{key}.{option}",
+                        f"expected a whole number >= 0, got {schema.describe(value)}")
     threshold = spec.pruner.wrapped if spec.pruner.name == "patient" else spec.pruner
     where = "pruner.wrapped" if threshold is spec.pruner.wrapped else "pruner"
     if threshold.name == "threshold":  # it compares each epoch's accuracy, a fraction, with its bounds

@@ -242,6 +242,9 @@ CASES = [
          ("report", "--study", "tiny", "--storage", "sqlite:///{dir}/db.sqlite", "-o", "/proc/no/report.html"),
          ("cannot write /proc/no/report.html",), study_with_a_complete_trial),
     # --- more command-line values
+    Case("--epochs that leave no room for the config's warm-up", ("train", "--config", "{dir}/w.yaml", "--epochs", "1"),
+         ("w.yaml with --epochs 1: key 'schedule.warmup_epochs': 1.5 epochs of warm-up leave none of the 1 epoch(s)",),
+         text_file("w.yaml", "model: {preset: linear}\nschedule: {name: cosine, warmup_epochs: 1.5}\nepochs: 3\n")),
     Case("hpo verify --seeds 0", ("verify", "--config", TRAIN_CONFIG, "--seeds", "0"), ("--seeds", "got 0")),
     Case("--workers beyond reason", run_cmd("--workers", "10000"), ("--workers", "between 1 and 256"), TINY_FILE),
     Case("--checkpoint-dir that is a file", run_cmd("--checkpoint-dir", "{dir}/tiny.yaml"), ("is a file",), TINY_FILE),
