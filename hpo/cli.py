@@ -444,7 +444,9 @@ def cmd_check(args) -> int:
             spec = load_spec(name, given_as="")
             checked.append((spec, study_facts(spec, args.data_dir)))
         except UserError as error:
-            print(f"hpo check: error: {error}", file=sys.stderr)
+            # an error about the study's data (its own .npz, say) names the data, not the study
+            where = "" if name in str(error) else f"{name}: "
+            print(f"hpo check: error: {where}{error}", file=sys.stderr)
             failed += 1
     if len(args.studies) == 1 and checked:
         spec, facts = checked[0]

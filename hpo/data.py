@@ -176,11 +176,13 @@ EXTRA_SOURCES: dict[str, tuple[str, Callable[[], dict[str, bytes]], str]] = {
 def local(dataset: Dataset, root: Path | None = None) -> tuple[Path, list[FileSpec]]:
     """A registered dataset's folder `ROOT/NAME` and the files missing from it, fetching nothing;
     a file where a folder should be, or a file that fails its checksum, is a UserError."""
+    given = "--data-dir" if root else "HPO_DATA_DIR" if os.environ.get("HPO_DATA_DIR") else None
     root = Path(root).expanduser() if root else default_root()
     folder = root / dataset.name
     for path in (root, folder):
         if path.exists() and not path.is_dir():
-            raise UserError(f"data folder {path} is a file, not a folder; give --data-dir a folder (or set HPO_DATA_DIR)")
+            fix = f"point {given} at a folder" if given else "give --data-dir a folder (or set HPO_DATA_DIR)"
+            raise UserError(f"data folder {path}{f' (from {given})' if given else ''} is a file, not a folder; {fix}")
     return folder, check_folder(dataset, folder)
 
 

@@ -131,3 +131,11 @@ def test_the_sizes_a_search_reaches_are_measured_not_assumed(tmp_path, monkeypat
     rc, out, err = check(str(path), "--data-dir", str(tmp_path), capsys=capsys)  # the budget fits the smaller
     assert rc == 0 and f"{smallest:,} to {largest:,} params" in out and "note:" not in out, out + err
 
+
+
+def test_an_error_about_the_data_names_the_study_too(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.npz").write_text("not a zip")
+    path = write_study(tmp_path, "own", base={"model": {"preset": "linear"}, "data": {"dataset": "npz", "path": "bad.npz"}})
+    rc, out, err = check(str(path), "quickstart", capsys=capsys)
+    assert rc == 2 and err.startswith(f"hpo check: error: {path}: {tmp_path / 'bad.npz'}"), err

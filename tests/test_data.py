@@ -148,8 +148,16 @@ def test_default_root(monkeypatch, env_root, xdg, expected):
 def test_a_file_where_a_folder_belongs(tmp_path, where):
     path = tmp_path / "root" if where == "root" else tmp_path / "mnist"
     path.write_text("not a folder")
-    with pytest.raises(UserError, match=f"data folder {path} is a file, not a folder"):
+    with pytest.raises(UserError, match=f"data folder {path} \\(from --data-dir\\) is a file, not a folder; "
+                                        "point --data-dir at a folder"):
         hpo.data.ensure("mnist", tmp_path / "root" if where == "root" else tmp_path)
+
+
+def test_a_file_as_hpo_data_dir_names_the_variable(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("HPO_DATA_DIR", str(tmp_path / "file"))
+    with pytest.raises(UserError, match=r"\(from HPO_DATA_DIR\) is a file, not a folder; point HPO_DATA_DIR at a folder"):
+        hpo.data.ensure("mnist")
 
 
 # ---------------------------------------------------------------- subsets and batches
