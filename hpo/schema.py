@@ -143,13 +143,17 @@ class StrictSafeLoader(yaml.SafeLoader):
         """Walk the document as its aliases expand it, iteratively, stopping at the limits."""
         checked: set[int] = set()  # mappings whose keys were compared: an alias repeats, it adds no key
         stack = [(root, "", 0)]
-        visited = 0
+        visited, nodes = 0, set()  # nodes met: one met again came through an alias
         while stack:
             node, key, depth = stack.pop()
             visited += 1
+            nodes.add(id(node))
             if visited > MAX_YAML_VALUES:
-                raise ConfigError("", f"expands to more than {MAX_YAML_VALUES:,} values (a YAML alias bomb?); "
-                                      "write the values out, or alias less")
+                if len(nodes) < visited:
+                    raise ConfigError("", f"expands to more than {MAX_YAML_VALUES:,} values through its aliases (a YAML "
+                                          "alias bomb?); write the values out, or alias less")
+                raise ConfigError("", f"holds more than {MAX_YAML_VALUES:,} values; a study file or config needs "
+                                      "far fewer (a list of choices that long cannot be searched well either)")
             if depth > MAX_YAML_DEPTH:
                 line = node.start_mark.line + 1
                 raise ConfigError("", f"nested more than {MAX_YAML_DEPTH} levels deep at line {line} "
