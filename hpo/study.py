@@ -30,8 +30,8 @@ import optuna
 from hpo import config as config_mod
 from hpo import records, schema
 from hpo.errors import ConfigError, UserError
-from hpo.limits import MAX_EPOCHS
 from hpo.grouped import GROUPABLE, WithinGroups
+from hpo.limits import MAX_EPOCHS
 from hpo.schema import require
 from hpo.space import SearchSpace
 
@@ -81,6 +81,7 @@ SINGLE_OBJECTIVE_SAMPLERS = ("cmaes",)  # Optuna's CMA-ES refuses a study with t
 FIRST_LOOK = {"median": ("n_warmup_steps", 0), "percentile": ("n_warmup_steps", 0), "threshold": ("n_warmup_steps", 0),
               "wilcoxon": ("n_startup_steps", 2), "successive_halving": ("min_resource", "auto"),
               "hyperband": ("min_resource", 1)}
+
 
 def whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
