@@ -241,7 +241,7 @@ def studies_table(studies: dict) -> Table:
 
 
 def print_study(facts: dict) -> None:
-    """`hpo check` of one study file: what it will run (facts: as cli.study_facts gives them), a
+    """`hpo check` of one study file: what it will run (facts: as overview.study_facts gives them), a
     line each, never wrapped mid-value (a path or a range copies whole)."""
     console.print(Text("study ", style="bold") + Text(f"{facts['name']} from {facts['file']}"), soft_wrap=True)
     for key in ("base", "models", "epochs", "data", "eval", "objectives", "pruner", "sampler"):
@@ -273,4 +273,3 @@ def studies_check_table(rows: list[dict]) -> Table:
                       f"{r['budget']:,}" if r["budget"] else "-", str(r["max_epochs"]), r["eval_on"],
                       escape(r["pruner_name"]), escape(r["sampler_name"]))
     return table
-

@@ -1,5 +1,5 @@
-"""What a study file would run, as `hpo check` prints it: its base, the sizes its searched widths
-reach against the budget, where its data is (looked for, never fetched), its pruner and sampler.
+"""What a study file would run, as `hpo check` prints it: its base, the sizes its searched model
+keys reach against the budget, where its data is (looked for, never fetched), its pruner and sampler.
 Reads only: no database, no data folder, no fetch."""
 
 from __future__ import annotations
@@ -31,16 +31,17 @@ def study_facts(spec: StudySpec, data_dir: Optional[Path]) -> dict:
         sizes = f"{n_params:,} params in every trial (no searched key changes the model's size){budget}"
     optimizer = base.optimizer
     held_out = spec.eval == "val"
+    most = spec.most_epochs
+    epochs = (f"at most {most} a trial" + (f" (budget.epochs {spec.budget.epochs})" if most < spec.budget.epochs else "")
+              + (f", {spec.budget.trial_seconds:g} s at most" if spec.budget.trial_seconds else ""))
     return {
         "name": spec.name, "file": spec.source, "searched": len(spec.space.params), "base_params": n_params,
-        "budget": limit, "max_epochs": spec.budget.epochs, "eval_on": spec.eval,
+        "budget": limit, "max_epochs": most, "eval_on": spec.eval,
         "pruner_name": spec.pruner.name, "sampler_name": spec.sampler.name,
         "base": f"{models.describe(base.model, shape=dataset.shape, classes=dataset.classes)}, {n_params:,} params, "
                 f"{base.epochs} epochs, batch {base.batch_size}, {optimizer.name} lr {optimizer.lr:g} (trial 0)",
         "models": sizes,
-        "epochs": f"at most {spec.most_epochs} a trial" + (f" (budget.epochs {spec.budget.epochs})"
-                                                          if spec.most_epochs < spec.budget.epochs else "") + (f", {spec.budget.trial_seconds:g} s at most"
-                                                              if spec.budget.trial_seconds else ""),
+        "epochs": epochs,
         "data": data_presence(base.data, dataset, data_dir, held_out=held_out, source=spec.source),
         "eval": ("val: each epoch on held-out training images, the test set once at the end" if held_out
                  else "test: each epoch on the test set"),
