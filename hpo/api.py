@@ -18,9 +18,10 @@ from typing import Callable, Optional, Union
 
 import optuna
 
-from hpo.limits import MAX_EPOCHS, MAX_PACK, MAX_WORKERS
 from hpo.errors import UserError
+from hpo.limits import MAX_EPOCHS, MAX_PACK, MAX_WORKERS
 from hpo.processes import main_without_a_missing_file
+from hpo.schema import is_number, is_whole
 from hpo.study import StudySpec, load_spec
 
 __all__ = ["load_spec", "run", "train", "verify"]
@@ -49,10 +50,10 @@ def run(study: Union[str, Path, StudySpec], *, trials: int, storage: Optional[st
 
     import multiprocessing  # noqa: PLC0415
 
-    _check(trials=(trials, _whole(trials, 1)), pack=(pack, _whole(pack, 1, MAX_PACK)),
+    _check(trials=(trials, is_whole(trials, 1)), pack=(pack, is_whole(pack, 1, MAX_PACK)),
            device=(device, device in DEVICES),
-           workers=(workers, workers == "auto" or _whole(workers, 1, MAX_WORKERS)),
-           timeout=(timeout, timeout is None or (_number(timeout) and timeout > 0)),
+           workers=(workers, workers == "auto" or is_whole(workers, 1, MAX_WORKERS)),
+           timeout=(timeout, timeout is None or (is_number(timeout) and timeout > 0)),
            on_trial=(on_trial, on_trial is None or callable(on_trial)),
            study=(study, isinstance(study, (str, Path, StudySpec))))
     if multiprocessing.current_process().name.startswith("hpo-worker"):
@@ -91,8 +92,8 @@ def train(config, *, epochs: Optional[int] = None, seed: Optional[int] = None, d
     from hpo import data  # noqa: PLC0415
     from hpo.trainer import pick_device, train as train_loop  # noqa: PLC0415
 
-    _check(epochs=(epochs, epochs is None or _whole(epochs, 1, MAX_EPOCHS)),
-           seed=(seed, seed is None or _whole(seed, 0)), device=(device, device in DEVICES))
+    _check(epochs=(epochs, epochs is None or is_whole(epochs, 1, MAX_EPOCHS)),
+           seed=(seed, seed is None or is_whole(seed, 0)), device=(device, device in DEVICES))
     cfg = _config(config).with_overrides(epochs=epochs, seed=seed)
     dev = pick_device(device)
     return train_loop(cfg, data.load(cfg.data, dev, data_dir), on_epoch=on_epoch)
@@ -108,8 +109,8 @@ def verify(config, *, seeds: int = 5, epochs: Optional[int] = None, device: str 
     from hpo.space import model_size  # noqa: PLC0415
     from hpo.verification import verify as verify_config  # noqa: PLC0415
 
-    _check(seeds=(seeds, _whole(seeds, 1)), epochs=(epochs, epochs is None or _whole(epochs, 1, MAX_EPOCHS)),
-           device=(device, device in DEVICES), workers=(workers, _whole(workers, 1, MAX_WORKERS)))
+    _check(seeds=(seeds, is_whole(seeds, 1)), epochs=(epochs, epochs is None or is_whole(epochs, 1, MAX_EPOCHS)),
+           device=(device, device in DEVICES), workers=(workers, is_whole(workers, 1, MAX_WORKERS)))
     cfg = _config(config).with_overrides(epochs=epochs)
     with main_without_a_missing_file():
         return verify_config(cfg, seeds=seeds, n_params=model_size(cfg), device=device, data_dir=data_dir,
@@ -122,15 +123,6 @@ EXPECTED = {"trials": "a whole number, 1 or more", "seeds": "a whole number, 1 o
             "seed": "None or a whole number, 0 or more", "device": " or ".join(map(repr, DEVICES)),
             "workers": f"a whole number from 1 to {MAX_WORKERS}, or 'auto'", "timeout": "None or seconds > 0",
             "on_trial": "None or a function of one trial", "study": "a study name, a path or a StudySpec"}
-
-
-def _whole(value, low: int, high: Optional[int] = None) -> bool:
-    return (isinstance(value, int) and not isinstance(value, bool) and value >= low
-            and (high is None or value <= high))
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _check(**given: tuple) -> None:

@@ -434,15 +434,19 @@ def run_study(args) -> int:
 def cmd_check(args) -> int:
     """Each study file parsed and checked as `hpo run` would before it creates anything, its data
     looked for (not fetched), and what it would run printed: a study per row, or one in full."""
+    import functools  # noqa: PLC0415
+
+    from hpo import data  # noqa: PLC0415
     from hpo.display import console, escape, print_study, search_table, studies_check_table  # noqa: PLC0415
     from hpo.overview import study_facts  # noqa: PLC0415
     from hpo.study import load_spec  # noqa: PLC0415
 
     checked, failed = [], 0
+    local = functools.lru_cache(data.local)  # the dataset's files read and checksummed once, not per study
     for name in args.studies:
         try:
             spec = load_spec(name, given_as="")
-            checked.append((spec, study_facts(spec, args.data_dir)))
+            checked.append((spec, study_facts(spec, args.data_dir, local=local)))
         except UserError as error:
             # an error about the study's data (its own .npz, say) names the data, not the study
             where = "" if name in str(error) else f"{name}: "

@@ -5,7 +5,7 @@ Reads only: no database, no data folder, no fetch."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from hpo import data, models
 from hpo.config import Data, parse_config
@@ -14,9 +14,11 @@ from hpo.errors import ConfigError
 from hpo.study import StudySpec
 
 
-def study_facts(spec: StudySpec, data_dir: Optional[Path]) -> dict:
+def study_facts(spec: StudySpec, data_dir: Optional[Path], *, local: Callable = data.local) -> dict:
     """What `spec` would run, as `hpo check` prints it; raises a UserError for what `hpo run`
-    would refuse before it starts (here: the data's subsets against the files, when they are there)."""
+    would refuse before it starts (here: the data's subsets against the files, when they are there).
+    `local`: `data.local`, or a memo of it when several studies share a dataset (each call reads
+    and checksums its files)."""
     base = parse_config(spec.base)
     dataset = data.resolve(base.data)
     n_params = spec.space.n_params(spec.base)
@@ -42,7 +44,7 @@ def study_facts(spec: StudySpec, data_dir: Optional[Path]) -> dict:
                 f"{base.epochs} epochs, batch {base.batch_size}, {optimizer.name} lr {optimizer.lr:g} (trial 0)",
         "models": sizes,
         "epochs": epochs,
-        "data": data_presence(base.data, dataset, data_dir, held_out=held_out, source=spec.source),
+        "data": data_presence(base.data, dataset, data_dir, held_out=held_out, source=spec.source, local=local),
         "eval": ("val: each epoch on held-out training images, the test set once at the end" if held_out
                  else "test: each epoch on the test set"),
         "objectives": " and ".join(spec.objectives),
@@ -50,13 +52,14 @@ def study_facts(spec: StudySpec, data_dir: Optional[Path]) -> dict:
     }
 
 
-def data_presence(cfg: Data, dataset: Dataset, data_dir: Optional[Path], *, held_out: bool, source: str) -> str:
+def data_presence(cfg: Data, dataset: Dataset, data_dir: Optional[Path], *, held_out: bool, source: str,
+                  local: Callable = data.local) -> str:
     """Where the study's data is, or that `hpo run` will fetch it; the subsets checked against
     the files when they are there. Reads, never fetches or writes."""
     if dataset.path is not None:
         folder, where = Path(dataset.path), f"your own data at {dataset.path}"
     else:
-        folder, missing = data.local(dataset, data_dir)
+        folder, missing = local(dataset, data_dir)
         if missing:
             return f"{dataset.name}: not in {folder} yet; hpo run fetches it (or hpo data --dataset {dataset.name} now)"
         where = f"{dataset.name} in {folder}"

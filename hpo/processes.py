@@ -65,4 +65,3 @@ def main_without_a_missing_file() -> Iterator[None]:
     finally:
         if hide:
             main.__file__ = path
-

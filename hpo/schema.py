@@ -11,7 +11,7 @@ import math
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Optional, TypeVar
 
 import yaml
 
@@ -246,6 +246,17 @@ def plain(value: Any) -> str:
     if isinstance(value, bool) or value is None:
         return {True: "true", False: "false", None: "null"}[value]
     return str(value)
+
+
+def is_number(value: Any) -> bool:
+    """An int or a float, not a bool (YAML's true is no number here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_whole(value: Any, low: Optional[int] = None, high: Optional[int] = None) -> bool:
+    """An int, not a bool, within [low, high] where they are given."""
+    return (isinstance(value, int) and not isinstance(value, bool) and (low is None or value >= low)
+            and (high is None or value <= high))
 
 
 def require(condition: bool, key: str, reason: str) -> None:

@@ -207,8 +207,8 @@ class SearchSpace:
         return self._extreme_model(max)
 
     def _extreme_model(self, pick) -> int:
-        chosen = {name: pick(sizes, key=lambda vn: vn[1])[0] for name, sizes in self._model_sizes.items() if sizes}
-        return self.n_params(self.fill(lambda p, _: chosen.get(p.name, KEEP) if p in self.sizing else KEEP))
+        chosen = {p.name: pick(self._model_sizes[p.name], key=lambda vn: vn[1])[0] for p in self.sizing}
+        return self.n_params(self.fill(lambda p, _: chosen.get(p.name, KEEP)))
 
 
 def model_size(cfg: TrainConfig) -> int:

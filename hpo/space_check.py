@@ -14,7 +14,7 @@ from hpo import schema
 from hpo.config import OPTIMIZER_ONLY, TrainConfig, parse_config
 from hpo.dotted import KEEP, base_value, get_path, has_path
 from hpo.errors import ConfigError
-from hpo.schema import require
+from hpo.schema import is_number, require
 
 CONFIG_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))  # what a searched key may start with
 
@@ -192,7 +192,3 @@ def ends(p) -> tuple:
         high = p.low + (p.high - p.low) // step * step  # Optuna's last point of the grid
         return (p.low, high) if high != p.low else (p.low,)
     return (p.low, p.high) if p.high != p.low else (p.low,)
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -34,6 +34,7 @@ from hpo.grouped import GROUPABLE, WithinGroups
 from hpo.limits import MAX_EPOCHS
 from hpo.schema import require
 from hpo.space import SearchSpace
+from hpo.space_check import extent
 
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
 
@@ -81,10 +82,6 @@ SINGLE_OBJECTIVE_SAMPLERS = ("cmaes",)  # Optuna's CMA-ES refuses a study with t
 FIRST_LOOK = {"median": ("n_warmup_steps", 0), "percentile": ("n_warmup_steps", 0), "threshold": ("n_warmup_steps", 0),
               "wilcoxon": ("n_startup_steps", 2), "successive_halving": ("min_resource", "auto"),
               "hyperband": ("min_resource", 1)}
-
-
-def whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 INTERNAL_OPTIONS = ("wrapped_pruner", "constraints_func")  # hpo sets these itself
@@ -178,8 +175,6 @@ class StudySpec:
     @property
     def most_epochs(self) -> int:
         """The most epochs a trial can train: the base's or the searched high end, within the budget."""
-        from hpo.space_check import extent  # noqa: PLC0415
-
         return min(self.budget.epochs, extent(self.space, "epochs", max))
 
     def notes(self) -> list[str]:
@@ -192,12 +187,12 @@ class StudySpec:
         options = pruner.kwargs()
         option, default = FIRST_LOOK.get(pruner.name, (None, None))
         first = options.get(option, default) if option else None
-        if pruner.name == "successive_halving" and whole(first):  # its first rung: r * eta^s
+        if pruner.name == "successive_halving" and schema.is_whole(first):  # its first rung: r * eta^s
             first *= options.get("reduction_factor", 4) ** options.get("min_early_stopping_rate", 0)
         if most == 1 and pruner.name != "none":
             said.append(f"pruner {pruner.name}: a trial trains 1 epoch, which leaves no epoch before its last to stop "
                         "it at; say pruner: none, or train more epochs")
-        elif whole(first) and first >= most:
+        elif schema.is_whole(first) and first >= most:
             said.append(f"pruner {pruner.name}: its first look at a trial, after epoch {first} ({option} "
                         f"{options.get(option, default)}{', and its rates' if pruner.name == 'successive_halving' else ''}"
                         f"), comes no earlier than the last (trials train at most {most} epochs), so it stops no trial "
@@ -350,13 +345,13 @@ def check_components(spec: StudySpec) -> None:
     for key, component in (("pruner", spec.pruner), ("pruner.wrapped", spec.pruner.wrapped), ("sampler", spec.sampler)):
         for option, value in component.options if component else ():
             if option == "seed" or option.startswith("n_"):  # counts and seeds: whole numbers, none negative
-                require(whole(value) and value >= 0, f"{key}.{option}",
+                require(schema.is_whole(value, 0), f"{key}.{option}",
                         f"expected a whole number >= 0, got {schema.describe(value)}")
     threshold = spec.pruner.wrapped if spec.pruner.name == "patient" else spec.pruner
     where = "pruner.wrapped" if threshold is spec.pruner.wrapped else "pruner"
     if threshold.name == "threshold":  # it compares each epoch's accuracy, a fraction, with its bounds
         for bound, value in threshold.options:
-            if bound in ("lower", "upper") and isinstance(value, (int, float)) and not 0 <= value <= 1:
+            if bound in ("lower", "upper") and schema.is_number(value) and not 0 <= value <= 1:
                 hint = f"; for {value:g}% write {value / 100:g}" if 1 < value <= 100 else ""
                 raise ConfigError(f"{where}.{bound}", f"{value!r} is outside [0, 1]: trials report accuracy as a fraction "
                                                       f"(0.5 for 50%), so it would stop every trial or none{hint}")
