@@ -8,7 +8,8 @@ can be checked whole before any of it is used:
 - values the inner sampler proposes jointly (multivariate TPE, GP, CMA-ES past their start-up
   trials) are drawn once: a model-based sampler is costly to ask again (GPSampler fits a
   Gaussian process per call), so an over-budget proposal is shrunk onto the budget instead
-  (`SearchSpace.shrink`: each width moved toward its low end by one shared fraction);
+  (`SearchSpace.shrink`: each size-setting value moved by one shared fraction toward the end
+  that builds the smaller model: a width toward its low end, a convpool kernel toward its high);
 - values it draws one at a time (random start-up trials, univariate TPE, what a joint sampler
   leaves out) are cheap to draw again: they are redrawn up to REDRAWS times, then shrunk.
 

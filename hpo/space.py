@@ -74,19 +74,19 @@ class Param:
             return IntDistribution(int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
         return CategoricalDistribution(list(self.choices))
 
-    def toward_low(self, value: Any, fraction: float) -> Any:
-        """`value` moved toward the low end, keeping `fraction` of the way from it (on the grid,
-        rounded down; on a log range, the geometric way). Choices stay as they are."""
+    def toward(self, value: Any, end: Any, fraction: float) -> Any:
+        """`value` moved toward `end` (its low or its high end), keeping `fraction` of the way
+        from it (on the grid, rounded toward `end`; on a log range, the geometric way). Choices
+        stay as they are."""
         if self.kind == "categorical":
             return value
-        if self.log:
-            moved = self.low * (value / self.low) ** fraction
-        else:
-            moved = self.low + (value - self.low) * fraction
+        moved = end * (value / end) ** fraction if self.log else end + (value - end) * fraction
         if self.kind == "float" and self.step is None:
-            return min(max(moved, self.low), value)
+            return min(max(moved, min(end, value)), max(end, value))
         step = self.step or 1
-        moved = self.low + math.floor((moved - self.low) / step + 1e-9) * step
+        index = (moved - self.low) / step
+        index = math.floor(index + 1e-9) if end <= value else math.ceil(index - 1e-9)
+        moved = self.low + index * step
         return int(moved) if self.kind == "int" else moved
 
     def describe(self) -> str:
@@ -176,14 +176,16 @@ class SearchSpace:
         return tuple(p for p in self.params if len({n for _, n in self._model_sizes.get(p.name, [])}) > 1)
 
     def shrink(self, values: dict, max_params: int, *, keep=()) -> dict:
-        """`values` (Optuna parameters) with every numeric model value moved toward its low end
-        by one shared fraction, the largest that fits `max_params`: a proposal over the budget
+        """`values` (Optuna parameters) with every numeric model value moved toward the end that
+        builds the smaller model (the low end of a width, the high end of a convpool kernel) by
+        one shared fraction, the largest that fits `max_params`: a proposal over the budget
         projected onto it, its proportions kept. Values named in `keep` stay; where nothing
         fits, `values` come back unchanged (the objective then rejects the trial)."""
         movable = [p for p in self.sizing if p.kind != "categorical" and p.name in values and p.name not in keep]
+        smaller = {p.name: self._smaller_end(p) for p in movable}
 
         def scaled(fraction: float) -> dict:
-            return {**values, **{p.name: p.toward_low(values[p.name], fraction) for p in movable}}
+            return {**values, **{p.name: p.toward(values[p.name], smaller[p.name], fraction) for p in movable}}
 
         if not movable or not self.fits(scaled(0.0), max_params):
             return values
@@ -195,6 +197,10 @@ class SearchSpace:
             else:
                 over = middle
         return scaled(fits)
+
+    def _smaller_end(self, p: Param):
+        """The end (the choice) of `p` that builds the smaller model, the others at the base's."""
+        return min(self._model_sizes[p.name], key=lambda vn: vn[1])[0]
 
     def smallest_model(self) -> int:
         """Parameters of the model with each searched model key at the end (the choice) that builds

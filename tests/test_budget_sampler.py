@@ -100,6 +100,29 @@ def test_shrink_keeps_proportions_and_fixed_values():
     assert space.shrink({**big, "model.layers.2": 10**6}, 3000, keep={"model.layers.2"})["model.layers.0"] == 32
 
 
+LENET_KERNEL = {
+    "base": {"model": {"family": "convpool", "convs": [6, 8], "kernel": 5, "fc": [120, 84]}, "epochs": 2},
+    "search": {"model.kernel": {"int": [3, 7]}, "model.convs.1": {"int": [8, 32]}},
+    "budget": {"max_params": 30000, "epochs": 2},
+    "sampler": {"name": "random", "seed": 0},
+}
+
+
+def test_shrink_moves_a_convpool_kernel_up_where_a_larger_kernel_builds_the_smaller_model():
+    # a larger kernel leaves a smaller feature map, so fewer inputs to the first dense layer
+    space = spec_of(LENET_KERNEL).space
+    size = lambda values: space.n_params(space.apply(values))  # noqa: E731
+    big = {"model.kernel": 3, "model.convs.1": 32}
+    assert size({"model.kernel": 3, "model.convs.1": 8}) > 30000, "the narrowest net at kernel 3 is over: " \
+                                                                    "no shrink toward kernel 3 can fit"
+    small = space.shrink(big, 30000)
+    assert space.fits(small, 30000)
+    assert small["model.kernel"] > 3 and small["model.convs.1"] < 32
+    one_step_back = {"model.kernel": small["model.kernel"] - 1, "model.convs.1": small["model.convs.1"]}
+    assert not space.fits(one_step_back, 30000), "moved the kernel further than the budget needed"
+    assert max(size for _, size in ask_many(spec_of(LENET_KERNEL), 20)) <= 30000, "a proposal was rejected"
+
+
 def test_an_enqueued_model_over_the_budget_is_kept_and_rejected_before_training(tmp_path):
     spec = spec_of()
     study = optuna.create_study(direction="maximize", sampler=spec.make_sampler())
