@@ -53,6 +53,12 @@ positive_float = number_type(float, "a number", lambda v: v > 0, "greater than 0
 port_number = number_type(int, "a port number", lambda v: 0 <= v <= 65535, "between 0 and 65535")
 
 
+def path_arg(text: str) -> Path:
+    """A file or folder flag: a leading ~ is the home folder even where the shell left it (quoted,
+    or after `=`: `--data-dir=~/data`)."""
+    return Path(text).expanduser()
+
+
 class Parser(argparse.ArgumentParser):
     """argparse that prints one line, pointing to --help, and exits 2 on a usage error."""
 
@@ -66,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
     def data_dir(p):
-        p.add_argument("--data-dir", type=Path, default=None, metavar="ROOT",
+        p.add_argument("--data-dir", type=path_arg, default=None, metavar="ROOT",
                        help="data root: dataset NAME is in ROOT/NAME (default: $HPO_DATA_DIR, else "
                             "$XDG_CACHE_HOME/hpo, else ~/.cache/hpo)")
 
@@ -75,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where to train: auto takes CUDA when there is one (default: auto)")
 
     def artifacts(p):
-        p.add_argument("--artifacts", type=Path, default=None, metavar="DIR",
+        p.add_argument("--artifacts", type=path_arg, default=None, metavar="DIR",
                        help="artifact store: each trial's config as a file the dashboard downloads (default: "
                             "$HPO_ARTIFACTS, else NAME-artifacts/ beside an SQLite file NAME.db, else ./hpo-artifacts)")
 
@@ -94,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_models)
 
     p = sub.add_parser("train", help="train one config from a YAML file")
-    p.add_argument("--config", required=True, type=Path, metavar="FILE.yaml",
+    p.add_argument("--config", required=True, type=path_arg, metavar="FILE.yaml",
                    help="a training config, or an export file (its first trial is trained, or --trial's)")
     p.add_argument("--trial", type=int, metavar="N", help="of an export file, the trial numbered N")
     p.add_argument("--epochs", type=epoch_count, help="override the config's epochs")
@@ -104,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_train)
 
     p = sub.add_parser("verify", help="re-train one config with several seeds: final accuracy, mean ± std")
-    p.add_argument("--config", required=True, type=Path, metavar="FILE.yaml",
+    p.add_argument("--config", required=True, type=path_arg, metavar="FILE.yaml",
                    help="a training config, or an export file (its first trial, or --trial's)")
     p.add_argument("--trial", type=int, metavar="N", help="of an export file, the trial numbered N")
     p.add_argument("--seeds", type=positive_int, default=5, metavar="N",
@@ -114,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train K seeds at once, each in a process of its own (on the CPU they split the cores; "
                         "default: 1, one seed after another)")
     p.add_argument("--json", action="store_true", help="print the result as JSON on standard output, nothing else")
-    p.add_argument("--against", type=Path, metavar="RESULT.json",
+    p.add_argument("--against", type=path_arg, metavar="RESULT.json",
                    help="an earlier `hpo verify --json` result (another config, say the seed's recipe): print the "
                         "difference of the means with its 95%% interval (Welch's t) and whether it is beyond the "
                         "seeds' noise")
@@ -144,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how often a running trial signals it is alive (default: 30)")
     p.add_argument("--grace", type=positive_int, default=120, metavar="SECONDS",
                    help="a trial silent this long is failed and retried from its checkpoint (default: 120)")
-    p.add_argument("--checkpoint-dir", type=Path, default=Path("checkpoints"), metavar="DIR",
+    p.add_argument("--checkpoint-dir", type=path_arg, default=Path("checkpoints"), metavar="DIR",
                    help="per-epoch trial checkpoints, one folder per study (default: ./checkpoints)")
     p.add_argument("--db-patience", type=positive_float, default=60.0, metavar="SECONDS",
                    help="how long a worker waits out an unreachable database before it stops (default: 60)")
@@ -168,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=positive_int, default=None, metavar="K",
                    help="how many of the best trials (default: 1); of a multi-objective study's Pareto front, "
                         "the K most accurate (default: all of it)")
-    p.add_argument("-o", "--output", type=Path, metavar="FILE",
+    p.add_argument("-o", "--output", type=path_arg, metavar="FILE",
                    help="write here instead of standard output (- is standard output)")
     storage(p)
     p.set_defaults(handler=cmd_export)
@@ -183,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="write one self-contained HTML report of a study (opens offline)")
     p.add_argument("--study", required=True, metavar="NAME")
-    p.add_argument("-o", "--output", type=Path, default=Path("report.html"), metavar="FILE",
+    p.add_argument("-o", "--output", type=path_arg, default=Path("report.html"), metavar="FILE",
                    help="where to write it; - is standard output (default: report.html)")
     storage(p)
     p.set_defaults(handler=cmd_report)

@@ -370,7 +370,7 @@ def check_components(spec: StudySpec) -> None:
 def find_study_file(name_or_path: str, given_as: str = "--study ") -> Path:
     """A path as given, else studies/NAME.yaml here, else in hpo's own studies folder. `given_as`:
     how an error names what the user gave (the flag `hpo run` takes it by)."""
-    candidates = [Path(name_or_path)]
+    candidates = [Path(name_or_path).expanduser()]  # a quoted ~ too, as the shell would
     if not name_or_path.endswith((".yaml", ".yml")):
         candidates += [Path("studies") / f"{name_or_path}.yaml", STUDIES_DIR / f"{name_or_path}.yaml"]
     for path in candidates:

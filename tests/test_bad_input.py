@@ -419,3 +419,17 @@ def test_every_case_of_the_issue_is_in_the_table():
                    "training config missing its model", "corrupted data file (hpo data)",
                    "corrupted data file (hpo train)"):
         assert needed in ids
+
+
+def test_a_tilde_the_shell_left_alone_is_the_home_folder(tmp_path, monkeypatch):
+    """`-o '~/best.yaml'` or `--data-dir=~/data` reach hpo unexpanded: a folder named `~` in the
+    working directory is never what was meant."""
+    from hpo.cli import build_parser  # noqa: PLC0415
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    parse = build_parser().parse_args
+    assert parse(["export", "--study", "s", "-o", "~/best.yaml"]).output == tmp_path / "best.yaml"
+    assert parse(["train", "--config", "~/best.yaml", "--data-dir=~/data"]).data_dir == tmp_path / "data"
+    assert parse(["report", "--study", "s", "-o", "-"]).output == Path("-")
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
+    assert load_spec("~/mine.yaml").source == str(tmp_path / "mine.yaml")
