@@ -101,8 +101,11 @@ def test_a_checkpoint_resumes_on_either_step(mnist, fp32, monkeypatch, tmp_path,
     again, again_w, _ = trained(cfg, mnist, monkeypatch, static=True, checkpoint=ckpt)
     assert [r.restored for r in again] == [True, False, False]
     assert again[-1].train_loss == pytest.approx(whole[-1].train_loss, rel=1e-3)
-    for name, w in whole_w.items():
-        torch.testing.assert_close(again_w[name], w, rtol=1e-3, atol=1e-4, msg=name)
+    # weights against an unbroken run on the step that finished: the two steps' float rounding
+    # differs, and Adam's division by sqrt(v) grows that to ~1e-4 in three epochs on some CPUs
+    _, static_w, _ = trained(cfg, mnist, monkeypatch, static=True)
+    for name, w in static_w.items():
+        torch.testing.assert_close(again_w[name], w, rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_an_adam_checkpoint_runs_as_the_resuming_step_builds_its_optimizer(mnist, fp32, monkeypatch, tmp_path):
