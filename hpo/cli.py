@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 from hpo import __version__
 from hpo.errors import ConfigError, UserError
@@ -90,9 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="SQLAlchemy URL of the study database (default: $HPO_STORAGE, "
                             "else sqlite:///hpo.db in the working directory)")
 
-    p = sub.add_parser("data", help="fetch and verify a dataset, print counts and checksums")
-    p.add_argument("--dataset", default="mnist", metavar="NAME",
-                   help="mnist, fashion-mnist, kmnist, or another name registered in hpo.datasets (default: mnist)")
+    p = sub.add_parser("data", help="fetch and verify a dataset, or check your own images; print counts per class")
+    p.add_argument("source", nargs="?", default=None, metavar="NAME|PATH",
+                   help="a registered dataset (mnist, fashion-mnist, kmnist, or another name registered in "
+                        "hpo.datasets), or your own images: an .npz file or a folder of train/CLASS and test/CLASS "
+                        "folders, read where it is (write ./NAME for a folder named like a dataset; default: mnist)")
+    p.add_argument("--dataset", default=None, metavar="NAME", help="the same as NAME")
     data_dir(p)
     p.set_defaults(handler=cmd_data)
 
@@ -200,10 +204,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_data(args) -> int:
-    from hpo import data, datasets  # noqa: PLC0415 - keep `hpo --help` fast
+    from hpo import data  # noqa: PLC0415 - keep `hpo --help` fast
     from hpo.display import checksum_table, console, data_table, escape  # noqa: PLC0415
 
-    dataset = datasets.get(args.dataset)
+    if args.source and args.dataset and args.source != args.dataset:
+        raise UserError(f"hpo data {args.source} --dataset {args.dataset}: two datasets; give one")
+    given = args.source or args.dataset or "mnist"
+    dataset = data_source(given)
+    if dataset.path is not None:  # your own images, read where they are: nothing to fetch or pin
+        if args.data_dir is not None:
+            raise UserError(f"--data-dir is where registered datasets live; {given} is read where it is: "
+                            "drop --data-dir")
+        summary = data.summary(dataset, Path(dataset.path))
+        shape = "x".join(map(str, dataset.shape))
+        console.print(f"{escape(dataset.path)}: {summary['splits']['train']['images']:,} training and "
+                      f"{summary['splits']['test']['images']:,} test images of {shape} (channels x height x width), "
+                      f"{dataset.classes} classes; pixel mean {fmt_channels(dataset.mean)}, "
+                      f"std {fmt_channels(dataset.std)}", soft_wrap=True)
+        console.print(data_table(summary))
+        console.print(f"use it in a study's base or a config: data: {{dataset: {dataset.source}, "
+                      f"path: {escape(dataset.path)}}}", soft_wrap=True)
+        return 0
     folder = data.ensure(dataset, args.data_dir, log=lambda line: console.print(line, style="dim"))
     summary = data.summary(dataset, folder)
     # a path copies whole, unwrapped
@@ -211,6 +232,27 @@ def cmd_data(args) -> int:
     console.print(data_table(summary))
     console.print(checksum_table(summary))
     return 0
+
+
+def data_source(given: str):
+    """`hpo data`'s NAME|PATH as a `Dataset`: a registered name first, else an .npz file or a folder."""
+    from hpo import datasets  # noqa: PLC0415
+
+    if given in datasets.DATASETS:
+        return datasets.get(given)
+    path = Path(given).expanduser()
+    if not path.exists():
+        raise UserError(f"hpo data {given}: neither a registered dataset ({', '.join(datasets.DATASETS)}) nor a "
+                        "file or folder; give a dataset's name, an .npz file, or a folder of class folders")
+    kind = "folder" if path.is_dir() else "npz"
+    try:
+        return datasets.describe(SimpleNamespace(dataset=kind, path=str(path)))
+    except ConfigError as error:  # located by the config key data.path, which this command has not
+        raise UserError(error.reason) from None
+
+
+def fmt_channels(values) -> str:
+    return ", ".join(f"{v:.4f}" for v in values)
 
 
 def cmd_models(args) -> int:

@@ -25,7 +25,8 @@ def pct(fraction: float | None) -> str:
 
 def data_table(summary: dict) -> Table:
     dataset, splits = summary["dataset"], summary["splits"]
-    table = Table(title=f"{dataset.title} images per class", title_justify="left")
+    title = f"{dataset.title} images per class"
+    table = Table(title=title, title_justify="left", min_width=len(title))
     table.add_column("class")
     for split in splits:
         table.add_column(split, justify="right")

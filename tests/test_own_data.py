@@ -309,3 +309,44 @@ def test_hpo_train_shows_bad_data_as_one_line_and_exit_2(tmp_path, capsys):
     print(err)
     assert err == (f"hpo train: error: {tmp_path}/x.npz: y_test holds label 3 but y_train's labels stop at 2; "
                    "both splits need the same classes 0..K-1\n")
+
+
+def test_hpo_data_checks_your_own_file_or_folder_where_it_is(tmp_path, capsys, monkeypatch):
+    """`hpo data PATH`: the counts per class, shape and pixel statistics the trainer will use, and
+    the data line to put in a config; nothing fetched, nothing written."""
+    monkeypatch.chdir(tmp_path)
+    write_npz(tmp_path / "grey.npz")
+    write_folder(tmp_path / "rgb", channels=3)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert cli.main(["data", "grey.npz"]) == 0
+    out = capsys.readouterr().out
+    described = datasets.describe(Data(dataset="npz", path="grey.npz"))
+    assert f"{TRAIN:,} training and {TEST:,} test images of 1x{SIDE}x{SIDE}" in out and f"{CLASSES} classes" in out
+    assert f"pixel mean {described.mean[0]:.4f}, std {described.std[0]:.4f}" in out
+    assert f"data: {{dataset: npz, path: {tmp_path / 'grey.npz'}}}" in out
+    assert cli.main(["data", "rgb"]) == 0
+    out = capsys.readouterr().out
+    per_class = [line.split("│")[1:4] for line in out.splitlines() if line.startswith("│")]
+    assert [[cell.strip() for cell in row] for row in per_class] == [
+        [f"{k} {name}", str(np.sum(np.arange(TRAIN) % CLASSES == k)), str(np.sum(np.arange(TEST) % CLASSES == k))]
+        for k, name in enumerate(NAMES)] + [
+        ["total", str(TRAIN), str(TEST)]]
+    assert f"data: {{dataset: folder, path: {tmp_path / 'rgb'}}}" in out
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("argv,expect", [
+    (["data", "missing.npz"], "hpo data: error: hpo data missing.npz: neither a registered dataset (mnist"),
+    (["data", "bad.npz"], "hpo data: error: {tmp}/bad.npz: y_test holds label 3 but y_train's labels stop at 2"),
+    (["data", "grey.npz", "--dataset", "mnist"], "hpo data: error: hpo data grey.npz --dataset mnist: two datasets"),
+    (["data", "grey.npz", "--data-dir", "d"], "hpo data: error: --data-dir is where registered datasets live"),
+], ids=["no such path", "bad labels", "two datasets", "data dir for own data"])
+def test_hpo_data_with_a_bad_path_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, argv, expect):
+    monkeypatch.chdir(tmp_path)
+    write_npz(tmp_path / "grey.npz")
+    write_npz(tmp_path / "bad.npz", y_test=Y[:40] + 1)
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    print(captured.err)
+    assert captured.err.startswith(expect.format(tmp=tmp_path)) and captured.err.count("\n") == 1
+    assert captured.out == "" and not (tmp_path / "d").exists()
