@@ -122,6 +122,7 @@ def to_dict(obj: Any) -> Any:
 
 
 MAX_YAML_VALUES = 100_000  # far above any study or export file; far below what an alias bomb expands to
+MAX_YAML_BYTES = 16 << 20   # a study file or an export is kilobytes; PyYAML reads ~3 MB a second
 MAX_YAML_DEPTH = 64         # nesting deeper than this is no config, and would reach Python's recursion limit
 MERGE_TAG = "tag:yaml.org,2002:merge"
 
@@ -206,7 +207,11 @@ def load_yaml(path: str | Path) -> Any:
     `StrictSafeLoader`), with one-line errors for missing, malformed or hostile files."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        with path.open("rb") as handle:
+            data = handle.read(MAX_YAML_BYTES + 1)  # bounded: /dev/zero, a disk image, a 1 GB log
+        if len(data) > MAX_YAML_BYTES:
+            raise ConfigError("", f"over {MAX_YAML_BYTES >> 20} MB, not a study file or a config (those are "
+                                  "kilobytes); check the path", source=str(path))
         text = data.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError("", "file not found; check the path", source=str(path)) from None

@@ -9,7 +9,7 @@ import optuna
 import pytest
 import yaml
 
-from hpo import models
+from hpo import models, schema
 from hpo.errors import ConfigError, UserError
 from hpo.study import STUDIES_DIR, load_spec, parse_study
 
@@ -264,6 +264,7 @@ HOSTILE_YAML = [
     ("budget: &loop [*loop]\n", "", "nested more than 64 levels deep at line 7"),
     ("budget: " + "[" * 2000 + "]" * 2000 + "\n", "", "nested more than 64 levels deep"),
     ("budget: {epochs: 2024-13-01}\n", "", "malformed YAML: month must be in 1..12"),
+    ("# " + "x" * (16 << 20) + "\n", "", "over 16 MB, not a study file or a config"),  # refused unread, not parsed
 ]
 
 
@@ -276,6 +277,11 @@ def test_hostile_yaml_is_one_config_error(tmp_path: Path, text: str, key: str, w
         load_spec(str(path))
     assert (caught.value.source, caught.value.key) == (str(path), key)
     assert words in caught.value.reason
+
+
+def test_a_device_given_as_a_config_is_refused_after_a_bounded_read():
+    with pytest.raises(ConfigError, match="over 16 MB"):
+        schema.load_yaml("/dev/zero")  # read whole, this never ended
 
 
 def test_aliases_and_merges_in_normal_use_still_load(tmp_path: Path):
