@@ -12,7 +12,6 @@ import html
 import math
 import statistics
 import warnings
-from pathlib import Path
 
 import optuna
 import yaml
@@ -24,7 +23,6 @@ from hpo.display import pct
 from hpo.errors import UserError
 from hpo.export import study_trials
 from hpo.records import kind
-from hpo.storage import Storage
 from hpo.seeds import SEED_RESULTS
 
 COLORS = {"complete": "#1f77b4", "pruned": "#d62728", "failed": "#7f7f7f", "base": "#ff7f0e", "seed": "#2ca02c",

@@ -15,6 +15,7 @@ from pathlib import Path
 import optuna
 import yaml
 
+import cli_zygote
 from test_service import TINY, cli_env
 
 HPO = [sys.executable, "-m", "hpo"]
@@ -25,9 +26,10 @@ def env_with(extra: dict | None = None) -> dict:
 
 
 def hpo(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`python -m hpo ARGS` to completion; never raises on a non-zero exit."""
-    return subprocess.run([*HPO, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env=env_with(env))
+    """`python -m hpo ARGS` to completion; never raises on a non-zero exit. Forked from a process
+    that has imported torch once (tests/cli_zygote.py), unless `env` changes how an interpreter
+    starts (PYTHONPATH: tests/inject's fault hooks)."""
+    return cli_zygote.run(list(args), cwd=cwd, env=env_with(env), changed=env, timeout=timeout)
 
 
 def start_hpo(*args: str, cwd: Path, env: dict | None = None, log: Path | None = None,

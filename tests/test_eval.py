@@ -4,13 +4,12 @@ once per trial, at its end; picking the best of many trials on the test set woul
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import optuna
 import torch
 import yaml
 
+import cli_zygote
 from hpo import records
 from hpo.study import parse_study
 
@@ -40,9 +39,8 @@ def test_a_val_study_reports_validation_and_records_the_test_set_once(tmp_path):
     path = tmp_path / "heldout.yaml"
     path.write_text(yaml.safe_dump(STUDY))
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    done = subprocess.run([sys.executable, "-m", "hpo", "run", "--study", str(path), "--trials", "3", "--storage", url,
-                           "--device", "cpu", "--quiet"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "HPO_OFFLINE": "1"})
+    done = cli_zygote.run(["run", "--study", str(path), "--trials", "3", "--storage", url, "--device", "cpu", "--quiet"],
+                          cwd=tmp_path, env={**os.environ, "HPO_OFFLINE": "1"}, changed=None, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     print(done.stdout)
     assert "val. acc." in done.stdout and "test acc." in done.stdout
@@ -58,8 +56,8 @@ def test_a_val_study_reports_validation_and_records_the_test_set_once(tmp_path):
         assert abs(t.value * 300 - round(t.value * 300)) < 1e-6
     assert any(round(t.user_attrs[records.TEST_ACCURACY] * 300, 6) % 1 for t in complete)
     # the export says which set each figure is from
-    exported = subprocess.run([sys.executable, "-m", "hpo", "export", "--study", "heldout", "--storage", url],
-                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    exported = cli_zygote.run(["export", "--study", "heldout", "--storage", url], cwd=tmp_path, env=dict(os.environ),
+                              changed=None, timeout=120)
     first = yaml.safe_load(exported.stdout)["trials"][0]
     best = max(complete, key=lambda t: t.value)
     assert first["value"] == best.value and first["test_accuracy"] == best.user_attrs[records.TEST_ACCURACY]

@@ -28,6 +28,8 @@ import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+import cli_zygote
+
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("HPO_ARTIFACTS", ROOT / "artifacts"))
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -132,8 +134,8 @@ def shot_name(review_url: str, name: str) -> str:
 
 
 def hpo(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hpo", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return cli_zygote.run(list(args), cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1"}, changed=None,
+                          timeout=timeout)
 
 
 # ----------------------------------------------------------------- the browser

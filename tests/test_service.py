@@ -17,6 +17,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+import cli_zygote
 from hpo.records import count
 
 TINY = {
@@ -41,8 +42,7 @@ TINY = {
 
 def hpo(*args: str, cwd: Path, check: bool = True, timeout: float = 300,
         env: dict | None = None) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "hpo", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env={**cli_env(), **(env or {})})
+    done = cli_zygote.run(list(args), cwd=cwd, env={**cli_env(), **(env or {})}, changed=env, timeout=timeout)
     if check and done.returncode != 0:
         raise AssertionError(f"hpo {' '.join(args)} exited {done.returncode}\n{done.stdout}\n{done.stderr}")
     return done

@@ -7,12 +7,12 @@ import os
 import re
 import statistics
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+import cli_zygote
 import hpo
 
 CONFIG = {"model": {"preset": "linear"}, "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
@@ -22,8 +22,8 @@ CONFIG = {"model": {"preset": "linear"}, "optimizer": {"name": "sgd", "lr": 0.05
 def verify_cli(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(CONFIG))
-    done = subprocess.run([sys.executable, "-m", "hpo", "verify", "--config", str(path), "--device", "cpu", *extra],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "HPO_OFFLINE": "1"})
+    done = cli_zygote.run(["verify", "--config", str(path), "--device", "cpu", *extra], cwd=Path.cwd(),
+                          env={**os.environ, "HPO_OFFLINE": "1"}, changed=None, timeout=300)
     print(done.stdout, done.stderr)
     assert done.returncode == 0, done.stderr
     return done
@@ -138,9 +138,8 @@ def test_a_seed_that_diverges_ends_verify_with_one_line(tmp_path):
     path = tmp_path / "wild.yaml"
     path.write_text(yaml.safe_dump({**CONFIG, "model": {"family": "mlp", "hidden": [16]},
                                     "optimizer": {"name": "sgd", "lr": 1e6, "momentum": 0.9}}))
-    done = subprocess.run([sys.executable, "-m", "hpo", "verify", "--config", str(path), "--device", "cpu",
-                           "--seeds", "3", "--workers", "2"], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "HPO_OFFLINE": "1"})
+    done = cli_zygote.run(["verify", "--config", str(path), "--device", "cpu", "--seeds", "3", "--workers", "2"],
+                          cwd=Path.cwd(), env={**os.environ, "HPO_OFFLINE": "1"}, changed=None, timeout=300)
     assert done.returncode == 1
     assert done.stderr.startswith("hpo verify: diverged:") and "Traceback" not in done.stderr, done.stderr
 
@@ -265,9 +264,8 @@ def test_a_bad_against_file_is_one_line_before_any_training(tmp_path, content, w
     if content is not None:
         path.write_text(content)
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(CONFIG))
-    done = subprocess.run([sys.executable, "-m", "hpo", "verify", "--config", str(tmp_path / "cfg.yaml"),
-                           "--device", "cpu", "--against", str(path)], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "HPO_OFFLINE": "1"})
+    done = cli_zygote.run(["verify", "--config", str(tmp_path / "cfg.yaml"), "--device", "cpu", "--against", str(path)],
+                          cwd=Path.cwd(), env={**os.environ, "HPO_OFFLINE": "1"}, changed=None, timeout=300)
     assert done.returncode == 2 and words in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "seed " not in done.stdout  # nothing trained
 
