@@ -242,8 +242,8 @@ def data_source(given: str):
         return datasets.get(given)
     path = Path(given).expanduser()
     if not path.exists():
-        raise UserError(f"hpo data {given}: neither a registered dataset ({', '.join(datasets.DATASETS)}) nor a "
-                        "file or folder; give a dataset's name, an .npz file, or a folder of class folders")
+        raise UserError(f"unknown dataset {given!r}; choose from {', '.join(datasets.DATASETS)}, or give the path of "
+                        "your own images, an .npz file or a folder of class folders (none is at that path)")
     kind = "folder" if path.is_dir() else "npz"
     try:
         return datasets.describe(SimpleNamespace(dataset=kind, path=str(path)))

@@ -336,7 +336,8 @@ def test_hpo_data_checks_your_own_file_or_folder_where_it_is(tmp_path, capsys, m
 
 
 @pytest.mark.parametrize("argv,expect", [
-    (["data", "missing.npz"], "hpo data: error: hpo data missing.npz: neither a registered dataset (mnist"),
+    (["data", "missing.npz"], "hpo data: error: unknown dataset 'missing.npz'; choose from mnist, fashion-mnist, "
+                              "kmnist, or give the path of your own images"),
     (["data", "bad.npz"], "hpo data: error: {tmp}/bad.npz: y_test holds label 3 but y_train's labels stop at 2"),
     (["data", "grey.npz", "--dataset", "mnist"], "hpo data: error: hpo data grey.npz --dataset mnist: two datasets"),
     (["data", "grey.npz", "--data-dir", "d"], "hpo data: error: --data-dir is where registered datasets live"),
