@@ -9,7 +9,6 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from types import SimpleNamespace
 
 from hpo import __version__
 from hpo.errors import ConfigError, UserError
@@ -237,6 +236,7 @@ def cmd_data(args) -> int:
 def data_source(given: str):
     """`hpo data`'s NAME|PATH as a `Dataset`: a registered name first, else an .npz file or a folder."""
     from hpo import datasets  # noqa: PLC0415
+    from hpo.config import Data  # noqa: PLC0415
 
     if given in datasets.DATASETS:
         return datasets.get(given)
@@ -246,7 +246,7 @@ def data_source(given: str):
                         "your own images, an .npz file or a folder of class folders (none is at that path)")
     kind = "folder" if path.is_dir() else "npz"
     try:
-        return datasets.describe(SimpleNamespace(dataset=kind, path=str(path)))
+        return datasets.describe(Data(dataset=kind, path=str(path)))
     except ConfigError as error:  # located by the config key data.path, which this command has not
         raise UserError(error.reason) from None
 

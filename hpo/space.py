@@ -182,7 +182,7 @@ class SearchSpace:
         projected onto it, its proportions kept. Values named in `keep` stay; where nothing
         fits, `values` come back unchanged (the objective then rejects the trial)."""
         movable = [p for p in self.sizing if p.kind != "categorical" and p.name in values and p.name not in keep]
-        smaller = {p.name: self._smaller_end(p) for p in movable}
+        smaller = {p.name: self._end(p, min) for p in movable}
 
         def scaled(fraction: float) -> dict:
             return {**values, **{p.name: p.toward(values[p.name], smaller[p.name], fraction) for p in movable}}
@@ -198,9 +198,10 @@ class SearchSpace:
                 over = middle
         return scaled(fits)
 
-    def _smaller_end(self, p: Param):
-        """The end (the choice) of `p` that builds the smaller model, the others at the base's."""
-        return min(self._model_sizes[p.name], key=lambda vn: vn[1])[0]
+    def _end(self, p: Param, pick) -> Any:
+        """The end (the choice) of `p` that builds the smaller model (`pick` min) or the larger
+        (max), the other keys at the base's values."""
+        return pick(self._model_sizes[p.name], key=lambda vn: vn[1])[0]
 
     def smallest_model(self) -> int:
         """Parameters of the model with each searched model key at the end (the choice) that builds
@@ -213,7 +214,7 @@ class SearchSpace:
         return self._extreme_model(max)
 
     def _extreme_model(self, pick) -> int:
-        chosen = {p.name: pick(self._model_sizes[p.name], key=lambda vn: vn[1])[0] for p in self.sizing}
+        chosen = {p.name: self._end(p, pick) for p in self.sizing}
         return self.n_params(self.fill(lambda p, _: chosen.get(p.name, KEEP)))
 
 
