@@ -48,9 +48,11 @@ def locate(kind: str, path: str | os.PathLike) -> Path:
     if not found.exists():
         raise ConfigError("data.path", f"{where}: no such {'file' if kind == 'npz' else 'folder'}; "
                                        f"give the path of {LAYOUT[kind]}")
-    if kind == "npz" and not found.is_file():
+    if kind == "npz" and found.is_dir():
         raise ConfigError("data.path", f"{where} is a folder; dataset npz takes a .npz file "
                                        "(a folder of class folders of images is dataset: folder)")
+    if kind == "npz" and not found.is_file():  # a device, a pipe: reading could block or never end
+        raise ConfigError("data.path", f"{where} is not a regular file; dataset npz takes a .npz file")
     if kind == "folder" and not found.is_dir():
         raise ConfigError("data.path", f"{where} is a file; dataset folder takes a folder laid out as "
                                        f"{LAYOUT['folder']} (an .npz file is dataset: npz)")

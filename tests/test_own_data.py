@@ -262,6 +262,8 @@ BAD_DATA = [
      "{path}: not an .npz file (not a zip archive: another format, or cut short); write it with numpy.savez("),
     ("npy, not npz", "npz", lambda t: put(t / "x.npz", npy_bytes(X)),
      "{path}: a .npy file holds one array, not the four an .npz needs"),
+    ("npz a pipe", "npz", lambda t: (os.mkfifo(t / "x.npz"), t / "x.npz")[1],  # reading it would wait forever
+     "{path} is not a regular file; dataset npz takes a .npz file"),
     ("npz cut short", "npz", lambda t: put(t / "x.npz", write_npz(t / "y.npz").read_bytes()[:500]),
      "{path}: not an .npz file (not a zip archive"),
     ("folder without test", "folder", lambda t: folder_with(t, lambda r: os.rename(r / "test", r / "val")),
