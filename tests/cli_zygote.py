@@ -11,8 +11,9 @@ It answers the child's pid, then its exit code, one JSON line each. A zygote ser
 a time; calls made at once (threads) each get one of their own.
 
 What a forked child cannot have: what happens at interpreter start-up (sitecustomize on a
-PYTHONPATH, PYTHON* variables) and torch's own import-time reading of the environment. Calls
-that change those, and every call under HPO_TEST_SUBPROCESS=1, run as a real subprocess.
+PYTHONPATH, PYTHON* variables, the locale's stream encodings) and torch's own import-time reading
+of the environment. Calls that change those, and every call under HPO_TEST_SUBPROCESS=1, run as a
+real subprocess.
 """
 
 from __future__ import annotations
@@ -31,10 +32,13 @@ import traceback
 from pathlib import Path
 
 
+AT_START = ("PYTHON", "LANG", "LC_")  # variables an interpreter reads as it starts (sys.path, stream encodings)
+
+
 def run(args: list[str], *, cwd: Path, env: dict, changed: dict | None, timeout: float) -> subprocess.CompletedProcess:
     """`python -m hpo ARGS` in `cwd` with environment `env` (of which `changed` is what the caller
     set) to completion, as subprocess.run(capture_output=True, text=True) returns it."""
-    if any(key.startswith("PYTHON") for key in changed or {}) or os.environ.get("HPO_TEST_SUBPROCESS") == "1":
+    if any(key.startswith(AT_START) for key in changed or {}) or os.environ.get("HPO_TEST_SUBPROCESS") == "1":
         return subprocess.run([sys.executable, "-m", "hpo", *args], cwd=cwd, capture_output=True, text=True,
                               timeout=timeout, env=env)
     zygote = Zygote.take()
