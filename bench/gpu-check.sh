@@ -108,7 +108,9 @@ step() {  # step NAME SECONDS COMMAND...: run it with a limit, log it, record it
 }
 
 if wanted gpu-tests && [ -z "$QUICK" ]; then
-  step gpu-tests 150 "$PY" -m pytest -q -p no:cacheprovider --timeout 100 -rA $TESTS
+  # each `python -m hpo` a fresh interpreter, as the check has run them since it was written (the
+  # tests' forked CLI, tests/cli_zygote.py, saves seconds on 2 cores, not worth a risk to GPU minutes)
+  HPO_TEST_SUBPROCESS=1 step gpu-tests 150 "$PY" -m pytest -q -p no:cacheprovider --timeout 100 -rA $TESTS
 fi
 wanted train-speed && step train-speed 120 "$PY" bench/train_speed.py --device "$DEVICE" --preset mnistnet2 \
   --batch-size 128 "${SPEED[@]}" --json "$WORK/train_speed.json"
