@@ -422,7 +422,11 @@ def load_verification(path: Path) -> dict:
 
     how = f"write one with: hpo verify --config FILE --seeds 5 --json > {path}"
     try:
-        data = json.loads(path.read_text())
+        with path.open("rb") as handle:
+            text = handle.read((1 << 20) + 1)  # a result is kilobytes; bounded for a device or a log given by mistake
+        if len(text) > 1 << 20:
+            raise ValueError("over 1 MB")
+        data = json.loads(text)
     except FileNotFoundError:
         raise UserError(f"--against {path}: no such file; {how}") from None
     except (OSError, UnicodeDecodeError, ValueError) as error:
