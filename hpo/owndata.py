@@ -8,6 +8,7 @@ or folder and the fix. Only numpy here (Pillow for folders): no torch, and no ot
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
 import zlib
@@ -142,6 +143,7 @@ def read_npz(path: Path) -> Arrays:
         arrays = {}
         for name in ARRAYS:
             try:
+                check_header(npz.zip, name, path)  # before numpy allocates what the header claims
                 arrays[name] = npz[name]
             except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
                 raise UserError(f"{path}: cannot read array {name} ({error}); write it with {LAYOUT['npz']}") from None
@@ -155,6 +157,29 @@ def read_npz(path: Path) -> Arrays:
                         "both splits need the same image size and channels")
     classes = check_classes(train_y, test_y, path)
     return Arrays(train_x, train_y, test_x, test_y, classes, None)
+
+
+def check_header(archive: zipfile.ZipFile, name: str, path: Path) -> None:
+    """UserError unless the archive's NAME.npy is a NumPy array whose data is all there: numpy
+    hands back the raw bytes of a member without the header, and allocates whatever shape a header
+    declares (90 TiB, say) before it finds the data missing."""
+    member = archive.getinfo(f"{name}.npy")
+    with archive.open(member) as handle:
+        try:
+            version = np.lib.format.read_magic(handle)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(handle)
+        except ValueError:
+            raise UserError(f"{path}: {name} is not a NumPy array (its {name}.npy has no array header); "
+                            f"write it with {LAYOUT['npz']}") from None
+        header = handle.tell()
+    if dtype.hasobject:
+        return  # numpy refuses those without pickle, in a line of its own
+    declared = math.prod(shape) * dtype.itemsize
+    if declared > member.file_size - header:
+        raise UserError(f"{path}: {name}'s header declares {tuple(shape)} {dtype} ({declared:,} bytes) but the file "
+                        f"holds {member.file_size - header:,}; it is cut short or damaged: write it again with "
+                        f"{LAYOUT['npz']}")
 
 
 def side(x: np.ndarray) -> str:

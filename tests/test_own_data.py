@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -213,6 +214,22 @@ def put(path: Path, body: bytes) -> Path:
     return path
 
 
+def zipped(path: Path, **members: bytes) -> Path:
+    """An .npz written member by member: the good arrays, with `members` (raw .npy bytes) replacing some."""
+    good = write_npz(path.with_name("good.npz"))
+    with zipfile.ZipFile(good) as source, zipfile.ZipFile(path, "w") as archive:
+        for name in owndata.ARRAYS:
+            archive.writestr(f"{name}.npy", members.get(name, source.read(f"{name}.npy")))
+    return path
+
+
+def npy_header(shape: tuple) -> bytes:
+    """The .npy header of a uint8 array of `shape`, without its data."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "|u1", "fortran_order": False, "shape": shape})
+    return buffer.getvalue()
+
+
 def npy_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array)
@@ -262,6 +279,10 @@ BAD_DATA = [
      "{path}: not an .npz file (not a zip archive: another format, or cut short); write it with numpy.savez("),
     ("npy, not npz", "npz", lambda t: put(t / "x.npz", npy_bytes(X)),
      "{path}: a .npy file holds one array, not the four an .npz needs"),
+    ("npz member without a header", "npz", lambda t: zipped(t / "x.npz", x_train=b"garbage"),
+     "{path}: x_train is not a NumPy array (its x_train.npy has no array header); write it with numpy.savez("),
+    ("npz header claims 10 TB", "npz", lambda t: zipped(t / "x.npz", x_train=npy_header((10**6, 10**7)) + bytes(100)),
+     "{path}: x_train's header declares (1000000, 10000000) uint8 (10,000,000,000,000 bytes) but the file holds 100;"),
     ("npz a pipe", "npz", lambda t: (os.mkfifo(t / "x.npz"), t / "x.npz")[1],  # reading it would wait forever
      "{path} is not a regular file; dataset npz takes a .npz file"),
     ("npz cut short", "npz", lambda t: put(t / "x.npz", write_npz(t / "y.npz").read_bytes()[:500]),
