@@ -421,6 +421,9 @@ def load_verification(path: Path) -> dict:
     import json  # noqa: PLC0415
 
     how = f"write one with: hpo verify --config FILE --seeds 5 --json > {path}"
+    if path.exists() and not path.is_file():  # a folder, a pipe, a device
+        raise UserError(f"--against {path}: not a regular file; give the file that `hpo verify --seeds 5 --json > "
+                        "FILE` wrote")
     try:
         with path.open("rb") as handle:
             text = handle.read((1 << 20) + 1)  # a result is kilobytes; bounded for a device or a log given by mistake

@@ -206,6 +206,8 @@ def load_yaml(path: str | Path) -> Any:
     """The plain data of a YAML file, as `yaml.safe_load` reads it but stricter (see
     `StrictSafeLoader`), with one-line errors for missing, malformed or hostile files."""
     path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():  # a pipe, a device: it could block or never end
+        raise ConfigError("", "not a regular file; give a YAML file", source=str(path))
     try:
         with path.open("rb") as handle:
             data = handle.read(MAX_YAML_BYTES + 1)  # bounded: /dev/zero, a disk image, a 1 GB log

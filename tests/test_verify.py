@@ -258,11 +258,14 @@ def test_against_an_earlier_result_prints_the_difference_and_its_interval(tmp_pa
     (json.dumps({"runs": [{"final": "high"}, {"final": 0.9}]}), "not an `hpo verify --json` result"),
     (json.dumps({"runs": [{"final": 0.99}]}), "1 seed(s); a comparison needs the spread of 2 or more"),
     (json.dumps({"runs": [{"final": 99.4}, {"final": 99.5}]}), "a final accuracy outside 0..1"),
-    (" " * (1 << 20) + "{}", "not a JSON file (over 1 MB)"),  # read bounded, as /dev/zero given by mistake is
+    (" " * (1 << 20) + "{}", "not a JSON file (over 1 MB)"),  # read bounded: a log given by mistake
+    (os.mkfifo, "not a regular file"),  # read, it would wait for a writer forever
 ])
 def test_a_bad_against_file_is_one_line_before_any_training(tmp_path, content, words):
     path = tmp_path / "earlier.json"
-    if content is not None:
+    if callable(content):
+        content(path)
+    elif content is not None:
         path.write_text(content)
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(CONFIG))
     done = cli_zygote.run(["verify", "--config", str(tmp_path / "cfg.yaml"), "--device", "cpu", "--against", str(path)],
