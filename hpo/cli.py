@@ -540,19 +540,42 @@ def cmd_export(args) -> int:
     from hpo.storage import Storage  # noqa: PLC0415
 
     output = args.output or Path("-")  # -o -: standard output, as without -o
-    check_output(output, "best.yaml")
-    exported = export(Storage.resolve(args.storage).open_existing(), args.study, top=args.top)
+    storage = Storage.resolve(args.storage)
+    check_output(output, "best.yaml", storage)
+    exported = export(storage.open_existing(), args.study, top=args.top)
     write_output(output, exported.text)
     if str(output) != "-":
         print(f"wrote {exported.describe()} of {args.study!r} to {output}", file=sys.stderr)
     return 0
 
 
-def check_output(path: Path, example: str) -> None:
+SQLITE_MAGIC = b"SQLite format 3\x00"
+SQLITE_COMPANIONS = ("", "-wal", "-shm", "-journal", ".lock")  # the database, SQLite's files beside it, hpo's lock
+
+
+def check_output(path: Path, example: str, storage=None) -> None:
     """Before any work: `-o` must name a file, not a folder, and no file may stand where one of
-    its folders would be made."""
+    its folders would be made; nor may it be the study's database (or a file of it) or any
+    other SQLite database, which writing there would destroy."""
     if str(path) in ("", "."):
         raise UserError(f"-o is empty; give a file name, e.g. -o {example}")
+    if str(path) == "-":
+        return
+    database = storage.file if storage is not None else None
+    files = {Path(f"{database}{end}").resolve() for end in SQLITE_COMPANIONS} if database is not None else set()
+    if database is not None and database.exists() and path.resolve() in files:
+        what = "is" if path.resolve() == database.resolve() else "belongs to"
+        raise UserError(f"-o {path} {what} the study's database (--storage {storage.masked}); writing there would "
+                        f"destroy it: give another file, e.g. -o {example}")
+    if path.is_file():
+        try:
+            with path.open("rb") as handle:
+                database_file = handle.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
+        except OSError:
+            database_file = False  # unreadable: the write says why
+        if database_file:
+            raise UserError(f"-o {path} is an SQLite database; writing there would destroy it: give another file, "
+                            f"e.g. -o {example}")
     if path.is_dir():
         raise UserError(f"-o {path} is a folder; give a file name, e.g. -o {path / example}")
     for parent in path.parents:
@@ -588,8 +611,8 @@ def cmd_report(args) -> int:
     from hpo.report import build_report  # noqa: PLC0415
     from hpo.storage import Storage  # noqa: PLC0415
 
-    check_output(args.output, "report.html")
     storage = Storage.resolve(args.storage)
+    check_output(args.output, "report.html", storage)
     text = build_report(storage=storage.open_existing(), study_name=args.study, where=storage.masked)
     write_output(args.output, text)
     if str(args.output) != "-":

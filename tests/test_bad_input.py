@@ -241,6 +241,17 @@ CASES = [
     Case("report to a path that cannot be written",
          ("report", "--study", "tiny", "--storage", "sqlite:///{dir}/db.sqlite", "-o", "/proc/no/report.html"),
          ("cannot write /proc/no/report.html",), study_with_a_complete_trial),
+    Case("export over the study's own database",
+         ("export", "--study", "tiny", "--storage", "sqlite:///{dir}/db.sqlite", "-o", "{dir}/db.sqlite"),
+         ("-o {dir}/db.sqlite is the study's database (--storage sqlite:///{dir}/db.sqlite); writing there would "
+          "destroy it: give another file, e.g. -o best.yaml",), study_with_a_complete_trial),
+    Case("report over the database's lock file",
+         ("report", "--study", "tiny", "--storage", "sqlite:///{dir}/db.sqlite", "-o", "{dir}/db.sqlite.lock"),
+         ("belongs to the study's database",), study_with_a_complete_trial),
+    Case("export over another SQLite database",
+         ("export", "--study", "tiny", "--storage", "sqlite:///{dir}/db.sqlite", "-o", "{dir}/other.sqlite"),
+         ("-o {dir}/other.sqlite is an SQLite database; writing there would destroy it",),
+         lambda folder: (study_with_a_complete_trial(folder), foreign_database(folder))),
     # --- more command-line values
     Case("--epochs that leave no room for the config's warm-up", ("train", "--config", "{dir}/w.yaml", "--epochs", "1"),
          ("w.yaml with --epochs 1: key 'schedule.warmup_epochs': 1.5 epochs of warm-up leave none of the 1 epoch(s)",),
