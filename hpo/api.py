@@ -19,7 +19,7 @@ from typing import Callable, Optional, Union
 import optuna
 
 from hpo.errors import UserError
-from hpo.limits import MAX_EPOCHS, MAX_PACK, MAX_WORKERS
+from hpo.limits import MAX_EPOCHS, MAX_PACK, MAX_SEED, MAX_WORKERS
 from hpo.processes import main_without_a_missing_file
 from hpo.schema import is_number, is_whole
 from hpo.study import StudySpec, load_spec
@@ -93,7 +93,7 @@ def train(config, *, epochs: Optional[int] = None, seed: Optional[int] = None, d
     from hpo.trainer import pick_device, train as train_loop  # noqa: PLC0415
 
     _check(epochs=(epochs, epochs is None or is_whole(epochs, 1, MAX_EPOCHS)),
-           seed=(seed, seed is None or is_whole(seed, 0)), device=(device, device in DEVICES))
+           seed=(seed, seed is None or is_whole(seed, 0, MAX_SEED)), device=(device, device in DEVICES))
     cfg = _config(config).with_overrides(epochs=epochs, seed=seed)
     dev = pick_device(device)
     return train_loop(cfg, data.load(cfg.data, dev, data_dir), on_epoch=on_epoch)
@@ -120,7 +120,7 @@ def verify(config, *, seeds: int = 5, epochs: Optional[int] = None, device: str 
 DEVICES = ("auto", "cpu", "cuda")
 EXPECTED = {"trials": "a whole number, 1 or more", "seeds": "a whole number, 1 or more",
             "pack": f"a whole number from 1 to {MAX_PACK}", "epochs": f"None or a whole number from 1 to {MAX_EPOCHS}",
-            "seed": "None or a whole number, 0 or more", "device": " or ".join(map(repr, DEVICES)),
+            "seed": f"None or a whole number from 0 to {MAX_SEED:,}", "device": " or ".join(map(repr, DEVICES)),
             "workers": f"a whole number from 1 to {MAX_WORKERS}, or 'auto'", "timeout": "None or seconds > 0",
             "on_trial": "None or a function of one trial", "study": "a study name, a path or a StudySpec"}
 

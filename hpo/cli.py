@@ -12,7 +12,7 @@ from pathlib import Path
 
 from hpo import __version__
 from hpo.errors import ConfigError, UserError
-from hpo.limits import MAX_EPOCHS, MAX_PACK, MAX_WORKERS
+from hpo.limits import MAX_EPOCHS, MAX_PACK, MAX_SEED, MAX_WORKERS
 
 EXIT_USAGE = 2
 
@@ -47,7 +47,7 @@ def workers_arg(text: str) -> int | str:
 
 
 epoch_count = number_type(int, "a whole number", lambda v: 1 <= v <= MAX_EPOCHS, f"between 1 and {MAX_EPOCHS}")
-seed_number = number_type(int, "a whole number", lambda v: v >= 0, "0 or more")
+seed_number = number_type(int, "a whole number", lambda v: 0 <= v <= MAX_SEED, f"from 0 to {MAX_SEED:,}")
 pack_count = number_type(int, "a whole number", lambda v: 1 <= v <= MAX_PACK, f"between 1 and {MAX_PACK}")
 positive_float = number_type(float, "a number", lambda v: v > 0, "greater than 0")
 port_number = number_type(int, "a port number", lambda v: 0 <= v <= 65535, "between 0 and 65535")
@@ -356,9 +356,10 @@ def cmd_verify(args) -> int:
     from hpo.space import model_size  # noqa: PLC0415
     from hpo.trainer import Diverged, pick_device  # noqa: PLC0415
     from hpo import data  # noqa: PLC0415
-    from hpo.verification import compare, verify  # noqa: PLC0415
+    from hpo.verification import check_seeds, compare, verify  # noqa: PLC0415
 
     cfg = with_flags(load_config(args.config, args.trial), args.config, epochs=args.epochs)
+    check_seeds(cfg, args.seeds)
     earlier = load_verification(args.against) if args.against else None  # before any training
     if earlier and args.seeds < 2:
         raise UserError(f"--against compares spreads: give --seeds 2 or more (got {args.seeds})")

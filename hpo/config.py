@@ -9,7 +9,7 @@ from typing import Any, Optional
 from hpo import datasets, models, schema
 from hpo.augment import Augment
 from hpo.errors import ConfigError, UserError
-from hpo.limits import MAX_EPOCHS
+from hpo.limits import MAX_EPOCHS, MAX_SEED
 from hpo.schema import require
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "nadam", "rmsprop", "adabelief")
@@ -122,7 +122,7 @@ class TrainConfig:
         if self.ema is not None:
             require(0 < self.ema < 1, "ema", f"a decay per optimizer step in (0, 1), such as 0.999, got {self.ema}; "
                                              "leave it out to keep the last step's weights")
-        require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+        require(0 <= self.seed <= MAX_SEED, "seed", f"must be a whole number from 0 to {MAX_SEED:,}, got {self.seed}")
         if self.schedule.name == "cosine":
             warmup = self.schedule.warmup_epochs
             require(warmup < self.epochs, "schedule.warmup_epochs",

@@ -4,12 +4,14 @@
 Ctrl-C is ignored while it imports. Ctrl-C at a terminal reaches the whole process group, and
 the server, a second or more into importing torch, printed a KeyboardInterrupt traceback of its
 own beside `hpo run`'s one line (multiprocessing's server protects itself from Ctrl-C only after
-its preload). What SIGINT did before is restored after, so a worker forked from the server
-handles it as the server's parent does (ignored under `hpo run &`)."""
+its preload). hpo starts the server with SIGINT ignored (`hpo.processes`); once the imports are
+done, SIGINT is set to what it is in the server's parent (HPO_PARENT_SIGINT), so a worker forked
+from the server handles it as that parent does (ignored under `hpo run &`)."""
 
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 
 # what a worker imports before its first trial; a module that is not installed (a storage driver
@@ -32,7 +34,9 @@ def _preload() -> None:
             except ImportError:
                 pass
     finally:
-        signal.signal(signal.SIGINT, previous)
+        parent = os.environ.pop("HPO_PARENT_SIGINT", None)  # hpo.processes.PARENT_SIGINT
+        wanted = {"ignore": signal.SIG_IGN, "interrupt": signal.default_int_handler}
+        signal.signal(signal.SIGINT, wanted.get(parent, previous))  # unset: a server hpo did not start
 
 
 _preload()

@@ -13,11 +13,13 @@ import multiprocessing as mp
 import os
 import signal
 import sys
+import threading
 from contextlib import contextmanager
 from multiprocessing import forkserver
 from typing import Iterator
 
 PRELOAD = ["hpo.preload"]  # its import is the preload: what a worker needs, Ctrl-C ignored meanwhile
+PARENT_SIGINT = "HPO_PARENT_SIGINT"  # the caller's Ctrl-C, for the fork server's workers: ignore or interrupt
 
 
 def worker_context():
@@ -31,8 +33,30 @@ def worker_context():
         return mp.get_context("spawn")  # HPO_WORKER_START=spawn: each worker a fresh interpreter, as before
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(PRELOAD)
-    forkserver.ensure_running()
+    with server_start_without_ctrl_c():
+        forkserver.ensure_running()
     return ctx
+
+
+@contextmanager
+def server_start_without_ctrl_c() -> Iterator[None]:
+    """The fork server's interpreter (and multiprocessing's resource tracker's) starts with Ctrl-C
+    ignored: an ignored signal stays ignored across exec, and Python then installs no handler.
+    Ctrl-C at a terminal reaches the whole process group, and one that came while the server was
+    still starting up (importing `site`, before any code of hpo's could run) ended it with "Fatal
+    Python error" and a traceback beside the command's one line. What SIGINT does in the caller
+    goes to the server in PARENT_SIGINT, for hpo.preload to set once it has imported, so a worker
+    forked from the server handles Ctrl-C as the caller does (ignored under `hpo run &`)."""
+    if threading.current_thread() is not threading.main_thread():  # signal.signal works in the main thread only
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ[PARENT_SIGINT] = "ignore" if previous is signal.SIG_IGN else "interrupt"
+    try:
+        yield
+    finally:
+        os.environ.pop(PARENT_SIGINT, None)
+        signal.signal(signal.SIGINT, previous)
 
 
 def stop_fork_server() -> None:

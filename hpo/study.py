@@ -31,7 +31,7 @@ from hpo import config as config_mod
 from hpo import records, schema
 from hpo.errors import ConfigError, UserError
 from hpo.grouped import GROUPABLE, WithinGroups
-from hpo.limits import MAX_EPOCHS
+from hpo.limits import MAX_EPOCHS, MAX_SEED
 from hpo.schema import require
 from hpo.space import SearchSpace
 from hpo.space_check import extent
@@ -344,7 +344,10 @@ def check_components(spec: StudySpec) -> None:
     string seed) is the file's mistake, not a traceback in every worker after the study exists."""
     for key, component in (("pruner", spec.pruner), ("pruner.wrapped", spec.pruner.wrapped), ("sampler", spec.sampler)):
         for option, value in component.options if component else ():
-            if option == "seed" or option.startswith("n_"):  # counts and seeds: whole numbers, none negative
+            if option == "seed":  # each worker adds its place to it, wrapping at MAX_SEED (hpo.worker)
+                require(schema.is_whole(value, 0, MAX_SEED), f"{key}.{option}",
+                        f"expected a whole number from 0 to {MAX_SEED:,}, got {schema.describe(value)}")
+            elif option.startswith("n_"):  # counts: whole numbers, none negative
                 require(schema.is_whole(value, 0), f"{key}.{option}",
                         f"expected a whole number >= 0, got {schema.describe(value)}")
     threshold = spec.pruner.wrapped if spec.pruner.name == "patient" else spec.pruner

@@ -17,6 +17,8 @@ from typing import Callable, Optional, Sequence
 from hpo import data as data_mod
 from hpo.config import TrainConfig
 from hpo.data import Splits
+from hpo.errors import UserError
+from hpo.limits import MAX_SEED
 from hpo.processes import stop_fork_server, worker_context
 from hpo.trainer import pick_device, share_cpu, train
 
@@ -130,6 +132,13 @@ def compare(ours: Sequence[float], theirs: Sequence[float]) -> Comparison:
     return Comparison(diff, diff - half, diff + half)
 
 
+def check_seeds(cfg: TrainConfig, seeds: int) -> None:
+    """UserError where `seeds` seeds from the config's go past MAX_SEED: before any training."""
+    if cfg.seed + seeds - 1 > MAX_SEED:
+        raise UserError(f"seeds {cfg.seed}..{cfg.seed + seeds - 1} go past the largest seed, {MAX_SEED:,}; "
+                        f"give the config a seed up to {MAX_SEED - seeds + 1:,}")
+
+
 def verify(cfg: TrainConfig, *, seeds: int, n_params: int, device: str = "auto", data_dir: Optional[Path] = None,
            workers: int = 1, on_seed: Optional[Callable[[SeedRun], None]] = None) -> Verification:
     """Train `cfg` once per seed (`cfg.seed`, `cfg.seed + 1`, ...) on the same data; `on_seed` is
@@ -137,6 +146,7 @@ def verify(cfg: TrainConfig, *, seeds: int, n_params: int, device: str = "auto",
     its own that loads the data itself; on the CPU the cores are split between them (two
     one-thread processes finish two seeds sooner than one two-thread process finishes them in
     turn: BENCHMARKS.md). The result lists the runs in seed order whichever ends first."""
+    check_seeds(cfg, seeds)
     seed_list = range(cfg.seed, cfg.seed + seeds)
     runs = []
     if workers <= 1:

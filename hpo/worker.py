@@ -39,6 +39,7 @@ from hpo import artifacts, records
 from hpo import data as data_mod
 from hpo.backend import OneAtATime, TrainJob, TrialBackend
 from hpo.errors import UserError
+from hpo.limits import MAX_SEED
 from hpo.objective import TrialHooks, ended_here, finish, prepare
 from hpo.packed import Packed, shape_names
 from hpo.retry import PATIENCE_SECONDS, Backoff, DatabaseUnavailable, describe, is_outage
@@ -121,7 +122,7 @@ class Worker:
         self.joined = self.join()
         seed = dict(spec.sampler.options).get("seed")
         if seed is not None:
-            seed += self.joined
+            seed = (seed + self.joined) % (MAX_SEED + 1)  # the 2nd worker of seed 2**32 - 1 takes 0
         self.study = optuna.load_study(study_name=spec.name, storage=self.rdb, sampler=spec.make_sampler(seed=seed),
                                        pruner=spec.make_pruner())
         self.backoff = Backoff(job.patience)

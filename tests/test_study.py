@@ -111,7 +111,7 @@ BAD = [
     (("pruner", {"name": "percentile", "percentile": 150}), "pruner", "between 0 and 100"),
     (("pruner", {"name": "median", "n_startup_trials": -1}), "pruner.n_startup_trials", "whole number >= 0, got -1"),
     (("pruner", {"name": "successive_halving", "min_resource": 0}), "pruner", "min_resource"),
-    (("sampler", {"name": "tpe", "seed": 1.5}), "sampler.seed", "expected a whole number >= 0, got 1.5 (float)"),
+    (("sampler", {"name": "tpe", "seed": 1.5}), "sampler.seed", "expected a whole number from 0 to 4,294,967,295, got 1.5 (float)"),
     (("sampler", {"name": "tpe", "sed": 1}), "sampler.sed", "not an option of tpe"),
     # pruning within groups: searched keys with choices, for the pruners that read get_trials alone
     (("pruner", {"name": "median", "within": ["optimizer.lr"]}), "pruner.within.0",
@@ -122,7 +122,7 @@ BAD = [
     (("pruner", {"name": "hyperband", "within": ["optimizer.name"]}), "pruner.within",
      "hyperband cannot prune within groups"),
     (("sampler", {"name": "nsgaii", "population_size": 1}), "sampler", "nsgaii: `population_size`"),
-    (("sampler", {"name": "tpe", "seed": "abc"}), "sampler.seed", "expected a whole number >= 0, got 'abc' (str)"),
+    (("sampler", {"name": "tpe", "seed": "abc"}), "sampler.seed", "expected a whole number from 0 to 4,294,967,295, got 'abc' (str)"),
     (("sampler", {"name": "tpe", "n_startup_trials": -3}), "sampler.n_startup_trials", "whole number >= 0, got -3"),
     (("pruner", {"name": "median", "n_warmup_steps": True}), "pruner.n_warmup_steps", "whole number >= 0, got True (bool)"),
     # a threshold is compared with each epoch's accuracy, a fraction: 50 would stop every trial

@@ -195,7 +195,7 @@ def test_ctrl_c_while_the_seed_processes_start_prints_one_line(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     lines = log.read_text().strip().splitlines()
-    assert lines[-1] == "hpo verify: interrupted" and len(lines) == 2, lines  # its headline, then that
+    assert lines[-1] == "hpo verify: interrupted" and len(lines) == 2, "\n".join(lines)  # its headline, then that
 
 
 # ------------------------------------------------------------ --against: is the difference real?

@@ -295,3 +295,17 @@ def test_an_interrupted_trial_that_cannot_be_failed_is_named_and_not_queued_twic
     lines = [line for line in capsys.readouterr().err.splitlines() if "interrupted trial" in line]
     assert lines == ["hpo run: worker 0: interrupted trial 0 could not be failed (disk I/O error); it stays "
                      "RUNNING until --grace passes, then is failed and queued again"]
+
+
+def test_workers_past_the_largest_sampler_seed_wrap_around_and_do_not_propose_in_lockstep(tmp_path):
+    """The k-th worker to join seeds its sampler with `sampler.seed + k`: past 2**32 - 1, which
+    NumPy's generators refuse, it wraps to 0 (every worker but the first failed at its start)."""
+    spec = parse_study({**STUDY, "sampler": {"name": "random", "seed": 2**32 - 1}}, "worker.yaml", "worker")
+    storage = Storage.resolve(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    ensure_study(storage.open(heartbeat=None), spec, storage)
+    job = Job(spec, storage, 2, None, "cpu", None, 1, heartbeat=None, grace=5,
+              checkpoint_dir=str(tmp_path / "checkpoints"), patience=5)
+    first, second = (Worker(job, index, Scripted(1, [])) for index in range(2))
+    assert (first.joined, second.joined) == (0, 1)
+    proposals = [worker.study.ask().suggest_float("optimizer.lr", 0.001, 0.5, log=True) for worker in (first, second)]
+    assert proposals[0] != proposals[1]
