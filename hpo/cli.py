@@ -268,6 +268,7 @@ def cmd_train(args) -> int:
     from hpo import data, models  # noqa: PLC0415
     from hpo.config import load_export  # noqa: PLC0415
     from hpo.display import TrainProgress, console, escape, train_summary  # noqa: PLC0415
+    from hpo.schema import plural  # noqa: PLC0415
     from hpo.space import model_size  # noqa: PLC0415
     from hpo.steps import static_reason  # noqa: PLC0415
     from hpo.trainer import Diverged, bf16_autocast, check_data, out_of_memory, pick_device, train  # noqa: PLC0415
@@ -285,7 +286,7 @@ def cmd_train(args) -> int:
     n_test = cfg.data.test_subset or len(splits.test_y)
     layout = models.describe(cfg.model, shape=splits.dataset.shape, classes=splits.dataset.classes)
     headline = (f"[bold]{escape(str(args.config))}[/]: {escape(layout)}, {n_params:,} parameters, {cfg.optimizer.name} "
-                f"lr={cfg.optimizer.lr:g}, batch {cfg.batch_size}, {cfg.epochs} epochs, {n_train:,} train / "
+                f"lr={cfg.optimizer.lr:g}, batch {cfg.batch_size}, {plural(cfg.epochs, 'epoch')}, {n_train:,} train / "
                 f"{n_test:,} test images of {splits.dataset.title} on {device}"
                 + (f"; scored: the weights' moving average (ema {cfg.ema:g})" if cfg.ema else ""))
     try:
@@ -353,6 +354,7 @@ def cmd_verify(args) -> int:
 
     from hpo.config import load_config  # noqa: PLC0415
     from hpo.display import console, escape, pct  # noqa: PLC0415
+    from hpo.schema import plural  # noqa: PLC0415
     from hpo.space import model_size  # noqa: PLC0415
     from hpo.trainer import Diverged, pick_device  # noqa: PLC0415
     from hpo import data  # noqa: PLC0415
@@ -378,7 +380,7 @@ def cmd_verify(args) -> int:
     if not args.json:
         at_once = f", {min(args.workers, args.seeds)} at a time" if args.workers > 1 else ""
         seeds = f"seed {cfg.seed}" if args.seeds == 1 else f"seeds {cfg.seed}..{cfg.seed + args.seeds - 1}"
-        console.print(f"{escape(str(args.config))}: {cfg.epochs} epochs, {seeds} "
+        console.print(f"{escape(str(args.config))}: {plural(cfg.epochs, 'epoch')}, {seeds} "
                       f"on {device}{at_once}")
     started = time.monotonic()
     try:
@@ -406,7 +408,7 @@ def cmd_verify(args) -> int:
                   f"{time.monotonic() - started:.0f} s wall)")
     if against:
         size = f"{against['n_params']:,} params, " if isinstance(against["n_params"], int) else ""
-        epochs = f"{against['epochs']} epochs, " if isinstance(against["epochs"], int) else ""
+        epochs = f"{plural(against['epochs'], 'epoch')}, " if isinstance(against["epochs"], int) else ""
         low, high = against["interval95"]
         name = escape(str(against["config"] or args.against))
         console.print(f"against {name} ({size}{epochs}{against['seeds']} seeds): "

@@ -173,6 +173,7 @@ def load_export(path: str | Path, trial: Optional[int] = None) -> tuple[TrainCon
     """`load_config`, and the export's record of the trial it trains (its value, device, torch
     threads, packing: what `hpo train` compares its run with); None for a plain training config."""
     data = schema.load_yaml(path)
+    schema.require_document(data, path)
     if isinstance(data, dict) and "base" in data and "model" not in data:
         raise ConfigError("", "a study file, not a training config: run its search with "
                               f"`hpo run --study {path} --trials N`, or train its base recipe by giving "

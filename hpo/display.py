@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from hpo import records
-from hpo.schema import plain
+from hpo.schema import plain, plural
 
 # Piped output (logs, CI, notes) gets room for full checksums and layouts; a terminal keeps its width.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
@@ -109,7 +109,7 @@ def trial_line(t) -> str:
     if kind == "complete":
         seconds = sum(records.epoch_seconds(t))
         return (f"trial {t.number:>4} complete  {pct(records.accuracy(t))}  {_fmt_params(n)} params  "
-                f"{len(records.epochs(t))} epochs  {seconds:.1f}s")
+                f"{plural(len(records.epochs(t)), 'epoch')}  {seconds:.1f}s")
     if kind == "rejected":
         return f"trial {t.number:>4} rejected  {_fmt_params(n)} params: over the parameter budget"
     if kind == "pruned":

@@ -11,6 +11,7 @@ from hpo import data, models
 from hpo.config import Data, parse_config
 from hpo.datasets import Dataset
 from hpo.errors import ConfigError
+from hpo.schema import plural
 from hpo.study import StudySpec
 
 
@@ -41,7 +42,7 @@ def study_facts(spec: StudySpec, data_dir: Optional[Path], *, local: Callable = 
         "budget": limit, "max_epochs": most, "eval_on": spec.eval,
         "pruner_name": spec.pruner.name, "sampler_name": spec.sampler.name,
         "base": f"{models.describe(base.model, shape=dataset.shape, classes=dataset.classes)}, {n_params:,} params, "
-                f"{base.epochs} epochs, batch {base.batch_size}, {optimizer.name} lr {optimizer.lr:g} (trial 0)",
+                f"{plural(base.epochs, 'epoch')}, batch {base.batch_size}, {optimizer.name} lr {optimizer.lr:g} (trial 0)",
         "models": sizes,
         "epochs": epochs,
         "data": data_presence(base.data, dataset, data_dir, held_out=held_out, source=spec.source, local=local),

@@ -248,11 +248,23 @@ def load_yaml(path: str | Path) -> Any:
         reader.dispose()
 
 
+def require_document(data: Any, path: str | Path) -> None:
+    """ConfigError where a study file or a config read as None: empty, only comments, or `null`."""
+    if data is None:
+        raise ConfigError("", "holds nothing (empty, or only comments); check the path, or see studies/ and "
+                              "configs/ for what a study file and a training config hold", source=str(path))
+
+
 def plain(value: Any) -> str:
     """A scalar as a study file spells it: YAML's true, false and null, numbers and strings as they are."""
     if isinstance(value, bool) or value is None:
         return {True: "true", False: "false", None: "null"}[value]
     return str(value)
+
+
+def plural(n: int, word: str) -> str:
+    """`1 epoch`, `2 epochs`, `1,000 epochs`."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
 def is_number(value: Any) -> bool:

@@ -396,6 +396,7 @@ def load_spec(name_or_path: str | os.PathLike, *, given_as: str = "--study ") ->
         raise UserError(f"a study is a name under studies/ or a file's path, got {type(name_or_path).__name__}")
     path = find_study_file(os.fspath(name_or_path), given_as)
     raw = schema.load_yaml(path)
+    schema.require_document(raw, path)
     if isinstance(raw, dict) and "base" not in raw and ("model" in raw or "trials" in raw):
         raise ConfigError("", "a training config (or an export of one), not a study file: train it with "
                               f"`hpo train --config {path}`, or search around it with a study file whose `base:` "

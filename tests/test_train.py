@@ -165,7 +165,7 @@ BAD_CONFIGS = [
     ({"batch_size": 12.5}, "batch_size", "expected an integer"),
     ({"epochs": 0}, "epochs", "[1, 1000]"),
     ({"epochs": True}, "epochs", "expected an integer"),
-    ({"seed": -1}, "seed", ">= 0"),
+    ({"seed": -1}, "seed", "from 0 to 4,294,967,295"),
     ({"label_smoothing": 1.0}, "label_smoothing", "[0, 1)"),
     ({"ema": 1.0}, "ema", "decay per optimizer step in (0, 1)"),
     ({"ema": 0}, "ema", "leave it out"),
