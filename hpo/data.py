@@ -249,7 +249,8 @@ def check_subsets_on_disk(cfg: Data, folder: Path, *, held_out: bool = False, pr
     scored on what it holds out."""
     if cfg.train_subset is None and cfg.test_subset is None:
         return
-    sizes, name = split_sizes(cfg, folder), resolve(cfg).name
+    dataset = resolve(cfg)
+    sizes, name = split_sizes(cfg, folder), dataset.path or dataset.name  # own data: its file or folder
     if held_out:
         held = validation_size(sizes["train"])
         sizes, name = {"train": sizes["train"] - held, "test": held}, f"{name} (eval: val holds {held:,} out)"

@@ -94,7 +94,8 @@ def check_data(cfg: TrainConfig, data: Splits) -> None:
     if cfg.data.path is not None and Path(cfg.data.path).expanduser().resolve() != Path(data.dataset.path or ""):
         raise UserError(f"the config trains on {cfg.data.dataset} data at {cfg.data.path} but {data.dataset.path} "
                         f"is loaded; load the config's data (data.load(cfg.data)) or set data.path: {data.dataset.path}")
-    check_subsets(cfg.data, {"train": data.train_y.numel(), "test": data.test_y.numel()}, data.dataset.name)
+    check_subsets(cfg.data, {"train": data.train_y.numel(), "test": data.test_y.numel()},
+                  data.dataset.path or data.dataset.name)
 
 
 def train(cfg: TrainConfig, data: Splits, *, report: Optional[Callable[[int, float], None]] = None,

@@ -374,3 +374,13 @@ def test_hpo_data_with_a_bad_path_is_one_line_and_exit_2(tmp_path, capsys, monke
     print(captured.err)
     assert captured.err.startswith(expect.format(tmp=tmp_path)) and captured.err.count("\n") == 1
     assert captured.out == "" and not (tmp_path / "d").exists()
+
+
+def test_a_subset_larger_than_your_data_names_the_file(tmp_path, capsys):
+    npz = write_npz(tmp_path / "x.npz")
+    (tmp_path / "c.yaml").write_text(f"model: {{preset: linear}}\ndata: {{dataset: npz, path: {npz}, "
+                                     f"train_subset: {TRAIN + 1}}}\n")
+    assert cli.main(["train", "--config", str(tmp_path / "c.yaml"), "--epochs", "1"]) == 2
+    assert capsys.readouterr().err == (f"hpo train: error: {tmp_path}/c.yaml: key 'data.train_subset': {TRAIN + 1:,} is "
+                                       f"more than the {TRAIN:,} train images of {npz}; lower it, or leave it out to "
+                                       "use them all\n")
