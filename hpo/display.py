@@ -189,8 +189,11 @@ class RunDisplay:
                                    f"-o {self.spec.name}-front.yaml{self.storage_option}"))
             return
         console.print(top_table(trials, top, title=f"top {top} of {self.spec.name}", held_out=held_out))
-        if records.best_trial(trials):
-            console.print(Text(f"export the best configs with: hpo export --study {self.spec.name} --top 3 -o best.yaml"
+        complete = records.count(trials).complete  # what hpo export writes: complete trials only
+        if complete:
+            top = f" --top {min(3, complete)}" if complete > 1 else ""
+            what = "configs" if complete > 1 else "config"
+            console.print(Text(f"export the best {what} with: hpo export --study {self.spec.name}{top} -o best.yaml"
                                f"{self.storage_option}"))
 
 

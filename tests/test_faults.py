@@ -166,4 +166,8 @@ def test_what_hpo_run_prints_keeps_brackets_and_names_the_runs_storage(monkeypat
     out = shown.file.getvalue()
     assert f"in {url}: 2 finished trials" in out, out
     assert f"trial    0 failed    {reason}" in out, out
-    assert f"hpo export --study quickstart --top 3 -o best.yaml --storage '{url}'" in out, out
+    assert f"export the best config with: hpo export --study quickstart -o best.yaml --storage '{url}'" in out, out
+    another = optuna.trial.create_trial(value=0.8, user_attrs={records.N_PARAMS: 90, records.CONFIG: {}})
+    another.number = 2
+    view.summary([failed, done, another])  # --top as many as there are, up to 3
+    assert "export the best configs with: hpo export --study quickstart --top 2 -o best.yaml" in shown.file.getvalue()
