@@ -242,6 +242,8 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
     for p in procs:
         p.join()
     processes.stop_fork_server()
+    if checkpoint_dir:  # each trial's checkpoint goes when it ends: the folders, once empty, go too
+        remove_if_empty(Path(checkpoint_dir) / spec.name, Path(checkpoint_dir))
     try:
         final = Backoff(patience).call(lambda: rdb.get_all_trials(study_id, deepcopy=False))
     except DatabaseUnavailable as error:
@@ -258,6 +260,16 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
         reason = "the --timeout passed" if deadline and time.time() >= deadline else "the workers stopped"
         warn(f"{counts.finished}/{trials} finished: {reason}; run the same command to continue")
     return 0
+
+
+def remove_if_empty(*folders: Path) -> None:
+    """Remove each folder in turn while it is empty (a trial's checkpoint left for a retry, or
+    another run's, keeps it and those after it)."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def stop_workers(procs: list, warn: Callable[[str], None] = quiet) -> None:

@@ -195,9 +195,15 @@ def save(path: Path, cfg, model, optimizer, schedule, generator, history: list[E
     }
     if average:
         state["average"] = average.state_dict()
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
+    for last in (False, True):  # a run that ends beside this one removes the folder once it is empty
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.save(state, tmp)
+            break
+        except FileNotFoundError:
+            if last:
+                raise
     os.replace(tmp, path)
 
 

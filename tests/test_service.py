@@ -96,6 +96,8 @@ def test_run_prunes_keeps_the_budget_and_counts_exactly(study_file, storage_url)
     base = trials[0]
     assert base.user_attrs.get("base") is True
     assert base.params == {"optimizer.lr": 0.05, "model.layers.0": 4, "model.layers.2": 8}
+    # each trial's checkpoint went as it ended, and the emptied folders with them
+    assert not (study_file.parent / "checkpoints").exists()
 
 
 def test_rerun_continues_to_n_and_never_past_it(study_file, storage_url):
