@@ -207,6 +207,9 @@ class Storage:
                          f"({self.parsed.drivername}); use sqlite:///FILE or postgresql+psycopg://USER@HOST/DB")
 
     def _prepare_sqlite(self, write: bool) -> None:
+        if self.file.is_dir():
+            raise UserError(f"storage {self.masked} is a folder, not a database file; give a file in it, e.g. "
+                            f"sqlite:///{self.file / 'hpo.db'}")
         try:
             if write:
                 self.file.parent.mkdir(parents=True, exist_ok=True)

@@ -217,6 +217,11 @@ CASES = [
          text_file("tiny.yaml", "# the search, to be written\n")),
     Case("an empty training config", ("train", "--config", "{dir}/c.yaml"), ("c.yaml: holds nothing",),
          text_file("c.yaml", "")),
+    Case("a folder as the SQLite storage (hpo run)", run_cmd(storage="sqlite:///{dir}/runs.db"),
+         ("storage sqlite:///{dir}/runs.db is a folder, not a database file; give a file in it, e.g. "
+          "sqlite:///{dir}/runs.db/hpo.db",), lambda folder: (TINY_FILE(folder), (folder / "runs.db").mkdir())),
+    Case("a folder as the SQLite storage (hpo studies)", ("studies", "--storage", "sqlite:///{dir}/runs.db"),
+         ("runs.db is a folder, not a database file",), lambda folder: (folder / "runs.db").mkdir()),
     Case("an empty file as the storage", ("export", "--study", "tiny", "--storage", "sqlite:///{dir}/empty.db"),
          ("empty.db", "is an empty file"), text_file("empty.db", "")),
     Case("a driver that is not installed, for hpo run", run_cmd(storage=f"postgresql+psycopg2://u:{SECRET}@{{pg}}/x"),
