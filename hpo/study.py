@@ -375,6 +375,8 @@ def find_study_file(name_or_path: str, given_as: str = "--study ") -> Path:
     how an error names what the user gave (the flag `hpo run` takes it by)."""
     candidates = [Path(name_or_path).expanduser()]  # a quoted ~ too, as the shell would
     if not name_or_path.endswith((".yaml", ".yml")):
+        if os.sep in name_or_path:  # a path without its .yaml: ../s/tiny for ../s/tiny.yaml
+            candidates.append(candidates[0].with_name(candidates[0].name + ".yaml"))
         candidates += [Path("studies") / f"{name_or_path}.yaml", STUDIES_DIR / f"{name_or_path}.yaml"]
     for path in candidates:
         if path.is_file():

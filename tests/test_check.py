@@ -139,3 +139,14 @@ def test_an_error_about_the_data_names_the_study_too(tmp_path, monkeypatch, caps
     path = write_study(tmp_path, "own", base={"model": {"preset": "linear"}, "data": {"dataset": "npz", "path": "bad.npz"}})
     rc, out, err = check(str(path), "quickstart", capsys=capsys)
     assert rc == 2 and err.startswith(f"hpo check: error: {path}: {tmp_path / 'bad.npz'}"), err
+
+
+def test_a_path_given_without_its_yaml_is_found(tmp_path, monkeypatch, capsys):
+    (tmp_path / "mine").mkdir()
+    write_study(tmp_path / "mine", "tiny")
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = check("mine/tiny", capsys=capsys)
+    assert rc == 0 and out.startswith("study tiny from mine/tiny.yaml"), err
+    assert load_spec("mine/tiny").source == "mine/tiny.yaml"
+    rc, _, err = check("mine/other", capsys=capsys)
+    assert rc == 2 and err.startswith("hpo check: error: mine/other: no such study file")
