@@ -263,7 +263,11 @@ def read_folder(root: Path) -> Arrays:
         xs, ys = [], []
         for k, name in enumerate(classes):
             files = sorted(f for f in (root / split / name).iterdir()
-                           if f.suffix.lower() in EXTENSIONS and not f.name.startswith(".") and f.is_file())
+                           if f.suffix.lower() in EXTENSIONS and not f.name.startswith(".") and not f.is_dir())
+            for file in files:
+                if not file.is_file():  # skipped, the class would silently lose the image
+                    what = "a link to nothing" if file.is_symlink() and not file.exists() else "not a regular file"
+                    raise UserError(f"{file}: {what}; give the image itself, or remove it")
             if not files:
                 raise UserError(f"{root / split / name}: no .png, .jpg or .jpeg images; every class folder needs "
                                 f"at least one (or remove class {name!r} from train/ and test/)")

@@ -298,6 +298,9 @@ BAD_DATA = [
     ("folder empty class", "folder", lambda t: folder_with(t, lambda r: [
         p.rename(p.with_suffix(".bmp")) for p in (r / "test" / "vertical").iterdir()]),
      "{path}/test/vertical: no .png, .jpg or .jpeg images; every class folder needs at least one (or remove class"),
+    ("folder link to nothing", "folder", lambda t: folder_with(t, lambda r: os.symlink(
+        r / "gone.png", r / "train" / "plain" / "zz.png")),
+     "{path}/train/plain/zz.png: a link to nothing; give the image itself, or remove it"),
     ("folder unreadable image", "folder", lambda t: folder_with(t, lambda r: put(r / "train" / "plain" / "001.png",
                                                                            b"\x89PNG\r\n\x1a\n cut short")),
      "{path}/train/plain/001.png: not a readable PNG or JPEG (Pillow cannot identify it); replace or delete"),
