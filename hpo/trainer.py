@@ -199,11 +199,14 @@ def save(path: Path, cfg, model, optimizer, schedule, generator, history: list[E
     for last in (False, True):  # a run that ends beside this one removes the folder once it is empty
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            torch.save(state, tmp)
-            break
+            handle = open(tmp, "wb")
         except FileNotFoundError:
             if last:
                 raise
+            continue
+        with handle:
+            torch.save(state, handle)
+        break
     os.replace(tmp, path)
 
 

@@ -332,3 +332,32 @@ def test_training_an_exported_trial_says_what_differs_from_how_it_trained(tmp_pa
     plain = tmp_path / "cfg.yaml"
     plain.write_text("model: {preset: linear}\n")
     assert rerun_notes(exported_trial(plain), cpu, threads=2) == []
+
+
+def test_a_checkpoint_folder_removed_by_a_neighbouring_run_is_made_again(tmp_path, monkeypatch):
+    """A run that ends removes the study's emptied checkpoint folder; a trial of another run on
+    the same study may be about to write there: its save makes the folder again."""
+    import builtins  # noqa: PLC0415
+    import shutil  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+
+    folder = tmp_path / "checkpoints" / "study"
+    removed = []
+    real_open = builtins.open
+
+    def open_after_removal(file, *args, **kwargs):
+        if str(file).endswith(".tmp") and not removed:
+            shutil.rmtree(tmp_path / "checkpoints")  # between the save's mkdir and its write
+            removed.append(file)
+        return real_open(file, *args, **kwargs)
+
+    cfg = parse_config({"model": {"preset": "linear"}})
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    schedule = torch.optim.lr_scheduler.StepLR(optimizer, 1)
+    monkeypatch.setattr(builtins, "open", open_after_removal)
+    hpo.trainer.save(folder / "trial-0.pt", cfg, model, optimizer, schedule, torch.Generator(), [])
+    monkeypatch.undo()
+    assert removed and sorted(p.name for p in folder.iterdir()) == ["trial-0.pt"]
+    assert torch.load(folder / "trial-0.pt", weights_only=True)["model"]["weight"].shape == (2, 2)
