@@ -423,16 +423,16 @@ def load_verification(path: Path) -> dict:
     it is not one."""
     import json  # noqa: PLC0415
 
+    from hpo.schema import NotRegular, TooLarge, read_small  # noqa: PLC0415
+
     how = f"write one with: hpo verify --config FILE --seeds 5 --json > {path}"
-    if path.exists() and not path.is_file():  # a folder, a pipe, a device
-        raise UserError(f"--against {path}: not a regular file; give the file that `hpo verify --seeds 5 --json > "
-                        "FILE` wrote")
     try:
-        with path.open("rb") as handle:
-            text = handle.read((1 << 20) + 1)  # a result is kilobytes; bounded for a device or a log given by mistake
-        if len(text) > 1 << 20:
-            raise ValueError("over 1 MB")
-        data = json.loads(text)
+        data = json.loads(read_small(path, 1 << 20))  # a result is kilobytes
+    except (NotRegular, IsADirectoryError):
+        raise UserError(f"--against {path}: not a regular file; give the file that `hpo verify --seeds 5 --json > "
+                        "FILE` wrote") from None
+    except TooLarge:
+        raise UserError(f"--against {path}: not a JSON file (over 1 MB); {how}") from None
     except FileNotFoundError:
         raise UserError(f"--against {path}: no such file; {how}") from None
     except (OSError, UnicodeDecodeError, ValueError) as error:
@@ -565,8 +565,8 @@ def check_output(path: Path, example: str, storage=None) -> None:
     if str(path) == "-":
         return
     database = storage.file if storage is not None else None
-    files = {Path(f"{database}{end}").resolve() for end in SQLITE_COMPANIONS} if database is not None else set()
-    if database is not None and database.exists() and path.resolve() in files:
+    if database is not None and database.exists() and path.resolve() in {
+            Path(f"{database}{end}").resolve() for end in SQLITE_COMPANIONS}:
         what = "is" if path.resolve() == database.resolve() else "belongs to"
         raise UserError(f"-o {path} {what} the study's database (--storage {storage.masked}); writing there would "
                         f"destroy it: give another file, e.g. -o {example}")

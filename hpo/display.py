@@ -191,9 +191,9 @@ class RunDisplay:
         console.print(top_table(trials, top, title=f"top {top} of {self.spec.name}", held_out=held_out))
         complete = records.count(trials).complete  # what hpo export writes: complete trials only
         if complete:
-            top = f" --top {min(3, complete)}" if complete > 1 else ""
+            flag = f" --top {min(3, complete)}" if complete > 1 else ""
             what = "configs" if complete > 1 else "config"
-            console.print(Text(f"export the best {what} with: hpo export --study {self.spec.name}{top} -o best.yaml"
+            console.print(Text(f"export the best {what} with: hpo export --study {self.spec.name}{flag} -o best.yaml"
                                f"{self.storage_option}"))
 
 

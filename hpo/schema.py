@@ -206,15 +206,14 @@ def load_yaml(path: str | Path) -> Any:
     """The plain data of a YAML file, as `yaml.safe_load` reads it but stricter (see
     `StrictSafeLoader`), with one-line errors for missing, malformed or hostile files."""
     path = Path(path)
-    if path.exists() and not path.is_file() and not path.is_dir():  # a pipe, a device: it could block or never end
-        raise ConfigError("", "not a regular file; give a YAML file", source=str(path))
     try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_YAML_BYTES + 1)  # bounded: /dev/zero, a disk image, a 1 GB log
-        if len(data) > MAX_YAML_BYTES:
-            raise ConfigError("", f"over {MAX_YAML_BYTES >> 20} MB, not a study file or a config (those are "
-                                  "kilobytes); check the path", source=str(path))
+        data = read_small(path, MAX_YAML_BYTES)
         text = data.decode("utf-8")
+    except NotRegular:
+        raise ConfigError("", "not a regular file; give a YAML file", source=str(path)) from None
+    except TooLarge:
+        raise ConfigError("", f"over {MAX_YAML_BYTES >> 20} MB, not a study file or a config (those are "
+                              "kilobytes); check the path", source=str(path)) from None
     except FileNotFoundError:
         raise ConfigError("", "file not found; check the path", source=str(path)) from None
     except UnicodeDecodeError as error:
@@ -246,6 +245,26 @@ def load_yaml(path: str | Path) -> Any:
         raise ConfigError("", f"malformed YAML{where}: {problem}", source=str(path)) from None
     finally:
         reader.dispose()
+
+
+class NotRegular(Exception):
+    """A pipe or a device where a file was meant: reading would block, or never end."""
+
+
+class TooLarge(Exception):
+    """A file over the size it was meant to have (a log or a disk image given by mistake)."""
+
+
+def read_small(path: Path, limit: int) -> bytes:
+    """The bytes of a file meant to be small (a study file, a config, a result), read no further
+    than `limit` bytes: NotRegular, TooLarge, or the OSError that opening it raises."""
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise NotRegular(path)
+    with path.open("rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise TooLarge(path)
+    return data
 
 
 def require_document(data: Any, path: str | Path) -> None:
