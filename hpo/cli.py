@@ -167,9 +167,25 @@ def build_parser() -> argparse.ArgumentParser:
     data_dir(p)
     p.set_defaults(handler=cmd_check)
 
-    p = sub.add_parser("studies", help="list the studies in a storage")
+    p = sub.add_parser("studies", help="list the studies in a storage, or show one: its best trials, those "
+                                       "running, its failures")
+    p.add_argument("study", nargs="?", metavar="NAME", help="show this study: its best trials and how to export "
+                   "them, its running trials (epoch, worker) and its latest failures with their reasons")
+    p.add_argument("--top", type=positive_int, default=10, metavar="K",
+                   help="with NAME: how many of the best trials to show (default: 10)")
     storage(p)
     p.set_defaults(handler=cmd_studies)
+
+    p = sub.add_parser("delete", help="delete a study for good: its trials and the config files it stored")
+    p.add_argument("--study", required=True, metavar="NAME")
+    p.add_argument("-y", "--yes", action="store_true",
+                   help="delete without asking (needed where standard input is not a terminal)")
+    p.add_argument("--force", action="store_true",
+                   help="delete it even with trials marked running, when no run is training it any more "
+                        "(a worker killed before it could end its trial)")
+    storage(p)
+    artifacts(p)
+    p.set_defaults(handler=cmd_delete)
 
     p = sub.add_parser("export", help="write the best trials' configs as YAML that `hpo train` re-trains "
                                       "(a multi-objective study: its Pareto front)")
@@ -528,13 +544,60 @@ def cmd_check(args) -> int:
 def cmd_studies(args) -> int:
     import optuna  # noqa: PLC0415
 
-    from hpo.display import console, studies_table  # noqa: PLC0415
+    from hpo import records  # noqa: PLC0415
+    from hpo.display import console, print_study_trials, studies_table  # noqa: PLC0415
+    from hpo.export import study_trials  # noqa: PLC0415
     from hpo.storage import Storage  # noqa: PLC0415
 
-    rdb = Storage.resolve(args.storage).open_existing()
+    storage = Storage.resolve(args.storage)
+    rdb = storage.open_existing()
+    if args.study is not None:
+        trials = study_trials(rdb, args.study)
+        study_id = rdb.get_study_id_from_name(args.study)
+        attrs = rdb.get_study_user_attrs(study_id)
+        print_study_trials(args.study, trials, source=attrs.get(records.SOURCE), where=storage.masked, top=args.top,
+                           held_out=(attrs.get(records.SPEC) or {}).get("eval") == "val",
+                           multi=len(rdb.get_study_directions(study_id)) > 1,
+                           storage_option=f" --storage {shlex.quote(storage.masked)}" if args.storage else "")
+        return 0
     studies = {name: rdb.get_all_trials(rdb.get_study_id_from_name(name), deepcopy=False)
                for name in optuna.get_all_study_names(rdb)}
+    if not studies:
+        print(f"no studies in {storage.masked}; run one: hpo run --study NAME --trials N")
+        return 0
     console.print(studies_table(studies))
+    return 0
+
+
+def cmd_delete(args) -> int:
+    from hpo import artifacts, delete  # noqa: PLC0415
+    from hpo.display import trials_line  # noqa: PLC0415
+    from hpo.schema import plural  # noqa: PLC0415
+    from hpo.storage import Storage  # noqa: PLC0415
+
+    storage = Storage.resolve(args.storage)
+    rdb = storage.open_existing()
+    found = delete.find(rdb, args.study)
+    if found.running and not args.force:
+        raise UserError(f"study {args.study!r} has {plural(found.running, 'trial')} running: a run may still be "
+                        "training it; stop that run first (Ctrl-C), or add --force if none is (its worker was "
+                        "killed before it could end the trial)")
+    store = artifacts.folder_for(storage, args.artifacts)
+    files = f", and its {plural(len(found.artifacts), 'config file')} in {store}" if found.artifacts else ""
+    what = f"study {args.study!r} in {storage.masked}: {trials_line(found.trials)}{files}"
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UserError(f"this deletes {what}, for good; add --yes to confirm (there is no terminal to ask on)")
+        try:
+            answer = input(f"delete {what}? [y/N] ")
+        except EOFError:
+            answer = ""
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted", file=sys.stderr)
+            return 1
+    removed = delete.remove(rdb, found, store)
+    gone = f", and {plural(removed, 'config file')} from {store}" if removed else ""
+    print(f"deleted study {args.study!r} from {storage.masked}: {trials_line(found.trials)}{gone}")
     return 0
 
 

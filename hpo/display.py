@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import statistics
 import sys
 
@@ -178,23 +179,65 @@ class RunDisplay:
         return Group(head, best_line, table, *recent)
 
     def summary(self, trials, top: int = 5) -> None:
-        held_out = self.spec.eval == "val"
-        if self.spec.multi_objective:
-            front = len(records.pareto_front(trials))
-            title = (f"Pareto front of {self.spec.name}: {front} trials, none beaten on both accuracy and size"
-                     + (f"; the {top} most accurate" if front > top else ""))
-            console.print(top_table(trials, top, title=title, held_out=held_out))
-            if front:
-                console.print(Text(f"export the front's configs with: hpo export --study {self.spec.name} "
-                                   f"-o {self.spec.name}-front.yaml{self.storage_option}"))
-            return
-        console.print(top_table(trials, top, title=f"top {top} of {self.spec.name}", held_out=held_out))
-        complete = records.count(trials).complete  # what hpo export writes: complete trials only
-        if complete:
-            flag = f" --top {min(3, complete)}" if complete > 1 else ""
-            what = "configs" if complete > 1 else "config"
-            console.print(Text(f"export the best {what} with: hpo export --study {self.spec.name}{flag} -o best.yaml"
-                               f"{self.storage_option}"))
+        print_best(self.spec.name, trials, top=top, held_out=self.spec.eval == "val",
+                   multi=self.spec.multi_objective, storage_option=self.storage_option)
+
+
+def print_best(name: str, trials, *, top: int, held_out: bool, multi: bool, storage_option: str = "") -> None:
+    """The best trials' table (a multi-objective study: its Pareto front's), then the export
+    command that writes their configs: what `hpo run` ends with and `hpo studies NAME` shows."""
+    if multi:
+        front = len(records.pareto_front(trials))
+        title = (f"Pareto front of {name}: {front} trials, none beaten on both accuracy and size"
+                 + (f"; the {top} most accurate" if front > top else ""))
+        console.print(top_table(trials, top, title=title, held_out=held_out))
+        if front:
+            console.print(Text(f"export the front's configs with: hpo export --study {shlex.quote(name)} "
+                               f"-o {shlex.quote(name + '-front.yaml')}{storage_option}"), soft_wrap=True)
+        return
+    shown = min(top, records.count(trials).complete)
+    console.print(top_table(trials, top, title=f"top {shown} of {name}", held_out=held_out))
+    complete = records.count(trials).complete  # what hpo export writes: complete trials only
+    if complete:
+        flag = f" --top {min(3, complete)}" if complete > 1 else ""
+        what = "configs" if complete > 1 else "config"
+        console.print(Text(f"export the best {what} with: hpo export --study {shlex.quote(name)}{flag} -o best.yaml"
+                           f"{storage_option}"), soft_wrap=True)  # a command to paste: never wrapped
+
+
+def trials_line(trials) -> str:
+    """'6 trials (4 complete, 2 pruned), best 69.33% (trial 4)': a study in one line."""
+    c = records.count(trials)
+    parts = [f"{n} {what}" for n, what in ((c.complete, "complete"), (c.pruned, "pruned"), (c.rejected, "rejected"),
+                                            (c.failed, "failed"), (c.running, "running"), (c.waiting, "queued")) if n]
+    best = records.best_trial(trials)
+    return (plural(len(trials), "trial") + (f" ({', '.join(parts)})" if parts else "")
+            + (f", best {pct(records.accuracy(best))} (trial {best.number})" if best else ""))
+
+
+def print_study_trials(name: str, trials, *, source: str | None, where: str, top: int, held_out: bool,
+                       multi: bool, storage_option: str = "") -> None:
+    """`hpo studies NAME`: the study in a line, its best trials and how to export them, then the
+    trials a user looks into: those running now (their epoch and worker), and the latest failures
+    with their reasons."""
+    origin = f" from {source}" if source else ""
+    console.print(Text("study ", style="bold") + Text(f"{name}{origin} in {where}: {trials_line(trials)}"),
+                  soft_wrap=True)
+    if records.count(trials).complete:
+        print_best(name, trials, top=top, held_out=held_out, multi=multi, storage_option=storage_option)
+    running = [t for t in trials if records.kind(t) == "running"]
+    for t in running:
+        epochs = t.user_attrs.get(records.CONFIG, {}).get("epochs", "?")
+        last, acc = records.last_epoch(t)
+        at = f"after epoch {last}/{epochs} ({pct(acc)})" if last else f"in epoch 1/{epochs}"
+        worker = t.user_attrs.get(records.WORKER)
+        console.print(Text(f"trial {t.number:>4} running   {at}" + (f", worker {worker}" if worker else "")))
+    failed = [t for t in trials if records.kind(t) == "failed"]
+    shown = failed[-5:]
+    if len(failed) > len(shown):
+        console.print(Text(f"the last {len(shown)} of {len(failed)} failed trials:"))
+    for t in shown:
+        console.print(Text(trial_line(t)), soft_wrap=True)
 
 
 def top_table(trials, top: int, *, title: str, held_out: bool = False) -> Table:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import threading
 import time
@@ -50,7 +51,8 @@ def ensure_study(rdb: optuna.storages.BaseStorage, spec: StudySpec, storage: Sto
         raise UserError(
             f"study {spec.name!r} in {storage.masked} was created from a different study file "
             + (f"(an earlier version of {source}: what it searches has changed since)" if same else f"({source})")
-            + "; give this one another name: key, or use another --storage"
+            + f"; give this one another name: key, use another --storage, or delete the old study first "
+            f"(hpo delete --study {shlex.quote(spec.name)})"
         )
     return study_id
 

@@ -1,0 +1,67 @@
+"""`hpo delete`: a study gone for good, its trials and the config files it put in the artifact store.
+
+What is found comes first (`find`), so that the command can say what it is about to remove and
+refuse while a run is still training the study; `remove` then deletes the study, in one
+transaction of Optuna's, before the files, so a failure midway never leaves a study whose trials
+point at removed files (only files no study points at, which a second `hpo delete` cannot find;
+they are named in the error).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+
+from hpo import records
+from hpo.errors import UserError
+from hpo.export import study_trials
+
+
+@dataclass(frozen=True)
+class Found:
+    name: str
+    trials: list                 # the study's trials, frozen
+    artifacts: tuple[str, ...]   # the artifact ids its trials and the study itself uploaded
+
+    @property
+    def running(self) -> int:
+        return records.count(self.trials).running
+
+
+def find(rdb: optuna.storages.BaseStorage, name: str) -> Found:
+    """The study `name` and what deleting it removes; an unknown name lists the studies there are."""
+    trials = study_trials(rdb, name)
+    study = optuna.load_study(study_name=name, storage=rdb)
+    ids = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        for owner in (study, *trials):
+            ids += [meta.artifact_id for meta in
+                    optuna.artifacts.get_all_artifact_meta(owner, storage=None if owner is study else rdb)]
+    return Found(name=name, trials=trials, artifacts=tuple(ids))
+
+
+def remove(rdb: optuna.storages.BaseStorage, found: Found, store: Path) -> int:
+    """Delete the study, then its artifact files from `store`; returns how many files went. A file
+    already gone is not an error (a store cleaned by hand, or on another machine's disk)."""
+    optuna.delete_study(study_name=found.name, storage=rdb)
+    if not found.artifacts or not store.is_dir():
+        return 0
+    artifact_store = optuna.artifacts.FileSystemArtifactStore(str(store))
+    removed, failed = 0, []
+    for artifact_id in found.artifacts:
+        try:
+            artifact_store.remove(artifact_id)
+            removed += 1
+        except optuna.artifacts.exceptions.ArtifactNotFound:
+            pass
+        except (OSError, ValueError) as error:
+            failed.append(f"{artifact_id} ({getattr(error, 'strerror', None) or error})")
+    if failed:
+        raise UserError(f"study {found.name!r} is deleted, but {len(failed)} of its artifact files in {store} could "
+                        f"not be removed: {', '.join(failed[:3])}{' ...' if len(failed) > 3 else ''}; remove them "
+                        "by hand")
+    return removed

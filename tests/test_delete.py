@@ -1,0 +1,136 @@
+"""`hpo delete` and `hpo studies NAME`: a study looked into, and a study removed for good, with the
+config files it put in the artifact store, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState, create_trial
+
+from hpo import cli
+from test_service import TINY, hpo, run, trials_of
+
+
+def store_files(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+
+
+@pytest.fixture
+def two_studies(tmp_path, storage_url):
+    """Studies 'tiny' (2 finished trials) and 'other' (1) in one storage, with their config files."""
+    for name, trials in (("tiny", 2), ("other", 1)):
+        run(write_study(tmp_path, name), storage_url, trials)
+    store = tmp_path / ("studies-artifacts" if storage_url.startswith("sqlite") else "hpo-artifacts")
+    return storage_url, store
+
+
+def write_study(folder: Path, name: str, **changes) -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "name": name, "pruner": {"name": "none"}, **changes}, sort_keys=False))
+    return path
+
+
+def test_delete_asks_then_removes_the_study_and_only_its_files(tmp_path, two_studies):
+    url, store = two_studies
+    before = store_files(store)
+    assert len(before) == 3, before  # each complete trial's config
+
+    asked = hpo("delete", "--study", "tiny", "--storage", url, cwd=tmp_path, check=False)
+    assert asked.returncode == 2 and "add --yes" in asked.stderr and "2 trials (2 complete)" in asked.stderr
+    assert set(optuna.get_all_study_names(url)) == {"tiny", "other"} and store_files(store) == before
+
+    done = hpo("delete", "--study", "tiny", "--yes", "--storage", url, cwd=tmp_path)
+    assert "deleted study 'tiny'" in done.stdout and "2 config files" in done.stdout, done.stdout
+    assert optuna.get_all_study_names(url) == ["other"]
+    kept = store_files(store)
+    assert len(kept) == 1 and kept < before
+    other_ids = {meta.artifact_id for t in trials_of(url, "other")
+                 for meta in optuna.artifacts.get_all_artifact_meta(t, storage=optuna.storages.get_storage(url))}
+    assert kept == other_ids
+
+    again = hpo("delete", "--study", "tiny", "--yes", "--storage", url, cwd=tmp_path, check=False)
+    assert again.returncode == 2 and "no study named 'tiny'" in again.stderr and "other" in again.stderr
+
+
+def test_a_changed_study_file_runs_afresh_after_delete(tmp_path):
+    """The refusal of a changed study file names `hpo delete`, and after it the same command runs."""
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    run(write_study(tmp_path, "tiny"), url, 1)
+    changed = write_study(tmp_path, "tiny", search={**TINY["search"], "optimizer.lr": {"float": [0.001, 0.4]}})
+    refused = run(changed, url, 2, check=False)
+    assert refused.returncode == 2 and "hpo delete --study tiny" in refused.stderr, refused.stderr
+    hpo("delete", "--study", "tiny", "--yes", "--storage", url, cwd=tmp_path)
+    run(changed, url, 2)
+    assert [t.number for t in trials_of(url)] == [0, 1]
+
+
+def test_a_running_trial_stops_delete_unless_forced(tmp_path, storage_url):
+    study = optuna.create_study(study_name="busy", storage=storage_url, direction="maximize")
+    study.add_trial(create_trial(value=0.5))
+    study.ask()  # a trial some worker is training, or was when it was killed
+    refused = hpo("delete", "--study", "busy", "--yes", "--storage", storage_url, cwd=tmp_path, check=False)
+    assert refused.returncode == 2 and "1 trial running" in refused.stderr and "--force" in refused.stderr
+    assert optuna.get_all_study_names(storage_url) == ["busy"]
+    forced = hpo("delete", "--study", "busy", "--yes", "--force", "--storage", storage_url, cwd=tmp_path)
+    assert "1 running" in forced.stdout and optuna.get_all_study_names(storage_url) == []
+
+
+class Terminal(io.StringIO):
+    """Standard input as a terminal that answers `text`."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("answer, deleted", [("y\n", True), ("yes\n", True), ("n\n", False), ("\n", False),
+                                             ("", False)])
+def test_the_terminal_prompt(tmp_path, monkeypatch, capsys, answer, deleted):
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    optuna.create_study(study_name="s", storage=url).add_trial(create_trial(value=0.5))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "stdin", Terminal(answer))
+    code = cli.main(["delete", "--study", "s", "--storage", url])
+    out = capsys.readouterr()
+    assert "delete study 's' in sqlite:///" in out.out and "[y/N]" in out.out
+    assert (code, optuna.get_all_study_names(url)) == ((0, []) if deleted else (1, ["s"]))
+    assert deleted or "nothing deleted" in out.err
+
+
+def test_delete_and_studies_create_no_database(tmp_path):
+    for args in (["delete", "--study", "x", "--yes"], ["studies", "x"]):
+        done = hpo(*args, "--storage", f"sqlite:///{tmp_path / 'none.db'}", cwd=tmp_path, check=False)
+        assert done.returncode == 2 and "no database at" in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_studies_name_shows_the_best_the_running_and_why_trials_failed(tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(study_name="s", storage=url, direction="maximize")
+    study.set_user_attr("hpo_study_file", "studies/s.yaml")
+    for number, value in enumerate((0.91, 0.95, 0.93)):
+        study.add_trial(create_trial(value=value, params={"lr": 0.1 * (number + 1)},
+                                     distributions={"lr": optuna.distributions.FloatDistribution(0.01, 1)},
+                                     user_attrs={"n_params": 1000 + number, "epoch_seconds": [1.0, 3.0]}))
+    for reason in ("diverged: the loss is nan at epoch 2", "out_of_memory: 2.0 GiB asked"):
+        study.add_trial(create_trial(state=TrialState.FAIL, user_attrs={"fail_reason": reason}))
+    running = study.ask()
+    study._storage.set_trial_user_attr(running._trial_id, "config", {"epochs": 5})
+    study._storage.set_trial_user_attr(running._trial_id, "worker", "host:123")
+    running.report(0.8, 1)
+    running.report(0.85, 2)
+
+    shown = hpo("studies", "s", "--top", "2", "--storage", url, cwd=tmp_path).stdout
+    assert "study s from studies/s.yaml in sqlite:///" in shown
+    assert "6 trials (3 complete, 2 failed, 1 running), best 95.00% (trial 1)" in shown
+    assert "top 2 of s" in shown
+    rows = [line for line in shown.splitlines() if line.startswith("│")]
+    assert [row.split("│")[1].strip() for row in rows] == ["1", "2"]  # the two best, best first
+    assert "hpo export --study s --top 3 -o best.yaml --storage sqlite:///" in shown
+    assert "trial    5 running   after epoch 2/5 (85.00%), worker host:123" in shown
+    assert "trial    3 failed    diverged: the loss is nan at epoch 2" in shown
+    assert "trial    4 failed    out_of_memory" in shown
