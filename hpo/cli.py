@@ -471,9 +471,6 @@ def cmd_run(args) -> int:
 
     if args.grace <= args.heartbeat:
         raise UserError(f"--grace {args.grace} must be longer than --heartbeat {args.heartbeat}")
-    if args.checkpoint_dir and args.checkpoint_dir.exists() and not args.checkpoint_dir.is_dir():
-        raise UserError(f"--checkpoint-dir {args.checkpoint_dir} is a file, not a folder; give a folder "
-                        "(it is created if missing)")
     processes.worker_context()  # the workers' fork server imports torch & co. while this process does the same
     try:
         return run_study(args)
@@ -492,8 +489,7 @@ def run_study(args) -> int:
     spec = load_spec(args.study)
     storage = Storage.resolve(args.storage)
     store = artifacts.folder_for(storage, args.artifacts)
-    if store.exists() and not store.is_dir():
-        raise UserError(f"--artifacts {store} is a file, not a folder; give a folder (it is created if missing)")
+
     def display(workers: int, before: list) -> RunDisplay:
         return RunDisplay(spec, args.trials, storage.masked, workers, live=not args.quiet and console.is_terminal,
                           already=before,

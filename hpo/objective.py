@@ -49,7 +49,7 @@ def device_name(device: torch.device) -> str:
 def fail_reason(error: BaseException) -> str:
     """A short, stable reason for a FAIL trial: `diverged`, `time_limit`, `out_of_memory`, or the error."""
     if isinstance(error, Diverged):
-        return f"diverged: {error}"
+        return f"{records.DIVERGED}{error}"
     if isinstance(error, TrialTimeLimit):
         return f"time_limit: {error}"
     if out_of_memory(error):

@@ -18,6 +18,7 @@ N_PARAMS = "n_params"              # the model's trainable parameters, counted b
 CONFIG = "config"                  # the full training config, as `hpo train --config` reads it
 REJECTED = "rejected"              # "over_budget": PRUNED before any step; not counted toward --trials
 FAIL_REASON = "fail_reason"        # "diverged: ...", "time_limit: ...", "out_of_memory: ...", or the error
+DIVERGED = "diverged: "            # how a diverged trial's fail_reason starts (the loss went nan or inf)
 EPOCH_SECONDS = "epoch_seconds"    # wall seconds of each epoch, as the trainer measured them
 PACKED = "packed"                  # trials trained at once in each epoch (hpo run --pack); epoch_seconds are shares
 TRAIN_LOSS = "train_loss"          # mean training loss of each epoch

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import signal
+import tempfile
 import threading
 import time
 import warnings
@@ -48,13 +49,27 @@ def ensure_study(rdb: optuna.storages.BaseStorage, spec: StudySpec, storage: Sto
     if made_from.get(records.FINGERPRINT) != spec.fingerprint:
         source = made_from.get(records.SOURCE, "unknown")
         same = Path(str(source)).resolve() == Path(str(spec.source)).resolve()
+        changed = changed_keys(made_from.get(records.SPEC), spec.raw)
+        since = f"{', '.join(changed)} changed since" if changed else "it has changed since"
         raise UserError(
             f"study {spec.name!r} in {storage.masked} was created from a different study file "
-            + (f"(an earlier version of {source}: what it searches has changed since)" if same else f"({source})")
+            + (f"(an earlier version of {source}: {since})" if same else f"({source})")
             + f"; give this one another name: key, use another --storage, or delete the old study first "
             f"(hpo delete --study {shlex.quote(spec.name)})"
         )
     return study_id
+
+
+def changed_keys(before, now, prefix: str = "", depth: int = 2, most: int = 4) -> list[str]:
+    """The study file's keys whose values differ, two levels deep ('pruner', 'search.optimizer.lr',
+    'base.epochs'), at most `most` of them: what to undo, or why the study needs a new name."""
+    if not isinstance(before, dict) or not isinstance(now, dict) or depth == 0:
+        return [prefix] if before != now and prefix else []
+    keys = list(dict.fromkeys([*before, *now]))
+    found = [k for key in keys
+             for k in changed_keys(before.get(key), now.get(key), f"{prefix}.{key}" if prefix else str(key),
+                                   depth - 1, most)]
+    return found[:most] + ([f"{len(found) - most} more"] if len(found) > most else [])
 
 
 def objectives(directions: list[str], names: tuple[str, ...] = ()) -> str:
@@ -153,6 +168,22 @@ def graph_note(spec: StudySpec, device) -> Optional[str]:
             "(H200, BENCHMARKS.md); the study's other trials run their step as one graph") if eager else None
 
 
+def check_writable_folder(folder: Path, what: str) -> None:
+    """A folder the workers will write into (made when missing): one line now, before the study is
+    created, rather than a trial failing in every worker. A probe folder made and removed in the
+    nearest folder that exists is the one test that holds for root, read-only mounts and the like."""
+    there = next((p for p in (folder, *folder.parents) if p.exists() or p.is_symlink()), Path("."))
+    if not there.is_dir():
+        where = "is a file" if there == folder else f"is under {there}, a file"
+        raise UserError(f"the {what} {folder} {where}, not a folder; give a folder (it is made if missing)")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".hpo-probe-", dir=there))
+    except OSError as error:
+        where = "" if there == folder else f" ({there}, where it would be made)"
+        raise UserError(f"the {what} {folder}{where} cannot be written: {error.strerror}; give a folder this user "
+                        "can write (it is made if missing)") from None
+
+
 def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 1, timeout: Optional[float] = None,
         device: str = "auto", data_dir: Optional[Path] = None,
         heartbeat: int = HEARTBEAT_SECONDS, grace: int = GRACE_SECONDS,
@@ -172,6 +203,10 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
 
     if not os.environ.get("HPO_DEBUG"):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for folder, what in ((checkpoint_dir, "checkpoint folder (--checkpoint-dir)"),
+                         (artifacts, "artifact store (--artifacts)")):
+        if folder:
+            check_writable_folder(Path(folder), what)
     ctx = processes.worker_context()  # its fork server imports what a worker needs while this process sets up
     where = pick_device(device)
     if pack > 1 and where.type == "cpu":

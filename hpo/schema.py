@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -184,6 +185,15 @@ class StrictSafeLoader(yaml.SafeLoader):
                                   f"given twice in one mapping ({where}); YAML would silently keep the last: keep one")
             first[name] = mark
 
+
+
+# YAML 1.1, which PyYAML follows, reads a number with an exponent but no dot (1e-3, 5E4) or no
+# sign in its exponent (1.0e5) as text; YAML 1.2 and every other parser a user knows read a
+# number. A learning rate written 1e-3 is one, here too.
+StrictSafeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
 
 def scalar_text(node: yaml.Node) -> str:
     """A key as the file spells it, for error messages ('?' for a list or mapping used as a key)."""

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import inspect
 import json
@@ -45,7 +46,7 @@ STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
 @dataclass(frozen=True)
 class Budget:
     max_params: Optional[int] = None    # trials whose model is larger are rejected before any training step
-    epochs: int = 10                    # the most epochs a trial may train
+    epochs: int = 10                    # the most epochs a trial may train (not given: the most the file asks for)
     trial_seconds: Optional[float] = None  # wall-clock limit of one trial
 
     def __post_init__(self):
@@ -264,10 +265,16 @@ def parse_study(raw: Any, source: str, default_name: str) -> StudySpec:
                                                f"held-out training images, the test set once at the end), "
                                                f"got {evaluated_on!r}")
         budget = schema.parse(Budget, raw.get("budget"), "budget")
-        require(base.epochs <= budget.epochs, "base.epochs",
-                f"{base.epochs} is more than budget.epochs {budget.epochs}; lower it or raise the budget")
-        # every default filled in, so each key can be searched
-        space = SearchSpace.parse(raw.get("search"), base.to_dict(), max_epochs=budget.epochs)
+        if isinstance(raw.get("budget"), dict) and "epochs" in raw["budget"]:
+            require(base.epochs <= budget.epochs, "base.epochs",
+                    f"{base.epochs} is more than budget.epochs {budget.epochs}; lower it or raise the budget")
+            # every default filled in, so each key can be searched
+            space = SearchSpace.parse(raw.get("search"), base.to_dict(), max_epochs=budget.epochs)
+        else:  # no epoch budget given: the most epochs the file itself asks for, its base's or a searched count's
+            space = SearchSpace.parse(raw.get("search"), base.to_dict(), max_epochs=MAX_EPOCHS)
+            most = max([base.epochs] + [p.high if p.kind != "categorical" else max(p.choices)
+                                        for p in space.params if p.key == "epochs"])
+            budget = dataclasses.replace(budget, epochs=most)
         objectives = parse_objectives(raw.get("objectives", [records.ACCURACY]))
         spec = StudySpec(
             name=name, space=space, budget=budget,

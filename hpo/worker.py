@@ -48,7 +48,8 @@ from hpo.study import StudySpec
 from hpo.trainer import pick_device, share_cpu
 
 POLL_SECONDS = 1.0
-MAX_CONSECUTIVE_FAILURES = 5
+MAX_CONSECUTIVE_FAILURES = 5    # errors in a row: something is wrong beyond one trial's values
+MAX_CONSECUTIVE_DIVERGED = 20   # diverged trials in a row: a search outcome, until it is all the space gives
 INTERRUPTED = {"reason": "interrupted: Ctrl-C or SIGTERM"}  # what an interrupted trial's fail_reason says
 STOP_PATIENCE = 10.0  # how long an interrupted worker waits out a database blip: well within hpo run's STOP_SECONDS
 JOINED = "hpo_workers_joined"  # study system attribute: how many worker processes have joined, ever
@@ -141,7 +142,7 @@ class Worker:
     def loop(self) -> int:
         """Claim, build, train, tell, until the study has its N finished trials (0) or this worker
         must stop (1: too many failures in a row)."""
-        failures = 0
+        failures = diverged = 0
         while self.job.deadline is None or time.time() < self.job.deadline:
             try:
                 claimed = self.claim()
@@ -159,13 +160,23 @@ class Worker:
                 continue
             for state, reason in ended:
                 if state != TrialState.FAIL:
-                    failures = 0
+                    failures = diverged = 0
                     continue
                 gc.collect()  # free its tensors now: they hang on its traceback, which sits in reference cycles
-                failures += 1
+                # a trial whose loss blew up failed on its values (a learning rate too high), not on a fault
+                # of the worker's: the search goes on past it, unless the space gives nothing else
+                if reason.startswith(records.DIVERGED):
+                    diverged += 1
+                else:
+                    failures += 1
                 if failures >= MAX_CONSECUTIVE_FAILURES:
                     print(f"hpo run: worker {self.index}: {failures} trials failed in a row, stopping; "
                           f"last: {reason}", file=sys.stderr)
+                    return 1
+                if diverged >= MAX_CONSECUTIVE_DIVERGED:
+                    print(f"hpo run: worker {self.index}: {diverged} trials in a row diverged, stopping; last: "
+                          f"{reason}; the search space reaches too little that trains: narrow its learning rates "
+                          "(or what else makes the loss blow up) toward the base's", file=sys.stderr)
                     return 1
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()

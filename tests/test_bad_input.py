@@ -277,7 +277,15 @@ CASES = [
          text_file("w.yaml", "model: {preset: linear}\nschedule: {name: cosine, warmup_epochs: 1.5}\nepochs: 3\n")),
     Case("hpo verify --seeds 0", ("verify", "--config", TRAIN_CONFIG, "--seeds", "0"), ("--seeds", "got 0")),
     Case("--workers beyond reason", run_cmd("--workers", "10000"), ("--workers", "between 1 and 256"), TINY_FILE),
-    Case("--checkpoint-dir that is a file", run_cmd("--checkpoint-dir", "{dir}/tiny.yaml"), ("is a file",), TINY_FILE),
+    Case("--checkpoint-dir that is a file", run_cmd("--checkpoint-dir", "{dir}/tiny.yaml"),
+         ("checkpoint folder (--checkpoint-dir) {dir}/tiny.yaml is a file, not a folder",), TINY_FILE),
+    Case("--checkpoint-dir under a file", run_cmd("--checkpoint-dir", "{dir}/tiny.yaml/ck"),
+         ("checkpoint folder (--checkpoint-dir) {dir}/tiny.yaml/ck is under {dir}/tiny.yaml, a file",), TINY_FILE),
+    Case("--artifacts under a file", run_cmd("--artifacts", "{dir}/tiny.yaml/art"),
+         ("artifact store (--artifacts) {dir}/tiny.yaml/art is under {dir}/tiny.yaml, a file",), TINY_FILE),
+    Case("--checkpoint-dir where nothing can be made", run_cmd("--checkpoint-dir", "/sys/hpo-checkpoints"),
+         ("checkpoint folder (--checkpoint-dir) /sys/hpo-checkpoints (/sys, where it would be made) cannot be "
+          "written",), TINY_FILE),
     # --- training configs and data
     Case("export file whose trials are a mapping", ("train", "--config", "{dir}/best.yaml"),
          ("best.yaml", "'trials'", "expected the list"), text_file("best.yaml", "trials: {best: {model: 1}}\n")),

@@ -64,6 +64,7 @@ def test_a_changed_study_file_runs_afresh_after_delete(tmp_path):
     changed = write_study(tmp_path, "tiny", search={**TINY["search"], "optimizer.lr": {"float": [0.001, 0.4]}})
     refused = run(changed, url, 2, check=False)
     assert refused.returncode == 2 and "hpo delete --study tiny" in refused.stderr, refused.stderr
+    assert "(an earlier version of" in refused.stderr and ": search.optimizer.lr changed since)" in refused.stderr
     hpo("delete", "--study", "tiny", "--yes", "--storage", url, cwd=tmp_path)
     run(changed, url, 2)
     assert [t.number for t in trials_of(url)] == [0, 1]

@@ -58,6 +58,26 @@ def test_nan_loss_fails_the_trial_as_diverged_and_the_worker_goes_on(tmp_path):
     assert after and after[0].user_attrs["worker"] == bad[0].user_attrs["worker"], "the same worker did not go on"
 
 
+def test_diverged_trials_are_search_outcomes_until_the_space_gives_nothing_else(tmp_path):
+    """Five errors in a row stop a worker; diverged trials do not count toward them (a learning rate
+    too high is what a search finds out), only toward a longer streak, whose message says what to narrow."""
+    from hpo.worker import MAX_CONSECUTIVE_DIVERGED, MAX_CONSECUTIVE_FAILURES  # noqa: PLC0415
+
+    base = {"model": {"family": "mlp", "hidden": [16]}, "optimizer": {"name": "sgd", "lr": 1e8, "momentum": 0.9},
+            "batch_size": 64, "epochs": 2, "data": {"train_subset": 300, "test_subset": 100}}
+    path = study(tmp_path, "blowup", base=base, budget={"epochs": 2}, sampler={"name": "random", "seed": 0},
+                 search={"optimizer.lr": {"float": [1e7, 1e9], "log": True}})
+    url = f"sqlite:///{tmp_path / 'faults.db'}"
+    done = run(path, url, 2)
+    assert done.returncode == 1
+    trials = trials_of(url, "blowup")
+    assert MAX_CONSECUTIVE_DIVERGED > MAX_CONSECUTIVE_FAILURES
+    assert len(failed(trials)) == len(trials) == MAX_CONSECUTIVE_DIVERGED, [t.user_attrs for t in trials]
+    assert all(t.user_attrs["fail_reason"].startswith("diverged: ") for t in trials)
+    assert f"{MAX_CONSECUTIVE_DIVERGED} trials in a row diverged, stopping" in done.stderr, done.stderr
+    assert "narrow its learning rates" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_cuda_out_of_memory_fails_the_trial_frees_its_memory_and_the_worker_goes_on(tmp_path):
     path = study(tmp_path, "oom")
     url = f"sqlite:///{tmp_path / 'faults.db'}"

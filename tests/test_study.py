@@ -298,6 +298,37 @@ def test_aliases_and_merges_in_normal_use_still_load(tmp_path: Path):
     assert spec.raw["search"]["optimizer.momentum"]["when"] == {"optimizer.name": "sgd"}
 
 
+def test_numbers_with_an_exponent_are_numbers_as_yaml_1_2_reads_them(tmp_path: Path):
+    """PyYAML (YAML 1.1) reads 1e-3 and 1.0e5 as text; hpo's files read them as the numbers they are.
+    Text that only looks close stays text."""
+    path = tmp_path / "exp.yaml"
+    path.write_text("base: {model: {preset: linear}, optimizer: {name: adamw, lr: 1e-3, weight_decay: 5E-4}, "
+                    "epochs: 2}\nsearch: {optimizer.lr: {float: [1e-4, 1.0e-1], log: true}}\n"
+                    "budget: {epochs: 2}\npruner: {name: none}\nsampler: {name: tpe, seed: 0}\n")
+    assert yaml.safe_load(path.read_text())["base"]["optimizer"]["lr"] == "1e-3"  # what PyYAML alone gives
+    spec = load_spec(str(path))
+    assert (spec.base["optimizer"]["lr"], spec.base["optimizer"]["weight_decay"]) == (0.001, 0.0005)
+    assert [(p.low, p.high) for p in spec.space.params] == [(0.0001, 0.1)]
+    for text, value in (("-2.5e+3", -2500.0), (".5e1", 5.0), ("1e", "1e"), ("e5", "e5"), ("1e-3x", "1e-3x")):
+        assert schema.StrictSafeLoader(f"v: {text}").get_single_data() == {"v": value}
+
+
+def test_a_study_without_an_epoch_budget_allows_the_epochs_it_asks_for():
+    """No budget.epochs: the most the file asks for, not a hidden 10 that refuses base.epochs: 15."""
+    unbudgeted = variant("budget/epochs", None, delete=True)
+    unbudgeted["base"]["epochs"] = 15
+    assert parse_study(copy.deepcopy(unbudgeted), "a.yaml", "x").budget.epochs == 15
+    unbudgeted["search"]["epochs"] = {"int": [10, 25]}
+    assert parse_study(copy.deepcopy(unbudgeted), "a.yaml", "x").budget.epochs == 25
+    del unbudgeted["budget"]
+    unbudgeted["base"]["epochs"] = 3
+    del unbudgeted["search"]["epochs"]
+    spec = parse_study(unbudgeted, "a.yaml", "x")
+    assert (spec.budget.epochs, spec.budget.max_params) == (3, None)
+    with pytest.raises(ConfigError, match="'base.epochs': 15 is more than budget.epochs 5"):
+        parse_study(variant("base/epochs", 15), "a.yaml", "x")  # a budget given is kept
+
+
 def test_malformed_yaml_and_unknown_study(tmp_path: Path):
     bad = tmp_path / "broken.yaml"
     bad.write_text("base: {model: [\n")
