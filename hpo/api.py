@@ -55,7 +55,11 @@ def run(study: Union[str, Path, StudySpec], *, trials: int, storage: Optional[st
            workers=(workers, workers == "auto" or is_whole(workers, 1, MAX_WORKERS)),
            timeout=(timeout, timeout is None or (is_number(timeout) and timeout > 0)),
            on_trial=(on_trial, on_trial is None or callable(on_trial)),
-           study=(study, isinstance(study, (str, Path, StudySpec))))
+           study=(study, isinstance(study, (str, Path, StudySpec))),
+           storage=(storage, storage is None or isinstance(storage, str)),
+           data_dir=(data_dir, data_dir is None or isinstance(data_dir, (str, Path))),
+           checkpoint_dir=(checkpoint_dir, checkpoint_dir is None or isinstance(checkpoint_dir, (str, Path))),
+           artifacts=(artifacts, artifacts is None or isinstance(artifacts, (str, Path))))
     if multiprocessing.current_process().name.startswith("hpo-worker"):
         raise RuntimeError("hpo.run was called again inside one of its own worker processes, which import the "
                            "calling script anew: in a script, call hpo.run under  if __name__ == '__main__':")
@@ -93,7 +97,9 @@ def train(config, *, epochs: Optional[int] = None, seed: Optional[int] = None, d
     from hpo.trainer import pick_device, train as train_loop  # noqa: PLC0415
 
     _check(epochs=(epochs, epochs is None or is_whole(epochs, 1, MAX_EPOCHS)),
-           seed=(seed, seed is None or is_whole(seed, 0, MAX_SEED)), device=(device, device in DEVICES))
+           seed=(seed, seed is None or is_whole(seed, 0, MAX_SEED)), device=(device, device in DEVICES),
+           on_epoch=(on_epoch, on_epoch is None or callable(on_epoch)),
+           data_dir=(data_dir, data_dir is None or isinstance(data_dir, (str, Path))))
     cfg = _config(config).with_overrides(epochs=epochs, seed=seed)
     dev = pick_device(device)
     return train_loop(cfg, data.load(cfg.data, dev, data_dir), on_epoch=on_epoch)
@@ -110,7 +116,8 @@ def verify(config, *, seeds: int = 5, epochs: Optional[int] = None, device: str 
     from hpo.verification import verify as verify_config  # noqa: PLC0415
 
     _check(seeds=(seeds, is_whole(seeds, 1)), epochs=(epochs, epochs is None or is_whole(epochs, 1, MAX_EPOCHS)),
-           device=(device, device in DEVICES), workers=(workers, is_whole(workers, 1, MAX_WORKERS)))
+           device=(device, device in DEVICES), seed_workers=(workers, is_whole(workers, 1, MAX_WORKERS)),
+           data_dir=(data_dir, data_dir is None or isinstance(data_dir, (str, Path))))
     cfg = _config(config).with_overrides(epochs=epochs)
     with main_without_a_missing_file():
         return verify_config(cfg, seeds=seeds, n_params=model_size(cfg), device=device, data_dir=data_dir,
@@ -122,7 +129,11 @@ EXPECTED = {"trials": "a whole number, 1 or more", "seeds": "a whole number, 1 o
             "pack": f"a whole number from 1 to {MAX_PACK}", "epochs": f"None or a whole number from 1 to {MAX_EPOCHS}",
             "seed": f"None or a whole number from 0 to {MAX_SEED:,}", "device": " or ".join(map(repr, DEVICES)),
             "workers": f"a whole number from 1 to {MAX_WORKERS}, or 'auto'", "timeout": "None or seconds > 0",
-            "on_trial": "None or a function of one trial", "study": "a study name, a path or a StudySpec"}
+            "on_trial": "None or a function of one trial", "study": "a study name, a path or a StudySpec",
+            "seed_workers": f"a whole number from 1 to {MAX_WORKERS}", "on_epoch": "None or a function of one epoch",
+            "storage": "None or a storage URL (sqlite:///hpo.db, postgresql+psycopg://USER@HOST/DB)",
+            "data_dir": "None or a folder's path", "checkpoint_dir": "None or a folder's path",
+            "artifacts": "None or a folder's path"}
 
 
 def _check(**given: tuple) -> None:
@@ -131,7 +142,8 @@ def _check(**given: tuple) -> None:
     for name, (value, fine) in given.items():
         if not fine:
             shown = repr(value) if len(repr(value)) <= 40 else type(value).__name__
-            raise UserError(f"{name}={shown}: expected {EXPECTED[name]}")
+            shown_name = "workers" if name == "seed_workers" else name  # verify's workers take no 'auto'
+            raise UserError(f"{shown_name}={shown}: expected {EXPECTED[name]}")
 
 
 def _config(config):

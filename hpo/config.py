@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -152,6 +152,10 @@ def parse_config(data: Any, source: str | None = None) -> TrainConfig:
         if not isinstance(data, dict):
             raise ConfigError("", f"expected a mapping with at least a 'model' key, got {schema.describe(data)}")
         if "model" not in data:
+            known = [f.name for f in fields(TrainConfig)]
+            unknown = [k for k in data if k not in known]
+            if unknown:  # a misspelt model key says so, rather than that the model is missing
+                raise schema.unknown_key("", unknown[0], known)
             raise ConfigError("model", "missing; give a preset (model: {preset: lenet5}) or a family")
         rest = {k: v for k, v in data.items() if k != "model"}
         model = models.parse_model(data["model"])

@@ -267,9 +267,12 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
                 # a second between looks, cut short when a worker ends: the run's end shows at once
                 connection.wait([p.sentinel for p in procs if p.is_alive()], timeout=POLL_SECONDS)
             refresh()
-    except KeyboardInterrupt:
+    except BaseException as error:  # Ctrl-C, SIGTERM, or the caller's display (hpo.run's on_trial) raising
         stop_workers(procs, warn)
         processes.stop_fork_server()
+        tidy_checkpoints(checkpoint_dir, spec.name)
+        if not isinstance(error, KeyboardInterrupt):
+            raise
         counts = records.count(rdb.get_all_trials(study_id, deepcopy=False))
         warn(f"interrupted: {counts.finished}/{trials} finished; run the same command to continue")
         return 130
@@ -279,8 +282,7 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
     for p in procs:
         p.join()
     processes.stop_fork_server()
-    if checkpoint_dir:  # each trial's checkpoint goes when it ends: the folders, once empty, go too
-        remove_if_empty(Path(checkpoint_dir) / spec.name, Path(checkpoint_dir))
+    tidy_checkpoints(checkpoint_dir, spec.name)
     try:
         final = Backoff(patience).call(lambda: rdb.get_all_trials(study_id, deepcopy=False))
     except DatabaseUnavailable as error:
@@ -307,6 +309,13 @@ def remove_if_empty(*folders: Path) -> None:
             folder.rmdir()
         except OSError:
             return
+
+
+def tidy_checkpoints(checkpoint_dir: Optional[Path], name: str) -> None:
+    """Each trial's checkpoint goes when it ends; the study's folder and the checkpoint folder go too
+    once empty (one an interrupted trial still needs stays, with its folders)."""
+    if checkpoint_dir:
+        remove_if_empty(Path(checkpoint_dir) / name, Path(checkpoint_dir))
 
 
 def stop_workers(procs: list, warn: Callable[[str], None] = quiet) -> None:

@@ -7,6 +7,7 @@ Each error names the dotted key and the reason. Range checks live in the datacla
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 import types
@@ -88,6 +89,13 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
     raise TypeError(f"schema: unsupported annotation {annotation!r}")  # a bug in hpo, not user input
 
 
+def unknown_key(prefix: str, key: Any, known) -> ConfigError:
+    """'unknown key; did you mean 'model'? expected one of: ...': a typo is the likeliest cause."""
+    close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.7)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return ConfigError(join(prefix, key), f"unknown key; {hint}expected one of: {', '.join(known)}")
+
+
 def parse(cls: type[T], data: Any, prefix: str = "") -> T:
     """Build dataclass `cls` from mapping `data`; missing keys take the field defaults."""
     if data is None:
@@ -98,7 +106,7 @@ def parse(cls: type[T], data: Any, prefix: str = "") -> T:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = [k for k in data if k not in fields]
     if unknown:
-        raise ConfigError(join(prefix, unknown[0]), f"unknown key; expected one of: {', '.join(fields)}")
+        raise unknown_key(prefix, unknown[0], fields)
     values = {}
     for name, field in fields.items():
         if name in data:

@@ -250,7 +250,8 @@ def _parse_param(name: Any, raw: Any, prefix: str) -> Param:
     require(len(kinds) == 1, where, "give exactly one of float: [low, high], int: [low, high], choices: [...]")
     allowed = {"float": {"log", "step"}, "int": {"log", "step"}, "choices": set()}[kinds[0]] | {kinds[0], "when", "key"}
     for extra in raw:
-        require(extra in allowed, f"{where}.{extra}", f"unknown key; expected one of: {', '.join(sorted(allowed))}")
+        if extra not in allowed:
+            raise schema.unknown_key(where, extra, sorted(allowed))
     when = _parse_when(raw.get("when"), f"{where}.when")
     if kinds[0] == "choices":
         choices = raw["choices"]

@@ -248,7 +248,8 @@ def parse_study(raw: Any, source: str, default_name: str) -> StudySpec:
     try:
         require(isinstance(raw, dict), "", f"expected a mapping with keys {', '.join(STUDY_KEYS)}")
         for key in raw:
-            require(key in STUDY_KEYS, key, f"unknown key; expected one of: {', '.join(STUDY_KEYS)}")
+            if key not in STUDY_KEYS:
+                raise schema.unknown_key("", key, STUDY_KEYS)
         require("base" in raw, "base", "missing; give the full training config the search starts from")
         name = raw.get("name", default_name)
         require(isinstance(name, str), "name", f"expected a string, got {type(name).__name__}")

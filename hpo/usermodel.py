@@ -13,22 +13,27 @@ read a study (`hpo studies`, `export`, `report`, `dashboard`) never import it.
 
 from __future__ import annotations
 
+import copy
 import importlib
+import importlib.util
 import inspect
 import os
 import re
 import sys
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 from torch import nn
+from torch.nn.parameter import UninitializedTensorMixin
 
 from hpo.errors import ConfigError
 
 TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 FROM_DATA = ("input_shape", "num_classes")  # what hpo passes from the dataset, when the factory takes them
 PLAIN = (bool, int, float, str, type(None))
+MEMO_SIZE = 64  # meta-device builds kept per process: a study's checks and a trial's budget shrink repeat them
 
 
 @dataclass(frozen=True)
@@ -56,10 +61,8 @@ def factory_of(target: str, key: str) -> Callable:
     importable_here()
     try:
         module = importlib.import_module(module_name)
-    except Exception as error:  # ImportError, or the module's own code failing as it loads
-        raise ConfigError(key, f"cannot import {module_name!r} ({type(error).__name__}: {error}); install its "
-                               "package, put its folder on PYTHONPATH, or run hpo from its folder (on every "
-                               "machine that runs workers)") from None
+    except (Exception, SystemExit) as error:  # not KeyboardInterrupt: Ctrl-C while it loads still stops hpo
+        raise ConfigError(key, _import_failed(module_name, error)) from None
     factory = getattr(module, name, None)
     if factory is None:
         raise ConfigError(key, f"module {module_name!r} has no {name!r}")
@@ -97,8 +100,19 @@ def parse(data: dict, prefix: str = "model") -> ModuleModel:
     return ModuleModel(target, tuple({**defaults, **data}.items()))
 
 
+# Keyed by the factory's id, and holding the factory, so that a module imported anew (a test's) is a new key.
+_built: OrderedDict = OrderedDict()    # (target, factory id, its arguments) -> (factory, a pristine meta-device build)
+_checked: OrderedDict = OrderedDict()  # (target, factory id, arguments, shape, classes) -> factory, for models passed
+
+
 def build(spec: ModuleModel, shape: tuple[int, int, int], classes: int, prefix: str = "model") -> nn.Module:
-    """Call the factory; anything but an nn.Module, or an error, is one ConfigError naming the factory."""
+    """Call the factory; anything but an nn.Module with float32 parameters to train, or an error,
+    is one ConfigError naming the factory.
+
+    Under `torch.device("meta")` (the checks and the budget's parameter counts, which a study
+    makes for many configs, again and again) a build is memoized per factory and arguments and
+    handed out as a copy: a slow factory runs once per model, not once per count. A build for
+    training (any other device) is always the factory's own, fresh."""
     factory = factory_of(spec.target, f"{prefix}.module")
     kwargs = dict(spec.kwargs)
     try:
@@ -109,45 +123,139 @@ def build(spec: ModuleModel, shape: tuple[int, int, int], classes: int, prefix: 
         kwargs["input_shape"] = tuple(shape)
     if "num_classes" in params:
         kwargs["num_classes"] = classes
+    key = (spec.target, id(factory), repr(kwargs)) if torch.get_default_device().type == "meta" else None
+    if (built := _built.get(key)) is not None:
+        return copy.deepcopy(built[1])
     try:
         model = factory(**kwargs)
-    except Exception as error:
-        raise ConfigError(prefix, f"{spec.target}({_call(kwargs)}) raised {type(error).__name__}: {error}") from None
+    except (Exception, SystemExit) as error:  # not KeyboardInterrupt
+        refuse = "; a factory returns a model, or raises an error to refuse its arguments" if isinstance(
+            error, SystemExit) else ""
+        raise ConfigError(prefix, f"{spec.target}({_call(kwargs)}) {_failed(error)}{refuse}") from None
     if not isinstance(model, nn.Module):
         raise ConfigError(prefix, f"{spec.target} returned {type(model).__name__!r}, not a torch.nn.Module")
+    _check_parameters(model, spec.target, prefix)
+    if key is not None and all(t.is_meta for t in (*model.parameters(), *model.buffers())):  # a copy costs nothing
+        try:
+            _remember(_built, key, (factory, copy.deepcopy(model)))
+        except Exception:  # a module that cannot be copied is built again next time
+            pass
     return model
+
+
+def _check_parameters(model: nn.Module, target: str, prefix: str) -> None:
+    """What the budget and the optimizer need of the parameters: sizes to count, float32 (the
+    training loop's inputs are), and at least one to train."""
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if isinstance(tensor, UninitializedTensorMixin):
+            owner = model.get_submodule(name.rpartition(".")[0])
+            raise ConfigError(prefix, f"{target} has uninitialized (lazy) parameters, such as {name} of a "
+                                      f"{type(owner).__name__}; give their sizes (nn.Linear(in, out)) so hpo can "
+                                      "count them against the budget")
+    params = list(model.parameters())
+    odd = sorted({str(p.dtype).removeprefix("torch.") for p in params
+                  if (p.is_floating_point() or p.is_complex()) and p.dtype != torch.float32})
+    if odd:
+        undo = {"float64": "remove .double()", "float16": "remove .half()", "bfloat16": "remove .bfloat16()"}
+        if torch.get_default_dtype() != torch.float32:  # the module changed it as it loaded
+            undo = {odd[0]: f"remove torch.set_default_dtype({torch.get_default_dtype()})"}
+        are = (f"'s parameters are {' and '.join(odd)}" if all(p.dtype != torch.float32 for p in params)
+               else f" has {' and '.join(odd)} parameters")
+        raise ConfigError(prefix, f"{target}{are}; hpo trains float32 (with bf16 autocast where it can): "
+                                  f"{undo.get(odd[0], 'build it in float32')}")
+    if not any(p.requires_grad for p in params):
+        why = (f"(all {len(params)} of its parameter tensors have requires_grad=False); leave requires_grad on for "
+               "those the optimizer should train" if params else
+               "(it has none at all); give it layers with weights (nn.Linear, nn.Conv2d) for the optimizer to train")
+        raise ConfigError(prefix, f"{target} has no trainable parameters {why}")
 
 
 def check(spec: ModuleModel, shape: tuple[int, int, int], classes: int, prefix: str = "model") -> None:
     """Build the model and pass it a batch of 2 images: its forward must run on the dataset's
-    [B, C, H, W] images and give [B, classes] logits. On the meta device first (no memory, no
-    time); where that fails (a shape mismatch, or an op without a meta kernel), again on the CPU
-    for real, so that a forward that cannot run is one line before any study or trial, not five
-    failed trials."""
+    [B, C, H, W] images and give [B, classes] floating-point logits that backpropagate to its
+    parameters. On the meta device first (no memory, no time); where that fails (a shape
+    mismatch, or an op without a meta kernel), again on the CPU for real, so that a forward that
+    cannot run is one line before any study or trial, not five failed trials. A model that passed
+    is not checked again in this process (a study checks the same configs many times over)."""
+    factory = factory_of(spec.target, f"{prefix}.module")
+    key = (spec.target, id(factory), repr(spec.kwargs), tuple(shape), classes)
+    if key in _checked:
+        return
     with torch.device("meta"):
         model = build(spec, shape, classes, prefix)
         try:
-            out = model(torch.empty(2, *shape))
-        except Exception:
+            with torch.enable_grad():
+                out = model(torch.empty(2, *shape))
+        except (Exception, SystemExit):
             out = None
     if out is None:
         model = build(spec, shape, classes, prefix).eval()
         try:
-            with torch.no_grad():
+            with torch.enable_grad():  # a batch of 2: the graph costs nothing, and shows the logits train
                 out = model(torch.zeros(2, *shape))
-        except Exception as error:
-            first = (str(error).strip().splitlines() or [""])[0]
+        except (Exception, SystemExit) as error:
             raise ConfigError(prefix, f"{spec.target}'s forward fails on a batch of 2 {'x'.join(map(str, shape))} "
-                                      f"images (a [2, {', '.join(map(str, shape))}] tensor): {type(error).__name__}: "
-                                      f"{first}; make it take the dataset's images") from None
+                                      f"images (a [2, {', '.join(map(str, shape))}] tensor): {_failed(error, '')}; "
+                                      "make it take the dataset's images") from None
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, classes):
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ConfigError(prefix, f"{spec.target} maps a batch of 2 {'x'.join(map(str, shape))} images to {got}; "
                                   f"expected (2, {classes}) logits for {classes} classes")
+    if not out.is_floating_point():
+        raise ConfigError(prefix, f"{spec.target} returns {str(out.dtype).removeprefix('torch.')} logits; return "
+                                  "floating-point logits (the loss is cross-entropy over them: leave argmax out "
+                                  "of forward)")
+    if not out.requires_grad and not torch.is_inference_mode_enabled():
+        raise ConfigError(prefix, f"{spec.target}'s logits carry no gradient back to its parameters (a .detach(), "
+                                  "torch.no_grad() or argmax in its forward?); hpo trains it through them")
+    _remember(_checked, key, factory)
 
 
 def describe(spec: ModuleModel) -> str:
     return f"module {spec.target}" + "".join(f" {k}={v}" for k, v in spec.kwargs)
+
+
+def _import_failed(module_name: str, error: BaseException) -> str:
+    """Why `module_name` did not import, and what to do: put it where Python finds it, or (found,
+    its own code failed as it loaded) fix it where it is."""
+    parts = module_name.split(".")
+    chain = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]  # the module and its packages, outermost first
+    if isinstance(error, ModuleNotFoundError) and error.name in chain:
+        return (f"cannot import {module_name!r} ({type(error).__name__}: {error}); install its package, put its "
+                "folder on PYTHONPATH, or run hpo from its folder (on every machine that runs workers)")
+    failed = next((name for name in chain if name not in sys.modules), module_name)  # what a failed import left out
+    where = _origin(failed) or getattr(error, "filename", None)
+    found = f" (it was found at {where})" if where else ""
+    if isinstance(error, SystemExit):
+        return (f"importing {failed!r} {_failed(error)} as it loaded; keep a script's own run under "
+                f"`if __name__ == \"__main__\":`{found}")
+    if isinstance(error, ModuleNotFoundError):
+        return (f"importing {failed!r} failed: {_failed(error, '')}; install what it imports, on every machine "
+                f"that runs workers{found}")
+    return f"importing {failed!r} failed: {_failed(error, '')}; fix the module{found}"
+
+
+def _origin(module_name: str) -> str | None:
+    """The file `module_name` loads from; its packages are imported already, so this runs nothing."""
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except (Exception, SystemExit):
+        return None
+    return spec.origin if spec is not None and spec.has_location else None
+
+
+def _failed(error: BaseException, raised: str = "raised ") -> str:
+    """'raised ValueError: its message' (its first line), or 'called sys.exit(3)'."""
+    if isinstance(error, SystemExit):
+        return f"called sys.exit({error.code!r})"
+    first = (str(error).strip().splitlines() or [""])[0]
+    return f"{raised}{type(error).__name__}: {first}"
+
+
+def _remember(memo: OrderedDict, key: tuple, value: Any) -> None:
+    memo[key] = value
+    while len(memo) > MEMO_SIZE:  # the oldest out first: a worker's later trials search elsewhere
+        memo.popitem(last=False)
 
 
 def _call(kwargs: dict) -> str:

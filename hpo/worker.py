@@ -258,24 +258,28 @@ class Worker:
             for c in claimed:
                 c.heartbeat.stop()
         outage = None
-        for c, job, n_params, publish_history, outcome in zip(running, jobs, sizes, histories, outcomes):
-            try:
-                if not ended_here(outcome):
-                    raise outcome.error
-                publish_history()
-                state = finish(self.study, c.trial, outcome, objectives=self.job.spec.objectives, n_params=n_params)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                print(f"hpo run: worker {self.index}: trial {c.trial.number} was silent for longer than --grace "
-                      "and was failed and retried by another worker; going on", file=sys.stderr)
-                continue
-            except Exception as error:
-                if not is_outage(error):
-                    raise
-                outage = error  # the trial stays RUNNING, goes stale and is retried from its checkpoint
-                continue
-            if job.checkpoint:
-                job.checkpoint.unlink(missing_ok=True)
-            ended.append((state, c.trial.user_attrs.get(records.FAIL_REASON, "")))
+        # trained: a Ctrl-C now waits until each trial is told how it ended (a moment), rather than
+        # leaving a finished trial RUNNING until the grace period fails and re-runs it
+        with interrupts_held():
+            for c, job, n_params, publish_history, outcome in zip(running, jobs, sizes, histories, outcomes):
+                try:
+                    if not ended_here(outcome):
+                        raise outcome.error
+                    publish_history()
+                    state = finish(self.study, c.trial, outcome, objectives=self.job.spec.objectives,
+                                   n_params=n_params)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    print(f"hpo run: worker {self.index}: trial {c.trial.number} was silent for longer than --grace "
+                          "and was failed and retried by another worker; going on", file=sys.stderr)
+                    continue
+                except Exception as error:
+                    if not is_outage(error):
+                        raise
+                    outage = error  # the trial stays RUNNING, goes stale and is retried from its checkpoint
+                    continue
+                if job.checkpoint:
+                    job.checkpoint.unlink(missing_ok=True)
+                ended.append((state, c.trial.user_attrs.get(records.FAIL_REASON, "")))
         if outage is not None:
             raise outage  # the loop waits the outage out, or stops the worker past its patience
         return ended

@@ -83,3 +83,31 @@ def test_hpo_run_returns_when_its_workers_end_not_at_its_next_look(tmp_path, mon
     url = f"sqlite:///{tmp_path / 'quick.db'}"
     hpo.run(study, trials=2, storage=url, workers=1, device="cpu")
     assert len(optuna.load_study(study_name="quick", storage=url).trials) == 2
+
+
+@pytest.mark.timeout(300)
+def test_an_on_trial_that_raises_stops_the_workers_and_leaves_no_empty_folders(tmp_path, monkeypatch):
+    """The caller's callback raising ends hpo.run with its error: the workers are stopped with it
+    (not left training behind a script that has moved on) and the emptied checkpoint folders go."""
+    study = tmp_path / "cb.yaml"
+    study.write_text(yaml.safe_dump({
+        "name": "cb",
+        "base": {"model": {"family": "mlp", "hidden": [8]}, "optimizer": {"name": "sgd", "lr": 0.05},
+                 "batch_size": 64, "epochs": 1, "data": {"train_subset": 200, "test_subset": 100}},
+        "search": {"optimizer.lr": {"float": [0.01, 0.1], "log": True}},
+        "sampler": {"name": "random", "seed": 0},
+    }))
+    monkeypatch.chdir(tmp_path)
+
+    def on_trial(trial):
+        raise ValueError(f"the caller's own bug at trial {trial.number}")
+
+    with pytest.raises(ValueError, match="the caller's own bug at trial 0"):
+        hpo.run(study, trials=50, storage=f"sqlite:///{tmp_path / 'cb.db'}", workers=1, device="cpu",
+                on_trial=on_trial)
+    assert not [p for p in mp.active_children() if p.name.startswith("hpo-worker")], "a worker still runs"
+    # a trial stopped mid-way keeps its checkpoint for the next run to resume from; no folder is left empty
+    folders = [tmp_path / "checkpoints", *(tmp_path / "checkpoints").rglob("*")]
+    assert all(any(f.iterdir()) for f in folders if f.is_dir()), [str(f) for f in folders]
+    trials = optuna.load_study(study_name="cb", storage=f"sqlite:///{tmp_path / 'cb.db'}").trials
+    assert len(trials) < 50  # stopped, not run on to its 50 behind the caller's back

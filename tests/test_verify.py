@@ -285,6 +285,13 @@ API_MISTAKES = [
     (lambda tmp: hpo.train(CONFIG, epochs="1"), "epochs='1'"),
     (lambda tmp: hpo.train(CONFIG, seed=-1), "seed=-1"),
     (lambda tmp: hpo.verify(CONFIG, seeds=0), "seeds=0"),
+    (lambda tmp: hpo.verify(CONFIG, seeds=2, workers="auto"), "workers='auto': expected a whole number from 1 to"),
+    (lambda tmp: hpo.run("quickstart", trials=2, storage=5), "storage=5: expected None or a storage URL"),
+    (lambda tmp: hpo.run("quickstart", trials=2, storage=f"sqlite:///{tmp / 'api.db'}", checkpoint_dir=5),
+     "checkpoint_dir=5"),
+    (lambda tmp: hpo.run("quickstart", trials=2, storage=f"sqlite:///{tmp / 'api.db'}", artifacts=5), "artifacts=5"),
+    (lambda tmp: hpo.train(CONFIG, on_epoch=5), "on_epoch=5"),
+    (lambda tmp: hpo.train({"modle": {"preset": "linear"}}), "key 'modle': unknown key; did you mean 'model'?"),
 ]
 
 

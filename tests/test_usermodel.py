@@ -1,0 +1,246 @@
+"""Your own model (hpo.usermodel): each mistake a factory or its module can make is one
+ConfigError, what and where and how to fix it, when the config is checked: before any study or
+trial, never a traceback, a failed trial or a silent exit. And a study's many checks and
+parameter counts build each model once."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from cli_helpers import hpo
+from hpo import usermodel
+from hpo.config import parse_config
+from hpo.errors import ConfigError
+from hpo.study import load_spec
+
+SHAPE, CLASSES = (1, 8, 8), 3  # small images: a check runs a real forward where the meta device cannot
+
+HEADER = """
+import sys
+import torch
+from torch import nn
+CALLS = []
+"""
+
+FACTORIES = {  # make(input_shape, num_classes) -> a model that is wrong in one way
+    "lazy": "return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))",
+    "no_parameters": """
+        class Crop(nn.Module):
+            def forward(self, x):
+                return x.flatten(1)[:, :num_classes]
+        return Crop()""",
+    "frozen": """
+        net = nn.Sequential(nn.Flatten(), nn.Linear(64, num_classes))
+        net.requires_grad_(False)
+        return net""",
+    "int_logits": """
+        class Vote(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(64, num_classes)
+            def forward(self, x):
+                return self.fc(x.flatten(1)).argmax(1, keepdim=True).expand(-1, num_classes)
+        return Vote()""",
+    "detached": """
+        class Stop(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(64, num_classes)
+            def forward(self, x):
+                return self.fc(x.flatten(1)).detach()
+        return Stop()""",
+    "double": "return nn.Sequential(nn.Flatten(), nn.Linear(64, num_classes)).double()",
+    "half": "return nn.Sequential(nn.Flatten(), nn.Linear(64, num_classes)).half()",
+    "exits": "sys.exit(3)",
+    "forward_exits": """
+        class Quit(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(64, num_classes)
+            def forward(self, x):
+                sys.exit(4)
+        return Quit()""",
+}
+
+REFUSED = [  # factory, the words of its one line
+    ("lazy", ["make has uninitialized (lazy) parameters, such as 1.weight of a LazyLinear",
+              "give their sizes (nn.Linear(in, out)) so hpo can count them against the budget"]),
+    ("no_parameters", ["make has no trainable parameters (it has none at all)", "nn.Linear"]),
+    ("frozen", ["make has no trainable parameters (all 2 of its parameter tensors have requires_grad=False)",
+                "leave requires_grad on"]),
+    ("int_logits", ["make returns int64 logits; return floating-point logits"]),
+    ("detached", ["make's logits carry no gradient back to its parameters", ".detach()"]),
+    ("double", ["make's parameters are float64; hpo trains float32", "remove .double()"]),
+    ("half", ["make's parameters are float16", "remove .half()"]),
+    ("exits", ["make(input_shape=(1, 8, 8), num_classes=3) called sys.exit(3)", "a factory returns a model"]),
+    ("forward_exits", ["make's forward fails on a batch of 2 1x8x8 images", "called sys.exit(4)"]),
+]
+
+
+@pytest.fixture
+def write_module(tmp_path, monkeypatch):
+    """write_module(source) -> the name of a new module of that source, importable (a new name
+    each time: sys.modules never hands back another test's module)."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    written = []
+
+    def write(source: str, *, name: str | None = None) -> str:
+        name = name or f"usermodel_{uuid.uuid4().hex[:12]}"
+        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+        written.append(name)
+        return name
+
+    yield write
+    for name in written:
+        sys.modules.pop(name, None)
+
+
+def factory_module(write_module, body: str) -> str:
+    """A module whose `make(input_shape, num_classes)` runs `body` (a factory's statements)."""
+    body = textwrap.indent(textwrap.dedent(body).strip(), "    ")
+    return write_module(HEADER + f"def make(input_shape, num_classes):\n{body}\n")
+
+
+def refusal(target: str, **kwargs) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:  # importing the module (parse) or the model (check)
+        usermodel.check(usermodel.parse({"module": target, **kwargs}), SHAPE, CLASSES)
+    return caught.value
+
+
+@pytest.mark.parametrize("factory, words", REFUSED, ids=[f for f, _ in REFUSED])
+def test_a_model_hpo_cannot_train_is_one_line_at_check_time(factory, words, write_module):
+    error = refusal(factory_module(write_module, FACTORIES[factory]) + ":make")
+    assert error.key == "model"
+    assert "\n" not in error.reason
+    for word in words:
+        assert word in error.reason
+
+
+@pytest.mark.parametrize("factory", ["lazy", "no_parameters", "frozen", "double"])
+def test_a_build_for_training_refuses_the_same_models(factory, write_module):
+    """The checks on parameters are in `build` itself: a trial (a CPU build) never meets them
+    as an optimizer's or a matmul's traceback either."""
+    spec = usermodel.parse({"module": factory_module(write_module, FACTORIES[factory]) + ":make"})
+    with pytest.raises(ConfigError):
+        usermodel.build(spec, SHAPE, CLASSES)
+
+
+def test_a_model_built_in_float32_from_lazy_layers_run_once_passes(write_module):
+    """A factory may still use lazy layers, as long as it gives them their sizes (one forward)."""
+    target = factory_module(write_module, """
+        net = nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))
+        net(torch.zeros(1, *input_shape))
+        return net""") + ":make"
+    usermodel.check(usermodel.parse({"module": target}), SHAPE, CLASSES)
+
+
+IMPORT_FAILS = [  # module source, the words of its one line ({path}: the module's file)
+    ("import sys\nsys.exit(3)\n",
+     ["importing '{name}' called sys.exit(3) as it loaded", "if __name__ == \"__main__\":", "found at {path}"]),
+    ("def make(:\n", ["importing '{name}' failed: SyntaxError:", "fix the module (it was found at {path})"]),
+    ("raise RuntimeError('no GPU here')\n",
+     ["importing '{name}' failed: RuntimeError: no GPU here; fix the module (it was found at {path})"]),
+    ("import no_such_package_for_hpo_tests\n",
+     ["importing '{name}' failed: ModuleNotFoundError: No module named 'no_such_package_for_hpo_tests'",
+      "install what it imports", "found at {path}"]),
+]
+
+
+@pytest.mark.parametrize("source, words", IMPORT_FAILS, ids=["exits", "syntax", "raises", "missing-import"])
+def test_a_module_that_is_found_but_fails_as_it_loads_says_fix_it_there(source, words, write_module, tmp_path):
+    name = write_module(source)
+    error = refusal(f"{name}:make")
+    assert error.key == "model.module"
+    assert "\n" not in error.reason
+    assert "PYTHONPATH" not in error.reason  # it was found: where it is, is not the problem
+    for word in words:
+        assert word.format(name=name, path=tmp_path / f"{name}.py") in error.reason
+
+
+@pytest.mark.parametrize("target", ["no_such_module_for_hpo_tests:make", "{package}.no_such_module:make"])
+def test_a_module_that_is_not_there_says_where_to_put_it(target, write_module, tmp_path):
+    package = f"usermodel_pkg_{uuid.uuid4().hex[:12]}"
+    (tmp_path / package).mkdir()
+    (tmp_path / package / "__init__.py").write_text("")
+    write_module("", name="unused")  # the folder on the path
+    try:
+        error = refusal(target.format(package=package))
+    finally:
+        sys.modules.pop(package, None)
+    assert "cannot import" in error.reason
+    assert "install its package, put its folder on PYTHONPATH, or run hpo from its folder" in error.reason
+
+
+@pytest.mark.parametrize("where", ["module", "factory"])
+def test_ctrl_c_while_a_model_loads_still_stops_hpo(where, write_module):
+    if where == "module":
+        target = write_module("raise KeyboardInterrupt\n") + ":make"
+        with pytest.raises(KeyboardInterrupt):
+            usermodel.parse({"module": target})
+    else:
+        target = factory_module(write_module, "raise KeyboardInterrupt") + ":make"
+        with pytest.raises(KeyboardInterrupt):
+            usermodel.check(usermodel.parse({"module": target}), SHAPE, CLASSES)
+
+
+COUNTED = HEADER + """
+def make(input_shape, num_classes, width=4):
+    CALLS.append(str(torch.get_default_device()))
+    size = input_shape[0] * input_shape[1] * input_shape[2]
+    return nn.Sequential(nn.Flatten(), nn.Linear(size, width), nn.ReLU(), nn.Linear(width, num_classes))
+"""
+
+
+def test_a_study_check_builds_each_model_once(write_module, tmp_path):
+    """Loading a study checks its base and each end of a searched model key, and counts the
+    parameters there for the budget, over and over: each model is built once (on the meta device)."""
+    name = write_module(COUNTED)
+    study = tmp_path / "width.yaml"
+    study.write_text(yaml.safe_dump({
+        "name": "width", "budget": {"max_params": 100_000},
+        "base": {"model": {"module": f"{name}:make"}, "optimizer": {"name": "adamw", "lr": 0.01}, "epochs": 1},
+        "search": {"model.width": {"int": [2, 4]}, "optimizer.lr": {"float": [0.001, 0.1], "log": True}}}))
+    spec = load_spec(study)
+    assert (spec.space.smallest_model(), spec.space.largest_model()) == (784 * 2 + 2 + 2 * 10 + 10,
+                                                                         784 * 4 + 4 + 4 * 10 + 10)
+    assert sys.modules[name].CALLS == ["meta", "meta"]  # width 4 (the base) and width 2
+
+
+def test_only_meta_builds_are_memoized_and_each_is_a_copy(write_module):
+    name = write_module(COUNTED)
+    spec = usermodel.parse({"module": f"{name}:make"})
+    with torch.device("meta"):
+        first, second = (usermodel.build(spec, SHAPE, CLASSES) for _ in range(2))
+    trained = [usermodel.build(spec, SHAPE, CLASSES) for _ in range(2)]
+    assert first is not second and first[1].weight is not second[1].weight
+    assert trained[0] is not trained[1]
+    assert sys.modules[name].CALLS == ["meta", "cpu", "cpu"]  # a model to train is the factory's own
+
+
+def test_a_training_config_of_such_a_model_is_refused_where_it_is_parsed(write_module):
+    target = factory_module(write_module, FACTORIES["lazy"]) + ":make"
+    with pytest.raises(ConfigError, match="uninitialized"):
+        parse_config({"model": {"module": target}, "optimizer": {"name": "sgd", "lr": 0.1}})
+
+
+def test_hpo_check_refuses_a_study_whose_model_has_nothing_to_train(tmp_path: Path):
+    """Before, `hpo check` passed it and `hpo run` failed every trial."""
+    (tmp_path / "frozen_net.py").write_text(HEADER + "def make(input_shape, num_classes):\n    "
+                                            + textwrap.indent(textwrap.dedent(FACTORIES["frozen"]).strip(),
+                                                              "    ").lstrip().replace("64", "784") + "\n")
+    base = {"model": {"module": "frozen_net:make"}, "optimizer": {"name": "sgd", "lr": 0.05}, "epochs": 1}
+    (tmp_path / "frozen.yaml").write_text(yaml.safe_dump({"name": "frozen", "base": base,
+                                                          "search": {"optimizer.lr": {"float": [0.01, 0.1]}}}))
+    done = hpo("check", "frozen.yaml", cwd=tmp_path)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert ("hpo check: error: frozen.yaml: key 'base.model': frozen_net:make has no trainable parameters "
+            "(all 2 of its parameter tensors have requires_grad=False)") in lines[0]
+    assert "Traceback" not in done.stderr
