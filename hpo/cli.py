@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_studies)
 
     p = sub.add_parser("delete", help="delete a study for good: its trials and the config files it stored")
-    p.add_argument("--study", required=True, metavar="NAME")
+    p.add_argument("--study", required=True, metavar="NAME", help="the study's name (hpo studies lists them)")
     p.add_argument("-y", "--yes", action="store_true",
                    help="delete without asking (needed where standard input is not a terminal)")
     p.add_argument("--force", action="store_true",
@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write the best trials' configs as YAML that `hpo train` re-trains "
                                       "(a multi-objective study: its Pareto front)")
-    p.add_argument("--study", required=True, metavar="NAME")
+    p.add_argument("--study", required=True, metavar="NAME", help="the study's name (hpo studies lists them)")
     p.add_argument("--top", type=positive_int, default=None, metavar="K",
                    help="how many of the best trials (default: 1); of a multi-objective study's Pareto front, "
                         "the K most accurate (default: all of it)")
@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_dashboard)
 
     p = sub.add_parser("report", help="write one self-contained HTML report of a study (opens offline)")
-    p.add_argument("--study", required=True, metavar="NAME")
+    p.add_argument("--study", required=True, metavar="NAME", help="the study's name (hpo studies lists them)")
     p.add_argument("-o", "--output", type=path_arg, default=Path("report.html"), metavar="FILE",
                    help="where to write it; - is standard output (default: report.html)")
     storage(p)

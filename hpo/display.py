@@ -195,9 +195,11 @@ def print_best(name: str, trials, *, top: int, held_out: bool, multi: bool, stor
             console.print(Text(f"export the front's configs with: hpo export --study {shlex.quote(name)} "
                                f"-o {shlex.quote(name + '-front.yaml')}{storage_option}"), soft_wrap=True)
         return
-    shown = min(top, records.count(trials).complete)
-    console.print(top_table(trials, top, title=f"top {shown} of {name}", held_out=held_out))
     complete = records.count(trials).complete  # what hpo export writes: complete trials only
+    if not complete:
+        console.print(Text(f"no trial of {name} completed: {trials_line(trials)}"), soft_wrap=True)
+        return
+    console.print(top_table(trials, top, title=f"top {min(top, complete)} of {name}", held_out=held_out))
     if complete:
         flag = f" --top {min(3, complete)}" if complete > 1 else ""
         what = "configs" if complete > 1 else "config"

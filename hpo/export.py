@@ -48,8 +48,7 @@ def export(rdb: optuna.storages.BaseStorage, study_name: str, *, top: Optional[i
     front = len(records.pareto_front(trials)) if records.multi_objective(trials) else 0
     best = [t for t in records.ranked(trials, top or front or 1) if records.CONFIG in t.user_attrs]
     if not best:
-        raise UserError(f"study {study_name!r} has no complete trial to export yet; run it first "
-                        f"(hpo run --study {study_name} --trials N)")
+        raise UserError(records.no_complete_trial(study_name, trials, "export"))
     score = "accuracy" if front else "value"  # a multi-objective trial has two values
     document = {
         "study": study_name,

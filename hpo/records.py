@@ -83,6 +83,18 @@ def count(trials: Iterable[FrozenTrial]) -> Counts:
     return Counts(**tally)
 
 
+def no_complete_trial(study_name: str, trials: Iterable[FrozenTrial], doing: str) -> str:
+    """Why `doing` (export, report) has nothing to work on: no trial yet, or how its trials ended."""
+    c = count(trials)
+    ended = ", ".join(f"{n} {what}" for n, what in ((c.pruned, "pruned"), (c.rejected, "rejected"),
+                                                    (c.failed, "failed"), (c.running, "running")) if n)
+    if not ended:
+        return (f"study {study_name!r} has no complete trial to {doing} yet; run it first "
+                f"(hpo run --study {study_name} --trials N)")
+    return (f"study {study_name!r} has no complete trial to {doing}: {ended} (hpo studies {study_name} says why); "
+            f"run more (hpo run --study {study_name} --trials N)")
+
+
 def accuracy(t: FrozenTrial) -> Optional[float]:
     """A complete trial's final-epoch accuracy (its value, or its first of several); None otherwise."""
     return t.values[0] if t.state == TrialState.COMPLETE and t.values else None

@@ -36,8 +36,7 @@ LABEL_AT = {"mnistnet3": "bottom left", "mnistnet2": "top center", "mnistnet1": 
 def load_trials(rdb: optuna.storages.BaseStorage, study_name: str) -> tuple[optuna.Study, list[FrozenTrial]]:
     trials = study_trials(rdb, study_name)
     if not any(t.state == TrialState.COMPLETE for t in trials):
-        raise UserError(f"study {study_name!r} has no complete trial to report yet; run it first "
-                        f"(hpo run --study {study_name} --trials N)")
+        raise UserError(records.no_complete_trial(study_name, trials, "report"))
     return optuna.load_study(study_name=study_name, storage=rdb), trials
 
 

@@ -135,3 +135,13 @@ def test_studies_name_shows_the_best_the_running_and_why_trials_failed(tmp_path)
     assert "trial    5 running   after epoch 2/5 (85.00%), worker host:123" in shown
     assert "trial    3 failed    diverged: the loss is nan at epoch 2" in shown
     assert "trial    4 failed    out_of_memory" in shown
+
+
+def test_a_run_without_a_complete_trial_ends_in_a_line_not_an_empty_table(capsys):
+    from hpo import display  # noqa: PLC0415
+
+    trials = [create_trial(state=TrialState.FAIL, user_attrs={"fail_reason": "diverged: nan"}),
+              create_trial(state=TrialState.PRUNED, intermediate_values={1: 0.2})]
+    display.print_best("s", trials, top=5, held_out=False, multi=False)
+    out = capsys.readouterr().out
+    assert out.strip() == "no trial of s completed: 2 trials (1 pruned, 1 failed)" and "export" not in out
