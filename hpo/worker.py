@@ -129,6 +129,9 @@ class Worker:
         self.backoff = Backoff(job.patience)
         self.checkpoints = Path(job.checkpoint_dir) if job.checkpoint_dir else None
         self.store = artifacts.open_store(Path(job.artifacts)) if job.artifacts else None
+        # trials this worker asked for and has not told how they ended: what a Ctrl-C fails and queues
+        # again, wherever in the loop it lands (the claim's lock release, between claim and train...)
+        self.held: dict[int, optuna.Trial] = {}
 
     def join(self) -> int:
         """This worker's place among every worker that has ever joined the study, on any machine
@@ -141,7 +144,16 @@ class Worker:
 
     def loop(self) -> int:
         """Claim, build, train, tell, until the study has its N finished trials (0) or this worker
-        must stop (1: too many failures in a row)."""
+        must stop (1: too many failures in a row). A Ctrl-C fails each trial it holds and queues it
+        again, so the next run resumes it from its checkpoint."""
+        try:
+            return self.claim_and_train()
+        except KeyboardInterrupt:
+            held, self.held = list(self.held.values()), {}
+            self.interrupted(held)
+            raise
+
+    def claim_and_train(self) -> int:
         failures = diverged = 0
         while self.job.deadline is None or time.time() < self.job.deadline:
             try:
@@ -156,6 +168,7 @@ class Worker:
                 if isinstance(error, DatabaseUnavailable) or not is_outage(error):
                     raise
                 # a trial cut short here stays RUNNING, goes stale and is retried from its checkpoint
+                self.held.clear()
                 self.backoff.wait(error)
                 continue
             for state, reason in ended:
@@ -207,25 +220,26 @@ class Worker:
                         # stacked model; the sampler draws everything else (Optuna's partial enqueue)
                         shape = shape if shape is not None else shape_of(claimed[0].trial, self.job.spec)
                         self.study.enqueue_trial(shape, skip_if_exists=False)
-                    with interrupts_held():  # the asked trial is in `asked` before a Ctrl-C is raised
+                    with interrupts_held():  # the asked trial is held before a Ctrl-C is raised
                         asked.append(self.study.ask())
+                        self.held[asked[-1].number] = asked[-1]
                     trial_id = self.rdb.get_trial_id_from_study_id_trial_number(self.study_id, asked[-1].number)
                     claimed.append(Claimed(asked[-1], trial_id, self.rdb.get_trial(trial_id),
                                            Heartbeat(self.rdb, trial_id, self.job.heartbeat)))
             except BaseException as error:
                 for c in claimed:
                     c.heartbeat.stop()
-                if isinstance(error, KeyboardInterrupt):  # failed (and queued again) now, not left RUNNING
-                    self.interrupted(asked)
-                # any other error (a database outage): silent from now on, stale after the grace
-                # period, then retried
+                if not isinstance(error, KeyboardInterrupt):  # a Ctrl-C fails (and queues again) what is held
+                    # any other error (a database outage): silent from now on, stale after the grace
+                    # period, then retried
+                    for trial in asked:
+                        self.held.pop(trial.number, None)
                 raise
             return claimed
 
     def train(self, claimed: list[Claimed]) -> list[tuple[TrialState, str]]:
         """Build each claimed trial, train those within budget, tell each how it ended."""
         jobs, running, sizes, histories, ended = [], [], [], [], []
-        told: set[int] = set()  # the numbers of the trials told how they ended before any training
         try:
             for c in claimed:
                 try:
@@ -233,12 +247,12 @@ class Worker:
                                    checkpoint_dir=self.checkpoints)
                 except UserError:  # an invalid sampled config: this trial fails, the study goes on
                     self.study.tell(c.trial, state=TrialState.FAIL)
-                    told.add(c.trial.number)
+                    self.held.pop(c.trial.number, None)
                     ended.append((TrialState.FAIL, c.trial.user_attrs.get(records.FAIL_REASON, "")))
                     continue
                 if plan is None:  # over budget: rejected before any step, not counted
                     self.study.tell(c.trial, state=TrialState.PRUNED)
-                    told.add(c.trial.number)
+                    self.held.pop(c.trial.number, None)
                     continue
                 if self.store:  # the dashboard offers it for download beside the trial
                     artifacts.upload_config(self.store, c.trial, plan.config.to_dict())
@@ -251,9 +265,6 @@ class Worker:
                 sizes.append(plan.n_params)
                 histories.append(hooks.publish_history)
             outcomes = self.backend.run(jobs, self.fit_data)
-        except KeyboardInterrupt:  # in training, or while its group was still being prepared
-            self.interrupted([c.trial for c in claimed if c.trial.number not in told])
-            raise
         finally:
             for c in claimed:
                 c.heartbeat.stop()
@@ -262,6 +273,8 @@ class Worker:
         # leaving a finished trial RUNNING until the grace period fails and re-runs it
         with interrupts_held():
             for c, job, n_params, publish_history, outcome in zip(running, jobs, sizes, histories, outcomes):
+                # from here it is told, or was failed and retried by another, or goes stale in an outage
+                self.held.pop(c.trial.number, None)
                 try:
                     if not ended_here(outcome):
                         raise outcome.error
@@ -301,6 +314,8 @@ class Worker:
                 # read before the reason is set: the retry must not inherit it
                 frozen = backoff.call(lambda: self.rdb.get_trial(
                     self.rdb.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)))
+                if frozen.state.is_finished():  # told just before the Ctrl-C landed: nothing to undo
+                    continue
                 backoff.call(lambda: trial.set_user_attr(records.FAIL_REASON, INTERRUPTED["reason"]))
                 backoff.call(lambda: self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True))
                 done = "queued again"

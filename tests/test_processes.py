@@ -111,3 +111,5 @@ def test_an_on_trial_that_raises_stops_the_workers_and_leaves_no_empty_folders(t
     assert all(any(f.iterdir()) for f in folders if f.is_dir()), [str(f) for f in folders]
     trials = optuna.load_study(study_name="cb", storage=f"sqlite:///{tmp_path / 'cb.db'}").trials
     assert len(trials) < 50  # stopped, not run on to its 50 behind the caller's back
+    # the trial a worker held as it was stopped (however far in) is failed and queued again, not left RUNNING
+    assert not [t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING]
