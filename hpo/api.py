@@ -109,7 +109,7 @@ def verify(config, *, seeds: int = 5, epochs: Optional[int] = None, device: str 
            data_dir: Optional[Path] = None, workers: int = 1):
     """Re-train one config (as `train` takes it) with `seeds` seeds, as `hpo verify` does; returns
     a `hpo.verification.Verification` (its `.mean` and `.std` of the final-epoch accuracies, `.std`
-    None for one seed, and each run).
+    None for one seed, each run, and `.diverged`: the seeds whose loss blew up, left out of the mean).
     `workers` > 1 trains that many seeds at once in processes of their own (as `hpo.run`'s
     workers, they import the calling script again: call it under `if __name__ == "__main__":`)."""
     from hpo.space import model_size  # noqa: PLC0415

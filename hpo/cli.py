@@ -372,9 +372,9 @@ def cmd_verify(args) -> int:
     from hpo.display import console, escape, pct  # noqa: PLC0415
     from hpo.schema import plural  # noqa: PLC0415
     from hpo.space import model_size  # noqa: PLC0415
-    from hpo.trainer import Diverged, pick_device  # noqa: PLC0415
+    from hpo.trainer import pick_device  # noqa: PLC0415
     from hpo import data  # noqa: PLC0415
-    from hpo.verification import check_seeds, compare, verify  # noqa: PLC0415
+    from hpo.verification import DivergedSeed, check_seeds, compare, verify  # noqa: PLC0415
 
     cfg = with_flags(load_config(args.config, args.trial), args.config, epochs=args.epochs)
     check_seeds(cfg, args.seeds)
@@ -389,7 +389,11 @@ def cmd_verify(args) -> int:
         raise error.located(args.config) from None
 
     def line(r) -> None:
-        if not args.json:
+        if args.json:
+            return
+        if isinstance(r, DivergedSeed):
+            console.print(f"seed {r.seed:>3}  diverged: {escape(r.reason)}")
+        else:
             console.print(f"seed {r.seed:>3}  final {pct(r.final)}  best {pct(r.best)} (epoch {r.best_epoch})  "
                           f"{n_params:,} params  {r.seconds:.1f} s")
 
@@ -399,13 +403,24 @@ def cmd_verify(args) -> int:
         console.print(f"{escape(str(args.config))}: {plural(cfg.epochs, 'epoch')}, {seeds} "
                       f"on {device}{at_once}")
     started = time.monotonic()
-    try:
-        result = verify(cfg, seeds=args.seeds, n_params=n_params, device=args.device, data_dir=args.data_dir,
-                        workers=args.workers, on_seed=line)
-    except Diverged as error:
-        print(f"hpo verify: diverged: {error}; the config is unstable under another seed", file=sys.stderr)
-        return 1
+    result = verify(cfg, seeds=args.seeds, n_params=n_params, device=args.device, data_dir=args.data_dir,
+                    workers=args.workers, on_seed=line)
+    status = 0
+    if result.diverged:  # the mean is over the seeds that trained; the exit status says not all did
+        status = 1
+        lost = ", ".join(str(d.seed) for d in result.diverged)
+        print(f"hpo verify: {len(result.diverged)} of {args.seeds} seeds diverged ({lost}): the config is unstable "
+              "under some seeds; " + ("the result is over the others" if result.runs else "no seed trained "
+                                      "to the end") + " (try a lower optimizer.lr)", file=sys.stderr)
+    if not result.runs:
+        if args.json:
+            print(json.dumps({"config": str(args.config), **result.as_dict()}, indent=2))
+        return status
     against = None
+    if earlier and len(result.runs) < 2:
+        print("hpo verify: --against needs two seeds or more that trained to the end; no comparison",
+              file=sys.stderr)
+        earlier = None
     if earlier:
         finals = [r["final"] for r in earlier["runs"]]
         against = {"config": earlier.get("config"), "epochs": earlier.get("epochs"), "n_params": earlier.get("n_params"),
@@ -414,12 +429,13 @@ def cmd_verify(args) -> int:
     if args.json:
         print(json.dumps({"config": str(args.config), **result.as_dict(),
                           **({"against": against} if against else {})}, indent=2))
-        return 0
+        return status
     if len(result.runs) == 1:  # one number has no spread: say so rather than print ± 0.00%
         console.print(f"[bold]final test accuracy with seed {result.runs[0].seed}: {pct(result.mean)}[/] (one seed, "
                       f"no spread: --seeds 2 or more gives mean ± std; {time.monotonic() - started:.0f} s wall)")
-        return 0
-    console.print(f"[bold]final test accuracy over {args.seeds} seeds: {pct(result.mean)} ± {pct(result.std)}[/] "
+        return status
+    over = f"{args.seeds} seeds" if not result.diverged else f"the {len(result.runs)} of {args.seeds} seeds that trained"
+    console.print(f"[bold]final test accuracy over {over}: {pct(result.mean)} ± {pct(result.std)}[/] "
                   f"(min {pct(min(r.final for r in result.runs))}, max {pct(max(r.final for r in result.runs))}; "
                   f"{time.monotonic() - started:.0f} s wall)")
     if against:
@@ -431,7 +447,7 @@ def cmd_verify(args) -> int:
                       f"{pct(against['mean'])} ± {pct(against['std'])}")
         console.print(f"difference {100 * against['difference']:+.2f} points, 95% interval {100 * low:+.2f} to "
                       f"{100 * high:+.2f} (Welch): [bold]{against['verdict']}[/]")
-    return 0
+    return status
 
 
 def load_verification(path: Path) -> dict:

@@ -20,7 +20,7 @@ from hpo.data import Splits
 from hpo.errors import UserError
 from hpo.limits import MAX_SEED
 from hpo.processes import stop_fork_server, worker_context
-from hpo.trainer import pick_device, share_cpu, train
+from hpo.trainer import Diverged, pick_device, share_cpu, train
 
 
 @dataclass(frozen=True)
@@ -33,10 +33,17 @@ class SeedRun:
 
 
 @dataclass(frozen=True)
+class DivergedSeed:
+    seed: int
+    reason: str         # "training loss is nan in epoch 2": the seed has no accuracy to count
+
+
+@dataclass(frozen=True)
 class Verification:
     n_params: int
     epochs: int
-    runs: tuple[SeedRun, ...]
+    runs: tuple[SeedRun, ...]                  # the seeds that trained to the end: what the mean is over
+    diverged: tuple[DivergedSeed, ...] = ()    # the seeds whose loss blew up: a config fragile under seeds
 
     @property
     def mean(self) -> float:
@@ -49,8 +56,9 @@ class Verification:
         return statistics.stdev(r.final for r in self.runs) if len(self.runs) > 1 else None
 
     def as_dict(self) -> dict:
-        return {"n_params": self.n_params, "epochs": self.epochs, "mean": self.mean, "std": self.std,
-                "runs": [asdict(r) for r in self.runs]}
+        return {"n_params": self.n_params, "epochs": self.epochs, "mean": self.mean if self.runs else None,
+                "std": self.std if self.runs else None, "runs": [asdict(r) for r in self.runs],
+                "diverged": [asdict(d) for d in self.diverged]}
 
 
 def _beta_fraction(a: float, b: float, x: float) -> float:
@@ -140,9 +148,9 @@ def check_seeds(cfg: TrainConfig, seeds: int) -> None:
 
 
 def verify(cfg: TrainConfig, *, seeds: int, n_params: int, device: str = "auto", data_dir: Optional[Path] = None,
-           workers: int = 1, on_seed: Optional[Callable[[SeedRun], None]] = None) -> Verification:
+           workers: int = 1, on_seed: Optional[Callable[[SeedRun | DivergedSeed], None]] = None) -> Verification:
     """Train `cfg` once per seed (`cfg.seed`, `cfg.seed + 1`, ...) on the same data; `on_seed` is
-    called as each one ends. `workers` > 1 trains that many seeds at once, each in a process of
+    called as each one ends. A seed whose loss diverges is one DivergedSeed, and the others go on. `workers` > 1 trains that many seeds at once, each in a process of
     its own that loads the data itself; on the CPU the cores are split between them (two
     one-thread processes finish two seeds sooner than one two-thread process finishes them in
     turn: BENCHMARKS.md). The result lists the runs in seed order whichever ends first."""
@@ -152,15 +160,15 @@ def verify(cfg: TrainConfig, *, seeds: int, n_params: int, device: str = "auto",
     if workers <= 1:
         data = data_mod.load(cfg.data, pick_device(device), data_dir)
         for seed in seed_list:
-            runs.append(train_seed(cfg, seed, data))
+            runs.append(attempt_seed(cfg, seed, data))
             if on_seed:
                 on_seed(runs[-1])
     else:
         pick_device(device)                 # a missing CUDA device is one line here, not one per process
         data_mod.ensure(cfg.data, data_dir)  # fetched and checked once, before the processes read it
         processes = min(workers, seeds)
-        # Pool, not ProcessPoolExecutor: leaving the block terminates the processes, so a seed
-        # that diverges (or Ctrl-C) ends the command at once instead of after the others finish
+        # Pool, not ProcessPoolExecutor: leaving the block terminates the processes, so an error
+        # (or Ctrl-C) ends the command at once instead of after the others finish
         # forked from hpo run's fork server: torch imported once, not once per process (and not
         # while a Ctrl-C finds them importing); `hpo verify` ends the server with the pool
         ctx = worker_context()
@@ -173,7 +181,9 @@ def verify(cfg: TrainConfig, *, seeds: int, n_params: int, device: str = "auto",
                         on_seed(run)
         finally:
             stop_fork_server()
-    return Verification(n_params, cfg.epochs, tuple(sorted(runs, key=lambda r: r.seed)))
+    runs.sort(key=lambda r: r.seed)
+    return Verification(n_params, cfg.epochs, tuple(r for r in runs if isinstance(r, SeedRun)),
+                        tuple(r for r in runs if isinstance(r, DivergedSeed)))
 
 
 def train_seed(cfg: TrainConfig, seed: int, data: Splits) -> SeedRun:
@@ -183,6 +193,13 @@ def train_seed(cfg: TrainConfig, seed: int, data: Splits) -> SeedRun:
                    round(sum(r.seconds for r in history), 2))
 
 
+def attempt_seed(cfg: TrainConfig, seed: int, data: Splits) -> SeedRun | DivergedSeed:
+    try:
+        return train_seed(cfg, seed, data)
+    except Diverged as error:
+        return DivergedSeed(seed, str(error))
+
+
 def _start_process(processes: int) -> None:
     """A seed's process: its share of the cores, and Ctrl-C left to `hpo verify`, which ends the
     pool (Ctrl-C at a terminal reaches every process of the group; each printed a traceback)."""
@@ -190,6 +207,7 @@ def _start_process(processes: int) -> None:
     share_cpu(processes)
 
 
-def _train_seed_in_process(cfg: TrainConfig, seed: int, device: str, data_dir: Optional[Path]) -> SeedRun:
+def _train_seed_in_process(cfg: TrainConfig, seed: int, device: str,
+                           data_dir: Optional[Path]) -> SeedRun | DivergedSeed:
     # data.load keeps what it loaded for the process's next seed
-    return train_seed(cfg, seed, data_mod.load(cfg.data, pick_device(device), data_dir))
+    return attempt_seed(cfg, seed, data_mod.load(cfg.data, pick_device(device), data_dir))

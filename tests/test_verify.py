@@ -134,14 +134,49 @@ def test_auto_workers_is_one_per_core_as_memory_allows_and_eight_or_sixteen_per_
     assert trainer.auto_workers(torch.device("cuda")) == 12  # a core each, to launch its kernels
 
 
-def test_a_seed_that_diverges_ends_verify_with_one_line(tmp_path):
+def test_seeds_that_diverge_are_each_named_and_counted_exit_1(tmp_path):
     path = tmp_path / "wild.yaml"
     path.write_text(yaml.safe_dump({**CONFIG, "model": {"family": "mlp", "hidden": [16]},
                                     "optimizer": {"name": "sgd", "lr": 1e6, "momentum": 0.9}}))
-    done = cli_zygote.run(["verify", "--config", str(path), "--device", "cpu", "--seeds", "3", "--workers", "2"],
-                          cwd=Path.cwd(), env={**os.environ, "HPO_OFFLINE": "1"}, changed=None, timeout=300)
-    assert done.returncode == 1
-    assert done.stderr.startswith("hpo verify: diverged:") and "Traceback" not in done.stderr, done.stderr
+    for extra in ((), ("--json",)):
+        done = cli_zygote.run(["verify", "--config", str(path), "--device", "cpu", "--seeds", "3", "--workers", "2",
+                               *extra], cwd=Path.cwd(), env={**os.environ, "HPO_OFFLINE": "1"}, changed=None,
+                              timeout=300)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.strip().splitlines() == [
+            "hpo verify: 3 of 3 seeds diverged (0, 1, 2): the config is unstable under some seeds; no seed trained "
+            "to the end (try a lower optimizer.lr)"]
+        if extra:
+            result = json.loads(done.stdout)
+            assert result["runs"] == [] and result["mean"] is None
+            assert [d["seed"] for d in result["diverged"]] == [0, 1, 2]
+            assert all(d["reason"].startswith("training loss is") for d in result["diverged"])
+        else:
+            assert [line.split("diverged:")[0].split() for line in done.stdout.splitlines()[1:]] == \
+                [["seed", "0"], ["seed", "1"], ["seed", "2"]], done.stdout
+
+
+def test_a_seed_that_diverges_leaves_the_others_counted(monkeypatch):
+    """One seed's loss blowing up no longer throws the finished seeds away: the mean is over those
+    that trained, and the diverged one is listed beside them."""
+    from hpo import verification  # noqa: PLC0415
+    from hpo.config import parse_config  # noqa: PLC0415
+    from hpo.trainer import Diverged  # noqa: PLC0415
+
+    def train_seed(cfg, seed, data):
+        if seed == 11:
+            raise Diverged("training loss is inf in epoch 1")
+        return verification.SeedRun(seed, 0.5 + seed / 100, 0.6, 1, 1.0)
+
+    monkeypatch.setattr(verification, "train_seed", train_seed)
+    monkeypatch.setattr(verification.data_mod, "load", lambda *a: None)
+    seen = []
+    result = verification.verify(parse_config({**CONFIG, "seed": 10}), seeds=3, n_params=7, device="cpu",
+                                 on_seed=seen.append)
+    assert [r.seed for r in result.runs] == [10, 12] and result.mean == pytest.approx(0.61)
+    assert result.diverged == (verification.DivergedSeed(11, "training loss is inf in epoch 1"),)
+    assert [type(r).__name__ for r in seen] == ["SeedRun", "DivergedSeed", "SeedRun"]
+    assert result.as_dict()["diverged"] == [{"seed": 11, "reason": "training loss is inf in epoch 1"}]
 
 
 def test_sigterm_ends_verify_and_its_processes(tmp_path):
