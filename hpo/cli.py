@@ -585,7 +585,7 @@ def cmd_delete(args) -> int:
     from hpo import artifacts, delete  # noqa: PLC0415
     from hpo.display import trials_line  # noqa: PLC0415
     from hpo.schema import plural  # noqa: PLC0415
-    from hpo.storage import Storage  # noqa: PLC0415
+    from hpo.storage import GRACE_SECONDS, Storage  # noqa: PLC0415
 
     storage = Storage.resolve(args.storage)
     rdb = storage.open_existing()
@@ -594,8 +594,19 @@ def cmd_delete(args) -> int:
         raise UserError(f"study {args.study!r} has {plural(found.running, 'trial')} running: a run may still be "
                         "training it; stop that run first (Ctrl-C), or add --force if none is (its worker was "
                         "killed before it could end the trial)")
+    alive = delete.beating(storage, args.study, GRACE_SECONDS) if found.running else {}
+    if alive:  # --force is for trials whose worker is gone, never for a run that is training
+        number, age = min(alive.items(), key=lambda item: item[1])
+        raise UserError(f"study {args.study!r} is being trained: trial {number}'s worker sent a heartbeat {age:.0f} s "
+                        f"ago; stop that run first (Ctrl-C). --force deletes only when every running trial's "
+                        f"worker has been silent for {GRACE_SECONDS} s (--grace's default)")
     store = artifacts.folder_for(storage, args.artifacts)
-    files = f", and its {plural(len(found.artifacts), 'config file')} in {store}" if found.artifacts else ""
+    here = sum((store / artifact_id).is_file() for artifact_id in found.artifacts)
+    files = f", and its {plural(here, 'config file')} in {store}" if here else ""
+    if here < len(found.artifacts):  # stored with --artifacts elsewhere, or removed by hand
+        print(f"hpo delete: note: the study recorded {plural(len(found.artifacts), 'config file')}, "
+              f"{len(found.artifacts) - here} of them not in {store}; were they stored elsewhere? give that folder: "
+              "--artifacts DIR", file=sys.stderr)
     what = f"study {args.study!r} in {storage.masked}: {trials_line(found.trials)}{files}"
     if not args.yes:
         if not sys.stdin.isatty():

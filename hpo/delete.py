@@ -44,6 +44,29 @@ def find(rdb: optuna.storages.BaseStorage, name: str) -> Found:
     return Found(name=name, trials=trials, artifacts=tuple(ids))
 
 
+def beating(storage, name: str, within: float) -> dict[int, float]:
+    """The study's RUNNING trials whose worker sent a heartbeat in the last `within` seconds, by
+    number: how long ago, as the database's clock tells (the one Optuna's heartbeats are written by).
+    Read from Optuna's heartbeat table, as its stale-trial check reads it; a trial without one is
+    not counted (its run used no heartbeat)."""
+    import sqlalchemy  # noqa: PLC0415
+
+    query = sqlalchemy.text(
+        "SELECT t.number, h.heartbeat, CURRENT_TIMESTAMP AS now FROM trials t "
+        "JOIN trial_heartbeats h ON h.trial_id = t.trial_id JOIN studies s ON s.study_id = t.study_id "
+        "WHERE s.study_name = :name AND t.state = 'RUNNING'"
+    ).columns(number=sqlalchemy.Integer, heartbeat=sqlalchemy.DateTime, now=sqlalchemy.DateTime)
+    engine = sqlalchemy.create_engine(storage.url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(query, {"name": name}).all()
+    finally:
+        engine.dispose()
+    ages = {number: (now.replace(tzinfo=None) - beat.replace(tzinfo=None)).total_seconds()
+            for number, beat, now in rows}
+    return {number: age for number, age in ages.items() if age < within}
+
+
 def remove(rdb: optuna.storages.BaseStorage, found: Found, store: Path) -> int:
     """Delete the study, then its artifact files from `store`; returns how many files went. A file
     already gone is not an error (a store cleaned by hand, or on another machine's disk)."""

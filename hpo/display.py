@@ -116,7 +116,10 @@ def trial_line(t) -> str:
     if kind == "pruned":
         last, acc = records.last_epoch(t)
         return f"trial {t.number:>4} pruned    at epoch {last} ({pct(acc)})  {_fmt_params(n)} params"
-    return f"trial {t.number:>4} failed    {t.user_attrs.get(records.FAIL_REASON, 'no reason recorded')}"
+    # hpo records a reason for every failure it sees; a trial without one was failed for its silence
+    reason = t.user_attrs.get(records.FAIL_REASON, "worker lost: no heartbeat for --grace seconds (killed, or its "
+                                                   "machine lost)")
+    return f"trial {t.number:>4} failed    {reason}"
 
 
 class RunDisplay:
@@ -138,7 +141,7 @@ class RunDisplay:
     def __enter__(self):
         source, where = escape(str(self.spec.source)), escape(self.where)
         console.print(f"[bold]{escape(self.spec.name)}[/] from {source} in {where}: "
-                      f"{self.target} finished trials, {self.workers} worker(s)")
+                      f"{plural(self.target, 'finished trial')}, {plural(self.workers, 'worker')}")
         if self.live:
             self.live.__enter__()
         return self
@@ -183,12 +186,14 @@ class RunDisplay:
                    multi=self.spec.multi_objective, storage_option=self.storage_option)
 
 
-def print_best(name: str, trials, *, top: int, held_out: bool, multi: bool, storage_option: str = "") -> None:
+def print_best(name: str, trials, *, top: int, held_out: bool, multi: bool, storage_option: str = "",
+               export_top: int = 3) -> None:
     """The best trials' table (a multi-objective study: its Pareto front's), then the export
-    command that writes their configs: what `hpo run` ends with and `hpo studies NAME` shows."""
+    command that writes the `export_top` best configs: what `hpo run` ends with and `hpo studies
+    NAME` shows."""
     if multi:
         front = len(records.pareto_front(trials))
-        title = (f"Pareto front of {name}: {front} trials, none beaten on both accuracy and size"
+        title = (f"Pareto front of {name}: {plural(front, 'trial')}, none beaten on both accuracy and size"
                  + (f"; the {top} most accurate" if front > top else ""))
         console.print(top_table(trials, top, title=title, held_out=held_out))
         if front:
@@ -201,8 +206,8 @@ def print_best(name: str, trials, *, top: int, held_out: bool, multi: bool, stor
         return
     console.print(top_table(trials, top, title=f"top {min(top, complete)} of {name}", held_out=held_out))
     if complete:
-        flag = f" --top {min(3, complete)}" if complete > 1 else ""
-        what = "configs" if complete > 1 else "config"
+        flag = f" --top {min(export_top, complete)}" if min(export_top, complete) > 1 else ""
+        what = "configs" if flag else "config"
         console.print(Text(f"export the best {what} with: hpo export --study {shlex.quote(name)}{flag} -o best.yaml"
                            f"{storage_option}"), soft_wrap=True)  # a command to paste: never wrapped
 
@@ -226,7 +231,8 @@ def print_study_trials(name: str, trials, *, source: str | None, where: str, top
     console.print(Text("study ", style="bold") + Text(f"{name}{origin} in {where}: {trials_line(trials)}"),
                   soft_wrap=True)
     if records.count(trials).complete:
-        print_best(name, trials, top=top, held_out=held_out, multi=multi, storage_option=storage_option)
+        print_best(name, trials, top=top, held_out=held_out, multi=multi, storage_option=storage_option,
+                   export_top=top)
     running = [t for t in trials if records.kind(t) == "running"]
     for t in running:
         epochs = t.user_attrs.get(records.CONFIG, {}).get("epochs", "?")
@@ -269,7 +275,7 @@ def studies_table(studies: dict) -> Table:
     front's most accurate trial; a line under the table gives the front's size. `queued`: trials
     waiting for a worker (enqueued, or re-queued after a crash or Ctrl-C); the next `hpo run` on the
     study trains them first."""
-    fronts = [f"{name}: accuracy against size, a Pareto front of {len(records.pareto_front(trials))} trial(s); "
+    fronts = [f"{name}: accuracy against size, a Pareto front of {plural(len(records.pareto_front(trials)), 'trial')}; "
               "best is its most accurate" for name, trials in studies.items() if records.multi_objective(trials)]
     table = Table(title="studies", title_justify="left", caption="\n".join(fronts) or None, caption_justify="left")
     for col, just in (("study", "left"), ("finished", "right"), ("complete", "right"), ("pruned", "right"),

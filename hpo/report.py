@@ -23,6 +23,7 @@ from hpo.display import pct
 from hpo.errors import UserError
 from hpo.export import study_trials
 from hpo.records import kind
+from hpo.schema import plural
 from hpo.seeds import SEED_RESULTS
 
 COLORS = {"complete": "#1f77b4", "pruned": "#d62728", "failed": "#7f7f7f", "base": "#ff7f0e", "seed": "#2ca02c",
@@ -320,7 +321,7 @@ def build_report(*, storage: optuna.storages.BaseStorage, study_name: str, where
         ("Time", figure(timing_figure(trials)),
          "Seconds per epoch as the trainer measured it; trial wall time includes evaluation and the storage's "
          "writes. Over-budget trials take no time and are left out."),
-        (f"Pareto front: {front} trials, most accurate first" + (f" (the first {top})" if front > top else "")
+        (f"Pareto front: {plural(front, 'trial')}, most accurate first" + (f" (the first {top})" if front > top else "")
          if front else f"Top {min(top, c.complete)} trials", top_table(trials, top, held_out),
          ("Each is the most accurate model of its size or smaller. " if front else "")
          + "Each config re-trains as is: hpo export writes them as YAML for hpo train --config."),
@@ -328,9 +329,10 @@ def build_report(*, storage: optuna.storages.BaseStorage, study_name: str, where
     body = "".join(f"<h2>{title}</h2>{content}" + (f'<p class="note">{html.escape(note)}</p>' if note else "")
                    for title, content, note in sections)
     size = f" with {n_best:,} parameters" if isinstance(n_best, int) else ""
-    facts = (f"{c.finished} finished trials: {c.complete} complete, {c.pruned} pruned; "
+    lead = f"Pareto front: {plural(front, 'trial')}; most accurate" if front else "Best"
+    facts = (f"{plural(c.finished, 'finished trial')}: {c.complete} complete, {c.pruned} pruned; "
              f"{c.rejected} rejected over the parameter budget, {c.failed} failed, {c.running + c.waiting} running "
-             f"or waiting. {f'Pareto front: {front} trials; most accurate' if front else 'Best'}: trial {best.number}, "
+             f"or waiting. {lead}: trial {best.number}, "
              f"{accuracy_pct(best):.2f}% {metric}{size}"
              + (f", {pct(best.user_attrs.get(records.TEST_ACCURACY))} test accuracy (measured once, at the end)"
                 if held_out else "") + ".")

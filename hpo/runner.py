@@ -237,6 +237,12 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
              f"nothing to run (ask for more with --trials {finished + 1} or higher)")
         return 0
     workers = min(workers, trials - finished)  # a worker more than the trials left would only wait
+    for t in before:  # another run's, alive or not: say what the wait for its slot will be, not wait silently
+        if t.state == optuna.trial.TrialState.RUNNING:
+            worker = t.user_attrs.get(records.WORKER)
+            info(f"trial {t.number} is running in another run" + (f" (worker {worker})" if worker else "")
+                 + f"; if that worker is gone, its trial is failed and re-run from its checkpoint once its heartbeat "
+                 f"is {grace} s old (--grace)")
 
     deadline = time.time() + timeout if timeout else None
     job = Job(spec, storage, trials, deadline, device, str(data_dir) if data_dir else None, workers, heartbeat, grace,

@@ -170,7 +170,7 @@ def children(pid: int) -> set[int]:
 
 def study_when_started(url: str, name: str, log: Path, proc: subprocess.Popen, deadline: float) -> optuna.Study:
     """The study, once `proc` (an `hpo run` writing `log`) has created it and started its workers."""
-    while " finished trials, " not in log.read_text():
+    while " finished trial" not in log.read_text():
         assert proc.poll() is None and time.monotonic() < deadline, f"hpo run did not start:\n{log.read_text()}"
         time.sleep(0.2)
     return optuna.load_study(study_name=name, storage=url)

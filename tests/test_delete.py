@@ -3,6 +3,7 @@ config files it put in the artifact store, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import sys
 from pathlib import Path
@@ -40,6 +41,10 @@ def test_delete_asks_then_removes_the_study_and_only_its_files(tmp_path, two_stu
     before = store_files(store)
     assert len(before) == 3, before  # each complete trial's config
 
+    elsewhere = hpo("delete", "--study", "tiny", "--storage", url, "--artifacts", str(tmp_path / "other-store"),
+                    cwd=tmp_path, check=False)
+    assert "note: the study recorded 2 config files, 2 of them not in" in elsewhere.stderr, elsewhere.stderr
+    assert "--artifacts DIR" in elsewhere.stderr and "config file" not in elsewhere.stderr.splitlines()[-1]
     asked = hpo("delete", "--study", "tiny", "--storage", url, cwd=tmp_path, check=False)
     assert asked.returncode == 2 and "add --yes" in asked.stderr and "2 trials (2 complete)" in asked.stderr
     assert set(optuna.get_all_study_names(url)) == {"tiny", "other"} and store_files(store) == before
@@ -79,6 +84,31 @@ def test_a_running_trial_stops_delete_unless_forced(tmp_path, storage_url):
     assert optuna.get_all_study_names(storage_url) == ["busy"]
     forced = hpo("delete", "--study", "busy", "--yes", "--force", "--storage", storage_url, cwd=tmp_path)
     assert "1 running" in forced.stdout and optuna.get_all_study_names(storage_url) == []
+
+
+def test_force_never_deletes_a_study_whose_worker_still_beats(tmp_path, storage_url):
+    """--force is for a trial whose worker is gone: a heartbeat within the grace period means a run
+    is training it, and deleting under it crashed that run."""
+    import sqlalchemy  # noqa: PLC0415
+
+    rdb = optuna.storages.RDBStorage(storage_url, heartbeat_interval=30, grace_period=120)
+    study = optuna.create_study(study_name="live", storage=rdb, direction="maximize")
+    trial = study.ask()
+    rdb.record_heartbeat(trial._trial_id)
+    refused = hpo("delete", "--study", "live", "--yes", "--force", "--storage", storage_url, cwd=tmp_path, check=False)
+    assert refused.returncode == 2 and "is being trained: trial 0's worker sent a heartbeat" in refused.stderr, \
+        refused.stderr
+    assert optuna.get_all_study_names(storage_url) == ["live"]
+    engine = sqlalchemy.create_engine(storage_url)
+    with engine.begin() as conn:  # its worker went silent 10 minutes ago: killed, or its machine lost
+        past = conn.execute(sqlalchemy.text("SELECT heartbeat FROM trial_heartbeats")).scalar()
+        if isinstance(past, str):  # SQLite hands back text
+            past = dt.datetime.fromisoformat(past)
+        conn.execute(sqlalchemy.text("UPDATE trial_heartbeats SET heartbeat = :t"),
+                     {"t": past - dt.timedelta(minutes=10)})
+    engine.dispose()
+    hpo("delete", "--study", "live", "--yes", "--force", "--storage", storage_url, cwd=tmp_path)
+    assert optuna.get_all_study_names(storage_url) == []
 
 
 class Terminal(io.StringIO):
@@ -131,7 +161,7 @@ def test_studies_name_shows_the_best_the_running_and_why_trials_failed(tmp_path)
     assert "top 2 of s" in shown
     rows = [line for line in shown.splitlines() if line.startswith("│")]
     assert [row.split("│")[1].strip() for row in rows] == ["1", "2"]  # the two best, best first
-    assert "hpo export --study s --top 3 -o best.yaml --storage sqlite:///" in shown
+    assert "hpo export --study s --top 2 -o best.yaml --storage sqlite:///" in shown  # as many as shown
     assert "trial    5 running   after epoch 2/5 (85.00%), worker host:123" in shown
     assert "trial    3 failed    diverged: the loss is nan at epoch 2" in shown
     assert "trial    4 failed    out_of_memory" in shown

@@ -25,6 +25,7 @@ from hpo.export import Exported
 from hpo.objective import TrialHooks
 from hpo.report import build_report, curves_figure
 from hpo.runner import ensure_study
+from hpo.schema import plural
 from hpo.storage import Storage
 from hpo.study import load_spec, parse_study
 
@@ -182,7 +183,8 @@ def test_a_tiny_multi_objective_study_runs_tells_both_values_and_exports_its_fro
     assert load_config(tmp_path / "pareto.yaml", last).to_dict() == study.trials[last].user_attrs[records.CONFIG]
 
     listed = hpo("studies", "--storage", url, cwd=tmp_path)
-    assert f"front: accuracy against size, a Pareto front of {len(front)} trial(s)" in listed.stdout, listed.stdout
+    assert f"front: accuracy against size, a Pareto front of {plural(len(front), 'trial')}" in listed.stdout, \
+        listed.stdout
     page = build_report(storage=storage.open_existing(), study_name="front")
     assert f"Pareto front: {len(front)} trials" in page and "could not compute" not in page
     curves = curves_figure(trials).data  # each trained trial's epochs, from its epoch_accuracy attribute
@@ -218,7 +220,7 @@ def test_tables_and_lines_show_the_front_without_a_single_value(monkeypatch):
     assert display.trial_line(trials[1]).startswith("trial    1 complete  95.00%  900 params  ")
 
     studies = text_of(display.studies_table({"front": trials, "plain": [optuna.trial.create_trial(value=0.8)]}))
-    assert "front: accuracy against size, a Pareto front of 2 trial(s); best is its most accurate" in studies
+    assert "front: accuracy against size, a Pareto front of 2 trials; best is its most accurate" in studies
     assert "95.00%" in studies and "80.00%" in studies
 
     shown = Console(file=io.StringIO(), width=200, highlight=False)

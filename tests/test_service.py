@@ -244,7 +244,7 @@ def test_workers_auto_gives_each_core_a_worker_of_one_thread(study_file, tmp_pat
     url = f"sqlite:///{tmp_path}/auto.db"
     expected = min(auto_workers(torch.device("cpu")), 4)  # never more workers than trials left
     out = run(study_file, url, 4, "--workers", "auto").stdout
-    assert f"4 finished trials, {expected} worker(s)" in out
+    assert f"4 finished trials, {expected} worker{'s' if expected > 1 else ''}" in out
     trials = [t for t in trials_of(url) if "n_params" in t.user_attrs and not t.user_attrs.get("rejected")]
     cores = len(__import__("os").sched_getaffinity(0))
     assert trials and {t.user_attrs["torch_threads"] for t in trials} == {max(1, cores // expected)}
