@@ -473,3 +473,25 @@ def test_a_report_of_an_eval_val_study_names_validation_accuracy_and_gives_the_t
     assert "<td>97.17%</td><td>98.28%</td>" in page and "<td>96.55%</td><td>97.01%</td>" in page
     assert "each trial's validation accuracy and the best so far" in page
     assert "test accuracy after every epoch" not in page and "final-epoch test accuracy" not in page
+
+
+@pytest.mark.parametrize("base, stars, diamond", [
+    ({"model": {"preset": "mnistnet2"}}, True, "trial 0: the seed's recipe as this study trains it"),
+    ({"model": {"family": "mlp", "hidden": [8]}}, True, "trial 0: the study's base recipe"),
+    ({"model": {"module": "nets:make"}, "data": {"dataset": "npz", "path": "shapes.npz"}}, False,
+     "trial 0: the study's base recipe"),
+])
+def test_the_seeds_stars_are_drawn_only_beside_mnist_studies(tmp_path, base, stars, diamond):
+    """The seeds' MNIST results are the numbers to beat on MNIST; beside a study of your own data
+    they compare nothing, and its trial 0 is its own base, not a seed's recipe."""
+    from hpo import records  # noqa: PLC0415
+    from hpo.report import build_report  # noqa: PLC0415
+
+    url = f"sqlite:///{tmp_path / 'own.db'}"
+    study = optuna.create_study(study_name="own", storage=url, direction="maximize")
+    study.set_user_attr(records.SPEC, {"name": "own", "base": base})
+    study.add_trial(optuna.trial.create_trial(value=0.7, user_attrs={records.N_PARAMS: 900, records.BASE: True,
+                                                                     records.EPOCH_SECONDS: [1.0]}))
+    page = build_report(storage=optuna.storages.RDBStorage(url), study_name="own")
+    assert ("seeds' hand-tuned results" in page) == stars and ("full MNIST test set" in page) == stars
+    assert diamond in page
