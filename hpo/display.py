@@ -271,27 +271,32 @@ def top_table(trials, top: int, *, title: str, held_out: bool = False) -> Table:
 
 
 def studies_table(studies: dict) -> Table:
-    """`studies`: each study's name and its trials. A multi-objective study's best is its Pareto
-    front's most accurate trial; a line under the table gives the front's size. `queued`: trials
-    waiting for a worker (enqueued, or re-queued after a crash or Ctrl-C); the next `hpo run` on the
-    study trains them first."""
+    """`studies`: each study's name, its finished trials (what --trials counts), its best trial, and
+    its trials by state, the nonzero ones only (so the table fits an 80-column terminal). A
+    multi-objective study's best is its Pareto front's most accurate trial; a line under the table
+    gives the front's size. `queued`: trials waiting for a worker (enqueued, or re-queued after a
+    crash or Ctrl-C); the next `hpo run` on the study trains them first."""
     fronts = [f"{name}: accuracy against size, a Pareto front of {plural(len(records.pareto_front(trials)), 'trial')}; "
               "best is its most accurate" for name, trials in studies.items() if records.multi_objective(trials)]
     table = Table(title="studies", title_justify="left", caption="\n".join(fronts) or None, caption_justify="left")
-    for col, just in (("study", "left"), ("finished", "right"), ("complete", "right"), ("pruned", "right"),
-                      ("rejected", "right"), ("failed", "right"), ("running", "right"), ("queued", "right"),
-                      ("best", "right"),
-                      ("best params", "right"), ("best trial", "right")):
-        # a study's name is what a user types next: never cut it short for a narrow terminal
-        table.add_column(col, justify=just, **({"no_wrap": True, "min_width": max(map(len, studies), default=5)}
-                                               if col == "study" else {}))
+    rows = []
     for name, trials in studies.items():
         c = records.count(trials)
         best = records.best_trial(trials)
-        table.add_row(escape(name), str(c.finished), str(c.complete), str(c.pruned), str(c.rejected),
-                      str(c.failed), str(c.running), str(c.waiting), pct(records.accuracy(best)) if best else "-",
-                      _fmt_params(best.user_attrs.get(records.N_PARAMS)) if best else "-",
-                      str(best.number) if best else "-")
+        states = ", ".join(f"{n} {state}" for n, state in
+                           ((c.complete, "complete"), (c.pruned, "pruned"), (c.rejected, "rejected"),
+                            (c.failed, "failed"), (c.running, "running"), (c.waiting, "queued")) if n)
+        rows.append((escape(name), str(c.finished), pct(records.accuracy(best)) if best else "-",
+                     _fmt_params(best.user_attrs.get(records.N_PARAMS)) if best else "-",
+                     str(best.number) if best else "-", states or "none yet"))
+    for i, col in enumerate(("study", "finished", "best", "params", "trial", "trials by state")):
+        # a study's name is what a user types next, and a number cut short says nothing: neither is
+        # ever shortened for a narrow terminal; the states wrap instead
+        widest = max((len(row[i]) for row in rows), default=1)
+        table.add_column(col, justify="left" if i in (0, 5) else "right", no_wrap=i < 5,
+                         min_width=None if i == 5 else max(widest, len(col) if i else 5))
+    for row in rows:
+        table.add_row(*row)
     return table
 
 

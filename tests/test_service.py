@@ -234,7 +234,23 @@ def test_studies_shows_the_trials_queued_for_the_next_run():
     out.print(display.studies_table({"s": study.trials}))
     header, row = [line for line in out.file.getvalue().splitlines() if "study" in line or line.startswith("│ s ")]
     cells = dict(zip([c.strip() for c in header.split("┃")[1:-1]], [c.strip() for c in row.split("│")[1:-1]]))
-    assert (cells["finished"], cells["running"], cells["queued"], cells["best"]) == ("1", "0", "2", "90.00%")
+    assert (cells["finished"], cells["trials by state"], cells["best"]) == ("1", "1 complete, 2 queued", "90.00%")
+
+
+def test_studies_fits_an_80_column_terminal_without_cutting_a_number_or_a_name():
+    import io  # noqa: PLC0415
+
+    from rich.console import Console  # noqa: PLC0415
+
+    from hpo import display  # noqa: PLC0415
+
+    trials = [optuna.trial.create_trial(value=0.9933, user_attrs={"n_params": 13_974})] * 3 + [
+        optuna.trial.create_trial(state=TrialState.PRUNED), optuna.trial.create_trial(state=TrialState.FAIL)]
+    out = Console(file=io.StringIO(), width=80, highlight=False)
+    out.print(display.studies_table({"budget-14k-separable-deep": trials}))
+    text = out.file.getvalue()
+    assert max(map(len, text.splitlines())) <= 80 and "…" not in text, text
+    assert "budget-14k-separable-deep" in text and "99.33%" in text and "13,974" in text, text
 
 
 def test_workers_auto_gives_each_core_a_worker_of_one_thread(study_file, tmp_path):
