@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import shlex
 import signal
@@ -743,6 +744,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hpo {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as error:
+        if isinstance(error, OSError) and error.errno in FULL:
+            silence_stdout()  # what could not be written is lost; the exit must not try it again
+            print(f"hpo {args.command}: error: cannot write: {error.strerror}; free some space, or write elsewhere",
+                  file=sys.stderr)
+            return 1
         damage = damaged_database(error)
         if damage is None:
             raise
@@ -755,7 +761,25 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
-        sys.stdout.flush()
+        try:
+            sys.stdout.flush()
+        except OSError as error:  # standard output on a full disk (> /dev/full): said once, above or here
+            if error.errno not in FULL:
+                raise
+            silence_stdout()
+            print(f"hpo {args.command}: error: cannot write the output: {error.strerror}", file=sys.stderr)
+
+
+FULL = (errno.ENOSPC, errno.EDQUOT)  # a disk or a quota that is full: one line, not a traceback
+
+
+def silence_stdout() -> None:
+    """Point standard output at /dev/null, so that Python's own flush at exit does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

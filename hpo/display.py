@@ -16,8 +16,10 @@ from hpo import records
 from hpo.schema import plain, plural
 
 # Piped output (logs, CI, notes) gets room for full checksums and layouts; a terminal keeps its width.
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
-err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 120)
+# Piped lines are never broken mid-line either (a log is grepped line by line); a terminal wraps them.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 120, soft_wrap=not sys.stdout.isatty())
+err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 120,
+                      soft_wrap=not sys.stderr.isatty())
 
 
 def pct(fraction: float | None) -> str:

@@ -264,3 +264,16 @@ def test_workers_auto_gives_each_core_a_worker_of_one_thread(study_file, tmp_pat
     trials = [t for t in trials_of(url) if "n_params" in t.user_attrs and not t.user_attrs.get("rejected")]
     cores = len(__import__("os").sched_getaffinity(0))
     assert trials and {t.user_attrs["torch_threads"] for t in trials} == {max(1, cores // expected)}
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
+def test_output_to_a_full_disk_is_one_line_not_a_traceback(study_file, tmp_path):
+    url = f"sqlite:///{tmp_path / 'full.db'}"
+    run(study_file, url, 1)
+    for args in (["studies"], ["export", "--study", "tiny"]):
+        with open("/dev/full", "w") as full:
+            done = subprocess.run([sys.executable, "-m", "hpo", *args, "--storage", url], stdout=full,
+                                  stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=cli_env(), timeout=120)
+        assert done.returncode == 1 and done.stderr.strip().splitlines() == [
+            f"hpo {args[0]}: error: cannot write: No space left on device; free some space, or write elsewhere"], \
+            done.stderr
