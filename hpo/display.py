@@ -272,7 +272,7 @@ def top_table(trials, top: int, *, title: str, held_out: bool = False) -> Table:
     return table
 
 
-def studies_table(studies: dict) -> Table:
+def studies_table(studies: dict):
     """`studies`: each study's name, its finished trials (what --trials counts), its best trial, and
     its trials by state, the nonzero ones only (so the table fits an 80-column terminal). A
     multi-objective study's best is its Pareto front's most accurate trial; a line under the table
@@ -280,7 +280,7 @@ def studies_table(studies: dict) -> Table:
     crash or Ctrl-C); the next `hpo run` on the study trains them first."""
     fronts = [f"{name}: accuracy against size, a Pareto front of {plural(len(records.pareto_front(trials)), 'trial')}; "
               "best is its most accurate" for name, trials in studies.items() if records.multi_objective(trials)]
-    table = Table(title="studies", title_justify="left", caption="\n".join(fronts) or None, caption_justify="left")
+    table = Table(title="studies", title_justify="left")
     rows = []
     for name, trials in studies.items():
         c = records.count(trials)
@@ -299,7 +299,11 @@ def studies_table(studies: dict) -> Table:
                          min_width=None if i == 5 else max(widest, len(col) if i else 5))
     for row in rows:
         table.add_row(*row)
-    return table
+    if not fronts:
+        return table
+    from rich.console import Group  # noqa: PLC0415
+
+    return Group(table, *(Text(line) for line in fronts))  # under the table, not wrapped to its width
 
 
 def print_study(facts: dict) -> None:
