@@ -404,8 +404,21 @@ def cmd_verify(args) -> int:
         console.print(f"{escape(str(args.config))}: {plural(cfg.epochs, 'epoch')}, {seeds} "
                       f"on {device}{at_once}")
     started = time.monotonic()
-    result = verify(cfg, seeds=args.seeds, n_params=n_params, device=args.device, data_dir=args.data_dir,
-                    workers=args.workers, on_seed=line)
+    ended = []
+
+    def seed_ended(r) -> None:
+        ended.append(r)
+        line(r)
+
+    try:
+        result = verify(cfg, seeds=args.seeds, n_params=n_params, device=args.device, data_dir=args.data_dir,
+                        workers=args.workers, on_seed=seed_ended)
+    except KeyboardInterrupt:  # the seeds that ended are not thrown away: what they say, and that it is partial
+        finals = [r.final for r in ended if not isinstance(r, DivergedSeed)]
+        spread = f" ± {pct(statistics.stdev(finals))}" if len(finals) > 1 else ""
+        so_far = f"; the {len(finals)} that trained: {pct(statistics.fmean(finals))}{spread}" if finals else ""
+        print(f"hpo verify: interrupted after {len(ended)} of {args.seeds} seeds{so_far}", file=sys.stderr)
+        return 130
     status = 0
     if result.diverged:  # the mean is over the seeds that trained; the exit status says not all did
         status = 1

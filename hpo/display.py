@@ -259,7 +259,8 @@ def top_table(trials, top: int, *, title: str, held_out: bool = False) -> Table:
     value = (("val. acc.", "right"), ("test acc.", "right")) if held_out else (("test acc.", "right"),)
     for col, just in (("trial", "right"), *value, ("best epoch", "right"), ("params", "right"),
                       ("s/epoch", "right"), ("config", "left")):
-        table.add_column(col, justify=just)
+        # a narrow terminal folds a long value onto the next line rather than cutting it to "0…"
+        table.add_column(col, justify=just, overflow="fold" if col == "config" else "ellipsis")
     for t in complete:
         seconds = records.epoch_seconds(t) or [0]
         changed = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())

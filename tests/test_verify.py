@@ -346,3 +346,22 @@ def test_load_spec_takes_a_path_object():
     from hpo.study import find_study_file  # noqa: PLC0415
 
     assert hpo.load_spec(Path(find_study_file("quickstart"))).name == "quickstart"
+
+
+def test_ctrl_c_in_verify_says_what_the_seeds_that_ended_gave(tmp_path, monkeypatch, capsys):
+    """An interrupted verification of five seeds does not throw away the three that trained: it
+    gives their mean and spread, marked as partial, and exits 130."""
+    from hpo import cli, verification  # noqa: PLC0415
+
+    def train_seed(cfg, seed, data):
+        if seed == 3:
+            raise KeyboardInterrupt
+        return verification.SeedRun(seed, (0.97, 0.98, 0.99)[seed], 0.99, 2, 1.0)
+
+    monkeypatch.setattr(verification, "train_seed", train_seed)
+    monkeypatch.setattr(verification.data_mod, "load", lambda *a: None)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(CONFIG))
+    assert cli.main(["verify", "--config", str(path), "--seeds", "5", "--device", "cpu"]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "hpo verify: interrupted after 3 of 5 seeds; the 3 that trained: 98.00% ± 1.00%", err
