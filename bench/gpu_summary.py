@@ -59,10 +59,16 @@ def main(out: Path, study_name: str, db: Path) -> int:
                   f"trial {best.number}, {best.user_attrs.get(records.N_PARAMS, 0):,} params" if best else "")]
     verified = verify_result(out / "verify.log")
     if verified:
-        rows.append((f"{study_name}: best re-trained, {len(verified['runs'])} seeds", f"{100 * verified['mean']:.2f}%",
-                     (f"± {100 * verified['std']:.2f}% " if verified.get("std") is not None else "one seed, ")
-                     + f"final-epoch test accuracy, {verified['n_params']:,} params, "
-                     f"{verified['epochs']} epochs"))
+        diverged = len(verified.get("diverged") or [])  # seeds whose loss blew up: not in the mean
+        lost = f", {diverged} diverged" if diverged else ""
+        epochs = f"{verified['epochs']} epoch{'s' if verified['epochs'] != 1 else ''}"
+        if verified.get("mean") is None:
+            rows.append((f"{study_name}: best re-trained", "-", f"every seed diverged{lost}; {epochs}"))
+        else:
+            rows.append((f"{study_name}: best re-trained, {len(verified['runs'])} seeds{lost}",
+                         f"{100 * verified['mean']:.2f}%",
+                         (f"± {100 * verified['std']:.2f}% " if verified.get("std") is not None else "one seed, ")
+                         + f"final-epoch test accuracy, {verified['n_params']:,} params, {epochs}"))
     packing_path = out / "packing.json"
     if packing_path.exists():
         packing = json.loads(packing_path.read_text())
@@ -86,7 +92,7 @@ def main(out: Path, study_name: str, db: Path) -> int:
         best = max(workers["rows"], key=lambda r: r["epochs_per_min"])
         each = ", ".join(f"{r['processes']}: {r['epochs_per_min']:.0f}" for r in workers["rows"])
         rows.append(("P4 epochs/min, best K processes / one", f"{workers['best_ratio']:.1f}x",
-                     f"{best['processes']} processes at once on {workers['device']}, "
+                     f"{best['processes']} process{'es' if best['processes'] != 1 else ''} at once on {workers['device']}, "
                      f"{'with' if workers.get('mps') else 'no'} MPS (processes: epochs/min {each})"))
     print(f"\nGPU check, {dt.date.today().isoformat()}, {device[0] if device else '?'}")
     print(f"{'step':<14} {'exit':>4} {'seconds':>8}")
