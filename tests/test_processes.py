@@ -64,6 +64,19 @@ def test_hpo_worker_start_spawn_gives_each_worker_a_fresh_interpreter(monkeypatc
     assert processes.worker_context().get_start_method() == "spawn"
 
 
+def mlp_study(folder, name: str):
+    """A study of one-epoch trials of a tiny MLP on 200 images: a run of seconds."""
+    study = folder / f"{name}.yaml"
+    study.write_text(yaml.safe_dump({
+        "name": name,
+        "base": {"model": {"family": "mlp", "hidden": [8]}, "optimizer": {"name": "sgd", "lr": 0.05},
+                 "batch_size": 64, "epochs": 1, "data": {"train_subset": 200, "test_subset": 100}},
+        "search": {"optimizer.lr": {"float": [0.01, 0.1], "log": True}},
+        "sampler": {"name": "random", "seed": 0},
+    }))
+    return study
+
+
 @pytest.mark.timeout(300)  # the run takes seconds; an hour's wait fails here
 def test_hpo_run_returns_when_its_workers_end_not_at_its_next_look(tmp_path, monkeypatch):
     """`hpo run` refreshes its display between looks at its workers; a worker's end cuts the wait
@@ -72,14 +85,7 @@ def test_hpo_run_returns_when_its_workers_end_not_at_its_next_look(tmp_path, mon
     import hpo.runner  # noqa: PLC0415
 
     monkeypatch.setattr(hpo.runner, "POLL_SECONDS", 3600.0)
-    study = tmp_path / "quick.yaml"
-    study.write_text(yaml.safe_dump({
-        "name": "quick",
-        "base": {"model": {"family": "mlp", "hidden": [8]}, "optimizer": {"name": "sgd", "lr": 0.05},
-                 "batch_size": 64, "epochs": 1, "data": {"train_subset": 200, "test_subset": 100}},
-        "search": {"optimizer.lr": {"float": [0.01, 0.1], "log": True}},
-        "sampler": {"name": "random", "seed": 0},
-    }))
+    study = mlp_study(tmp_path, "quick")
     url = f"sqlite:///{tmp_path / 'quick.db'}"
     hpo.run(study, trials=2, storage=url, workers=1, device="cpu")
     assert len(optuna.load_study(study_name="quick", storage=url).trials) == 2
@@ -89,14 +95,7 @@ def test_hpo_run_returns_when_its_workers_end_not_at_its_next_look(tmp_path, mon
 def test_an_on_trial_that_raises_stops_the_workers_and_leaves_no_empty_folders(tmp_path, monkeypatch):
     """The caller's callback raising ends hpo.run with its error: the workers are stopped with it
     (not left training behind a script that has moved on) and the emptied checkpoint folders go."""
-    study = tmp_path / "cb.yaml"
-    study.write_text(yaml.safe_dump({
-        "name": "cb",
-        "base": {"model": {"family": "mlp", "hidden": [8]}, "optimizer": {"name": "sgd", "lr": 0.05},
-                 "batch_size": 64, "epochs": 1, "data": {"train_subset": 200, "test_subset": 100}},
-        "search": {"optimizer.lr": {"float": [0.01, 0.1], "log": True}},
-        "sampler": {"name": "random", "seed": 0},
-    }))
+    study = mlp_study(tmp_path, "cb")
     monkeypatch.chdir(tmp_path)
 
     def on_trial(trial):
