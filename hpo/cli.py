@@ -417,7 +417,8 @@ def cmd_verify(args) -> int:
         finals = [r.final for r in ended if not isinstance(r, DivergedSeed)]
         spread = f" ± {pct(statistics.stdev(finals))}" if len(finals) > 1 else ""
         so_far = f"; the {len(finals)} that trained: {pct(statistics.fmean(finals))}{spread}" if finals else ""
-        print(f"hpo verify: interrupted after {len(ended)} of {args.seeds} seeds{so_far}", file=sys.stderr)
+        after = f" after {len(ended)} of {args.seeds} seeds{so_far}" if ended else ""  # as every command says it
+        print(f"hpo verify: interrupted{after}", file=sys.stderr)
         return 130
     status = 0
     if result.diverged:  # the mean is over the seeds that trained; the exit status says not all did
