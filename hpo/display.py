@@ -216,11 +216,9 @@ def print_best(name: str, trials, *, top: int, held_out: bool, multi: bool, stor
 
 def trials_line(trials) -> str:
     """'6 trials (4 complete, 2 pruned), best 69.33% (trial 4)': a study in one line."""
-    c = records.count(trials)
-    parts = [f"{n} {what}" for n, what in ((c.complete, "complete"), (c.pruned, "pruned"), (c.rejected, "rejected"),
-                                            (c.failed, "failed"), (c.running, "running"), (c.waiting, "queued")) if n]
+    states = records.count(trials).in_words()
     best = records.best_trial(trials)
-    return (plural(len(trials), "trial") + (f" ({', '.join(parts)})" if parts else "")
+    return (plural(len(trials), "trial") + (f" ({states})" if states else "")
             + (f", best {pct(records.accuracy(best))} (trial {best.number})" if best else ""))
 
 
@@ -286,9 +284,7 @@ def studies_table(studies: dict):
     for name, trials in studies.items():
         c = records.count(trials)
         best = records.best_trial(trials)
-        states = ", ".join(f"{n} {state}" for n, state in
-                           ((c.complete, "complete"), (c.pruned, "pruned"), (c.rejected, "rejected"),
-                            (c.failed, "failed"), (c.running, "running"), (c.waiting, "queued")) if n)
+        states = c.in_words()
         rows.append((escape(name), str(c.finished), pct(records.accuracy(best)) if best else "-",
                      _fmt_params(best.user_attrs.get(records.N_PARAMS)) if best else "-",
                      str(best.number) if best else "-", states or "none yet"))

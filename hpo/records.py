@@ -69,6 +69,11 @@ class Counts:
     running: int = 0
     waiting: int = 0
 
+    def in_words(self) -> str:
+        """'4 complete, 2 pruned, 1 queued': the states these trials are in, those with any."""
+        return ", ".join(f"{n} {'queued' if state == 'waiting' else state}"
+                         for state, n in ((k, getattr(self, k)) for k in KINDS) if n)
+
     @property
     def finished(self) -> int:
         """What `--trials N` counts: complete and pruned trials. Rejections trained nothing and
@@ -85,9 +90,7 @@ def count(trials: Iterable[FrozenTrial]) -> Counts:
 
 def no_complete_trial(study_name: str, trials: Iterable[FrozenTrial], doing: str) -> str:
     """Why `doing` (export, report) has nothing to work on: no trial yet, or how its trials ended."""
-    c = count(trials)
-    ended = ", ".join(f"{n} {what}" for n, what in ((c.pruned, "pruned"), (c.rejected, "rejected"),
-                                                    (c.failed, "failed"), (c.running, "running")) if n)
+    ended = count(trials).in_words()
     if not ended:
         return (f"study {study_name!r} has no complete trial to {doing} yet; run it first "
                 f"(hpo run --study {study_name} --trials N)")

@@ -138,9 +138,7 @@ def test_kill_9_mid_trial_then_the_retry_resumes_and_the_count_is_exact(tmp_path
     left = sorted(p.name for p in checkpoints.rglob("*.pt"))
     log(f"checkpoints left: {left or 'none'}")
     assert not left
-    # the run started beside the dead trial said what it was waiting for; a run that saw it fail says why
-    later = (tmp_path / "C.log").read_text()
-    assert f"trial {dead.number} is running in another run (worker " in later and "(--grace)" in later, later
+    # a run that saw the dead trial fail says why (what a run started beside it prints: test_service)
     logs = "".join((tmp_path / f"{name}.log").read_text() for name in runs if name != owner)
     assert re.search(rf"trial +{dead.number} failed +worker lost: no heartbeat for --grace seconds", logs), logs
 

@@ -237,6 +237,21 @@ def test_studies_shows_the_trials_queued_for_the_next_run():
     assert (cells["finished"], cells["trials by state"], cells["best"]) == ("1", "1 complete, 2 queued", "90.00%")
 
 
+def test_a_run_beside_another_runs_running_trial_says_what_it_waits_for(study_file, tmp_path):
+    """A trial another run holds (its worker alive, or gone) takes a slot until it ends or goes stale:
+    the run says so as it starts, rather than waiting in silence. --timeout ends it on any machine."""
+    url = f"sqlite:///{tmp_path / 'beside.db'}"
+    run(study_file, url, 1)
+    study = optuna.load_study(study_name="tiny", storage=url)
+    held = study.ask()  # no heartbeat: it never goes stale, so the run's one slot stays taken
+    study._storage.set_trial_user_attr(held._trial_id, "worker", "elsewhere:42")
+    done = run(study_file, url, 2, "--timeout", "2")
+    assert (f"trial {held.number} is running in another run (worker elsewhere:42); if that worker is gone, its "
+            "trial is failed and re-run from its checkpoint once its heartbeat is 120 s old (--grace)") in done.stdout, \
+        done.stdout
+    assert count(trials_of(url)).finished == 1
+
+
 def test_studies_fits_an_80_column_terminal_without_cutting_a_number_or_a_name():
     import io  # noqa: PLC0415
 
