@@ -66,6 +66,11 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
+    def _print_message(self, message: str, file=None) -> None:
+        # argparse's own drops a failed write: `hpo --help > /dev/full` would exit 0, nothing written
+        if message:
+            (file or sys.stderr).write(message)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="hpo", description="Hyperparameter search for small image classifiers.")
@@ -746,10 +751,23 @@ def stop_as_on_ctrl_c(signum, frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help, --version or a usage error: argparse has written its lines
+        code = done.code if isinstance(done.code, int) else EXIT_USAGE
+        return code if flushed("hpo") else 1
+    except OSError as error:  # --help or --version to a full disk
+        if error.errno not in FULL:
+            raise
+        return output_lost("hpo", error)
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    code = run_command(args)
+    return code if flushed(f"hpo {args.command}") else 1
+
+
+def run_command(args) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, stop_as_on_ctrl_c) if main_thread else None
     try:
@@ -775,13 +793,27 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
-        try:
-            sys.stdout.flush()
-        except OSError as error:  # standard output on a full disk (> /dev/full): said once, above or here
-            if error.errno not in FULL:
-                raise
-            silence_stdout()
-            print(f"hpo {args.command}: error: cannot write the output: {error.strerror}", file=sys.stderr)
+
+
+def flushed(who: str) -> bool:
+    """Write out what standard output still holds. On a full disk (> /dev/full) say so once, and
+    let the exit status say it too: output that was lost is a failed command."""
+    try:
+        sys.stdout.flush()
+    except OSError as error:
+        if error.errno not in FULL:
+            raise
+        return not output_lost(who, error)
+    except ValueError:  # standard output closed by the command's caller
+        return True
+    return True
+
+
+def output_lost(who: str, error: OSError) -> int:
+    """Say once that standard output could not be written; the exit status for it."""
+    silence_stdout()
+    print(f"{who}: error: cannot write the output: {error.strerror}", file=sys.stderr)
+    return 1
 
 
 FULL = (errno.ENOSPC, errno.EDQUOT)  # a disk or a quota that is full: one line, not a traceback

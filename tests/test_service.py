@@ -292,3 +292,17 @@ def test_output_to_a_full_disk_is_one_line_not_a_traceback(study_file, tmp_path)
         assert done.returncode == 1 and done.stderr.strip().splitlines() == [
             f"hpo {args[0]}: error: cannot write: No space left on device; free some space, or write elsewhere"], \
             done.stderr
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+def test_help_and_version_to_a_full_disk_fail(tmp_path, unbuffered):
+    # argparse drops a failed write of its own: these exited 0 with nothing written
+    env = {**cli_env(), "PYTHONUNBUFFERED": unbuffered}
+    for args in (["--version"], ["--help"], ["run", "--help"]):
+        with open("/dev/full", "w") as full:
+            done = subprocess.run([sys.executable, "-c", "import sys; from hpo.cli import main; sys.exit(main())",
+                                   *args], stdout=full, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env,
+                                  timeout=120)
+        assert done.returncode == 1 and done.stderr.strip().splitlines() == [
+            "hpo: error: cannot write the output: No space left on device"], (args, done.stderr)
