@@ -774,7 +774,7 @@ def run_command(args) -> int:
         return args.handler(args)
     except UserError as error:
         print(f"hpo {args.command}: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return getattr(error, "exit_code", EXIT_USAGE)
     except Exception as error:
         if isinstance(error, OSError) and error.errno in FULL:
             silence_stdout()  # what could not be written is lost; the exit must not try it again

@@ -9,6 +9,7 @@ they are named in the error).
 
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import optuna
 from hpo import records
 from hpo.errors import UserError
 from hpo.export import study_trials
+from hpo.storage import study_gone
 
 
 @dataclass(frozen=True)
@@ -67,10 +69,31 @@ def beating(storage, name: str, within: float) -> dict[int, float]:
     return {number: age for number, age in ages.items() if age < within}
 
 
+TRIES = 5  # deletions a run's writes may undo before the command gives up
+
+
+def delete_study(rdb: optuna.storages.BaseStorage, name: str, tries: int = TRIES) -> None:
+    """Delete study `name`, and make sure it is gone: Optuna's deletion rolls back, and says
+    nothing, when a row of the study is written meanwhile (a trial's report or heartbeat from a
+    run still at work: PostgreSQL's foreign keys refuse the half-deleted study)."""
+    study_id = rdb.get_study_id_from_name(name)
+    for attempt in range(tries):
+        if attempt:
+            time.sleep(0.2 * attempt)
+        try:
+            rdb.delete_study(study_id)
+        except KeyError:  # deleted by the try before, or by someone else meanwhile
+            return
+        if study_gone(rdb, name, study_id):
+            return
+    raise UserError(f"study {name!r} could not be deleted: a run wrote to it during each of {tries} tries; "
+                    "stop the runs that use it, then delete it again")
+
+
 def remove(rdb: optuna.storages.BaseStorage, found: Found, store: Path) -> int:
     """Delete the study, then its artifact files from `store`; returns how many files went. A file
     already gone is not an error (a store cleaned by hand, or on another machine's disk)."""
-    optuna.delete_study(study_name=found.name, storage=rdb)
+    delete_study(rdb, found.name)
     if not found.artifacts or not store.is_dir():
         return 0
     artifact_store = optuna.artifacts.FileSystemArtifactStore(str(store))

@@ -10,6 +10,13 @@ class UserError(Exception):
     """
 
 
+class StudyDeleted(UserError):
+    """The study a command works on was deleted under it (`hpo delete`, `optuna.delete_study`):
+    not the user's input, so the exit status is 1."""
+
+    exit_code = 1
+
+
 class ConfigError(UserError):
     """A bad value in a YAML file, located by file and dotted key."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import signal
 import tempfile
 import threading
@@ -16,9 +17,9 @@ from typing import Any, Callable, Optional
 import optuna
 
 from hpo import processes, records
-from hpo.errors import ConfigError, UserError
+from hpo.errors import ConfigError, StudyDeleted, UserError
 from hpo.retry import PATIENCE_SECONDS, Backoff, DatabaseUnavailable, is_outage
-from hpo.storage import GRACE_SECONDS, HEARTBEAT_SECONDS, Storage
+from hpo.storage import GRACE_SECONDS, HEARTBEAT_SECONDS, Storage, study_gone
 from hpo.study import StudySpec
 from hpo.worker import POLL_SECONDS, Job, worker_entry
 
@@ -251,10 +252,16 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
     procs = [ctx.Process(target=worker_entry, name=f"hpo-worker-{i}", args=(job, i)) for i in range(workers)]
     view = display(workers, before)
 
+    def deleted() -> StudyDeleted:
+        return StudyDeleted(f"study {spec.name!r} was deleted from {storage.masked} while this run worked on it; "
+                            "its workers are stopped, and nothing is left to continue")
+
     def refresh() -> None:
         try:
             view.update(watched.get_trials(deepcopy=False))
         except Exception as error:
+            if study_gone(rdb, spec.name, study_id):
+                raise deleted() from None
             if not is_outage(error):
                 raise  # during an outage the display skips a beat; the workers wait it out themselves
 
@@ -276,6 +283,9 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
     except BaseException as error:  # Ctrl-C, SIGTERM, or the caller's display (hpo.run's on_trial) raising
         stop_workers(procs, warn)
         processes.stop_fork_server()
+        if isinstance(error, StudyDeleted) and checkpoint_dir and not named_study_exists(rdb, spec.name):
+            # no trial of it will ever be retried (unless a run has made it again since: then they stay)
+            shutil.rmtree(Path(checkpoint_dir) / spec.name, ignore_errors=True)
         tidy_checkpoints(checkpoint_dir, spec.name)
         if not isinstance(error, KeyboardInterrupt):
             raise
@@ -294,6 +304,10 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
     except DatabaseUnavailable as error:
         warn(f"hpo run: the database {storage.masked} was {error}; run the same command again once it is back")
         return 1
+    except KeyError:
+        if study_gone(rdb, spec.name, study_id):
+            raise deleted() from None
+        raise
     view.summary(final)
     counts = records.count(final)
     bad = [p for p in procs if p.exitcode not in (0, None)]
@@ -307,12 +321,24 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
     return 0
 
 
+def named_study_exists(rdb, name: str) -> bool:
+    try:
+        rdb.get_study_id_from_name(name)
+    except KeyError:
+        return False
+    except Exception:  # an outage: can't tell, so it may
+        return True
+    return True
+
+
 def remove_if_empty(*folders: Path) -> None:
     """Remove each folder in turn while it is empty (a trial's checkpoint left for a retry, or
     another run's, keeps it and those after it)."""
     for folder in folders:
         try:
             folder.rmdir()
+        except FileNotFoundError:
+            continue
         except OSError:
             return
 

@@ -253,6 +253,17 @@ class Storage:
         return UserError(f"cannot open storage {self.masked}: {reason}; check the URL, the server and the credentials")
 
 
+def study_gone(rdb: optuna.storages.BaseStorage, name: str, study_id: int) -> bool:
+    """Whether study `name`, opened as `study_id`, has been deleted since (or deleted and made
+    again). An error while looking (an outage) is no sign of it: False."""
+    try:
+        return rdb.get_study_id_from_name(name) != study_id
+    except KeyError:
+        return True
+    except Exception:
+        return False
+
+
 class RDBStorage(optuna.storages.RDBStorage):
     """Optuna's RDB storage, with a heartbeat that outlives a database blip."""
 

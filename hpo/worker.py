@@ -43,7 +43,7 @@ from hpo.limits import MAX_SEED
 from hpo.objective import TrialHooks, ended_here, finish, prepare
 from hpo.packed import Packed, shape_names
 from hpo.retry import PATIENCE_SECONDS, Backoff, DatabaseUnavailable, describe, is_outage
-from hpo.storage import Storage
+from hpo.storage import Storage, study_gone
 from hpo.study import StudySpec
 from hpo.trainer import pick_device, share_cpu
 
@@ -297,6 +297,9 @@ class Worker:
             raise outage  # the loop waits the outage out, or stops the worker past its patience
         return ended
 
+    def study_gone(self) -> bool:
+        return study_gone(self.rdb, self.job.spec.name, self.study_id)
+
     def interrupted(self, trials: list[optuna.Trial]) -> None:
         """Ctrl-C: each trial claimed and not yet ended is failed and queued again at once, as a
         dead worker's would be after the grace period, so the next run resumes it from its
@@ -322,6 +325,8 @@ class Worker:
                 if retry and (frozen.params or frozen.system_attrs.get("fixed_params")):
                     backoff.call(lambda: retry(self.study, frozen))
             except Exception as error:
+                if self.study_gone():  # deleted under the run: nothing to fail or queue, and `hpo run` says so
+                    return
                 if isinstance(error, DatabaseUnavailable):
                     backoff.patience = 0  # the database is gone: try the others once each, without waiting
                 then = ("it stays RUNNING until --grace passes, then is failed and queued again" if done == "failed"
@@ -355,6 +360,10 @@ def worker_main(job: Job, index: int) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception:
+        if worker is not None and worker.study_gone():
+            return 1  # deleted under the run (hpo delete): `hpo run` says so, once for all its workers
+        raise
     finally:
         if worker is not None:
             worker.lock.close()

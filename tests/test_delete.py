@@ -111,6 +111,37 @@ def test_force_never_deletes_a_study_whose_worker_still_beats(tmp_path, storage_
     assert optuna.get_all_study_names(storage_url) == []
 
 
+@pytest.mark.parametrize("undone", [1, 99])
+def test_a_deletion_that_a_run_undoes_is_tried_again_then_reported(tmp_path, monkeypatch, undone):
+    """Optuna's delete_study rolls back without a word when a row of the study is written
+    meanwhile (PostgreSQL's foreign keys, a live run's report): seen as a `hpo run` that went on
+    and finished the study it was told was deleted. Here each of the first `undone` deletions is
+    rolled back so."""
+    from hpo import delete  # noqa: PLC0415
+
+    url = f"sqlite:///{tmp_path / 'undo.db'}"
+    optuna.create_study(study_name="busy", storage=url).add_trial(create_trial(value=0.5))
+    rdb = optuna.storages.RDBStorage(url)
+    calls = []
+    real = rdb.delete_study
+
+    def rolled_back(study_id):
+        calls.append(study_id)
+        if len(calls) > undone:
+            real(study_id)
+
+    monkeypatch.setattr(rdb, "delete_study", rolled_back)
+    monkeypatch.setattr(delete.time, "sleep", lambda s: None)
+    if undone < delete.TRIES:
+        delete.delete_study(rdb, "busy")
+        assert optuna.get_all_study_names(url) == [] and len(calls) == undone + 1
+    else:
+        with pytest.raises(delete.UserError, match="study 'busy' could not be deleted: a run wrote to it during "
+                                                   "each of 5 tries; stop the runs that use it"):
+            delete.delete_study(rdb, "busy")
+        assert optuna.get_all_study_names(url) == ["busy"] and len(calls) == delete.TRIES
+
+
 class Terminal(io.StringIO):
     """Standard input as a terminal that answers `text`."""
 

@@ -112,3 +112,28 @@ def test_an_on_trial_that_raises_stops_the_workers_and_leaves_no_empty_folders(t
     assert len(trials) < 50  # stopped, not run on to its 50 behind the caller's back
     # the trial a worker held as it was stopped (however far in) is failed and queued again, not left RUNNING
     assert not [t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+
+
+@pytest.mark.timeout(300)
+def test_a_study_deleted_under_a_run_ends_it_in_one_error_with_no_worker_left(tmp_path, monkeypatch, storage_url):
+    """Deleted while its workers train (`hpo delete --force` past the grace period, or
+    optuna.delete_study): the run ends with StudyDeleted (the CLI's one line, exit 1), where the
+    display's next look and each worker raised KeyError tracebacks; the checkpoints of a study that
+    is gone go too."""
+    from hpo.delete import delete_study  # noqa: PLC0415
+    from hpo.errors import StudyDeleted  # noqa: PLC0415
+    from hpo.storage import Storage  # noqa: PLC0415
+
+    study = mlp_study(tmp_path, "doomed")
+    monkeypatch.chdir(tmp_path)
+
+    def on_trial(trial):
+        if trial.number == 0:  # the other worker is training meanwhile
+            delete_study(Storage.resolve(storage_url).open_existing(), "doomed")
+
+    with pytest.raises(StudyDeleted, match=r"^study 'doomed' was deleted from .* while this run worked on it; its "
+                                           "workers are stopped"):
+        hpo.run(study, trials=50, storage=storage_url, workers=2, device="cpu", on_trial=on_trial)
+    assert not [p for p in mp.active_children() if p.name.startswith("hpo-worker")], "a worker still runs"
+    assert not (tmp_path / "checkpoints").exists()
+    assert "doomed" not in [s.study_name for s in optuna.get_all_study_summaries(storage_url)]
