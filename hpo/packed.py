@@ -57,6 +57,18 @@ def pack_key(cfg: TrainConfig) -> Optional[str]:
     return json.dumps([model, cfg.batch_size, cfg.epochs, cfg.to_dict().get("data")], sort_keys=True)
 
 
+def never_packs(spec) -> Optional[str]:
+    """What keeps every trial of `spec` out of a pack (pack_key is None for each), or None: where
+    `--pack K` could only tie K trials to one shape and then train them one at a time."""
+    searched = {p.key for p in spec.space.params}
+    base = spec.space.base
+    if "module" in base.get("model", {}) and not searched & {"model", "model.module", "model.preset", "model.family"}:
+        return f"your own model ({base['model']['module']}) is not one of hpo's model families, which packing stacks"
+    if base.get("ema") and "ema" not in searched:
+        return "every trial averages its weights (ema), which packing does not do"
+    return None
+
+
 def shape_names(spec) -> list[str]:
     """A study's searched parameters that pack_key depends on: model keys but dropout rates,
     batch size, epochs, data."""

@@ -200,6 +200,7 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
     stacked model (hpo.packed).
     Returns the exit status: 0 done (or stopped by `timeout`), 1 a worker failed, 130 interrupted."""
     from hpo import data as data_mod  # noqa: PLC0415 - torch-heavy
+    from hpo.packed import never_packs  # noqa: PLC0415
     from hpo.trainer import auto_workers, mps_hint, pick_device  # noqa: PLC0415
 
     if not os.environ.get("HPO_DEBUG"):
@@ -210,6 +211,10 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
             check_writable_folder(Path(folder), what)
     ctx = processes.worker_context()  # its fork server imports what a worker needs while this process sets up
     where = pick_device(device)
+    unpacked = never_packs(spec) if pack > 1 else None
+    if unpacked:
+        warn(f"hpo run: --pack {pack}: {unpacked}; each trial trains alone (as --pack 1)")
+        pack = 1
     if pack > 1 and where.type == "cpu":
         warn(f"hpo run: --pack {pack} on a CPU: packed trials trained at 0.4-0.6x the rate of one at a time on "
              "the 2-core machines measured (the arithmetic is the bottleneck there, BENCHMARKS.md); packing is "

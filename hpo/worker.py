@@ -216,8 +216,11 @@ class Worker:
             try:
                 shape = None
                 for i in range(max(room, 0)):
-                    if i:  # a group's other trials take its first one's shape, so that they train as one
-                        # stacked model; the sampler draws everything else (Optuna's partial enqueue)
+                    # a group's other trials take its first one's shape, so that they train as one stacked
+                    # model; the sampler draws everything else (Optuna's partial enqueue). Not while trials
+                    # wait in the queue (retries, after a Ctrl-C): ask() takes the oldest of those first, and
+                    # the shape queued for this group would be left behind for nobody
+                    if i and not self.waiting():
                         shape = shape if shape is not None else shape_of(claimed[0].trial, self.job.spec)
                         self.study.enqueue_trial(shape, skip_if_exists=False)
                     with interrupts_held():  # the asked trial is held before a Ctrl-C is raised
@@ -236,6 +239,10 @@ class Worker:
                         self.held.pop(trial.number, None)
                 raise
             return claimed
+
+    def waiting(self) -> bool:
+        """Whether a trial waits in the study's queue for the next ask()."""
+        return bool(self.rdb.get_all_trials(self.study_id, deepcopy=False, states=(TrialState.WAITING,)))
 
     def train(self, claimed: list[Claimed]) -> list[tuple[TrialState, str]]:
         """Build each claimed trial, train those within budget, tell each how it ended."""

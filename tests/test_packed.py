@@ -304,3 +304,55 @@ def test_on_cuda_the_backend_groups_what_a_graph_takes_apart_from_the_rest(split
     jobs = [TrainJob(c, None, None) for c in (RECIPES[0], RECIPES[1], RECIPES[2], onecycle)]
     Packed(4).run(jobs, splits)
     assert sorted(packs) == [[0, 1], [2, 4]]
+
+
+def packed_study(tmp_path, **changes):
+    study = {"name": "packed", "base": {**BASE, "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9}},
+             "search": {"optimizer.lr": {"float": [0.001, 0.5], "log": True}, "model.layers.0": {"int": [4, 12]}},
+             "pruner": {"name": "none"}, "sampler": {"name": "random", "seed": 0}, **changes}
+    path = tmp_path / "packed.yaml"
+    path.write_text(yaml.safe_dump(study))
+    return path
+
+
+def test_a_pack_claimed_beside_queued_trials_leaves_none_of_its_own_queued(tmp_path):
+    """Trials waiting in the queue (a Ctrl-C's retries) are asked first: a claim's shape queued
+    behind them was left there, a WAITING trial nobody trained (3 of them after a resumed run)."""
+    from test_service import hpo  # noqa: PLC0415
+
+    path, url = packed_study(tmp_path), f"sqlite:///{tmp_path}/db.sqlite"
+    hpo("run", "--study", str(path), "--trials", "1", "--storage", url, "--device", "cpu", "--quiet", cwd=tmp_path)
+    study = optuna.load_study(study_name="packed", storage=url)
+    for lr in (0.01, 0.02, 0.03, 0.04):  # as a Ctrl-C queues its trials again: more than one claim takes
+        study.enqueue_trial({"optimizer.lr": lr, "model.layers.0": 6})
+    hpo("run", "--study", str(path), "--trials", "7", "--pack", "3", "--storage", url, "--device", "cpu", "--quiet",
+        cwd=tmp_path)
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state for t in trials].count(TrialState.WAITING) == 0, [(t.number, t.state.name) for t in trials]
+    assert count(trials).finished == 7 and len(trials) == 7
+    # three queued trials of one shape (no checkpoint: nothing to resume alone) trained as one group; the
+    # fourth, with two of its shape queued once the queue was empty, as another
+    assert [t.user_attrs.get("packed", [1])[0] for t in trials[1:]] == [3] * 6
+    assert {t.params["model.layers.0"] for t in trials[1:]} == {6}
+
+
+def test_pack_with_your_own_model_says_it_trains_alone_and_ties_no_shapes(tmp_path, monkeypatch):
+    from test_service import hpo  # noqa: PLC0415
+
+    (tmp_path / "own_net.py").write_text(
+        "from torch import nn\n"
+        "def make(width=4, input_shape=(1, 28, 28), num_classes=10):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(input_shape[1] * input_shape[2], width), nn.ReLU(),\n"
+        "                         nn.Linear(width, num_classes))\n")
+    base = {**BASE, "model": {"module": "own_net:make", "width": 4}, "optimizer": {"name": "sgd", "lr": 0.05}}
+    path = packed_study(tmp_path, base=base, search={"model.width": {"int": [2, 12]},
+                                                     "optimizer.lr": {"float": [0.001, 0.5], "log": True}})
+    url = f"sqlite:///{tmp_path}/db.sqlite"
+    done = hpo("run", "--study", str(path), "--trials", "6", "--pack", "3", "--storage", url, "--device", "cpu",
+               "--quiet", cwd=tmp_path)
+    assert "hpo run: --pack 3: your own model (own_net:make) is not one of hpo's model families, which packing " \
+           "stacks; each trial trains alone (as --pack 1)" in done.stderr, done.stderr
+    assert "on a CPU" not in done.stderr  # no pack, so no word about packing on a CPU
+    trials = optuna.load_study(study_name="packed", storage=url).get_trials(deepcopy=False)
+    widths = [t.params["model.width"] for t in trials[1:]]
+    assert len(set(widths)) > 2, widths  # drawn per trial, not three at a time to one width
