@@ -239,10 +239,13 @@ def restore(path: Path, cfg, model, optimizer, schedule, generator,
     try:
         state = torch.load(path, map_location=generator.device, weights_only=True)
         ours = state["config"] == cfg.to_dict()
+        # the same config, on data that changed since (another class count): a net of other shapes,
+        # which load_state_dict would half load before it raised
+        fits = {k: v.shape for k, v in state["model"].items()} == {k: v.shape for k, v in model.state_dict().items()}
     except Exception:  # damaged (a torn copy, a full disk, a stranger's file): the retry starts afresh
         path.unlink(missing_ok=True)
         return []
-    if not ours:  # a checkpoint of some other run: start afresh
+    if not ours or not fits:  # a checkpoint of some other run: start afresh
         return []
     model.load_state_dict(state["model"])
     load_optimizer(optimizer, state["optimizer"])

@@ -277,6 +277,23 @@ def test_a_damaged_checkpoint_starts_the_trial_afresh(small, tmp_path, damage):
     assert [r.epoch for r in again] == [1, 2] and all(r.restored for r in again)
 
 
+def test_a_checkpoint_of_the_same_config_on_other_data_starts_afresh(small, tmp_path):
+    """Your own data given a class more since a Ctrl-C: the retry's config is the same, its net is
+    not; the trial failed with load_state_dict's size mismatch, where it now starts afresh."""
+    import torch  # noqa: PLC0415
+
+    cfg = parse_config({"model": {"preset": "linear"}, "epochs": 2, "batch_size": 256})
+    checkpoint = tmp_path / "trial-0.pt"
+    hpo.trainer.train(cfg, small, checkpoint=checkpoint)
+    state = torch.load(checkpoint, weights_only=True)
+    for key, tensor in state["model"].items():  # as saved by a net with one output more
+        state["model"][key] = torch.cat([tensor, tensor[:1]])
+    torch.save(state, checkpoint)
+    history = hpo.trainer.train(cfg, small, checkpoint=checkpoint)
+    assert [r.epoch for r in history] == [1, 2] and not any(r.restored for r in history)
+    assert all(math.isfinite(r.train_loss) for r in history)
+
+
 @pytest.mark.parametrize("native, expected", [(True, True), (False, False)])
 def test_bf16_on_cuda_only_where_the_gpu_does_it_natively(monkeypatch, native, expected):
     """An Ampere or newer GPU trains under bf16 autocast; a T4 or V100 (bf16 only emulated) in fp32."""
