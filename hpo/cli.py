@@ -324,7 +324,8 @@ def cmd_train(args) -> int:
         print(f"hpo train: out of memory on {device}: {first}; lower batch_size or the model's widths in "
               f"{args.config}", file=sys.stderr)
         return 1
-    for note in rerun_notes(record, device, torch.get_num_threads()):
+    for note in rerun_notes(record, device, torch.get_num_threads(), n_params=n_params,
+                            held_out=data.validation_size(len(splits.train_y))):
         print(f"hpo train: note: {note}", file=sys.stderr)
     precision = "bf16 autocast" if bf16_autocast(device.type) else "fp32"
     if device.type == "cuda":  # the graph is an epoch's 10x: say whether this config had it, and why not
@@ -334,12 +335,18 @@ def cmd_train(args) -> int:
     return 0
 
 
-def rerun_notes(record: dict | None, device, threads: int) -> list[str]:
+def rerun_notes(record: dict | None, device, threads: int, *, n_params: int | None = None,
+                held_out: int | None = None) -> list[str]:
     """Why `hpo train` of an exported trial may not give the trial's own number: each difference
-    between how the trial trained and how this run does, as a line (nothing for a plain config)."""
+    between how the trial trained and how this run does, as a line (nothing for a plain config).
+    `n_params`: this run's net; `held_out`: the training images an `eval: val` study held out of it."""
     if not record:
         return []
     number, notes = record.get("trial", "?"), []
+    searched = record.get("n_params")
+    if isinstance(searched, int) and n_params is not None and searched != n_params:
+        notes.append(f"trial {number} had {searched:,} parameters, this net has {n_params:,}: the data's classes or "
+                     "image size are not those it was searched on; its accuracy says nothing of this run")
     trained_on, here = record.get("device"), "cpu" if device.type == "cpu" else "a GPU"
     if isinstance(trained_on, str) and (trained_on == "cpu") != (device.type == "cpu"):
         notes.append(f"trial {number} trained on {trained_on}, this run on {here}: other kernels, another rounding; "
@@ -348,8 +355,8 @@ def rerun_notes(record: dict | None, device, threads: int) -> list[str]:
         notes.append(f"trial {number} trained packed with {record['packed'] - 1} other trial(s) (--pack): the same "
                      "recipe, not the same run (README, --pack); expect its accuracy within the seeds' spread")
     if isinstance(record.get("test_accuracy"), (int, float)):
-        notes.append(f"trial {number}'s value is its validation accuracy (eval: val: trained without 10,000 held-out "
-                     "training images); this run trains on all of them and tests on the test set: compare with its "
+        without = f"{held_out:,} held-out training images" if held_out else "the held-out training images"
+        notes.append(f"trial {number}'s value is its validation accuracy (eval: val: trained without {without}); this run trains on all of them and tests on the test set: compare with its "
                      f"test_accuracy, {100 * record['test_accuracy']:.2f}%")
     trained = record.get("torch_threads")
     if device.type == "cpu" and isinstance(trained, int) and trained != threads:

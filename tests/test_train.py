@@ -344,6 +344,13 @@ def test_training_an_exported_trial_says_what_differs_from_how_it_trained(tmp_pa
     seventh = rerun_notes(exported_trial(path, 7), cpu, threads=2)
     assert len(seventh) == 2 and "packed with 3 other trial(s)" in seventh[0]
     assert "validation accuracy" in seventh[1] and "test_accuracy, 98.12%" in seventh[1]
+    assert "the held-out training images" in seventh[1]
+    held = rerun_notes(exported_trial(path, 7), cpu, threads=2, held_out=33)[1]  # 201 images of one's own: not 10,000
+    assert "trained without 33 held-out training images" in held
+    resized = rerun_notes({"trial": 3, "n_params": 387}, cpu, threads=2, n_params=396)
+    assert resized == ["trial 3 had 387 parameters, this net has 396: the data's classes or image size are not those "
+                       "it was searched on; its accuracy says nothing of this run"]
+    assert rerun_notes({"trial": 3, "n_params": 387}, cpu, threads=2, n_params=387) == []
     gpu = {"trial": 9, "device": "NVIDIA H100 80GB HBM3", "packed": "x", "test_accuracy": None}
     assert [n[:41] for n in rerun_notes(gpu, cpu, threads=2)] == ["trial 9 trained on NVIDIA H100 80GB HBM3,"]
     plain = tmp_path / "cfg.yaml"
