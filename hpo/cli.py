@@ -515,10 +515,46 @@ def cmd_run(args) -> int:
     if args.grace <= args.heartbeat:
         raise UserError(f"--grace {args.grace} must be longer than --heartbeat {args.heartbeat}")
     processes.worker_context()  # the workers' fork server imports torch & co. while this process does the same
+    stdout, sys.stdout = sys.stdout, GoesOnWithoutReader(sys.stdout, "hpo run")
     try:
         return run_study(args)
     finally:  # a mistake in the study file ends the command before any worker: the server goes too
+        sys.stdout = stdout
         processes.stop_fork_server()
+
+
+class GoesOnWithoutReader:
+    """Standard output for `hpo run`: once its reader is gone (`| head`, a pager that quit), one
+    line on stderr says so and the study goes on, printing nowhere. Left to itself, the broken pipe
+    stopped the run as a Ctrl-C does, each trial's failure recorded as `interrupted`, exit 1 and
+    not a word. Ctrl-C still stops it."""
+
+    def __init__(self, stream, who: str):
+        self._stream, self._who, self._gone = stream, who, False
+
+    def write(self, text: str) -> int:
+        if not self._gone:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._reader_gone()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        self._gone = True
+        silence_stdout()
+        print(f"{self._who}: standard output was closed (| head, or a pager that quit); the run goes on without "
+              "printing (Ctrl-C stops it; hpo studies shows it)", file=sys.stderr, flush=True)
+
+    def __getattr__(self, name: str):  # isatty, fileno, encoding: the stream's own
+        return getattr(self._stream, name)
 
 
 def run_study(args) -> int:
@@ -762,7 +798,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as done:  # --help, --version or a usage error: argparse has written its lines
         code = done.code if isinstance(done.code, int) else EXIT_USAGE
-        return code if flushed("hpo") else 1
+        return flush_failure("hpo") or code
     except OSError as error:  # --help or --version to a full disk
         if error.errno not in FULL:
             raise
@@ -771,7 +807,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     code = run_command(args)
-    return code if flushed(f"hpo {args.command}") else 1
+    return flush_failure(f"hpo {args.command}") or code
 
 
 def run_command(args) -> int:
@@ -797,23 +833,30 @@ def run_command(args) -> int:
     except KeyboardInterrupt:
         print(f"hpo {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # its reader is gone (| head): a command that prints stops, as Unix tools do
+        silence_stdout()
+        return 141  # 128 + SIGPIPE, what the shell reports for such a tool
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
 
 
-def flushed(who: str) -> bool:
-    """Write out what standard output still holds. On a full disk (> /dev/full) say so once, and
-    let the exit status say it too: output that was lost is a failed command."""
+def flush_failure(who: str) -> int:
+    """Write out what standard output still holds: 0, or the exit status for what was lost. A full
+    disk (> /dev/full) is said once and is a failed command (1); a reader that is gone (| head) is
+    the shell's 141 for a tool stopped by SIGPIPE, without a word."""
     try:
         sys.stdout.flush()
+    except BrokenPipeError:
+        silence_stdout()
+        return 141
     except OSError as error:
         if error.errno not in FULL:
             raise
-        return not output_lost(who, error)
+        return output_lost(who, error)
     except ValueError:  # standard output closed by the command's caller
-        return True
-    return True
+        pass
+    return 0
 
 
 def output_lost(who: str, error: OSError) -> int:

@@ -306,3 +306,22 @@ def test_help_and_version_to_a_full_disk_fail(tmp_path, unbuffered):
                                   timeout=120)
         assert done.returncode == 1 and done.stderr.strip().splitlines() == [
             "hpo: error: cannot write the output: No space left on device"], (args, done.stderr)
+
+
+@pytest.mark.timeout(300)
+def test_a_run_whose_reader_goes_away_trains_on(study_file, tmp_path):
+    """`hpo run | head -1`, or a pager that quit: the broken pipe stopped the run as a Ctrl-C
+    would, every trial it held failed as 'interrupted: Ctrl-C or SIGTERM', exit 1 and no word."""
+    url = f"sqlite:///{tmp_path / 'pipe.db'}"
+    proc = subprocess.Popen([sys.executable, "-m", "hpo", "run", "--study", str(study_file), "--trials", "3",
+                             "--storage", url, "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=tmp_path, env=cli_env())
+    first = proc.stdout.readline()
+    proc.stdout.close()  # as `head -1` does
+    _, err = proc.communicate(timeout=240)
+    assert first.startswith(b"tiny from ") and proc.returncode == 0, err.decode()
+    assert err.decode().strip().splitlines() == [
+        "hpo run: standard output was closed (| head, or a pager that quit); the run goes on without printing "
+        "(Ctrl-C stops it; hpo studies shows it)"]
+    c = count(trials_of(url))
+    assert c.finished == 3 and c.failed == 0 and c.running == 0
