@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "running, its failures")
     p.add_argument("study", nargs="?", metavar="NAME", help="show this study: its best trials and how to export "
                    "them, its running trials (epoch, worker) and its latest failures with their reasons")
-    p.add_argument("--top", type=positive_int, default=10, metavar="K",
+    p.add_argument("--top", type=positive_int, default=None, metavar="K",
                    help="with NAME: how many of the best trials to show (default: 10)")
     storage(p)
     p.set_defaults(handler=cmd_studies)
@@ -624,23 +624,34 @@ def cmd_studies(args) -> int:
     from hpo.export import study_trials  # noqa: PLC0415
     from hpo.storage import Storage  # noqa: PLC0415
 
+    if args.study is None and args.top is not None:
+        raise UserError(f"--top {args.top} shows the best trials of one study: give its name, "
+                        f"hpo studies NAME --top {args.top}")
     storage = Storage.resolve(args.storage)
     rdb = storage.open_existing()
     if args.study is not None:
         trials = study_trials(rdb, args.study)
         study_id = rdb.get_study_id_from_name(args.study)
         attrs = rdb.get_study_user_attrs(study_id)
-        print_study_trials(args.study, trials, source=attrs.get(records.SOURCE), where=storage.masked, top=args.top,
+        print_study_trials(args.study, trials, source=attrs.get(records.SOURCE), where=storage.masked, top=args.top or 10,
                            held_out=(attrs.get(records.SPEC) or {}).get("eval") == "val",
                            multi=len(rdb.get_study_directions(study_id)) > 1,
                            storage_option=f" --storage {shlex.quote(storage.masked)}" if args.storage else "")
         return 0
-    studies = {name: rdb.get_all_trials(rdb.get_study_id_from_name(name), deepcopy=False)
-               for name in optuna.get_all_study_names(rdb)}
+    summaries = optuna.get_all_study_summaries(rdb, include_best_trial=False)
+    studies = {s.study_name: rdb.get_all_trials(rdb.get_study_id_from_name(s.study_name), deepcopy=False)
+               for s in summaries if records.made_by_hpo(s.user_attrs)}
+    others = [s.study_name for s in summaries if s.study_name not in studies]
     if not studies:
-        print(f"no studies in {storage.masked}; run one: hpo run --study NAME --trials N")
+        print(f"no studies of hpo's in {storage.masked}" + (f" (only Optuna's own: {', '.join(others)})" if others
+                                                           else "") + "; run one: hpo run --study NAME --trials N")
         return 0
     console.print(studies_table(studies))
+    if others:
+        from rich.text import Text  # noqa: PLC0415
+
+        console.print(Text(f"also here, not made by hpo run (hpo dashboard shows them): {', '.join(others)}"),
+                      soft_wrap=True)
     return 0
 
 

@@ -23,6 +23,10 @@ def study_trials(rdb: optuna.storages.BaseStorage, study_name: str) -> list[optu
         names = optuna.get_all_study_names(rdb)
         raise UserError(f"no study named {study_name!r} in this storage; studies here: "
                         f"{', '.join(names) or '(none)'}") from None
+    if not records.made_by_hpo(rdb.get_study_user_attrs(study_id)):
+        # its values need not be accuracies, nor its direction up, and its trials carry no config
+        raise UserError(f"study {study_name!r} was not made by hpo run (it records no study file): hpo reads only "
+                        "its own studies; hpo dashboard shows any Optuna study")
     return rdb.get_all_trials(study_id, deepcopy=False)
 
 

@@ -52,6 +52,12 @@ SPEC = "hpo_spec"                  # the study file's content, as parsed YAML
 KINDS = ("complete", "pruned", "rejected", "failed", "running", "waiting")
 
 
+def made_by_hpo(study_user_attrs: dict) -> bool:
+    """A study `hpo run` made, and made whole (its fingerprint is set last), not Optuna's own: one
+    whose values are accuracies and whose trials carry their configs."""
+    return FINGERPRINT in study_user_attrs
+
+
 def kind(t: FrozenTrial) -> str:
     """What a person calls the trial's state: an over-budget rejection is not a pruned trial."""
     if t.state == TrialState.PRUNED:

@@ -14,6 +14,7 @@ from typing import Callable
 
 import optuna
 import pytest
+from conftest import hpo_study
 import sqlalchemy
 import yaml
 
@@ -63,14 +64,14 @@ def study_without_finished_trials(folder: Path) -> None:
 
 
 def study_with_a_complete_trial(folder: Path) -> None:
-    study = optuna.create_study(study_name="tiny", storage=f"sqlite:///{folder / 'db.sqlite'}", direction="maximize")
+    study = hpo_study(study_name="tiny", storage=f"sqlite:///{folder / 'db.sqlite'}", direction="maximize")
     study.add_trial(optuna.create_trial(value=0.9, user_attrs={"config": TINY["base"]}))
 
 
 def damaged_database(folder: Path) -> None:
     """A study database with garbage written over its first pages."""
     path = folder / "damaged.sqlite"
-    optuna.create_study(study_name="tiny", storage=f"sqlite:///{path}")
+    hpo_study(study_name="tiny", storage=f"sqlite:///{path}")
     with open(path, "r+b") as handle:
         handle.seek(100)
         handle.write(bytes(range(256)) * 16)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import hpo_study
 import yaml
 from optuna.trial import TrialState, create_trial
 
@@ -76,7 +77,7 @@ def test_a_changed_study_file_runs_afresh_after_delete(tmp_path):
 
 
 def test_a_running_trial_stops_delete_unless_forced(tmp_path, storage_url):
-    study = optuna.create_study(study_name="busy", storage=storage_url, direction="maximize")
+    study = hpo_study(study_name="busy", storage=storage_url, direction="maximize")
     study.add_trial(create_trial(value=0.5))
     study.ask()  # a trial some worker is training, or was when it was killed
     refused = hpo("delete", "--study", "busy", "--yes", "--storage", storage_url, cwd=tmp_path, check=False)
@@ -92,7 +93,7 @@ def test_force_never_deletes_a_study_whose_worker_still_beats(tmp_path, storage_
     import sqlalchemy  # noqa: PLC0415
 
     rdb = optuna.storages.RDBStorage(storage_url, heartbeat_interval=30, grace_period=120)
-    study = optuna.create_study(study_name="live", storage=rdb, direction="maximize")
+    study = hpo_study(study_name="live", storage=rdb, direction="maximize")
     trial = study.ask()
     rdb.record_heartbeat(trial._trial_id)
     refused = hpo("delete", "--study", "live", "--yes", "--force", "--storage", storage_url, cwd=tmp_path, check=False)
@@ -120,7 +121,7 @@ def test_a_deletion_that_a_run_undoes_is_tried_again_then_reported(tmp_path, mon
     from hpo import delete  # noqa: PLC0415
 
     url = f"sqlite:///{tmp_path / 'undo.db'}"
-    optuna.create_study(study_name="busy", storage=url).add_trial(create_trial(value=0.5))
+    hpo_study(study_name="busy", storage=url).add_trial(create_trial(value=0.5))
     rdb = optuna.storages.RDBStorage(url)
     calls = []
     real = rdb.delete_study
@@ -153,7 +154,7 @@ class Terminal(io.StringIO):
                                              ("", False)])
 def test_the_terminal_prompt(tmp_path, monkeypatch, capsys, answer, deleted):
     url = f"sqlite:///{tmp_path / 'p.db'}"
-    optuna.create_study(study_name="s", storage=url).add_trial(create_trial(value=0.5))
+    hpo_study(study_name="s", storage=url).add_trial(create_trial(value=0.5))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "stdin", Terminal(answer))
     code = cli.main(["delete", "--study", "s", "--storage", url])
@@ -172,7 +173,7 @@ def test_delete_and_studies_create_no_database(tmp_path):
 
 def test_studies_name_shows_the_best_the_running_and_why_trials_failed(tmp_path):
     url = f"sqlite:///{tmp_path / 's.db'}"
-    study = optuna.create_study(study_name="s", storage=url, direction="maximize")
+    study = hpo_study(study_name="s", storage=url, direction="maximize")
     study.set_user_attr("hpo_study_file", "studies/s.yaml")
     for number, value in enumerate((0.91, 0.95, 0.93)):
         study.add_trial(create_trial(value=value, params={"lr": 0.1 * (number + 1)},
@@ -206,3 +207,35 @@ def test_a_run_without_a_complete_trial_ends_in_a_line_not_an_empty_table(capsys
     display.print_best("s", trials, top=5, held_out=False, multi=False)
     out = capsys.readouterr().out
     assert out.strip() == "no trial of s completed: 2 trials (1 pruned, 1 failed)" and "export" not in out
+
+
+def test_a_study_optuna_made_itself_is_named_not_read_as_hpos(tmp_path):
+    """Plain Optuna's study in the same database: its values are no accuracies (here minimized), its
+    trials carry no config. It was listed with a 'best' that ignored its direction, and export said
+    it had 'no complete trial ... 3 complete'."""
+    url = f"sqlite:///{tmp_path / 'mixed.db'}"
+    hpo_study(study_name="ours", storage=url, direction="maximize").add_trial(
+        create_trial(value=0.9, user_attrs={"n_params": 100}))
+    plain = optuna.create_study(study_name="plain-min", storage=url)  # minimize, as Optuna's default
+    for x in (0.68, 0.39):
+        plain.add_trial(create_trial(value=x, params={"x": x},
+                                     distributions={"x": optuna.distributions.FloatDistribution(0, 1)}))
+    listed = hpo("studies", "--storage", url, cwd=tmp_path)
+    assert "ours" in listed.stdout and listed.stdout.strip().splitlines()[-1] == \
+        "also here, not made by hpo run (hpo dashboard shows them): plain-min"
+    line = ("error: study 'plain-min' was not made by hpo run (it records no study file): hpo reads only its own "
+            "studies; hpo dashboard shows any Optuna study")
+    for args in (["studies", "plain-min"], ["export", "--study", "plain-min"], ["report", "--study", "plain-min"],
+                 ["delete", "--study", "plain-min", "--yes"]):
+        done = hpo(*args, "--storage", url, cwd=tmp_path, check=False)
+        assert done.returncode == 2 and done.stderr.strip() == f"hpo {args[0]}: {line}", done.stderr
+    assert sorted(optuna.get_all_study_names(url)) == ["ours", "plain-min"]
+    assert not list(tmp_path.glob("*.yaml")) and not list(tmp_path.glob("*.html"))
+
+
+def test_top_without_a_study_name_is_refused_not_ignored(tmp_path):
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    hpo_study(study_name="ours", storage=url, direction="maximize")
+    done = hpo("studies", "--top", "3", "--storage", url, cwd=tmp_path, check=False)
+    assert done.returncode == 2 and done.stderr.strip() == (
+        "hpo studies: error: --top 3 shows the best trials of one study: give its name, hpo studies NAME --top 3")

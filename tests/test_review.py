@@ -24,6 +24,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import hpo_study
 import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
@@ -92,7 +93,7 @@ def fake_trial(number: int, rng: random.Random, started: dt.datetime) -> optuna.
 
 
 def make_fake_study(url: str, name: str = "quickstart", trials: int = 24) -> None:
-    study = optuna.create_study(study_name=name, storage=url, direction="maximize")
+    study = hpo_study(study_name=name, storage=url, direction="maximize")
     study.set_user_attr("hpo_spec", yaml.safe_load((ROOT / "studies" / "quickstart.yaml").read_text()))
     study.set_user_attr("hpo_study_file", "studies/quickstart.yaml (fake trials written by tests/test_review.py)")
     rng, started = random.Random(0), dt.datetime(2026, 1, 1, 12, 0)
@@ -372,7 +373,7 @@ def test_report_errors_are_one_line(review, tmp_path):
     assert unknown.returncode == 2 and len(unknown.stderr.strip().splitlines()) == 1
     assert "no study named 'no-such-study'" in unknown.stderr and "quickstart" in unknown.stderr
     empty_url = f"sqlite:///{tmp_path / 'empty.db'}"
-    optuna.create_study(study_name="empty", storage=empty_url)
+    hpo_study(study_name="empty", storage=empty_url)
     empty = hpo("report", "--study", "empty", "--storage", empty_url, cwd=tmp_path)
     assert empty.returncode == 2 and "no complete trial" in empty.stderr and "Traceback" not in empty.stderr
     assert not (tmp_path / "report.html").exists()
@@ -457,7 +458,7 @@ def test_a_report_of_an_eval_val_study_names_validation_accuracy_and_gives_the_t
     from hpo.report import build_report  # noqa: PLC0415
 
     url = f"sqlite:///{tmp_path / 'val.db'}"
-    study = optuna.create_study(study_name="held", storage=url, direction="maximize")
+    study = hpo_study(study_name="held", storage=url, direction="maximize")
     study.set_user_attr(records.SPEC, {"name": "held", "eval": "val"})
     distribution = optuna.distributions.FloatDistribution(0.001, 0.1, log=True)
     for lr, val, test in ((0.01, 0.9717, 0.9828), (0.05, 0.9655, 0.9701)):
@@ -488,7 +489,7 @@ def test_the_seeds_stars_are_drawn_only_beside_mnist_studies(tmp_path, base, sta
     from hpo.report import build_report  # noqa: PLC0415
 
     url = f"sqlite:///{tmp_path / 'own.db'}"
-    study = optuna.create_study(study_name="own", storage=url, direction="maximize")
+    study = hpo_study(study_name="own", storage=url, direction="maximize")
     study.set_user_attr(records.SPEC, {"name": "own", "base": base})
     study.add_trial(optuna.trial.create_trial(value=0.7, user_attrs={records.N_PARAMS: 900, records.BASE: True,
                                                                      records.EPOCH_SECONDS: [1.0]}))

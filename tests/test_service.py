@@ -14,6 +14,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import hpo_study
 import yaml
 from optuna.trial import TrialState
 
@@ -192,7 +193,7 @@ def test_export_retrains_to_the_same_accuracy(tmp_path):
 
 def test_export_of_a_study_without_complete_trials_is_a_clear_error(tmp_path):
     url = f"sqlite:///{tmp_path / 'empty.db'}"
-    optuna.create_study(study_name="empty", storage=url)
+    hpo_study(study_name="empty", storage=url)
     done = hpo("export", "--study", "empty", "--storage", url, cwd=tmp_path, check=False)
     assert done.returncode == 2 and "no complete trial" in done.stderr and "Traceback" not in done.stderr
     assert "to export yet; run it first" in done.stderr
