@@ -316,6 +316,11 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
     view.summary(final)
     counts = records.count(final)
     bad = [p for p in procs if p.exitcode not in (0, None)]
+    for index, p in enumerate(procs):
+        if p.exitcode is not None and p.exitcode < 0:  # killed by a signal: it could say nothing itself
+            warn(f"hpo run: worker {index} (pid {p.pid}) was killed by {signal_name(-p.exitcode)}; a trial it held "
+                 f"stays RUNNING until its heartbeat is {grace} s old (--grace), then a run retries it from its "
+                 "checkpoint")
     if bad:
         warn(f"hpo run: {len(bad)} of {workers} workers stopped with an error (see above); "
              f"{counts.finished}/{trials} finished; rerun to continue")
@@ -324,6 +329,14 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
         reason = "the --timeout passed" if deadline and time.time() >= deadline else "the workers stopped"
         warn(f"{counts.finished}/{trials} finished: {reason}; run the same command to continue")
     return 0
+
+
+def signal_name(number: int) -> str:
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+    return name + (" (as the out-of-memory killer does)" if name == "SIGKILL" else "")
 
 
 def named_study_exists(rdb, name: str) -> bool:

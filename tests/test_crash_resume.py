@@ -96,6 +96,9 @@ def test_kill_9_mid_trial_then_the_retry_resumes_and_the_count_is_exact(tmp_path
             f"epoch {epoch}/{EPOCHS} reported")
 
         assert wait(runs[owner], deadline) != 0, f"run {owner} did not notice its worker died"
+        said = (tmp_path / f"{owner}.log").read_text()  # what "(see above)" points to: it said nothing else
+        assert (f"hpo run: worker 0 (pid {pid}) was killed by SIGKILL (as the out-of-memory killer does); a trial it "
+                f"held stays RUNNING until its heartbeat is {GRACE} s old (--grace)") in said, said
         log(f"run {owner} exited {runs[owner].returncode}: its worker stopped with an error")
         runs["C"] = start_hpo(*args, cwd=tmp_path, env=ONE_THREAD, log=tmp_path / "C.log")
         log(f"third `hpo run --workers 1` started: C (pid {runs['C'].pid})")
