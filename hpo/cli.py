@@ -60,6 +60,14 @@ def path_arg(text: str) -> Path:
     return Path(text).expanduser()
 
 
+def output_arg(text: str) -> Path:
+    """-o: a file's path, or - for standard output. Checked here for emptiness, which a Path cannot
+    tell from `.` (a folder: check_output says so)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; give a file name")
+    return path_arg(text)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse that prints one line, pointing to --help, and exits 2 on a usage error."""
 
@@ -199,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=positive_int, default=None, metavar="K",
                    help="how many of the best trials (default: 1); of a multi-objective study's Pareto front, "
                         "the K most accurate (default: all of it)")
-    p.add_argument("-o", "--output", type=path_arg, metavar="FILE",
+    p.add_argument("-o", "--output", type=output_arg, metavar="FILE",
                    help="write here instead of standard output (- is standard output)")
     storage(p)
     p.set_defaults(handler=cmd_export)
@@ -214,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="write one self-contained HTML report of a study (opens offline)")
     p.add_argument("--study", required=True, metavar="NAME", help="the study's name (hpo studies lists them)")
-    p.add_argument("-o", "--output", type=path_arg, default=Path("report.html"), metavar="FILE",
+    p.add_argument("-o", "--output", type=output_arg, default=Path("report.html"), metavar="FILE",
                    help="where to write it; - is standard output (default: report.html)")
     storage(p)
     p.set_defaults(handler=cmd_report)
@@ -720,8 +728,6 @@ def check_output(path: Path, example: str, storage=None) -> None:
     """Before any work: `-o` must name a file, not a folder, and no file may stand where one of
     its folders would be made; nor may it be the study's database (or a file of it) or any
     other SQLite database, which writing there would destroy."""
-    if str(path) in ("", "."):
-        raise UserError(f"-o is empty; give a file name, e.g. -o {example}")
     if str(path) == "-":
         return
     database = storage.file if storage is not None else None

@@ -52,6 +52,9 @@ def _check_sqlite(url: str, parsed: URL) -> None:
                         f"{parsed.database!r}); name the file alone, e.g. sqlite:///hpo.db")
 
 
+OPTUNA_TABLES = {"studies", "trials", "version_info"}  # what makes a database one Optuna wrote
+
+
 @dataclass(frozen=True)
 class Storage:
     """A resolved storage URL: what every command that touches the database is given."""
@@ -139,6 +142,9 @@ class Storage:
         `schema_ready`: this storage was opened already by the caller's `hpo run` (its tables made and
         checked against this Optuna), so a worker neither makes nor checks them, nor waits for the
         lock that guards doing so: workers starting together waited on it in turn (BENCHMARKS.md, P5)."""
+        if not schema_ready and (self.file is None or self.file.is_file()):
+            with self._opening():  # before the lock file, and before SQLite's journal mode is set
+                self._refuse_foreign_tables()
         if self.file is not None:
             self._prepare_sqlite(write)
         lock = self.lock("(schema)")
@@ -173,14 +179,27 @@ class Storage:
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return RDBStorage(self.url, engine_kwargs=self._engine_kwargs(), skip_table_creation=True)
 
-    def _check_tables(self) -> None:
+    def _tables(self) -> set[str]:
         engine = sqlalchemy.create_engine(self.url, **self._engine_kwargs())
         try:
             with engine.connect() as conn:
-                tables = set(sqlalchemy.inspect(conn).get_table_names())
+                return set(sqlalchemy.inspect(conn).get_table_names())
         finally:
             engine.dispose()
-        if {"studies", "trials", "version_info"} <= tables:
+
+    def _refuse_foreign_tables(self) -> None:
+        """A database that holds another program's tables and none of Optuna's is not where a run
+        adds its 13 (the commands that only read refuse it too: _check_tables)."""
+        tables = self._tables()
+        if tables and not tables & OPTUNA_TABLES:
+            shown = ", ".join(sorted(tables)[:3]) + (", ..." if len(tables) > 3 else "")
+            raise UserError(f"storage {self.masked} holds another program's tables ({shown}) and none of Optuna's; "
+                            "hpo run would add its own beside them: point --storage at a database of its own "
+                            "(a new SQLite file, or a new PostgreSQL database, which hpo run creates)")
+
+    def _check_tables(self) -> None:
+        tables = self._tables()
+        if OPTUNA_TABLES <= tables:
             return
         if not tables:
             raise UserError(f"storage {self.masked} is an empty database: no study has run there; run one first "
