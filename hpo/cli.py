@@ -844,8 +844,8 @@ def run_command(args) -> int:
         damage = damaged_database(error)
         if damage is None:
             raise
-        print(f"hpo {args.command}: error: the database is damaged ({damage}); restore it from a backup, "
-              "or point --storage at another one", file=sys.stderr)
+        print(f"hpo {args.command}: error: the database{storage_named(args)} is damaged ({damage}); restore it from "
+              "a backup, or point --storage at another one", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"hpo {args.command}: interrupted", file=sys.stderr)
@@ -856,6 +856,16 @@ def run_command(args) -> int:
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
+
+
+def storage_named(args) -> str:
+    """' sqlite:///x.db': the storage the command was given (password masked), for an error's line."""
+    from hpo.storage import Storage  # noqa: PLC0415
+
+    try:
+        return f" {Storage.resolve(getattr(args, 'storage', None)).masked}"
+    except Exception:
+        return ""
 
 
 def flush_failure(who: str) -> int:

@@ -239,3 +239,17 @@ def test_top_without_a_study_name_is_refused_not_ignored(tmp_path):
     done = hpo("studies", "--top", "3", "--storage", url, cwd=tmp_path, check=False)
     assert done.returncode == 2 and done.stderr.strip() == (
         "hpo studies: error: --top 3 shows the best trials of one study: give its name, hpo studies NAME --top 3")
+
+
+def test_a_database_damaged_past_its_header_is_one_line_naming_it(tmp_path):
+    url = f"sqlite:///{tmp_path / 'hurt.db'}"
+    study = hpo_study(study_name="s", storage=url, direction="maximize")
+    for i in range(200):  # pages enough that one past the header can be spoiled
+        study.add_trial(create_trial(value=i / 200, user_attrs={"n_params": 100, "config": {"note": "x" * 200}}))
+    with open(tmp_path / "hurt.db", "r+b") as handle:
+        handle.seek(4096 * 3)
+        handle.write(b"\xff" * 4096)
+    done = hpo("studies", "--storage", url, cwd=tmp_path, check=False)
+    assert done.returncode == 1 and done.stderr.strip().splitlines() == [
+        f"hpo studies: error: the database {url} is damaged (database disk image is malformed); restore it from a "
+        "backup, or point --storage at another one"], done.stderr
