@@ -188,11 +188,10 @@ class RunDisplay:
                    multi=self.spec.multi_objective, storage_option=self.storage_option)
 
 
-def print_best(name: str, trials, *, top: int, held_out: bool, multi: bool, storage_option: str = "",
-               export_top: int = 3) -> None:
+def print_best(name: str, trials, *, top: int, held_out: bool, multi: bool, storage_option: str = "") -> None:
     """The best trials' table (a multi-objective study: its Pareto front's), then the export
-    command that writes the `export_top` best configs: what `hpo run` ends with and `hpo studies
-    NAME` shows."""
+    command that writes the configs it shows: what `hpo run` ends with and `hpo studies NAME`
+    shows."""
     if multi:
         front = len(records.pareto_front(trials))
         title = (f"Pareto front of {name}: {plural(front, 'trial')}, none beaten on both accuracy and size"
@@ -208,7 +207,7 @@ def print_best(name: str, trials, *, top: int, held_out: bool, multi: bool, stor
         return
     console.print(top_table(trials, top, title=f"top {min(top, complete)} of {name}", held_out=held_out))
     if complete:
-        flag = f" --top {min(export_top, complete)}" if min(export_top, complete) > 1 else ""
+        flag = f" --top {min(top, complete)}" if min(top, complete) > 1 else ""
         what = "configs" if flag else "config"
         console.print(Text(f"export the best {what} with: hpo export --study {shlex.quote(name)}{flag} -o best.yaml"
                            f"{storage_option}"), soft_wrap=True)  # a command to paste: never wrapped
@@ -231,8 +230,7 @@ def print_study_trials(name: str, trials, *, source: str | None, where: str, top
     console.print(Text("study ", style="bold") + Text(f"{name}{origin} in {where}: {trials_line(trials)}"),
                   soft_wrap=True)
     if records.count(trials).complete:
-        print_best(name, trials, top=top, held_out=held_out, multi=multi, storage_option=storage_option,
-                   export_top=top)
+        print_best(name, trials, top=top, held_out=held_out, multi=multi, storage_option=storage_option)
     running = [t for t in trials if records.kind(t) == "running"]
     for t in running:
         epochs = t.user_attrs.get(records.CONFIG, {}).get("epochs", "?")

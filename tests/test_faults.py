@@ -189,5 +189,27 @@ def test_what_hpo_run_prints_keeps_brackets_and_names_the_runs_storage(monkeypat
     assert f"export the best config with: hpo export --study quickstart -o best.yaml --storage '{url}'" in out, out
     another = optuna.trial.create_trial(value=0.8, user_attrs={records.N_PARAMS: 90, records.CONFIG: {}})
     another.number = 2
-    view.summary([failed, done, another])  # --top as many as there are, up to 3
+    view.summary([failed, done, another])  # --top as many as the table shows: here the 2 complete
     assert "export the best configs with: hpo export --study quickstart --top 2 -o best.yaml" in shown.file.getvalue()
+
+
+def test_the_runs_export_hint_exports_what_its_table_shows(monkeypatch):
+    """The table showed the top 5 and the hint under it exported 3."""
+    import io  # noqa: PLC0415
+
+    import optuna  # noqa: PLC0415
+    from rich.console import Console  # noqa: PLC0415
+
+    from hpo import display, records  # noqa: PLC0415
+    from hpo.study import load_spec  # noqa: PLC0415
+
+    trials = []
+    for number in range(7):
+        t = optuna.trial.create_trial(value=0.5 + number / 100, user_attrs={records.N_PARAMS: 90, records.CONFIG: {}})
+        t.number = number
+        trials.append(t)
+    shown = Console(file=io.StringIO(), width=200)
+    monkeypatch.setattr(display, "console", shown)
+    display.RunDisplay(load_spec("quickstart"), 7, "sqlite:///hpo.db", 1, live=False).summary(trials)
+    out = shown.file.getvalue()
+    assert "top 5 of quickstart" in out and "hpo export --study quickstart --top 5 -o best.yaml" in out, out
