@@ -277,7 +277,6 @@ def studies_table(studies: dict):
     crash or Ctrl-C); the next `hpo run` on the study trains them first."""
     fronts = [f"{name}: accuracy against size, a Pareto front of {plural(len(records.pareto_front(trials)), 'trial')}; "
               "best is its most accurate" for name, trials in studies.items() if records.multi_objective(trials)]
-    table = Table(title="studies", title_justify="left")
     rows = []
     for name, trials in studies.items():
         c = records.count(trials)
@@ -286,19 +285,40 @@ def studies_table(studies: dict):
         rows.append((escape(name), str(c.finished), pct(records.accuracy(best)) if best else "-",
                      _fmt_params(best.user_attrs.get(records.N_PARAMS)) if best else "-",
                      str(best.number) if best else "-", states or "none yet"))
-    for i, col in enumerate(("study", "finished", "best", "params", "trial", "trials by state")):
-        # a study's name is what a user types next, and a number cut short says nothing: neither is
-        # ever shortened for a narrow terminal; the states wrap instead
-        widest = max((len(row[i]) for row in rows), default=1)
-        table.add_column(col, justify="left" if i in (0, 5) else "right", no_wrap=i < 5,
-                         min_width=None if i == 5 else max(widest, len(col) if i else 5))
-    for row in rows:
-        table.add_row(*row)
-    if not fronts:
-        return table
-    from rich.console import Group  # noqa: PLC0415
+    return StudiesTable(rows, [Text(line) for line in fronts])  # fronts under the table, not wrapped to its width
 
-    return Group(table, *(Text(line) for line in fronts))  # under the table, not wrapped to its width
+
+class StudiesTable:
+    """`hpo studies`' table, laid out for the width it is drawn at."""
+
+    COLUMNS = ("study", "finished", "best", "params", "trial", "trials by state")
+
+    def __init__(self, rows: list[tuple[str, ...]], below: list):
+        self.rows, self.below = rows, below
+
+    def __rich_console__(self, console, options):
+        table = Table(title="studies", title_justify="left")
+        widths = [max([len(col), *(len(row[i]) for row in self.rows)]) for i, col in enumerate(self.COLUMNS)]
+        # a study's name is what a user types next, and a number cut short says nothing: neither is
+        # ever shortened for a narrow terminal. The states wrap; a name wider than the room the numbers
+        # leave (at least NAME_WIDTH) folds onto more lines: kept on one, it pushed them off the table
+        room = options.max_width - sum(widths[1:5]) - min(widths[5], STATES_WIDTH) - 3 * len(self.COLUMNS) - 1
+        for i, col in enumerate(self.COLUMNS):
+            if i == 0:
+                fits = widths[0] <= room  # else folded at a fixed width, the states taking what is left
+                table.add_column(col, overflow="fold", min_width=widths[0] if fits else None,
+                                 width=None if fits else max(room, NAME_WIDTH))
+            else:
+                table.add_column(col, justify="left" if i == 5 else "right", no_wrap=i < 5,
+                                 min_width=None if i == 5 else widths[i])
+        for row in self.rows:
+            table.add_row(*row)
+        yield table
+        yield from self.below
+
+
+NAME_WIDTH = 10    # `hpo studies`: the least a study's name is given before it folds,
+STATES_WIDTH = 10  # and what it leaves its trials by state, which wrap ("3 complete,")
 
 
 def print_study(facts: dict) -> None:

@@ -269,6 +269,28 @@ def test_studies_fits_an_80_column_terminal_without_cutting_a_number_or_a_name()
     assert "budget-14k-separable-deep" in text and "99.33%" in text and "13,974" in text, text
 
 
+@pytest.mark.parametrize("width", [70, 80, 200])
+def test_a_100_character_study_name_folds_and_the_numbers_stay(width):
+    """A name as long as hpo allows pushed every number column off a 60-column terminal, and the
+    trials by state off a piped one."""
+    import io  # noqa: PLC0415
+
+    from rich.console import Console  # noqa: PLC0415
+
+    from hpo import display  # noqa: PLC0415
+
+    name = "L" * 99 + "Z"
+    trials = [optuna.trial.create_trial(value=0.9933, user_attrs={"n_params": 13_974})] * 3
+    out = Console(file=io.StringIO(), width=width, highlight=False)
+    out.print(display.studies_table({"short": trials, name: trials}))
+    lines = out.file.getvalue().splitlines()
+    assert max(map(len, lines)) <= width and all(line.rstrip().endswith(("┓", "┃", "┩", "│", "┘")) for line in
+                                                 lines[1:]), "\n".join(lines)
+    assert sum(line.count("99.33%") for line in lines) == 2 and sum("3 complete" in line for line in lines) == 2
+    folded = "".join(line.split("│")[1].strip() for line in lines if line.startswith("│ L"))
+    assert folded == name, lines
+
+
 def test_workers_auto_gives_each_core_a_worker_of_one_thread(study_file, tmp_path):
     from hpo.trainer import auto_workers  # noqa: PLC0415
     import torch  # noqa: PLC0415
