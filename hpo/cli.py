@@ -389,15 +389,19 @@ def cmd_verify(args) -> int:
     import statistics  # noqa: PLC0415
     import time  # noqa: PLC0415
 
-    from hpo.config import load_config  # noqa: PLC0415
+    from hpo.config import load_export  # noqa: PLC0415
     from hpo.display import console, escape, pct  # noqa: PLC0415
     from hpo.schema import plural  # noqa: PLC0415
     from hpo.space import model_size  # noqa: PLC0415
     from hpo.trainer import pick_device  # noqa: PLC0415
     from hpo import data  # noqa: PLC0415
-    from hpo.verification import DivergedSeed, check_seeds, compare, verify  # noqa: PLC0415
+    from hpo.verification import DivergedSeed, SeedRun, Verification, check_seeds, compare, verify  # noqa: PLC0415
 
-    cfg = with_flags(load_config(args.config, args.trial), args.config, epochs=args.epochs)
+    cfg, record = load_export(args.config, args.trial)
+    cfg = with_flags(cfg, args.config, epochs=args.epochs)
+    trial = record.get("trial") if record else None  # which of an export's trials: the JSON and the lines say
+    source = {"config": str(args.config), **({"trial": trial} if trial is not None else {})}
+    named = f"{args.config} (trial {trial})" if trial is not None else str(args.config)
     check_seeds(cfg, args.seeds)
     earlier = load_verification(args.against) if args.against else None  # before any training
     if earlier and args.seeds < 2:
@@ -421,7 +425,7 @@ def cmd_verify(args) -> int:
     if not args.json:
         at_once = f", {min(args.workers, args.seeds)} at a time" if args.workers > 1 else ""
         seeds = f"seed {cfg.seed}" if args.seeds == 1 else f"seeds {cfg.seed}..{cfg.seed + args.seeds - 1}"
-        console.print(f"{escape(str(args.config))}: {plural(cfg.epochs, 'epoch')}, {seeds} "
+        console.print(f"{escape(named)}: {plural(cfg.epochs, 'epoch')}, {seeds} "
                       f"on {device}{at_once}")
     started = time.monotonic()
     ended = []
@@ -439,6 +443,11 @@ def cmd_verify(args) -> int:
         so_far = f"; the {len(finals)} that trained: {pct(statistics.fmean(finals))}{spread}" if finals else ""
         after = f" after {len(ended)} of {args.seeds} seeds{so_far}" if ended else ""  # as every command says it
         print(f"hpo verify: interrupted{after}", file=sys.stderr)
+        if args.json and ended:  # a script gets what the seeds that ended say, marked as partial
+            partial = Verification(n_params, cfg.epochs, tuple(sorted((r for r in ended if isinstance(r, SeedRun)),
+                                                                      key=lambda r: r.seed)),
+                                   tuple(r for r in ended if isinstance(r, DivergedSeed)))
+            print(json.dumps({**source, "partial": True, "seeds_asked": args.seeds, **partial.as_dict()}, indent=2))
         return 130
     status = 0
     if result.diverged:  # the mean is over the seeds that trained; the exit status says not all did
@@ -449,7 +458,7 @@ def cmd_verify(args) -> int:
                                       "to the end") + " (try a lower optimizer.lr)", file=sys.stderr)
     if not result.runs:
         if args.json:
-            print(json.dumps({"config": str(args.config), **result.as_dict()}, indent=2))
+            print(json.dumps({**source, **result.as_dict()}, indent=2))
         return status
     against = None
     if earlier and len(result.runs) < 2:
@@ -458,12 +467,12 @@ def cmd_verify(args) -> int:
         earlier = None
     if earlier:
         finals = [r["final"] for r in earlier["runs"]]
-        against = {"config": earlier.get("config"), "epochs": earlier.get("epochs"), "n_params": earlier.get("n_params"),
+        against = {"config": earlier.get("config"), **({"trial": earlier["trial"]} if "trial" in earlier else {}),
+                   "epochs": earlier.get("epochs"), "n_params": earlier.get("n_params"),
                    "mean": statistics.fmean(finals), "std": statistics.stdev(finals), "seeds": len(finals),
                    **compare([r.final for r in result.runs], finals).as_dict()}
     if args.json:
-        print(json.dumps({"config": str(args.config), **result.as_dict(),
-                          **({"against": against} if against else {})}, indent=2))
+        print(json.dumps({**source, **result.as_dict(), **({"against": against} if against else {})}, indent=2))
         return status
     if len(result.runs) == 1:  # one number has no spread: say so rather than print ± 0.00%
         console.print(f"[bold]final test accuracy with seed {result.runs[0].seed}: {pct(result.mean)}[/] (one seed, "
@@ -477,7 +486,8 @@ def cmd_verify(args) -> int:
         size = f"{against['n_params']:,} params, " if isinstance(against["n_params"], int) else ""
         epochs = f"{plural(against['epochs'], 'epoch')}, " if isinstance(against["epochs"], int) else ""
         low, high = against["interval95"]
-        name = escape(str(against["config"] or args.against))
+        name = escape(str(against["config"] or args.against)
+                      + (f" (trial {against['trial']})" if isinstance(against.get("trial"), int) else ""))
         console.print(f"against {name} ({size}{epochs}{against['seeds']} seeds): "
                       f"{pct(against['mean'])} ± {pct(against['std'])}")
         console.print(f"difference {100 * against['difference']:+.2f} points, 95% interval {100 * low:+.2f} to "
@@ -511,6 +521,9 @@ def load_verification(path: Path) -> dict:
     if not all(0 <= r["final"] <= 1 for r in runs):
         raise UserError(f"--against {path}: a final accuracy outside 0..1; --json writes fractions (0.9942, not "
                         f"99.42); {how}")
+    if data.get("partial"):
+        raise UserError(f"--against {path}: an interrupted verification ({len(runs)} of "
+                        f"{data.get('seeds_asked', '?')} seeds); run it to the end, then compare against it")
     if len(runs) < 2:
         raise UserError(f"--against {path}: {len(runs)} seed(s); a comparison needs the spread of 2 or more "
                         f"(re-run it with --seeds 5)")

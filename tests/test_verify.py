@@ -365,3 +365,48 @@ def test_ctrl_c_in_verify_says_what_the_seeds_that_ended_gave(tmp_path, monkeypa
     assert cli.main(["verify", "--config", str(path), "--seeds", "5", "--device", "cpu"]) == 130
     err = capsys.readouterr().err
     assert err.strip() == "hpo verify: interrupted after 3 of 5 seeds; the 3 that trained: 98.00% ± 1.00%", err
+
+
+def test_ctrl_c_in_verify_json_writes_the_seeds_that_ended_marked_partial(tmp_path, monkeypatch, capsys):
+    """`--json` wrote nothing on Ctrl-C: a script lost the seeds that had trained. It gets them,
+    marked partial, and --against refuses such a file."""
+    from hpo import cli, verification  # noqa: PLC0415
+
+    def train_seed(cfg, seed, data):
+        if seed == 2:
+            raise KeyboardInterrupt
+        return verification.SeedRun(seed, (0.97, 0.99)[seed], 0.99, 2, 1.0)
+
+    monkeypatch.setattr(verification, "train_seed", train_seed)
+    monkeypatch.setattr(verification.data_mod, "load", lambda *a: None)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(CONFIG))
+    assert cli.main(["verify", "--config", str(path), "--seeds", "4", "--device", "cpu", "--json"]) == 130
+    out = capsys.readouterr().out
+    result = json.loads(out)
+    assert result["partial"] is True and result["seeds_asked"] == 4 and result["config"] == str(path)
+    assert [r["seed"] for r in result["runs"]] == [0, 1] and result["mean"] == pytest.approx(0.98)
+    (tmp_path / "partial.json").write_text(out)
+    assert cli.main(["verify", "--config", str(path), "--seeds", "2", "--device", "cpu",
+                     "--against", str(tmp_path / "partial.json")]) == 2
+    assert "an interrupted verification (2 of 4 seeds); run it to the end" in capsys.readouterr().err
+
+
+def test_verify_of_an_export_names_the_trial_in_its_lines_and_its_json(tmp_path, monkeypatch, capsys):
+    """Two trials of one export compared: neither the JSON nor the lines said which trial each was."""
+    from hpo import cli, verification  # noqa: PLC0415
+
+    monkeypatch.setattr(verification, "train_seed",
+                        lambda cfg, seed, data: verification.SeedRun(seed, 0.9 + seed / 100, 0.99, 2, 1.0))
+    monkeypatch.setattr(verification.data_mod, "load", lambda *a: None)
+    path = tmp_path / "best.yaml"
+    path.write_text(yaml.safe_dump({"trials": [{"trial": 4, "value": 0.98, "config": CONFIG},
+                                               {"trial": 7, "value": 0.97, "config": CONFIG}]}))
+    assert cli.main(["verify", "--config", str(path), "--seeds", "2", "--device", "cpu", "--json"]) == 0
+    first = capsys.readouterr().out
+    assert json.loads(first)["trial"] == 4
+    (tmp_path / "four.json").write_text(first)
+    assert cli.main(["verify", "--config", str(path), "--trial", "7", "--seeds", "2", "--device", "cpu",
+                     "--against", str(tmp_path / "four.json")]) == 0
+    out = capsys.readouterr().out
+    assert f"{path} (trial 7): 2 epochs" in out and f"against {path} (trial 4) (" in out, out
