@@ -63,6 +63,7 @@ class Dataset:
     test_labels: Optional[FileSpec] = None
     mirrors: tuple[str, ...] = ()
     path: Optional[str] = None              # own data: the resolved .npz file or folder
+    digest: Optional[str] = None            # own data: of its images, labels and classes (owndata.digest)
 
     def __post_init__(self):
         if not NAME.match(self.name):
@@ -147,7 +148,7 @@ def describe(data: Any) -> Dataset:
         title = found.name + ("/" if name == "folder" else "")
         cached = stamp, Dataset(name=name, title=title, source=name, path=str(found),
                                 shape=(channels, height, width), classes=arrays.classes,
-                                mean=mean, std=std, class_names=arrays.class_names)
+                                mean=mean, std=std, class_names=arrays.class_names, digest=owndata.digest(arrays))
         _described[(name, str(found))] = cached
     return cached[1]
 

@@ -26,17 +26,19 @@ from hpo.worker import POLL_SECONDS, Job, worker_entry
 STOP_SECONDS = 30         # how long interrupted workers get to record how their trials ended
 
 
-def ensure_study(rdb: optuna.storages.BaseStorage, spec: StudySpec, storage: Storage) -> int:
+def ensure_study(rdb: optuna.storages.BaseStorage, spec: StudySpec, storage: Storage,
+                 data_digest: Optional[str] = None) -> int:
     """The study's id; the study is created first, with the base recipe enqueued as trial 0, when
     the storage has none by that name. Creation is all or nothing: a study that could not be
-    completed is deleted, so the next run does not find it half made."""
+    completed is deleted, so the next run does not find it half made. `data_digest` (own data:
+    hpo.owndata.digest) must be what the study's trials trained on."""
     lock = storage.lock(spec.name)
     try:
         with lock.hold():
             try:
                 study_id = rdb.get_study_id_from_name(spec.name)
             except KeyError:
-                return _create(rdb, spec)
+                return _create(rdb, spec, data_digest)
     finally:
         lock.close()
     made_from = rdb.get_study_user_attrs(study_id)
@@ -58,6 +60,15 @@ def ensure_study(rdb: optuna.storages.BaseStorage, spec: StudySpec, storage: Sto
             + f"; give this one another name: key, use another --storage, or delete the old study first "
             f"(hpo delete --study {shlex.quote(spec.name)})"
         )
+    if data_digest and made_from.get(records.DATA, data_digest) != data_digest:
+        raise UserError(
+            f"study {spec.name!r} in {storage.masked} was searched on other data: {spec.data.path} has changed since "
+            "its trials trained (its images, labels or classes differ), and trials on other data do not compare; "
+            "restore the data, give this study file another name: key, or delete the old study first "
+            f"(hpo delete --study {shlex.quote(spec.name)})"
+        )
+    if data_digest and records.DATA not in made_from:  # made before studies kept it: from now on
+        optuna.load_study(study_name=spec.name, storage=rdb).set_user_attr(records.DATA, data_digest)
     return study_id
 
 
@@ -80,7 +91,7 @@ def objectives(directions: list[str], names: tuple[str, ...] = ()) -> str:
     return f"{verb} {'one objective' if len(directions) == 1 else f'{len(directions)} objectives'} ({listed})"
 
 
-def _create(rdb: optuna.storages.BaseStorage, spec: StudySpec) -> int:
+def _create(rdb: optuna.storages.BaseStorage, spec: StudySpec, data_digest: Optional[str] = None) -> int:
     import optuna_dashboard  # noqa: PLC0415 - heavy; needed once, for the study's note
 
     study = optuna.create_study(study_name=spec.name, storage=rdb, directions=spec.directions)
@@ -92,6 +103,8 @@ def _create(rdb: optuna.storages.BaseStorage, spec: StudySpec) -> int:
         optuna_dashboard.save_note(study, study_note(spec))
         study.set_user_attr(records.SOURCE, spec.source)
         study.set_user_attr(records.SPEC, spec.raw)
+        if data_digest:
+            study.set_user_attr(records.DATA, data_digest)
         study.set_user_attr(records.FINGERPRINT, spec.fingerprint)  # last: the mark of a complete study
     except BaseException:
         optuna.delete_study(study_name=spec.name, storage=rdb)
@@ -232,7 +245,7 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
     if storage.create_database_if_missing():
         warn(f"created database for {storage.masked}")
     rdb = storage.open(heartbeat=heartbeat, grace=grace)
-    study_id = ensure_study(rdb, spec, storage)
+    study_id = ensure_study(rdb, spec, storage, data_mod.resolve(spec.data).digest)
     before = rdb.get_all_trials(study_id, deepcopy=False)
     # the display's poll goes through Optuna's cached storage: each second it reads again only the
     # trials that were unfinished at its last look and the new ones, not every trial's attributes

@@ -12,7 +12,9 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
+import yaml
 import torch
 from PIL import Image
 
@@ -387,3 +389,40 @@ def test_a_subset_larger_than_your_data_names_the_file(tmp_path, capsys):
     assert capsys.readouterr().err == (f"hpo train: error: {tmp_path}/c.yaml: key 'data.train_subset': {TRAIN + 1:,} is "
                                        f"more than the {TRAIN:,} train images of {npz}; lower it, or leave it out to "
                                        "use them all\n")
+
+
+def test_a_study_refuses_your_data_changed_since_its_trials_trained(tmp_path):
+    """A class added to shapes.npz between two runs of one study: the new trials trained on four
+    classes were pruned against, and ranked beside, trials on three, with no word."""
+    import shutil  # noqa: PLC0415
+
+    from test_service import hpo  # noqa: PLC0415
+
+    path = write_npz(tmp_path / "d.npz")
+    study = tmp_path / "own.yaml"
+    study.write_text(yaml.safe_dump({
+        "name": "own", "base": {"model": {"family": "mlp", "hidden": [8]}, "optimizer": {"name": "sgd", "lr": 0.05},
+                                "batch_size": 40, "epochs": 1, "data": {"dataset": "npz", "path": "d.npz"}},
+        "search": {"optimizer.lr": {"float": [0.01, 0.1], "log": True}}, "pruner": {"name": "none"}}))
+    url = f"sqlite:///{tmp_path / 'own.db'}"
+
+    def run(trials: int):
+        return hpo("run", "--study", str(study), "--trials", str(trials), "--storage", url, "--device", "cpu",
+                   "--quiet", cwd=tmp_path, check=False)
+
+    assert run(1).returncode == 0
+    y_test = patterns(TEST, 1, 1)[1].copy()
+    y_test[0] = (y_test[0] + 1) % CLASSES  # one label changed is other data too
+    write_npz(path, y_test=y_test)
+    refused = run(2)
+    assert refused.returncode == 2 and refused.stderr.strip() == (
+        f"hpo run: error: study 'own' in {url} was searched on other data: d.npz has changed since its trials "
+        "trained (its images, labels or classes differ), and trials on other data do not compare; restore the data, "
+        "give this study file another name: key, or delete the old study first (hpo delete --study own)")
+    assert len(optuna.load_study(study_name="own", storage=url).trials) == 1
+    write_npz(path)  # restored
+    assert run(2).returncode == 0
+    # the digest is of the data, not of where it lies: a copy elsewhere is the same data
+    copy = shutil.copy(path, tmp_path / "elsewhere.npz")
+    assert datasets.describe(Data(dataset="npz", path=str(copy))).digest == \
+        datasets.describe(Data(dataset="npz", path=str(path))).digest
