@@ -197,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="delete it even with trials marked running, when no run is training it any more "
                         "(a worker killed before it could end its trial)")
+    p.add_argument("--checkpoint-dir", type=path_arg, default=Path("checkpoints"), metavar="DIR",
+                   help="where its runs kept the checkpoints of trials they left unfinished, which go too "
+                        "(default: ./checkpoints, as hpo run's)")
     storage(p)
     artifacts(p)
     p.set_defaults(handler=cmd_delete)
@@ -678,6 +681,7 @@ def cmd_studies(args) -> int:
 
 def cmd_delete(args) -> int:
     from hpo import artifacts, delete  # noqa: PLC0415
+    from hpo.checkpoints import remove_checkpoints  # noqa: PLC0415
     from hpo.display import trials_line  # noqa: PLC0415
     from hpo.schema import plural  # noqa: PLC0415
     from hpo.storage import GRACE_SECONDS, Storage  # noqa: PLC0415
@@ -713,8 +717,11 @@ def cmd_delete(args) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing deleted", file=sys.stderr)
             return 1
+    key = storage.checkpoint_key(rdb.get_study_id_from_name(args.study))
     removed = delete.remove(rdb, found, store)
     gone = f", and {plural(removed, 'config file')} from {store}" if removed else ""
+    left = remove_checkpoints(args.checkpoint_dir, args.study, key)  # what no retry will resume now
+    gone += f", and {plural(left, 'checkpoint')} from {args.checkpoint_dir}" if left else ""
     print(f"deleted study {args.study!r} from {storage.masked}: {trials_line(found.trials)}{gone}")
     return 0
 

@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 
 import hpo
 from hpo import records
+from hpo.checkpoints import checkpoint_path
 from hpo.backend import Outcome
 from hpo.config import TrainConfig, parse_config
 from hpo.errors import ConfigError
@@ -70,11 +71,11 @@ class Plan:
 
 
 def prepare(trial: optuna.Trial, spec: StudySpec, *, frozen: optuna.trial.FrozenTrial, device: torch.device,
-            checkpoint_dir: Optional[Path]) -> Optional[Plan]:
+            checkpoint_dir: Optional[Path], checkpoint_key: str = "") -> Optional[Plan]:
     """Sample the trial's config and record it; None when its model is over the budget (the
     trial is then to be told PRUNED, with `rejected: over_budget`, before any training step).
     `frozen` is the trial as stored: a retry of a dead worker's trial keeps the first attempt's
-    checkpoint and constraint."""
+    checkpoint and constraint. Its checkpoint is checkpoint_path(...)."""
     try:
         cfg = parse_config(spec.space.sample(trial))
     except ConfigError as error:
@@ -99,8 +100,8 @@ def prepare(trial: optuna.Trial, spec: StudySpec, *, frozen: optuna.trial.Frozen
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         first = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
-    checkpoint = checkpoint_dir / spec.name / f"trial-{frozen.number if first is None else first}.pt" \
-        if checkpoint_dir else None
+    checkpoint = checkpoint_path(checkpoint_dir, spec.name, frozen.number if first is None else first,
+                                 checkpoint_key) if checkpoint_dir else None
     return Plan(cfg, n_params, checkpoint)
 
 

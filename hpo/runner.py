@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import signal
 import tempfile
 import threading
@@ -20,6 +19,7 @@ from hpo import processes, records
 from hpo.errors import ConfigError, StudyDeleted, UserError
 from hpo.retry import PATIENCE_SECONDS, Backoff, DatabaseUnavailable, is_outage
 from hpo.storage import GRACE_SECONDS, HEARTBEAT_SECONDS, Storage, study_gone
+from hpo.checkpoints import remove_checkpoints
 from hpo.study import StudySpec
 from hpo.worker import POLL_SECONDS, Job, worker_entry
 
@@ -301,9 +301,8 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
     except BaseException as error:  # Ctrl-C, SIGTERM, or the caller's display (hpo.run's on_trial) raising
         stop_workers(procs, warn)
         processes.stop_fork_server()
-        if isinstance(error, StudyDeleted) and checkpoint_dir and not named_study_exists(rdb, spec.name):
-            # no trial of it will ever be retried (unless a run has made it again since: then they stay)
-            shutil.rmtree(Path(checkpoint_dir) / spec.name, ignore_errors=True)
+        if isinstance(error, StudyDeleted) and checkpoint_dir:  # no trial of it will ever be retried
+            remove_checkpoints(Path(checkpoint_dir), spec.name, storage.checkpoint_key(study_id))
         tidy_checkpoints(checkpoint_dir, spec.name)
         if not isinstance(error, KeyboardInterrupt):
             raise
@@ -350,16 +349,6 @@ def signal_name(number: int) -> str:
     except ValueError:
         return f"signal {number}"
     return name + (" (as the out-of-memory killer does)" if name == "SIGKILL" else "")
-
-
-def named_study_exists(rdb, name: str) -> bool:
-    try:
-        rdb.get_study_id_from_name(name)
-    except KeyError:
-        return False
-    except Exception:  # an outage: can't tell, so it may
-        return True
-    return True
 
 
 def remove_if_empty(*folders: Path) -> None:

@@ -251,7 +251,8 @@ class Worker:
             for c in claimed:
                 try:
                     plan = prepare(c.trial, self.job.spec, frozen=c.frozen, device=self.device,
-                                   checkpoint_dir=self.checkpoints)
+                                   checkpoint_dir=self.checkpoints,
+                                   checkpoint_key=self.job.storage.checkpoint_key(self.study_id))
                 except UserError:  # an invalid sampled config: this trial fails, the study goes on
                     self.study.tell(c.trial, state=TrialState.FAIL)
                     self.held.pop(c.trial.number, None)

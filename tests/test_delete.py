@@ -253,3 +253,35 @@ def test_a_database_damaged_past_its_header_is_one_line_naming_it(tmp_path):
     assert done.returncode == 1 and done.stderr.strip().splitlines() == [
         f"hpo studies: error: the database {url} is damaged (database disk image is malformed); restore it from a "
         "backup, or point --storage at another one"], done.stderr
+
+
+def test_delete_removes_its_checkpoints_and_not_those_of_its_namesake_elsewhere(tmp_path):
+    """Two databases with a study 's' each, run from one folder: their trials' checkpoints are apart
+    (one resumed the other's, or started afresh over its progress), and deleting one removes its
+    own, which no retry will resume, and leaves the other's."""
+    from hpo.checkpoints import checkpoint_path  # noqa: PLC0415
+    from hpo.storage import Storage  # noqa: PLC0415
+
+    paths = {}
+    for db in ("a", "b"):
+        url = f"sqlite:///{tmp_path / db}.db"
+        hpo_study(study_name="s", storage=url, direction="maximize")
+        storage = Storage.resolve(url)
+        key = storage.checkpoint_key(storage.open_existing().get_study_id_from_name("s"))
+        paths[db] = checkpoint_path(tmp_path / "checkpoints", "s", 0, key)
+        paths[db].parent.mkdir(parents=True, exist_ok=True)
+        paths[db].write_bytes(b"an unfinished trial's epochs")
+    assert paths["a"] != paths["b"]
+    done = hpo("delete", "--study", "s", "--yes", "--storage", f"sqlite:///{tmp_path / 'a.db'}", cwd=tmp_path)
+    assert "and 1 checkpoint from checkpoints" in done.stdout, done.stdout
+    assert not paths["a"].exists() and paths["b"].exists()
+
+
+def test_the_checkpoint_key_is_the_databases_and_the_studys():
+    from hpo.storage import Storage  # noqa: PLC0415
+
+    key = Storage.resolve("sqlite:///runs/hpo.db").checkpoint_key
+    assert key(1) == Storage.resolve(f"sqlite:///{Path('runs/hpo.db').resolve()}").checkpoint_key(1)
+    assert len({key(1), key(2), Storage.resolve("sqlite:///other.db").checkpoint_key(1)}) == 3
+    pg = "postgresql+psycopg://hpo:{}@db:5432/hpo"
+    assert Storage.resolve(pg.format("secret")).checkpoint_key(1) == Storage.resolve(pg.format("other")).checkpoint_key(1)
