@@ -589,7 +589,7 @@ def run_study(args) -> int:
     from hpo.study import load_spec  # noqa: PLC0415
 
     # every check a user can fail comes before the study is created
-    spec = load_spec(args.study)
+    spec = load_spec(args.study, given_as="--study ")
     storage = Storage.resolve(args.storage)
     store = artifacts.folder_for(storage, args.artifacts)
 

@@ -378,7 +378,7 @@ def check_components(spec: StudySpec) -> None:
 # ----------------------------------------------------------------- finding files
 
 
-def find_study_file(name_or_path: str, given_as: str = "--study ") -> Path:
+def find_study_file(name_or_path: str, given_as: str = "study ") -> Path:
     """A path as given, else studies/NAME.yaml here, else in hpo's own studies folder. `given_as`:
     how an error names what the user gave (the flag `hpo run` takes it by)."""
     candidates = [Path(name_or_path).expanduser()]  # a quoted ~ too, as the shell would
@@ -395,12 +395,16 @@ def find_study_file(name_or_path: str, given_as: str = "--study ") -> Path:
         inside = sorted(p.name for p in candidates[0].glob("*.yaml"))
         raise UserError(f"{given_as}{name_or_path}: a folder, not a file; give a study YAML file"
                         + (f" in it ({', '.join(inside[:5])}{', ...' if len(inside) > 5 else ''})" if inside else ""))
+    here = [p for p in (Path(f"{name_or_path}.yaml"), Path(f"{name_or_path}.yml")) if p.is_file()]
+    if here and not name_or_path.endswith((".yaml", ".yml")):  # a bare name is looked up in studies/ only
+        raise UserError(f"{given_as}{name_or_path}: no such study under studies/; for the file here, give its name "
+                        f"with .yaml: {given_as}{here[0]}")
     known = sorted(p.stem for p in STUDIES_DIR.glob("*.yaml")) if STUDIES_DIR.is_dir() else []
     raise UserError(f"{given_as}{name_or_path}: no such study file; give a path, or one of: "
                     f"{', '.join(known) or '(none found)'}")
 
 
-def load_spec(name_or_path: str | os.PathLike, *, given_as: str = "--study ") -> StudySpec:
+def load_spec(name_or_path: str | os.PathLike, *, given_as: str = "study ") -> StudySpec:
     """The study file named (under studies/) or at this path, parsed and checked."""
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise UserError(f"a study is a name under studies/ or a file's path, got {type(name_or_path).__name__}")

@@ -176,6 +176,9 @@ CASES = [
          single_objective_study),
     Case("unknown study name", ("run", "--study", "nosuch", "--trials", "3", "--storage", "sqlite:///{dir}/db.sqlite"),
          ("--study nosuch", "no such study file", "quickstart")),
+    Case("a study's bare name, its file here", run_cmd(study="tiny"),
+         ("--study tiny: no such study under studies/; for the file here, give its name with .yaml: --study tiny.yaml",),
+         TINY_FILE),
     Case("study file changed under its name", RUN, ("'tiny'", "created from a different study file", "another name"),
          existing_study),
     # --- command-line values

@@ -334,8 +334,8 @@ def test_malformed_yaml_and_unknown_study(tmp_path: Path):
     bad.write_text("base: {model: [\n")
     with pytest.raises(ConfigError, match=r"broken.yaml: malformed YAML at line"):
         load_spec(str(bad))
-    with pytest.raises(UserError, match="no such study file; give a path, or one of: .*quickstart"):
-        load_spec("no-such-study")
+    with pytest.raises(UserError, match="^study no-such-study: no such study file; give a path, or one of: .*quickstart"):
+        load_spec("no-such-study")  # from Python: no command-line flag named (it said --study)
 
 
 def test_fingerprint_changes_with_the_file_not_with_formatting():
