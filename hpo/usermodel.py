@@ -20,6 +20,7 @@ import inspect
 import os
 import re
 import sys
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -127,7 +128,9 @@ def build(spec: ModuleModel, shape: tuple[int, int, int], classes: int, prefix: 
     if (built := _built.get(key)) is not None:
         return copy.deepcopy(built[1])
     try:
-        model = factory(**kwargs)
+        with warnings.catch_warnings():  # a layer of width 0: said in one line below, not in torch's two
+            warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
+            model = factory(**kwargs)
     except (Exception, SystemExit) as error:  # not KeyboardInterrupt
         refuse = "; a factory returns a model, or raises an error to refuse its arguments" if isinstance(
             error, SystemExit) else ""
@@ -153,6 +156,10 @@ def _check_parameters(model: nn.Module, target: str, prefix: str) -> None:
                                       f"{type(owner).__name__}; give their sizes (nn.Linear(in, out)) so hpo can "
                                       "count them against the budget")
     params = list(model.parameters())
+    empty = next(((name, p) for name, p in model.named_parameters() if p.numel() == 0), None)
+    if empty:
+        raise ConfigError(prefix, f"{target} has a layer with no weights ({empty[0]} is {list(empty[1].shape)}): "
+                                  "a width or size of 0 among its arguments? give every layer one unit or more")
     odd = sorted({str(p.dtype).removeprefix("torch.") for p in params
                   if (p.is_floating_point() or p.is_complex()) and p.dtype != torch.float32})
     if odd:

@@ -57,6 +57,7 @@ FACTORIES = {  # make(input_shape, num_classes) -> a model that is wrong in one 
                 return self.fc(x.flatten(1)).detach()
         return Stop()""",
     "double": "return nn.Sequential(nn.Flatten(), nn.Linear(64, num_classes)).double()",
+    "zero_width": "return nn.Sequential(nn.Flatten(), nn.Linear(64, 0), nn.Linear(0, num_classes))",
     "half": "return nn.Sequential(nn.Flatten(), nn.Linear(64, num_classes)).half()",
     "exits": "sys.exit(3)",
     "forward_exits": """
@@ -78,6 +79,7 @@ REFUSED = [  # factory, the words of its one line
     ("int_logits", ["make returns int64 logits; return floating-point logits"]),
     ("detached", ["make's logits carry no gradient back to its parameters", ".detach()"]),
     ("double", ["make's parameters are float64; hpo trains float32", "remove .double()"]),
+    ("zero_width", ["make has a layer with no weights (1.weight is [0, 64])", "a width or size of 0"]),
     ("half", ["make's parameters are float16", "remove .half()"]),
     ("exits", ["make(input_shape=(1, 8, 8), num_classes=3) called sys.exit(3)", "a factory returns a model"]),
     ("forward_exits", ["make's forward fails on a batch of 2 1x8x8 images", "called sys.exit(4)"]),
@@ -115,8 +117,9 @@ def refusal(target: str, **kwargs) -> ConfigError:
 
 
 @pytest.mark.parametrize("factory, words", REFUSED, ids=[f for f, _ in REFUSED])
-def test_a_model_hpo_cannot_train_is_one_line_at_check_time(factory, words, write_module):
+def test_a_model_hpo_cannot_train_is_one_line_at_check_time(factory, words, write_module, recwarn):
     error = refusal(factory_module(write_module, FACTORIES[factory]) + ":make")
+    assert not [str(w.message) for w in recwarn if "zero-element" in str(w.message)]  # torch's 2 lines, said once
     assert error.key == "model"
     assert "\n" not in error.reason
     for word in words:
