@@ -190,14 +190,15 @@ def load_export(path: str | Path, trial: Optional[int] = None) -> tuple[TrainCon
         if not trials:
             raise ConfigError("trials", "the export holds no trials", source=str(path))
         at = 0
+        numbers = [t.get("trial") if isinstance(t, dict) else None for t in trials]
+        twice = next((n for n in numbers if n is not None and numbers.count(n) > 1), None)
+        if twice is not None:  # a hand edit: which of them is the trial is anyone's guess, with --trial or not
+            raise ConfigError("trials", f"trial {twice} is there {numbers.count(twice)} times; keep one (or "
+                                        "export again: hpo export --top N)", source=str(path))
         if trial is not None:
-            numbers = [t.get("trial") if isinstance(t, dict) else None for t in trials]
             if trial not in numbers:
                 raise UserError(f"--trial {trial}: {path} holds trial(s) {', '.join(map(str, numbers))}; "
                                 "pick one of them, or export that trial (hpo export --top N)")
-            if numbers.count(trial) > 1:
-                raise ConfigError("trials", f"trial {trial} is there {numbers.count(trial)} times; keep one (or "
-                                            "export again: hpo export --top N)", source=str(path))
             at = numbers.index(trial)
         entry = trials[at]
         if isinstance(entry, dict) and "config" not in entry:
