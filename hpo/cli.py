@@ -60,6 +60,15 @@ def path_arg(text: str) -> Path:
     return Path(text).expanduser()
 
 
+def storage_url(text: str) -> str:
+    """--storage: given empty (an unset variable in `--storage "$DB"`), it must not quietly mean
+    the default database."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; give a database URL (sqlite:///hpo.db), or leave --storage out "
+                                         "for $HPO_STORAGE or the default")
+    return text
+
+
 def output_arg(text: str) -> Path:
     """-o: a file's path, or - for standard output. Checked here for emptiness, which a Path cannot
     tell from `.` (a folder: check_output says so)."""
@@ -100,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "$HPO_ARTIFACTS, else NAME-artifacts/ beside an SQLite file NAME.db, else ./hpo-artifacts)")
 
     def storage(p):
-        p.add_argument("--storage", default=None, metavar="URL",
+        p.add_argument("--storage", type=storage_url, default=None, metavar="URL",
                        help="SQLAlchemy URL of the study database (default: $HPO_STORAGE, "
                             "else sqlite:///hpo.db in the working directory)")
 
@@ -793,6 +802,9 @@ def cmd_dashboard(args) -> int:
     from hpo.storage import Storage  # noqa: PLC0415
 
     storage = Storage.resolve(args.storage)
+    if args.artifacts is not None and not args.artifacts.is_dir():  # a typo would look like a study without files
+        print(f"hpo dashboard: note: no artifact store at {args.artifacts} (--artifacts): the trials' config files "
+              "will not be offered; give the folder hpo run stored them in", file=sys.stderr)
     return serve(storage=storage, host=args.host, port=args.port, artifacts=artifacts.folder_for(storage, args.artifacts))
 
 

@@ -335,6 +335,8 @@ CASES = [
          ("best.yaml", "trial 3 is there 2 times"),
          text_file("best.yaml", "trials:\n  - {trial: 3, config: {model: {preset: linear}}}\n"
                                 "  - {trial: 3, config: {model: {preset: lenet5}}}\n")),
+    Case("an empty --storage (an unset variable)", ("studies", "--storage", ""),
+         ("argument --storage: is empty; give a database URL",)),
     Case("training config missing its model", ("train", "--config", "{dir}/cfg.yaml"),
          ("cfg.yaml", "'model'", "missing", "preset"),
          text_file("cfg.yaml", "optimizer: {name: sgd, lr: 0.1}\nepochs: 1\n")),

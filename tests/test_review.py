@@ -276,11 +276,12 @@ def test_dashboard_in_chromium_shows_the_study_its_trials_and_charts(review, bro
 
 def test_dashboard_warns_when_exposed_and_stops_on_sigterm(review, tmp_path):
     url, _ = review
-    proc, address = start_dashboard(url, tmp_path, "--host", "0.0.0.0")
+    proc, address = start_dashboard(url, tmp_path, "--host", "0.0.0.0", "--artifacts", "typo-artifacts")
     elsewhere = proc.stdout.readline()  # the line after the URL, before communicate() takes the pipe
     code, out, err = stop(proc, signal.SIGTERM)
     assert code == 0 and "dashboard stopped" in out, (code, out, err)
     assert "warning: the dashboard listens on 0.0.0.0" in err and "no login" in err, err
+    assert "note: no artifact store at typo-artifacts (--artifacts)" in err, err
     assert address.startswith("http://127.0.0.1:") and elsewhere.startswith("from other machines: http://"), elsewhere
 
 
