@@ -23,6 +23,14 @@ OPTIMIZER_ONLY = {
 }
 
 
+def optimizer_default(key: str, name: str) -> Any:
+    """What optimizer `name` trains with where a config leaves `key` (momentum, nesterov, beta1,
+    beta2) out; None for a key it does not take."""
+    if name not in OPTIMIZER_ONLY.get(key, ()):
+        return None
+    return {"momentum": 0.9 if name == "sgd" else 0.0, "nesterov": False, "beta1": 0.9, "beta2": 0.999}[key]
+
+
 @dataclass(frozen=True)
 class Optimizer:
     name: str = "sgd"

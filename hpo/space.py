@@ -29,10 +29,10 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from hpo import models, schema
-from hpo.config import OPTIMIZER_ONLY, Optimizer, TrainConfig, parse_config
+from hpo.config import OPTIMIZER_ONLY, Optimizer, TrainConfig, optimizer_default, parse_config
 from hpo.dotted import KEEP, base_value, get_path, set_path
 from hpo.errors import ConfigError
-from hpo.schema import require
+from hpo.schema import is_number, require
 from hpo.space_check import check_space, ends
 
 PLAIN = (bool, int, float, str, type(None))  # what a choice or a `when` value may be: what Optuna can store
@@ -73,6 +73,26 @@ class Param:
         if self.kind == "int":
             return IntDistribution(int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
         return CategoricalDistribution(list(self.choices))
+
+    def off_grid(self, value: Any) -> Optional[tuple]:
+        """For a number in range that no draw can give (between two points of its step): the
+        points either side of it; else None."""
+        step = self.step or (1 if self.kind == "int" else None)
+        if self.kind == "categorical" or step is None or not is_number(value) or not self.low <= value <= self.high:
+            return None
+        index = (value - self.low) / step
+        if abs(index - round(index)) <= 1e-9 * max(1.0, abs(index)):
+            return None
+        below = self.low + math.floor(index) * step
+        return (below, below + step) if self.kind == "float" else (int(below), int(below + step))
+
+    def contains(self, value: Any) -> bool:
+        """Whether a draw can give `value`: what trial 0, the base, must be."""
+        if self.kind == "categorical":
+            return value in self.choices
+        if isinstance(value, bool) or not is_number(value) or not self.low <= value <= self.high:
+            return False
+        return self.off_grid(value) is None
 
     def toward(self, value: Any, end: Any, fraction: float) -> Any:
         """`value` moved toward `end` (its low or its high end), keeping `fraction` of the way
@@ -131,18 +151,35 @@ class SearchSpace:
 
     def base_params(self) -> dict:
         """The base recipe as Optuna parameters, for `enqueue_trial`: trial 0 is the human's choice.
-        A key the base leaves to its default is left out: the sampler chooses it."""
+        A key the base leaves to its default (an optimizer's momentum) is that default, where a
+        draw can give it; where none can (no `ema`, and `ema` searched over a range), the sampler
+        chooses it, and `left_to_the_sampler` names it."""
         values: dict = {}
 
         def record(p: Param, cfg: dict):
-            value = base_value(cfg, p.key)
-            if value is None:
+            value = self.base_or_default(p, cfg)
+            if value is None or not p.contains(value):
                 return KEEP
             values[p.name] = value
             return value
 
         self.fill(record)
         return values
+
+    def base_or_default(self, p: Param, cfg: dict) -> Any:
+        """The base's value of `p`'s key, or what training uses where the base leaves it out."""
+        value = base_value(cfg, p.key)
+        if value is None and p.key.startswith("optimizer.") and p.key.count(".") == 1:
+            value = optimizer_default(p.key.split(".")[1], get_path(cfg, "optimizer.name") or Optimizer.name)
+        return value
+
+    def left_to_the_sampler(self) -> list[Param]:
+        """The searched keys that trial 0 does not take from the base: the base leaves them to a
+        default that no draw can give (no `ema`: off, against `ema: {float: [0.98, 0.998]}`)."""
+        taken = self.base_params()
+        left = []
+        self.fill(lambda p, cfg: left.append(p) or KEEP if p.name not in taken else KEEP)
+        return left
 
     def n_params(self, cfg: dict) -> int:
         """Trainable parameters of the model `cfg` builds for its dataset (on the meta device)."""

@@ -51,6 +51,11 @@ def check_space(space, *, max_epochs: int) -> None:
             else:
                 require(is_number(value) and p.low <= value <= p.high, where,
                         f"the base value {value!r} is outside [{p.low}, {p.high}]; widen the range or change base")
+                between = p.off_grid(value)
+                require(between is None, where,
+                        f"the base value {value!r} is off the grid of step {p.step or 1:g} from {p.low:g}: no draw gives "
+                        f"it, and trial 0 must be one; make base {between[0]:g} or {between[1]:g}, or change the step"
+                        if between else "")
     check_warmup(space)
 
 

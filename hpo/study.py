@@ -198,6 +198,10 @@ class StudySpec:
                         f"{options.get(option, default)}{', and its rates' if pruner.name == 'successive_halving' else ''}"
                         f"), comes no earlier than the last (trials train at most {most} epochs), so it stops no trial "
                         f"early; make it earlier than epoch {most}, or say pruner: none")
+        for p in self.space.left_to_the_sampler():
+            said.append(f"search.{p.name}: the base leaves {p.key} to its default, which this search cannot draw, so "
+                        f"trial 0 takes a drawn {p.key} and is not quite the base; give base.{p.key} a value the search "
+                        "can draw to start from the base's own recipe")
         limit = self.budget.max_params
         if limit and self.space.largest_model() <= limit:
             said.append(f"budget.max_params {limit:,}: every model the search can build fits it (the largest has "

@@ -391,3 +391,40 @@ def test_budget_sampler_only_proposes_models_that_fit():
         cfg = spec.space.sample(trial)
         assert models.spec_params(models.parse_model(cfg["model"])) <= 8000
         study.tell(trial, 0.95)
+
+
+def test_trial_0_takes_what_the_base_leaves_to_a_default_where_a_draw_can_give_it():
+    """Momentum searched, the base's left out: trial 0, labelled the base, trained a drawn 0.748
+    and Nesterov on; it trains SGD's own 0.9 and no Nesterov now. A default no draw gives (no ema,
+    against an ema range) is drawn, and `hpo check` says so."""
+    raw = variant("base/optimizer", {"name": "sgd", "lr": 0.05})
+    raw["search"] = {"optimizer.momentum": {"float": [0.5, 0.95]}, "optimizer.nesterov": {"choices": [True, False]},
+                     "ema": {"float": [0.9, 0.99]}}
+    spec = parse_study(raw, "defaults.yaml", "defaults")
+    assert spec.space.base_params() == {"optimizer.momentum": 0.9, "optimizer.nesterov": False}
+    assert [p.name for p in spec.space.left_to_the_sampler()] == ["ema"]
+    assert spec.notes()[0].startswith("search.ema: the base leaves ema to its default, which this search cannot "
+                                      "draw, so trial 0 takes a drawn ema and is not quite the base")
+    raw["base"]["ema"] = 0.95
+    assert parse_study(raw, "defaults.yaml", "defaults").space.base_params()["ema"] == 0.95
+
+
+@pytest.mark.parametrize("search, base, message", [
+    ({"int": [8, 24], "step": 4}, 10, "the base value 10 is off the grid of step 4 from 8: no draw gives it, and "
+                                      "trial 0 must be one; make base 8 or 12, or change the step"),
+])
+def test_a_base_value_between_the_steps_of_its_range_is_refused(search, base, message):
+    raw = variant("search/model.layers.4", search)
+    raw["base"]["model"] = {"preset": "mnistnet2", "layers": [8, "M", 12, "M", base, "GAP", "H"]}
+    with pytest.raises(ConfigError, match="search.model.layers.4': " + message):
+        parse_study(raw, "grid.yaml", "grid")
+
+
+def test_a_float_base_between_the_steps_is_refused_and_one_on_them_is_not():
+    raw = variant("search/model.dropout", {"float": [0.0, 0.3], "step": 0.1})
+    raw["base"]["model"] = {"preset": "mnistnet2", "dropout": 0.12}
+    with pytest.raises(ConfigError, match="the base value 0.12 is off the grid of step 0.1 from 0: .* make base 0.1 "
+                                          "or 0.2"):
+        parse_study(raw, "grid.yaml", "grid")
+    raw["base"]["model"]["dropout"] = 0.3  # 3 steps of 0.1, which floats make 0.30000000000000004
+    assert parse_study(raw, "grid.yaml", "grid").space.base_params()["model.dropout"] == 0.3
