@@ -30,6 +30,12 @@ def study_trials(rdb: optuna.storages.BaseStorage, study_name: str) -> list[optu
     return rdb.get_all_trials(study_id, deepcopy=False)
 
 
+def study_file(rdb: optuna.storages.BaseStorage, study_name: str) -> Optional[str]:
+    """The study file a study was made from, as `hpo run` recorded it (a path `--study` takes)."""
+    source = rdb.get_study_user_attrs(rdb.get_study_id_from_name(study_name)).get(records.SOURCE)
+    return source if isinstance(source, str) else None
+
+
 @dataclass(frozen=True)
 class Exported:
     text: str         # the YAML document, with its header
@@ -52,7 +58,7 @@ def export(rdb: optuna.storages.BaseStorage, study_name: str, *, top: Optional[i
     front = len(records.pareto_front(trials)) if records.multi_objective(trials) else 0
     best = [t for t in records.ranked(trials, top or front or 1) if records.CONFIG in t.user_attrs]
     if not best:
-        raise UserError(records.no_complete_trial(study_name, trials, "export"))
+        raise UserError(records.no_complete_trial(study_name, trials, "export", study_file(rdb, study_name)))
     score = "accuracy" if front else "value"  # a multi-objective trial has two values
     document = {
         "study": study_name,

@@ -95,14 +95,17 @@ def count(trials: Iterable[FrozenTrial]) -> Counts:
     return Counts(**tally)
 
 
-def no_complete_trial(study_name: str, trials: Iterable[FrozenTrial], doing: str) -> str:
-    """Why `doing` (export, report) has nothing to work on: no trial yet, or how its trials ended."""
+def no_complete_trial(study_name: str, trials: Iterable[FrozenTrial], doing: str, source: Optional[str] = None) -> str:
+    """Why `doing` (export, report) has nothing to work on: no trial yet, or how its trials ended.
+    `source`: the study file it was made from, which `hpo run --study` takes (its name may differ)."""
+    import shlex  # noqa: PLC0415
+
     ended = count(trials).in_words()
+    run = f"hpo run --study {shlex.quote(source or study_name)} --trials N"
     if not ended:
-        return (f"study {study_name!r} has no complete trial to {doing} yet; run it first "
-                f"(hpo run --study {study_name} --trials N)")
-    return (f"study {study_name!r} has no complete trial to {doing}: {ended} (hpo studies {study_name} says why); "
-            f"run more (hpo run --study {study_name} --trials N)")
+        return f"study {study_name!r} has no complete trial to {doing} yet; run it first ({run})"
+    return (f"study {study_name!r} has no complete trial to {doing}: {ended} (hpo studies {shlex.quote(study_name)} "
+            f"says why); run more ({run})")
 
 
 def accuracy(t: FrozenTrial) -> Optional[float]:

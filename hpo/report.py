@@ -21,7 +21,7 @@ import hpo
 from hpo import records
 from hpo.display import pct
 from hpo.errors import UserError
-from hpo.export import study_trials
+from hpo.export import study_file, study_trials
 from hpo.records import kind
 from hpo.schema import plural
 from hpo.seeds import SEED_RESULTS
@@ -37,7 +37,7 @@ LABEL_AT = {"mnistnet3": "bottom left", "mnistnet2": "top center", "mnistnet1": 
 def load_trials(rdb: optuna.storages.BaseStorage, study_name: str) -> tuple[optuna.Study, list[FrozenTrial]]:
     trials = study_trials(rdb, study_name)
     if not any(t.state == TrialState.COMPLETE for t in trials):
-        raise UserError(records.no_complete_trial(study_name, trials, "report"))
+        raise UserError(records.no_complete_trial(study_name, trials, "report", study_file(rdb, study_name)))
     return optuna.load_study(study_name=study_name, storage=rdb), trials
 
 

@@ -198,11 +198,13 @@ def test_export_of_a_study_without_complete_trials_is_a_clear_error(tmp_path):
     assert done.returncode == 2 and "no complete trial" in done.stderr and "Traceback" not in done.stderr
     assert "to export yet; run it first" in done.stderr
     study = optuna.load_study(study_name="empty", storage=url)
+    study.set_user_attr("hpo_study_file", "studies/my empty.yaml")  # its name need not be its file's
     study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL))
     study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED, intermediate_values={1: 0.5}))
     ran = hpo("export", "--study", "empty", "--storage", url, cwd=tmp_path, check=False)
     assert ran.returncode == 2 and "no complete trial to export: 1 pruned, 1 failed (hpo studies empty says why)" \
         in ran.stderr and "yet" not in ran.stderr, ran.stderr
+    assert "run more (hpo run --study 'studies/my empty.yaml' --trials N)" in ran.stderr, ran.stderr
 
 
 def test_studies_and_the_optuna_cli_read_our_storage(study_file, tmp_path):
