@@ -241,7 +241,7 @@ CASES = [
          ("'nosuch'", "studies here: tiny"), study_without_finished_trials),
     Case("export of a study with no finished trial",
          ("export", "--study", "tiny", "--storage", "sqlite:///{dir}/db.sqlite"),
-         ("'tiny'", "no complete trial", "hpo run --study tiny"), study_without_finished_trials),
+         ("'tiny'", "no complete trial", "hpo run --study {dir}/tiny.yaml --trials N"), study_without_finished_trials),
     Case("export into a folder", ("export", "--study", "tiny", "--storage", "sqlite:///{dir}/db.sqlite", "-o", "{dir}"),
          ("is a folder", "best.yaml"), study_with_a_complete_trial),
     Case("export under a file where a folder should be",
