@@ -29,6 +29,9 @@ def join(prefix: str, key: str | int) -> str:
 def describe(value: Any, limit: int = 80) -> str:
     """A value as an error line shows it: its repr, cut at `limit` characters, and its type."""
     text = repr(value)
+    if isinstance(value, bool):  # `off`, `no`, `on`, `yes` unquoted: YAML's booleans, not the words
+        return (f"{text} (bool: YAML reads {'yes, on' if value else 'no, off'} and {str(value).lower()} unquoted as "
+                f"{str(value).lower()}; quote a word meant as text: '{'on' if value else 'off'}')")
     return f"{text if len(text) <= limit else text[:limit - 3] + '...'} ({type(value).__name__})"
 
 

@@ -40,3 +40,15 @@ def test_every_best_config_retrains_and_keeps_its_study_budget():
         spec, cfg = load_spec(path.stem), load_config(path)
         assert cfg.epochs <= spec.budget.epochs, path
         assert not spec.budget.max_params or model_size(cfg) <= spec.budget.max_params, path
+
+
+def test_an_unquoted_off_says_yaml_read_it_as_false(tmp_path):
+    """`schedule: {name: off}`: the line said 'got False (bool)', nothing of why or what to write."""
+    from hpo.config import load_config  # noqa: PLC0415
+    from hpo.errors import ConfigError  # noqa: PLC0415
+
+    path = tmp_path / "cfg.yaml"
+    path.write_text("model: {preset: linear}\nschedule: {name: off}\n")
+    with pytest.raises(ConfigError, match=r"key 'schedule.name': expected a string, got False \(bool: YAML reads no, "
+                                          r"off and false unquoted as false; quote a word meant as text: 'off'\)"):
+        load_config(path)

@@ -124,7 +124,7 @@ BAD = [
     (("sampler", {"name": "nsgaii", "population_size": 1}), "sampler", "nsgaii: `population_size`"),
     (("sampler", {"name": "tpe", "seed": "abc"}), "sampler.seed", "expected a whole number from 0 to 4,294,967,295, got 'abc' (str)"),
     (("sampler", {"name": "tpe", "n_startup_trials": -3}), "sampler.n_startup_trials", "whole number >= 0, got -3"),
-    (("pruner", {"name": "median", "n_warmup_steps": True}), "pruner.n_warmup_steps", "whole number >= 0, got True (bool)"),
+    (("pruner", {"name": "median", "n_warmup_steps": True}), "pruner.n_warmup_steps", "whole number >= 0, got True (bool: YAML reads yes, on and true unquoted as true"),
     # a threshold is compared with each epoch's accuracy, a fraction: 50 would stop every trial
     (("pruner", {"name": "threshold", "lower": 50}), "pruner.lower", "outside [0, 1]: trials report accuracy as a "
                                                                      "fraction (0.5 for 50%), so it would stop every "
