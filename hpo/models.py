@@ -192,7 +192,8 @@ def resolve(data: dict, prefix: str = "model") -> dict:
     if not isinstance(family, str) or family not in FAMILIES:
         raise ConfigError(f"{prefix}.family" if "family" in data else prefix,
                           f"unknown model family {family!r}; give a preset ({', '.join(PRESETS)}) "
-                          f"or a family ({', '.join(FAMILIES)})")
+                          f"or a family ({', '.join(FAMILIES)}) by its key, as in "
+                          "{family: convnet, layers: [8, M, 16, GAP, H]} or {family: mlp, hidden: [128]}")
     return data
 
 

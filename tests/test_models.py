@@ -318,3 +318,20 @@ def test_built_nets_use_it_and_it_is_still_an_nn_dropout():
     net = models.build(models.parse_model({"preset": "mnistnet2"}))
     drops = [m for m in net.modules() if isinstance(m, torch.nn.Dropout)]
     assert drops and all(isinstance(m, models.Dropout) and m.p == 0.05 for m in drops)
+
+
+def test_the_readmes_family_examples_parse_and_a_family_given_as_a_key_says_how():
+    from pathlib import Path  # noqa: PLC0415
+
+    import yaml  # noqa: PLC0415
+
+    from hpo.config import parse_config  # noqa: PLC0415
+    from hpo.errors import ConfigError  # noqa: PLC0415
+
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    block = text[text.index("Spelled out, each family"):]
+    block = block[block.index("```yaml") + 7:block.index("```", block.index("```yaml") + 7)]
+    families = [parse_config(yaml.safe_load(line)).model.family for line in block.strip().splitlines()]
+    assert families == ["linear", "mlp", "convpool", "convnet"]
+    with pytest.raises(ConfigError, match=r"unknown model family None; .* by its key, as in \{family: convnet, "):
+        parse_config({"model": {"convnet": [8, "M", 16, "GAP", "H"]}})
