@@ -251,18 +251,22 @@ def check_subsets_on_disk(cfg: Data, folder: Path, *, held_out: bool = False, pr
         return
     dataset = resolve(cfg)
     sizes, name = split_sizes(cfg, folder), dataset.path or dataset.name  # own data: its file or folder
-    if held_out:
+    called = {}
+    if held_out:  # the trials' "test" split is the training images validation holds out
         held = validation_size(sizes["train"])
-        sizes, name = {"train": sizes["train"] - held, "test": held}, f"{name} (eval: val holds {held:,} out)"
-    check_subsets(cfg, sizes, name, prefix)
+        sizes = {"train": sizes["train"] - held, "test": held}
+        called = {"train": "training images left to train on", "test": "training images held out for eval: val"}
+    check_subsets(cfg, sizes, name, prefix, called)
 
 
-def check_subsets(cfg: Data, sizes: dict[str, int], name: str, prefix: str = "data") -> None:
-    """A config's data.train_subset and data.test_subset no larger than the splits they sample."""
+def check_subsets(cfg: Data, sizes: dict[str, int], name: str, prefix: str = "data", called: dict | None = None) -> None:
+    """A config's data.train_subset and data.test_subset no larger than the splits they sample
+    (`called`: what each split is, where it is not the file's own)."""
     for split in datasets.SPLITS:
         size = getattr(cfg, f"{split}_subset")
         if size is not None and size > sizes[split]:
-            raise ConfigError(f"{prefix}.{split}_subset", f"{size:,} is more than the {sizes[split]:,} {split} images "
+            what = (called or {}).get(split, f"{split} images")
+            raise ConfigError(f"{prefix}.{split}_subset", f"{size:,} is more than the {sizes[split]:,} {what} "
                                                           f"of {name}; lower it, or leave it out to use them all")
 
 

@@ -310,7 +310,7 @@ CASES = [
          ("tiny.yaml", "'base.data.train_subset'", "100,000 is more than the 60,000 train images of mnist"),
          study_with(lambda s: s["base"].update(data={"train_subset": 100_000}))),
     Case("a validation subset larger than what eval: val holds out", RUN,
-         ("tiny.yaml", "'base.data.test_subset'", "20,000 is more than the 10,000", "eval: val holds 10,000 out"),
+         ("tiny.yaml", "'base.data.test_subset'", "20,000 is more than the 10,000", "training images held out for eval: val of mnist"),
          study_with(lambda s: (s.update(eval="val"), s["base"].update(data={"test_subset": 20_000})))),
     Case("a subset larger than the dataset (hpo train)", ("train", "--config", "{dir}/cfg.yaml", "--device", "cpu"),
          ("cfg.yaml", "'data.test_subset'", "100,000 is more than the 10,000 test images"),
