@@ -13,6 +13,13 @@ from hpo.limits import MAX_EPOCHS, MAX_SEED
 from hpo.schema import require
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "nadam", "rmsprop", "adabelief")
+# keys that mean something for one schedule only; a value other than the default is refused elsewhere
+SCHEDULE_ONLY = {
+    "step_size": ("step",),
+    "gamma": ("step",),
+    "pct_start": ("onecycle",),
+    "warmup_epochs": ("cosine",),
+}
 SCHEDULES = ("none", "step", "onecycle", "cosine")
 # keys that mean something for only some optimizers; any other optimizer rejects them
 OPTIMIZER_ONLY = {
@@ -71,6 +78,10 @@ class Schedule:
         require(0 < self.gamma <= 1, "gamma", f"must be in (0, 1], got {self.gamma}")
         require(0 < self.pct_start < 1, "pct_start", f"must be in (0, 1), got {self.pct_start}")
         require(self.warmup_epochs >= 0, "warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
+        for key, names in SCHEDULE_ONLY.items():  # a value that would do nothing is a mistake, not a setting
+            if getattr(self, key) != getattr(Schedule, key):
+                require(self.name in names, key, f"applies to the {'/'.join(names)} schedule only, not {self.name}: "
+                                                 f"remove it, or give schedule.name: {names[0]}")
 
 
 @dataclass(frozen=True)

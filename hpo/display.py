@@ -331,6 +331,8 @@ def print_study(facts: dict) -> None:
 
 def search_table(params) -> Table:
     """The searched keys in the order they are sampled (a `when` sees the values drawn before it)."""
+    from hpo.space import implied_when  # noqa: PLC0415
+
     table = Table(title=f"searched: {len(params)} parameter(s), sampled in this order", title_justify="left")
     for col in ("parameter", "draws", "when"):
         table.add_column(col)
@@ -338,6 +340,9 @@ def search_table(params) -> Table:
         name = p.name if p.name == p.key else f"{p.name} (sets {p.key})"
         when = ", ".join(f"{key} = {plain(allowed[0])}" if len(allowed) == 1 else
                          f"{key} in {' | '.join(map(plain, allowed))}" for key, allowed in p.when)
+        implied = implied_when(p.key)  # drawn only where it means something, `when` or not
+        if implied and implied.split()[0] not in when:
+            when = ", ".join(filter(None, [when, f"{implied} (implied)"]))
         table.add_row(escape(name), escape(p.describe()), escape(when))
     return table
 

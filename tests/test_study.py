@@ -428,3 +428,35 @@ def test_a_float_base_between_the_steps_is_refused_and_one_on_them_is_not():
         parse_study(raw, "grid.yaml", "grid")
     raw["base"]["model"]["dropout"] = 0.3  # 3 steps of 0.1, which floats make 0.30000000000000004
     assert parse_study(raw, "grid.yaml", "grid").space.base_params()["model.dropout"] == 0.3
+
+
+def test_a_searched_key_that_means_nothing_for_the_chosen_optimizer_or_schedule_is_not_drawn():
+    """Momentum searched without a `when`, beside AdamW: it was drawn, shown with the trial and
+    dropped from its config without a word, a dimension TPE tuned for nothing. It is drawn only
+    where it means something now, as if it had the `when`; so is a step schedule's gamma."""
+    raw = variant("base/optimizer", {"name": "adamw", "lr": 0.01})
+    raw["base"]["schedule"] = {"name": "step", "gamma": 0.5}
+    raw["search"] = {"optimizer.name": {"choices": ["sgd", "adamw"]}, "optimizer.momentum": {"float": [0.5, 0.95]},
+                     "schedule.name": {"choices": ["step", "cosine"]}, "schedule.gamma": {"float": [0.1, 0.9]}}
+    spec = parse_study(raw, "implied.yaml", "implied")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(40):
+        trial = study.ask()
+        cfg = spec.space.sample(trial)
+        assert ("optimizer.momentum" in trial.params) == (cfg["optimizer"]["name"] == "sgd")
+        assert ("schedule.gamma" in trial.params) == (cfg["schedule"]["name"] == "step")
+        assert ("momentum" in cfg["optimizer"]) == (cfg["optimizer"]["name"] == "sgd")
+        assert ("gamma" not in cfg["schedule"]) or cfg["schedule"]["name"] == "step"
+        seen.add((cfg["optimizer"]["name"], cfg["schedule"]["name"]))
+    assert len(seen) == 4
+
+
+def test_a_schedule_setting_the_schedule_does_not_use_is_refused():
+    """warmup_epochs under a step schedule trained without a warm-up and said nothing."""
+    from hpo.config import parse_config  # noqa: PLC0415
+
+    with pytest.raises(ConfigError, match="key 'schedule.warmup_epochs': applies to the cosine schedule only, not "
+                                          "step: remove it, or give schedule.name: cosine"):
+        parse_config({"model": {"preset": "linear"}, "schedule": {"name": "step", "warmup_epochs": 1}})
+    assert parse_config({"model": {"preset": "linear"}, "schedule": {"name": "cosine", "gamma": 0.1}})  # its default
