@@ -355,6 +355,15 @@ def check_components(spec: StudySpec) -> None:
     """Build the pruner and the sampler once, here: a bad option value (a percentile of 150, a
     string seed) is the file's mistake, not a traceback in every worker after the study exists."""
     for key, component in (("pruner", spec.pruner), ("pruner.wrapped", spec.pruner.wrapped), ("sampler", spec.sampler)):
+        if component is not None:
+            table = SAMPLERS if key == "sampler" else PRUNERS
+            needed = [name for name, p in inspect.signature(table[component.name]).parameters.items()
+                      if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                      and name not in ("self", "wrapped_pruner")]  # hpo builds the wrapped pruner from `wrapped`
+            missing = [name for name in needed if name not in component.kwargs()]
+            require(not missing, f"{key}.{missing[0] if missing else ''}",
+                    f"{component.name} needs it: give {key}: {{name: {component.name}, "
+                    + ", ".join(f"{name}: ..." for name in missing) + "}")
         for option, value in component.options if component else ():
             if option == "seed":  # each worker adds its place to it, wrapping at MAX_SEED (hpo.worker)
                 require(schema.is_whole(value, 0, MAX_SEED), f"{key}.{option}",

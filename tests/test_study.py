@@ -122,6 +122,10 @@ BAD = [
     (("pruner", {"name": "hyperband", "within": ["optimizer.name"]}), "pruner.within",
      "hyperband cannot prune within groups"),
     (("sampler", {"name": "nsgaii", "population_size": 1}), "sampler", "nsgaii: `population_size`"),
+    # a required option left out named Python's TypeError against 'pruner'
+    (("pruner", {"name": "percentile"}), "pruner.percentile",
+     "percentile needs it: give pruner: {name: percentile, percentile: ...}"),
+    (("pruner", {"name": "patient", "wrapped": "median"}), "pruner.patience", "patient needs it"),
     (("sampler", {"name": "tpe", "seed": "abc"}), "sampler.seed", "expected a whole number from 0 to 4,294,967,295, got 'abc' (str)"),
     (("sampler", {"name": "tpe", "n_startup_trials": -3}), "sampler.n_startup_trials", "whole number >= 0, got -3"),
     (("pruner", {"name": "median", "n_warmup_steps": True}), "pruner.n_warmup_steps", "whole number >= 0, got True (bool: YAML reads yes, on and true unquoted as true"),
