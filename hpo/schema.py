@@ -263,6 +263,8 @@ def load_yaml(path: str | Path) -> Any:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or "invalid YAML"
+        if "'\\t'" in problem:  # a tab where YAML wants indentation
+            problem += "; indent with spaces, not tabs"
         raise ConfigError("", f"malformed YAML{where}: {problem}", source=str(path)) from None
     finally:
         reader.dispose()

@@ -335,6 +335,9 @@ CASES = [
          ("best.yaml", "trial 3 is there 2 times"),
          text_file("best.yaml", "trials:\n  - {trial: 3, config: {model: {preset: linear}}}\n"
                                 "  - {trial: 3, config: {model: {preset: lenet5}}}\n")),
+    Case("a tab where YAML wants indentation", ("train", "--config", "{dir}/cfg.yaml"),
+         ("cfg.yaml", "malformed YAML at line 3, column 1", "indent with spaces, not tabs"),
+         text_file("cfg.yaml", "model: {preset: linear}\nepochs: 1\n\tseed: 0\n")),
     Case("an empty --storage (an unset variable)", ("studies", "--storage", ""),
          ("argument --storage: is empty; give a database URL",)),
     Case("training config missing its model", ("train", "--config", "{dir}/cfg.yaml"),
