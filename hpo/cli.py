@@ -345,7 +345,7 @@ def cmd_train(args) -> int:
               f"{args.config}", file=sys.stderr)
         return 1
     for note in rerun_notes(record, device, torch.get_num_threads(), n_params=n_params,
-                            held_out=data.validation_size(len(splits.train_y))):
+                            held_out=data.validation_size(len(splits.train_y)), test_images=(n_test, len(splits.test_y))):
         print(f"hpo train: note: {note}", file=sys.stderr)
     precision = "bf16 autocast" if bf16_autocast(device.type) else "fp32"
     if device.type == "cuda":  # the graph is an epoch's 10x: say whether this config had it, and why not
@@ -356,10 +356,12 @@ def cmd_train(args) -> int:
 
 
 def rerun_notes(record: dict | None, device, threads: int, *, n_params: int | None = None,
-                held_out: int | None = None) -> list[str]:
+                held_out: int | None = None, test_images: tuple[int, int] | None = None) -> list[str]:
     """Why `hpo train` of an exported trial may not give the trial's own number: each difference
     between how the trial trained and how this run does, as a line (nothing for a plain config).
-    `n_params`: this run's net; `held_out`: the training images an `eval: val` study held out of it."""
+    `n_params`: this run's net; `held_out`: the training images an `eval: val` study held out of it;
+    `test_images`: the test images this run scores, and the whole test set's (a study's
+    `test_accuracy` is scored on all of it)."""
     if not record:
         return []
     number, notes = record.get("trial", "?"), []
@@ -376,8 +378,12 @@ def rerun_notes(record: dict | None, device, threads: int, *, n_params: int | No
                      "recipe, not the same run (README, --pack); expect its accuracy within the seeds' spread")
     if isinstance(record.get("test_accuracy"), (int, float)):
         without = f"{held_out:,} held-out training images" if held_out else "the held-out training images"
-        notes.append(f"trial {number}'s value is its validation accuracy (eval: val: trained without {without}); this run trains on all of them and tests on the test set: compare with its "
-                     f"test_accuracy, {100 * record['test_accuracy']:.2f}%")
+        scored = (f"all {test_images[1]:,} test images" if test_images else "the whole test set")
+        here = ("" if not test_images or test_images[0] == test_images[1] else
+                f", where this run tests on {test_images[0]:,} of them (data.test_subset): expect a wider spread")
+        notes.append(f"trial {number}'s value is its validation accuracy (eval: val: trained without {without}); "
+                     f"this run trains on what the config says and scores the test set: compare with the trial's "
+                     f"test_accuracy, {100 * record['test_accuracy']:.2f}%, scored on {scored}{here}")
     trained = record.get("torch_threads")
     if device.type == "cpu" and isinstance(trained, int) and trained != threads:
         notes.append(f"trial {number} trained with {trained} torch thread(s), this run with {threads}: a CPU's sums "

@@ -347,6 +347,9 @@ def test_training_an_exported_trial_says_what_differs_from_how_it_trained(tmp_pa
     assert "the held-out training images" in seventh[1]
     held = rerun_notes(exported_trial(path, 7), cpu, threads=2, held_out=33)[1]  # 201 images of one's own: not 10,000
     assert "trained without 33 held-out training images" in held
+    subset = rerun_notes(exported_trial(path, 7), cpu, threads=2, test_images=(200, 10_000))[1]
+    assert "test_accuracy, 98.12%, scored on all 10,000 test images, where this run tests on 200 of them " \
+           "(data.test_subset)" in subset, subset  # it said "this run trains on all of them", with a train_subset
     resized = rerun_notes({"trial": 3, "n_params": 387}, cpu, threads=2, n_params=396)
     assert resized == ["trial 3 had 387 parameters, this net has 396: the data's classes or image size are not those "
                        "it was searched on; its accuracy says nothing of this run"]
