@@ -46,6 +46,7 @@ OBJECTIVES = {ACCURACY: "maximize", PARAMS: "minimize"}
 FINGERPRINT = "hpo_fingerprint"    # what the study searches: a different file under the same name differs
 SOURCE = "hpo_study_file"          # the study file it was created from
 SPEC = "hpo_spec"                  # the study file's content, as parsed YAML
+UID = "hpo_uid"                    # a random id, made with the study: its checkpoints' key, with the database's
 DATA = "hpo_data"                  # own data: its digest (hpo.owndata.digest); the same data run after run
 
 # ----------------------------------------------------------------- kinds and counts

@@ -8,6 +8,7 @@ import signal
 import tempfile
 import threading
 import time
+import uuid
 import warnings
 from multiprocessing import connection
 from pathlib import Path
@@ -39,9 +40,12 @@ def ensure_study(rdb: optuna.storages.BaseStorage, spec: StudySpec, storage: Sto
                 study_id = rdb.get_study_id_from_name(spec.name)
             except KeyError:
                 return _create(rdb, spec, data_digest)
+            made_from = rdb.get_study_user_attrs(study_id)
+            if records.FINGERPRINT in made_from and records.UID not in made_from:  # made before studies had one
+                rdb.set_study_user_attr(study_id, records.UID, uuid.uuid4().hex)
+                made_from = rdb.get_study_user_attrs(study_id)
     finally:
         lock.close()
-    made_from = rdb.get_study_user_attrs(study_id)
     directions = [d.name.lower() for d in rdb.get_study_directions(study_id)]
     if directions != spec.directions:  # Optuna cannot change a study's objectives
         raise UserError(
@@ -103,6 +107,7 @@ def _create(rdb: optuna.storages.BaseStorage, spec: StudySpec, data_digest: Opti
         optuna_dashboard.save_note(study, study_note(spec))
         study.set_user_attr(records.SOURCE, spec.source)
         study.set_user_attr(records.SPEC, spec.raw)
+        study.set_user_attr(records.UID, uuid.uuid4().hex)  # its checkpoints' key: Storage.checkpoint_key
         if data_digest:
             study.set_user_attr(records.DATA, data_digest)
         study.set_user_attr(records.FINGERPRINT, spec.fingerprint)  # last: the mark of a complete study
@@ -246,6 +251,7 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
         warn(f"created database for {storage.masked}")
     rdb = storage.open(heartbeat=heartbeat, grace=grace)
     study_id = ensure_study(rdb, spec, storage, data_mod.resolve(spec.data).digest)
+    checkpoint_key = storage.checkpoint_key(study_id, rdb.get_study_user_attrs(study_id).get(records.UID, ""))
     before = rdb.get_all_trials(study_id, deepcopy=False)
     # the display's poll goes through Optuna's cached storage: each second it reads again only the
     # trials that were unfinished at its last look and the new ones, not every trial's attributes
@@ -302,7 +308,7 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
         stop_workers(procs, warn)
         processes.stop_fork_server()
         if isinstance(error, StudyDeleted) and checkpoint_dir:  # no trial of it will ever be retried
-            remove_checkpoints(Path(checkpoint_dir), spec.name, storage.checkpoint_key(study_id))
+            remove_checkpoints(Path(checkpoint_dir), spec.name, checkpoint_key)
         tidy_checkpoints(checkpoint_dir, spec.name)
         if not isinstance(error, KeyboardInterrupt):
             raise

@@ -108,15 +108,15 @@ class Storage:
     def lock(self, name: str) -> "StudyLock":
         return StudyLock(self, name)
 
-    def checkpoint_key(self, study_id: int) -> str:
-        """Eight hex digits that tell this storage's study `study_id` from a study of the same name
-        in another storage (or one made again after a delete), in its trials' checkpoint names: two
-        such studies run from one folder resumed each other's trials, or started them afresh over
-        the other's progress. The same database reached by another URL (a relative path, another
-        driver) is the same key."""
+    def checkpoint_key(self, study_id: int, uid: str = "") -> str:
+        """Eight hex digits that tell this storage's study `study_id` (made with the random `uid`,
+        records.UID) from a study of the same name in another storage, or one made again after a
+        delete (SQLite gives it the same id), in its trials' checkpoint names: such studies run
+        from one folder resumed each other's trials, or started them afresh over the other's
+        progress. The same database reached by another URL (a relative path) is the same key."""
         where = (str(self.file.resolve()) if self.file is not None else
                  f"{self.backend}://{self.parsed.host or ''}:{self.parsed.port or ''}/{self.parsed.database or ''}")
-        return hashlib.blake2b(f"{where}#{study_id}".encode(), digest_size=4).hexdigest()
+        return hashlib.blake2b(f"{where}#{study_id}#{uid}".encode(), digest_size=4).hexdigest()
 
     # ------------------------------------------------------------- opening
 

@@ -128,6 +128,8 @@ class Worker:
                                        pruner=spec.make_pruner())
         self.backoff = Backoff(job.patience)
         self.checkpoints = Path(job.checkpoint_dir) if job.checkpoint_dir else None
+        self.checkpoint_key = job.storage.checkpoint_key(  # its trials' checkpoints are its own (hpo.checkpoints)
+            self.study_id, self.rdb.get_study_user_attrs(self.study_id).get(records.UID, ""))
         self.store = artifacts.open_store(Path(job.artifacts)) if job.artifacts else None
         # trials this worker asked for and has not told how they ended: what a Ctrl-C fails and queues
         # again, wherever in the loop it lands (the claim's lock release, between claim and train...)
@@ -252,7 +254,7 @@ class Worker:
                 try:
                     plan = prepare(c.trial, self.job.spec, frozen=c.frozen, device=self.device,
                                    checkpoint_dir=self.checkpoints,
-                                   checkpoint_key=self.job.storage.checkpoint_key(self.study_id))
+                                   checkpoint_key=self.checkpoint_key)
                 except UserError:  # an invalid sampled config: this trial fails, the study goes on
                     self.study.tell(c.trial, state=TrialState.FAIL)
                     self.held.pop(c.trial.number, None)

@@ -267,7 +267,9 @@ def test_delete_removes_its_checkpoints_and_not_those_of_its_namesake_elsewhere(
         url = f"sqlite:///{tmp_path / db}.db"
         hpo_study(study_name="s", storage=url, direction="maximize")
         storage = Storage.resolve(url)
-        key = storage.checkpoint_key(storage.open_existing().get_study_id_from_name("s"))
+        rdb = storage.open_existing()
+        study_id = rdb.get_study_id_from_name("s")
+        key = storage.checkpoint_key(study_id, rdb.get_study_user_attrs(study_id).get("hpo_uid", ""))
         paths[db] = checkpoint_path(tmp_path / "checkpoints", "s", 0, key)
         paths[db].parent.mkdir(parents=True, exist_ok=True)
         paths[db].write_bytes(b"an unfinished trial's epochs")
@@ -285,3 +287,45 @@ def test_the_checkpoint_key_is_the_databases_and_the_studys():
     assert len({key(1), key(2), Storage.resolve("sqlite:///other.db").checkpoint_key(1)}) == 3
     pg = "postgresql+psycopg://hpo:{}@db:5432/hpo"
     assert Storage.resolve(pg.format("secret")).checkpoint_key(1) == Storage.resolve(pg.format("other")).checkpoint_key(1)
+
+
+def test_a_study_made_again_after_a_delete_has_checkpoints_of_its_own(tmp_path):
+    """SQLite gives a study made again after a delete the id the deleted one had: keyed by the
+    database and the id alone, its trial 0 resumed the deleted study's trial 0 from its checkpoint
+    (25 epochs in, on data perhaps since changed). Each study is made with a random id as well."""
+    from hpo.runner import ensure_study  # noqa: PLC0415
+    from hpo.storage import Storage  # noqa: PLC0415
+    from hpo.study import load_spec  # noqa: PLC0415
+
+    storage = Storage.resolve(f"sqlite:///{tmp_path / 'again.db'}")
+    spec = load_spec(str(write_study(tmp_path, "again")))
+    keys, ids = [], []
+    for _ in range(2):
+        rdb = storage.open(heartbeat=None)
+        study_id = ensure_study(rdb, spec, storage)
+        ids.append(study_id)
+        keys.append(storage.checkpoint_key(study_id, rdb.get_study_user_attrs(study_id)["hpo_uid"]))
+        optuna.delete_study(study_name="again", storage=rdb)
+    assert ids[0] == ids[1] and keys[0] != keys[1]
+
+
+def test_a_study_made_before_studies_had_an_id_gets_one_on_its_next_run(tmp_path):
+    from hpo.runner import ensure_study  # noqa: PLC0415
+    from hpo.storage import Storage  # noqa: PLC0415
+    from hpo.study import load_spec  # noqa: PLC0415
+
+    storage = Storage.resolve(f"sqlite:///{tmp_path / 'old.db'}")
+    spec = load_spec(str(write_study(tmp_path, "old")))
+    rdb = storage.open(heartbeat=None)
+    study_id = ensure_study(rdb, spec, storage)
+    import sqlalchemy  # noqa: PLC0415
+
+    engine = sqlalchemy.create_engine(storage.url)
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text("DELETE FROM study_user_attributes WHERE key = 'hpo_uid'"))  # an earlier hpo's
+    engine.dispose()
+    assert "hpo_uid" not in rdb.get_study_user_attrs(study_id)
+    ensure_study(rdb, spec, storage)
+    first = rdb.get_study_user_attrs(study_id)["hpo_uid"]
+    ensure_study(rdb, spec, storage)
+    assert isinstance(first, str) and len(first) == 32 and rdb.get_study_user_attrs(study_id)["hpo_uid"] == first
