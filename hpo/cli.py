@@ -749,7 +749,9 @@ def cmd_export(args) -> int:
     output = args.output or Path("-")  # -o -: standard output, as without -o
     storage = Storage.resolve(args.storage)
     check_output(output, "best.yaml", storage)
-    exported = export(storage.open_existing(), args.study, top=args.top)
+    rdb = storage.open_existing()
+    exported = export(rdb, args.study, top=args.top)
+    check_not_the_studys_own(output, rdb, args.study, "best.yaml")
     write_output(output, exported.text)
     if str(output) != "-":
         print(f"wrote {exported.describe()} of {args.study!r} to {output}", file=sys.stderr)
@@ -758,6 +760,21 @@ def cmd_export(args) -> int:
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 SQLITE_COMPANIONS = ("", "-wal", "-shm", "-journal", ".lock")  # the database, SQLite's files beside it, hpo's lock
+
+
+def check_not_the_studys_own(path: Path, rdb, study: str, example: str) -> None:
+    """-o must not be the study file the study was made from, nor its own data file (as its run
+    recorded them; a relative data path is taken from here): writing there destroyed either."""
+    from hpo import records  # noqa: PLC0415
+
+    if str(path) == "-" or not path.exists():
+        return
+    attrs = rdb.get_study_user_attrs(rdb.get_study_id_from_name(study))
+    data = ((attrs.get(records.SPEC) or {}).get("base") or {}).get("data") or {}
+    for what, file in (("the study file", attrs.get(records.SOURCE)), ("the data file", data.get("path"))):
+        if isinstance(file, str) and Path(file).expanduser().resolve() == path.resolve():
+            raise UserError(f"-o {path} is {what} study {study!r} was made from; writing there would destroy it: "
+                            f"give another file, e.g. -o {example}")
 
 
 def check_output(path: Path, example: str, storage=None) -> None:
@@ -821,7 +838,9 @@ def cmd_report(args) -> int:
 
     storage = Storage.resolve(args.storage)
     check_output(args.output, "report.html", storage)
-    text = build_report(storage=storage.open_existing(), study_name=args.study, where=storage.masked)
+    rdb = storage.open_existing()
+    text = build_report(storage=rdb, study_name=args.study, where=storage.masked)
+    check_not_the_studys_own(args.output, rdb, args.study, "report.html")
     write_output(args.output, text)
     if str(args.output) != "-":
         print(f"wrote the report of {args.study!r} to {args.output} ({len(text.encode()) / 1e6:.1f} MB, opens offline)",

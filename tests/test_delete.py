@@ -329,3 +329,19 @@ def test_a_study_made_before_studies_had_an_id_gets_one_on_its_next_run(tmp_path
     first = rdb.get_study_user_attrs(study_id)["hpo_uid"]
     ensure_study(rdb, spec, storage)
     assert isinstance(first, str) and len(first) == 32 and rdb.get_study_user_attrs(study_id)["hpo_uid"] == first
+
+
+def test_export_and_report_refuse_to_write_over_the_studys_own_file_or_data(tmp_path):
+    url = f"sqlite:///{tmp_path / 'own.db'}"
+    study = hpo_study(study_name="own", storage=url, direction="maximize")
+    (tmp_path / "own.yaml").write_text("name: own\n")
+    (tmp_path / "data.npz").write_bytes(b"the only copy of someone's images")
+    study.set_user_attr("hpo_study_file", str(tmp_path / "own.yaml"))
+    study.set_user_attr("hpo_spec", {"base": {"data": {"dataset": "npz", "path": "data.npz"}}})
+    study.add_trial(create_trial(value=0.9, user_attrs={"n_params": 100, "config": {"model": {"preset": "linear"}}}))
+    for command, target, what in (("export", "own.yaml", "the study file"), ("report", "data.npz", "the data file")):
+        done = hpo(command, "--study", "own", "--storage", url, "-o", target, cwd=tmp_path, check=False)
+        assert done.returncode == 2 and f"-o {target} is {what} study 'own' was made from; writing there would " \
+                                          "destroy it" in done.stderr, done.stderr
+    assert (tmp_path / "own.yaml").read_text() == "name: own\n"
+    assert (tmp_path / "data.npz").read_bytes() == b"the only copy of someone's images"
