@@ -197,10 +197,29 @@ class Storage:
         finally:
             engine.dispose()
 
+    def _everything(self) -> set[str]:
+        """Every table and view, in every schema but the server's own (`app.customers` outside
+        the default one): what another program may keep here."""
+        engine = sqlalchemy.create_engine(self.url, **self._engine_kwargs())
+        try:
+            with engine.connect() as conn:
+                inspector = sqlalchemy.inspect(conn)
+                default = inspector.default_schema_name
+                found = set()
+                for schema in inspector.get_schema_names():
+                    if schema in ("information_schema", "pg_catalog", "pg_toast") or schema.startswith("pg_"):
+                        continue
+                    prefix = "" if schema == default else f"{schema}."
+                    names = inspector.get_table_names(schema=schema) + inspector.get_view_names(schema=schema)
+                    found |= {prefix + name for name in names}
+                return found
+        finally:
+            engine.dispose()
+
     def _refuse_foreign_tables(self) -> None:
         """A database that holds another program's tables and none of Optuna's is not where a run
         adds its 13 (the commands that only read refuse it too: _check_tables)."""
-        tables = self._tables()
+        tables = self._everything()
         if tables and not tables & OPTUNA_TABLES:
             shown = ", ".join(sorted(tables)[:3]) + (", ..." if len(tables) > 3 else "")
             raise UserError(f"storage {self.masked} holds another program's tables ({shown}) and none of Optuna's; "

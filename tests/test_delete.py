@@ -345,3 +345,21 @@ def test_export_and_report_refuse_to_write_over_the_studys_own_file_or_data(tmp_
                                           "destroy it" in done.stderr, done.stderr
     assert (tmp_path / "own.yaml").read_text() == "name: own\n"
     assert (tmp_path / "data.npz").read_bytes() == b"the only copy of someone's images"
+
+
+@pytest.mark.postgres
+def test_hpo_run_refuses_a_postgresql_database_whose_tables_are_in_another_schema(tmp_path, postgres_url):
+    """A program that keeps its tables in a schema of its own (app.customers) was taken for an
+    empty database, and Optuna's 13 tables were added beside them."""
+    import sqlalchemy  # noqa: PLC0415
+
+    engine = sqlalchemy.create_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text("CREATE SCHEMA app; CREATE TABLE app.customers (id int)"))
+    done = hpo("run", "--study", str(write_study(tmp_path, "s")), "--trials", "1", "--storage", postgres_url,
+               "--device", "cpu", cwd=tmp_path, check=False)
+    assert done.returncode == 2 and "holds another program's tables (app.customers) and none of Optuna's" in \
+        done.stderr, done.stderr
+    with engine.connect() as conn:
+        assert sqlalchemy.inspect(conn).get_table_names() == []
+    engine.dispose()
