@@ -25,8 +25,9 @@ def study_trials(rdb: optuna.storages.BaseStorage, study_name: str) -> list[optu
                         f"{', '.join(names) or '(none)'}") from None
     if not records.made_by_hpo(rdb.get_study_user_attrs(study_id)):
         # its values need not be accuracies, nor its direction up, and its trials carry no config
-        raise UserError(f"study {study_name!r} was not made by hpo run (it records no study file): hpo reads only "
-                        "its own studies; hpo dashboard shows any Optuna study")
+        raise UserError(f"study {study_name!r} was not made by hpo run (it records no study file): hpo reads and "
+                        "deletes only its own studies; hpo dashboard shows any Optuna study, and Optuna's own command "
+                        f"removes one: optuna delete-study --study-name {study_name} --storage URL")
     return rdb.get_all_trials(study_id, deepcopy=False)
 
 

@@ -46,6 +46,10 @@ def ensure_study(rdb: optuna.storages.BaseStorage, spec: StudySpec, storage: Sto
                 made_from = rdb.get_study_user_attrs(study_id)
     finally:
         lock.close()
+    if not records.made_by_hpo(made_from):
+        raise UserError(f"study {spec.name!r} in {storage.masked} was not made by hpo run (plain Optuna's, or one whose "
+                        f"making was cut short); give this file another name: key, or remove that study with Optuna's "
+                        f"own command: optuna delete-study --study-name {shlex.quote(spec.name)} --storage URL")
     directions = [d.name.lower() for d in rdb.get_study_directions(study_id)]
     if directions != spec.directions:  # Optuna cannot change a study's objectives
         raise UserError(

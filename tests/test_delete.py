@@ -223,13 +223,20 @@ def test_a_study_optuna_made_itself_is_named_not_read_as_hpos(tmp_path):
     listed = hpo("studies", "--storage", url, cwd=tmp_path)
     assert "ours" in listed.stdout and listed.stdout.strip().splitlines()[-1] == \
         "also here, not made by hpo run (hpo dashboard shows them): plain-min"
-    line = ("error: study 'plain-min' was not made by hpo run (it records no study file): hpo reads only its own "
-            "studies; hpo dashboard shows any Optuna study")
+    line = ("error: study 'plain-min' was not made by hpo run (it records no study file): hpo reads and deletes only "
+            "its own studies; hpo dashboard shows any Optuna study, and Optuna's own command removes one: optuna "
+            "delete-study --study-name plain-min --storage URL")
     for args in (["studies", "plain-min"], ["export", "--study", "plain-min"], ["report", "--study", "plain-min"],
                  ["delete", "--study", "plain-min", "--yes"]):
         done = hpo(*args, "--storage", url, cwd=tmp_path, check=False)
         assert done.returncode == 2 and done.stderr.strip() == f"hpo {args[0]}: {line}", done.stderr
     assert sorted(optuna.get_all_study_names(url)) == ["ours", "plain-min"]
+    (tmp_path / "plain-min.yaml").write_text(yaml.safe_dump({**TINY, "name": "plain-min"}))  # a name clash in hpo run
+    clash = hpo("run", "--study", str(tmp_path / "plain-min.yaml"), "--trials", "1", "--storage", url, cwd=tmp_path,
+                check=False)
+    assert clash.returncode == 2 and "study 'plain-min' in" in clash.stderr and "was not made by hpo run (plain " \
+        "Optuna's" in clash.stderr and "optuna delete-study --study-name plain-min" in clash.stderr, clash.stderr
+    (tmp_path / "plain-min.yaml").unlink()
     assert not list(tmp_path.glob("*.yaml")) and not list(tmp_path.glob("*.html"))
 
 
