@@ -43,7 +43,8 @@ def find(rdb: optuna.storages.BaseStorage, name: str) -> Found:
         for owner in (study, *trials):
             ids += [meta.artifact_id for meta in
                     optuna.artifacts.get_all_artifact_meta(owner, storage=None if owner is study else rdb)]
-    return Found(name=name, trials=trials, artifacts=tuple(ids))
+    # a trial queued again (Ctrl-C, a lost worker) carries its first attempt's artifact along: one file
+    return Found(name=name, trials=trials, artifacts=tuple(dict.fromkeys(ids)))
 
 
 def beating(storage, name: str, within: float) -> dict[int, float]:

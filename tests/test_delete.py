@@ -370,3 +370,26 @@ def test_hpo_run_refuses_a_postgresql_database_whose_tables_are_in_another_schem
     with engine.connect() as conn:
         assert sqlalchemy.inspect(conn).get_table_names() == []
     engine.dispose()
+
+
+def test_a_retried_trials_copy_of_its_config_file_is_counted_once(tmp_path):
+    """A trial queued again carries its first attempt's artifact: the prompt said 5 config files and
+    the deletion removed 3."""
+    import warnings  # noqa: PLC0415
+
+    from hpo import delete  # noqa: PLC0415
+
+    url = f"sqlite:///{tmp_path / 'retry.db'}"
+    store = optuna.artifacts.FileSystemArtifactStore(str(tmp_path))
+    study = hpo_study(study_name="s", storage=url, direction="maximize")
+    (tmp_path / "cfg.yaml").write_text("model: {preset: linear}\n")
+    trial = study.ask()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(tmp_path / "cfg.yaml"),
+                                         study_or_trial=trial)
+    study.tell(trial, state=TrialState.FAIL)
+    first = study.trials[0]
+    study.add_trial(create_trial(state=TrialState.WAITING, system_attrs=dict(first.system_attrs)))  # its retry
+    found = delete.find(optuna.storages.get_storage(url), "s")
+    assert len(found.artifacts) == 1
