@@ -55,11 +55,11 @@ def run(study: Union[str, Path, StudySpec], *, trials: int, storage: Optional[st
            workers=(workers, workers == "auto" or is_whole(workers, 1, MAX_WORKERS)),
            timeout=(timeout, timeout is None or (is_number(timeout) and timeout > 0)),
            on_trial=(on_trial, on_trial is None or callable(on_trial)),
-           study=(study, isinstance(study, (str, Path, StudySpec))),
-           storage=(storage, storage is None or isinstance(storage, str)),
-           data_dir=(data_dir, data_dir is None or isinstance(data_dir, (str, Path))),
-           checkpoint_dir=(checkpoint_dir, checkpoint_dir is None or isinstance(checkpoint_dir, (str, Path))),
-           artifacts=(artifacts, artifacts is None or isinstance(artifacts, (str, Path))))
+           study=(study, isinstance(study, StudySpec) or given_path(study)),
+           storage=(storage, storage is None or (isinstance(storage, str) and storage.strip() != "")),
+           data_dir=(data_dir, data_dir is None or given_path(data_dir)),
+           checkpoint_dir=(checkpoint_dir, checkpoint_dir is None or given_path(checkpoint_dir)),
+           artifacts=(artifacts, artifacts is None or given_path(artifacts)))
     if multiprocessing.current_process().name.startswith("hpo-worker"):
         raise RuntimeError("hpo.run was called again inside one of its own worker processes, which import the "
                            "calling script anew: in a script, call hpo.run under  if __name__ == '__main__':")
@@ -99,7 +99,7 @@ def train(config, *, epochs: Optional[int] = None, seed: Optional[int] = None, d
     _check(epochs=(epochs, epochs is None or is_whole(epochs, 1, MAX_EPOCHS)),
            seed=(seed, seed is None or is_whole(seed, 0, MAX_SEED)), device=(device, device in DEVICES),
            on_epoch=(on_epoch, on_epoch is None or callable(on_epoch)),
-           data_dir=(data_dir, data_dir is None or isinstance(data_dir, (str, Path))))
+           data_dir=(data_dir, data_dir is None or given_path(data_dir)))
     cfg = _config(config).with_overrides(epochs=epochs, seed=seed)
     dev = pick_device(device)
     return train_loop(cfg, data.load(cfg.data, dev, data_dir), on_epoch=on_epoch)
@@ -117,7 +117,7 @@ def verify(config, *, seeds: int = 5, epochs: Optional[int] = None, device: str 
 
     _check(seeds=(seeds, is_whole(seeds, 1)), epochs=(epochs, epochs is None or is_whole(epochs, 1, MAX_EPOCHS)),
            device=(device, device in DEVICES), seed_workers=(workers, is_whole(workers, 1, MAX_WORKERS)),
-           data_dir=(data_dir, data_dir is None or isinstance(data_dir, (str, Path))))
+           data_dir=(data_dir, data_dir is None or given_path(data_dir)))
     cfg = _config(config).with_overrides(epochs=epochs)
     with main_without_a_missing_file():
         return verify_config(cfg, seeds=seeds, n_params=model_size(cfg), device=device, data_dir=data_dir,
@@ -131,9 +131,14 @@ EXPECTED = {"trials": "a whole number, 1 or more", "seeds": "a whole number, 1 o
             "workers": f"a whole number from 1 to {MAX_WORKERS}, or 'auto'", "timeout": "None or seconds > 0",
             "on_trial": "None or a function of one trial", "study": "a study name, a path or a StudySpec",
             "seed_workers": f"a whole number from 1 to {MAX_WORKERS}", "on_epoch": "None or a function of one epoch",
-            "storage": "None or a storage URL (sqlite:///hpo.db, postgresql+psycopg://USER@HOST/DB)",
+            "storage": "None or a storage URL, not empty (sqlite:///hpo.db, postgresql+psycopg://USER@HOST/DB)",
             "data_dir": "None or a folder's path", "checkpoint_dir": "None or a folder's path",
-            "artifacts": "None or a folder's path"}
+            "artifacts": "None or a folder's path", "config": "a config file's path, a config mapping or a TrainConfig"}
+
+
+def given_path(value) -> bool:
+    """A path given as a str or Path, not empty ('' would be the working folder)."""
+    return isinstance(value, (str, Path)) and str(value).strip() != ""
 
 
 def _check(**given: tuple) -> None:
@@ -150,6 +155,7 @@ def _config(config):
     from hpo.config import TrainConfig, load_config, parse_config  # noqa: PLC0415
 
     if isinstance(config, (str, Path)):
+        _check(config=(config, given_path(config)))
         return load_config(config)
     if isinstance(config, dict):
         return parse_config(config)

@@ -56,7 +56,10 @@ port_number = number_type(int, "a port number", lambda v: 0 <= v <= 65535, "betw
 
 def path_arg(text: str) -> Path:
     """A file or folder flag: a leading ~ is the home folder even where the shell left it (quoted,
-    or after `=`: `--data-dir=~/data`)."""
+    or after `=`: `--data-dir=~/data`). Empty (an unset variable) is refused: it would mean the
+    working folder, where a run then strews its files."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; give a path, or leave the flag out for its default")
     return Path(text).expanduser()
 
 

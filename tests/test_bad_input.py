@@ -338,6 +338,8 @@ CASES = [
     Case("a tab where YAML wants indentation", ("train", "--config", "{dir}/cfg.yaml"),
          ("cfg.yaml", "malformed YAML at line 3, column 1", "indent with spaces, not tabs"),
          text_file("cfg.yaml", "model: {preset: linear}\nepochs: 1\n\tseed: 0\n")),
+    Case("an empty --artifacts (an unset variable)", run_cmd("--artifacts", ""),
+         ("argument --artifacts: is empty; give a path",), TINY_FILE),
     Case("an empty --storage (an unset variable)", ("studies", "--storage", ""),
          ("argument --storage: is empty; give a database URL",)),
     Case("training config missing its model", ("train", "--config", "{dir}/cfg.yaml"),

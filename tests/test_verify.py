@@ -327,6 +327,12 @@ API_MISTAKES = [
     (lambda tmp: hpo.run("quickstart", trials=2, storage=f"sqlite:///{tmp / 'api.db'}", artifacts=5), "artifacts=5"),
     (lambda tmp: hpo.train(CONFIG, on_epoch=5), "on_epoch=5"),
     (lambda tmp: hpo.train({"modle": {"preset": "linear"}}), "key 'modle': unknown key; did you mean 'model'?"),
+    # empty strings: the working folder for a path, the default database for a storage, given by nobody
+    (lambda tmp: hpo.run("quickstart", trials=1, storage=""), "storage='': expected None or a storage URL, not empty"),
+    (lambda tmp: hpo.run("", trials=1), "study='': expected a study name"),
+    (lambda tmp: hpo.run("quickstart", trials=1, storage=f"sqlite:///{tmp / 'api.db'}", artifacts=""), "artifacts=''"),
+    (lambda tmp: hpo.train(""), "config='': expected a config file's path"),
+    (lambda tmp: hpo.train(CONFIG, data_dir=" "), "data_dir=' '"),
 ]
 
 
