@@ -64,9 +64,18 @@ def never_packs(spec) -> Optional[str]:
     base = spec.space.base
     if "module" in base.get("model", {}) and not searched & {"model", "model.module", "model.preset", "model.family"}:
         return f"your own model ({base['model']['module']}) is not one of hpo's model families, which packing stacks"
-    if base.get("ema") and "ema" not in searched:
+    if always_averages(spec):
         return "every trial averages its weights (ema), which packing does not do"
     return None
+
+
+def always_averages(spec) -> bool:
+    """Whether every trial of `spec` has `ema`: the base's, or a searched one that is always drawn
+    and never off (a range, or choices without a null or 0)."""
+    ps = [p for p in spec.space.params if p.key == "ema"]
+    if any(p.kind == "categorical" and any(not c for c in p.choices) for p in ps):
+        return False
+    return bool(spec.space.base.get("ema")) or any(not p.when for p in ps)
 
 
 def shape_names(spec) -> list[str]:

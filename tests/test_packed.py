@@ -356,3 +356,21 @@ def test_pack_with_your_own_model_says_it_trains_alone_and_ties_no_shapes(tmp_pa
     trials = optuna.load_study(study_name="packed", storage=url).get_trials(deepcopy=False)
     widths = [t.params["model.width"] for t in trials[1:]]
     assert len(set(widths)) > 2, widths  # drawn per trial, not three at a time to one width
+
+
+@pytest.mark.parametrize("base_ema, search, never", [
+    (None, {"ema": {"float": [0.9, 0.99]}}, True),       # drawn for every trial: none packs
+    (0.99, {}, True),
+    (None, {"ema": {"choices": [None, 0.99]}}, False),   # off for some: those pack
+    (0.99, {"ema": {"choices": [None, 0.99]}}, False),
+    (None, {}, False),
+])
+def test_pack_knows_when_every_trial_averages_its_weights(base_ema, search, never):
+    """A searched ema range said only that packing is slow on a CPU, and no trial packed."""
+    from hpo.packed import never_packs  # noqa: PLC0415
+    from hpo.study import parse_study  # noqa: PLC0415
+
+    base = {**BASE, **({"ema": base_ema} if base_ema else {})}
+    spec = parse_study({"name": "e", "base": base, "search": {"optimizer.lr": {"float": [0.01, 0.1]}, **search},
+                        "pruner": "none"}, "e.yaml", "e")
+    assert (never_packs(spec) is not None) == never
