@@ -885,6 +885,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     code = run_command(args)
+    if code == 130 and argv is None and threading.current_thread() is threading.main_thread():
+        # the command has said it was interrupted; a second Ctrl-C (a terminal's, and `timeout`'s
+        # own) must not break into torch's exit handlers with a traceback under that line
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     return flush_failure(f"hpo {args.command}") or code
 
 
