@@ -310,7 +310,7 @@ class StudiesTable:
                                  width=None if fits else max(room, NAME_WIDTH))
             else:
                 table.add_column(col, justify="left" if i == 5 else "right", no_wrap=i < 5,
-                                 min_width=None if i == 5 else widths[i])
+                                 min_width=None if i == 5 else widths[i], overflow="fold")  # never "compl…"
         for row in self.rows:
             table.add_row(*row)
         yield table
