@@ -830,8 +830,9 @@ def cmd_dashboard(args) -> int:
 
     storage = Storage.resolve(args.storage)
     if args.artifacts is not None and not args.artifacts.is_dir():  # a typo would look like a study without files
-        print(f"hpo dashboard: note: no artifact store at {args.artifacts} (--artifacts): the trials' config files "
-              "will not be offered; give the folder hpo run stored them in", file=sys.stderr)
+        what = "is a file, not an artifact store" if args.artifacts.exists() else "is no artifact store"
+        print(f"hpo dashboard: note: {args.artifacts} (--artifacts) {what}: the trials' config files will not be "
+              "offered; give the folder hpo run stored them in", file=sys.stderr)
     return serve(storage=storage, host=args.host, port=args.port, artifacts=artifacts.folder_for(storage, args.artifacts))
 
 

@@ -332,5 +332,5 @@ def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: no CUDA device is visible here; use --device cpu or auto")
+        raise UserError(f"device {name}: no CUDA device is visible here; use cpu or auto")  # the flag's or hpo.train's
     return torch.device(name)

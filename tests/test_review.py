@@ -281,7 +281,7 @@ def test_dashboard_warns_when_exposed_and_stops_on_sigterm(review, tmp_path):
     code, out, err = stop(proc, signal.SIGTERM)
     assert code == 0 and "dashboard stopped" in out, (code, out, err)
     assert "warning: the dashboard listens on 0.0.0.0" in err and "no login" in err, err
-    assert "note: no artifact store at typo-artifacts (--artifacts)" in err, err
+    assert "note: typo-artifacts (--artifacts) is no artifact store" in err, err
     assert address.startswith("http://127.0.0.1:") and elsewhere.startswith("from other machines: http://"), elsewhere
 
 
