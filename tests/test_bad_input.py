@@ -189,7 +189,7 @@ CASES = [
          ("--workers", "expected a whole number, got 'many' (or auto)"), TINY_FILE),
     Case("--grace not above --heartbeat", run_cmd("--heartbeat", "5", "--grace", "5"), ("--grace 5", "--heartbeat 5"),
          TINY_FILE),
-    Case("--device cuda without one", run_cmd(device="cuda"), ("--device cuda", "no CUDA device"), TINY_FILE),
+    Case("--device cuda without one", run_cmd(device="cuda"), ("device cuda: no CUDA device is visible here; use cpu or auto",), TINY_FILE),
     # --- storages
     Case("storage URL that is no URL", run_cmd(storage="nonsense"), ("'nonsense'", "not a database URL", "sqlite:///"),
          TINY_FILE),
