@@ -42,7 +42,7 @@ def study_facts(spec: StudySpec, data_dir: Optional[Path], *, local: Callable = 
         "budget": limit, "max_epochs": most, "eval_on": spec.eval,
         "pruner_name": spec.pruner.name, "sampler_name": spec.sampler.name,
         "base": f"{models.describe(base.model, shape=dataset.shape, classes=dataset.classes)}, {n_params:,} params, "
-                f"{plural(base.epochs, 'epoch')}, batch {base.batch_size}, {optimizer.name} lr {optimizer.lr:g} (trial 0)",
+                f"{plural(base.epochs, 'epoch')}, batch {base.batch_size}, {recipe(base)} (trial 0)",
         "models": sizes,
         "epochs": epochs,
         "data": data_presence(base.data, dataset, data_dir, held_out=held_out, source=spec.source, local=local),
@@ -51,6 +51,26 @@ def study_facts(spec: StudySpec, data_dir: Optional[Path], *, local: Callable = 
         "objectives": " and ".join(spec.objectives),
         "pruner": spec.pruner.describe(), "sampler": spec.sampler.describe(),
     }
+
+
+def recipe(cfg) -> str:
+    """The base's training recipe in a few words: the optimizer with what it sets, the schedule,
+    augmentation, smoothing and weight averaging where there are any."""
+    opt = cfg.optimizer
+    parts = [f"{opt.name} lr {opt.lr:g}" + "".join(f" {key} {value:g}" for key, value in (
+        ("momentum", opt.momentum), ("weight_decay", opt.weight_decay or None), ("beta1", opt.beta1),
+        ("beta2", opt.beta2)) if value is not None) + (" nesterov" if opt.nesterov else "")]
+    if cfg.schedule.name != "none":
+        parts.append(f"{cfg.schedule.name} schedule")
+    aug = cfg.augment
+    if aug.enabled:
+        parts.append("augment " + " ".join(f"{key} {getattr(aug, key):g}" for key in
+                                           ("rotate", "affine_degrees", "translate", "scale", "shear") if getattr(aug, key)))
+    if cfg.label_smoothing:
+        parts.append(f"label_smoothing {cfg.label_smoothing:g}")
+    if cfg.ema:
+        parts.append(f"ema {cfg.ema:g}")
+    return ", ".join(parts)
 
 
 def data_presence(cfg: Data, dataset: Dataset, data_dir: Optional[Path], *, held_out: bool, source: str,

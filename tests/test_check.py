@@ -111,6 +111,15 @@ def test_a_budget_every_model_fits_is_noted(tmp_path, monkeypatch, capsys):
                        f"{largest:,} parameters): it rejects and shrinks nothing" in out, out
 
 
+def test_check_shows_the_base_recipe_whole(capsys):
+    """The base line stopped at the learning rate: a schedule, augmentation or ema left it unsaid
+    what trial 0 trains."""
+    assert main(["check", "budget-14k-sgd"]) == 0
+    base = next(line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("base"))
+    assert "sgd lr 0.28 momentum 0.91 weight_decay 0.00022, cosine schedule, augment rotate 10.7 affine_degrees " \
+           "2.7 translate 0.073, label_smoothing 0.009 (trial 0)" in base, base
+
+
 @pytest.mark.parametrize("argv", [["check"], ["check", "--data-dir"]])
 def test_check_needs_a_study(argv, capsys):
     assert main(argv) == 2 and "hpo check: error:" in capsys.readouterr().err
