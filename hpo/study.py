@@ -198,6 +198,9 @@ class StudySpec:
                         f"{options.get(option, default)}{', and its rates' if pruner.name == 'successive_halving' else ''}"
                         f"), comes no earlier than the last (trials train at most {most} epochs), so it stops no trial "
                         f"early; make it earlier than epoch {most}, or say pruner: none")
+        if not self.space.params:
+            said.append("search: nothing is searched, so every trial trains the base again; to train it with several "
+                        "seeds, hpo verify --config FILE --seeds 5 (with the base's keys in FILE)")
         for p in self.space.left_to_the_sampler():
             said.append(f"search.{p.name}: the base leaves {p.key} to its default, which this search cannot draw, so "
                         f"trial 0 takes a drawn {p.key} and is not quite the base; give base.{p.key} a value the search "

@@ -434,6 +434,12 @@ def test_a_float_base_between_the_steps_is_refused_and_one_on_them_is_not():
     assert parse_study(raw, "grid.yaml", "grid").space.base_params()["model.dropout"] == 0.3
 
 
+def test_a_study_that_searches_nothing_says_every_trial_is_the_base():
+    raw = variant("search", {}, delete=True)
+    assert parse_study(raw, "nos.yaml", "nos").notes()[0].startswith("search: nothing is searched, so every trial "
+                                                                     "trains the base again")
+
+
 def test_a_searched_key_that_means_nothing_for_the_chosen_optimizer_or_schedule_is_not_drawn():
     """Momentum searched without a `when`, beside AdamW: it was drawn, shown with the trial and
     dropped from its config without a word, a dimension TPE tuned for nothing. It is drawn only
