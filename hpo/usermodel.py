@@ -66,7 +66,14 @@ def factory_of(target: str, key: str) -> Callable:
         raise ConfigError(key, _import_failed(module_name, error)) from None
     factory = getattr(module, name, None)
     if factory is None:
-        raise ConfigError(key, f"module {module_name!r} has no {name!r}")
+        import difflib  # noqa: PLC0415
+
+        own = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
+                     and getattr(v, "__module__", None) == module.__name__)
+        near = difflib.get_close_matches(name, own, n=1)
+        hint = [f"did you mean {near[0]!r}"] if near else []
+        hint += [f"it defines {', '.join(own[:8])}{', ...' if len(own) > 8 else ''}"] if own else []
+        raise ConfigError(key, "; ".join([f"module {module_name!r} has no {name!r}", *hint]))
     if not callable(factory):
         raise ConfigError(key, f"{target} is a {type(factory).__name__}, not a callable that returns a model")
     return factory

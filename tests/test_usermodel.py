@@ -247,3 +247,9 @@ def test_hpo_check_refuses_a_study_whose_model_has_nothing_to_train(tmp_path: Pa
     assert ("hpo check: error: frozen.yaml: key 'base.model': frozen_net:make has no trainable parameters "
             "(all 2 of its parameter tensors have requires_grad=False)") in lines[0]
     assert "Traceback" not in done.stderr
+
+
+def test_a_misspelt_factory_name_says_what_the_module_defines(write_module):
+    name = factory_module(write_module, "return nn.Sequential(nn.Flatten(), nn.Linear(64, num_classes))")
+    with pytest.raises(ConfigError, match=rf"module '{name}' has no 'mkae'; did you mean 'make'; it defines make$"):
+        usermodel.parse({"module": f"{name}:mkae"})
