@@ -112,7 +112,30 @@ def check_key(key: str, every_key: dict, where: str) -> None:
     siblings = get_path(every_key, parent) if parent else None
     hint = (f"; {parent} has: {', '.join(siblings)}" if isinstance(siblings, dict) else
             f"; {parent} has {len(siblings)} entries, 0 to {len(siblings) - 1}" if isinstance(siblings, list) else "")
+    target = (every_key.get("model") or {}).get("module") if isinstance(every_key.get("model"), dict) else None
+    if target and key.startswith("model."):  # your own model: its factory's arguments are the keys
+        argument = key.split(".")[1]
+        default = factory_default(target, argument)
+        if default is not None:
+            raise ConfigError(where, f"model.{argument} is not in the base: {target}'s default for it, {default!r}, "
+                                     f"is no plain value, so it fills no key; set model.{argument} in base (a list "
+                                     f"for a tuple) to search {'its entries' if '.' in key[6:] else 'it'}")
+        raise ConfigError(where, f"no such key in the base's model (your own: {target}, with its factory's plain "
+                                 f"defaults){hint}")
     raise ConfigError(where, f"no such key in the training config (after expanding the base's model preset){hint}")
+
+
+def factory_default(target: str, argument: str):
+    """The default of `argument` in the factory `target` names, where it has one; else None."""
+    import inspect  # noqa: PLC0415
+
+    from hpo import usermodel  # noqa: PLC0415
+
+    try:
+        p = inspect.signature(usermodel.factory_of(target, "model.module")).parameters.get(argument)
+    except (TypeError, ValueError, ConfigError):
+        return None
+    return None if p is None or p.default is p.empty else p.default
 
 
 def check_condition(cond_key: str, allowed: tuple, searched, base: dict, where: str) -> None:

@@ -253,3 +253,16 @@ def test_a_misspelt_factory_name_says_what_the_module_defines(write_module):
     name = factory_module(write_module, "return nn.Sequential(nn.Flatten(), nn.Linear(64, num_classes))")
     with pytest.raises(ConfigError, match=rf"module '{name}' has no 'mkae'; did you mean 'make'; it defines make$"):
         usermodel.parse({"module": f"{name}:mkae"})
+
+
+def test_searching_into_a_tuple_default_says_to_set_it_in_the_base(write_module, tmp_path):
+    """`hidden=(32, 16)` is no plain value, so it fills no key: the line said 'no such key (after
+    expanding the base's model preset)', of a model that has no preset."""
+    from hpo.study import parse_study  # noqa: PLC0415
+
+    name = write_module(HEADER + "def make(hidden=(32, 16), input_shape=(1, 28, 28), num_classes=10):\n"
+                                 "    return nn.Sequential(nn.Flatten(), nn.Linear(784, num_classes))\n")
+    raw = {"base": {"model": {"module": f"{name}:make"}}, "search": {"model.hidden.0": {"int": [8, 64]}}}
+    with pytest.raises(ConfigError, match=rf"model.hidden is not in the base: {name}:make's default for it, "
+                                          r"\(32, 16\), is no plain value, so it fills no key; set model.hidden in base"):
+        parse_study(raw, "um.yaml", "um")
