@@ -135,6 +135,8 @@ def with_width(token: int | str, width: int) -> int | str:
     """`token` with its channel width replaced (16k1 -> 12k1, t8 -> t12): what a width search sets."""
     if isinstance(token, int):
         return width
+    if isinstance(width, str) and TOKEN.fullmatch(width):  # a whole token chosen (t4, s24p1): the layer it names
+        return width
     match = TOKEN.match(str(token))
     if match is None:
         raise ConfigError("", f"layer {token!r} has no width to set")

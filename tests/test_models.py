@@ -335,3 +335,11 @@ def test_the_readmes_family_examples_parse_and_a_family_given_as_a_key_says_how(
     assert families == ["linear", "mlp", "convpool", "convnet"]
     with pytest.raises(ConfigError, match=r"unknown model family None; .* by its key, as in \{family: convnet, "):
         parse_config({"model": {"convnet": [8, "M", 16, "GAP", "H"]}})
+
+
+def test_a_layer_choice_that_is_a_whole_token_is_that_layer():
+    """`model.layers.2: {choices: [t4, t8, t12]}` on a t8 layer made 'tt4', an unknown token."""
+    from hpo.models import with_width  # noqa: PLC0415
+
+    assert [with_width("t8", w) for w in ("t4", 12)] == ["t4", "t12"]
+    assert [with_width("16k1", w) for w in (12, "s24p1", "m24")] == ["12k1", "s24p1", "m24"]
