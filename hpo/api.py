@@ -50,6 +50,7 @@ def run(study: Union[str, Path, StudySpec], *, trials: int, storage: Optional[st
 
     import multiprocessing  # noqa: PLC0415
 
+    trials, pack, workers = whole(trials), whole(pack), whole(workers)
     _check(trials=(trials, is_whole(trials, 1)), pack=(pack, is_whole(pack, 1, MAX_PACK)),
            device=(device, device in DEVICES),
            workers=(workers, workers == "auto" or is_whole(workers, 1, MAX_WORKERS)),
@@ -96,6 +97,7 @@ def train(config, *, epochs: Optional[int] = None, seed: Optional[int] = None, d
     from hpo import data  # noqa: PLC0415
     from hpo.trainer import pick_device, train as train_loop  # noqa: PLC0415
 
+    epochs, seed = whole(epochs), whole(seed)
     _check(epochs=(epochs, epochs is None or is_whole(epochs, 1, MAX_EPOCHS)),
            seed=(seed, seed is None or is_whole(seed, 0, MAX_SEED)), device=(device, device in DEVICES),
            on_epoch=(on_epoch, on_epoch is None or callable(on_epoch)),
@@ -115,6 +117,7 @@ def verify(config, *, seeds: int = 5, epochs: Optional[int] = None, device: str 
     from hpo.space import model_size  # noqa: PLC0415
     from hpo.verification import verify as verify_config  # noqa: PLC0415
 
+    seeds, epochs, workers = whole(seeds), whole(epochs), whole(workers)
     _check(seeds=(seeds, is_whole(seeds, 1)), epochs=(epochs, epochs is None or is_whole(epochs, 1, MAX_EPOCHS)),
            device=(device, device in DEVICES), seed_workers=(workers, is_whole(workers, 1, MAX_WORKERS)),
            data_dir=(data_dir, data_dir is None or given_path(data_dir)))
@@ -134,6 +137,16 @@ EXPECTED = {"trials": "a whole number, 1 or more", "seeds": "a whole number, 1 o
             "storage": "None or a storage URL, not empty (sqlite:///hpo.db, postgresql+psycopg://USER@HOST/DB)",
             "data_dir": "None or a folder's path", "checkpoint_dir": "None or a folder's path",
             "artifacts": "None or a folder's path", "config": "a config file's path, a config mapping or a TrainConfig"}
+
+
+def whole(value):
+    """A whole number of another type (numpy's int64, from a loop over np.arange) as a plain int;
+    anything else as it is, for _check to judge."""
+    import numbers  # noqa: PLC0415
+
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and not isinstance(value, int):
+        return int(value)
+    return value
 
 
 def given_path(value) -> bool:

@@ -373,6 +373,14 @@ def test_ctrl_c_in_verify_says_what_the_seeds_that_ended_gave(tmp_path, monkeypa
     assert err.strip() == "hpo verify: interrupted after 3 of 5 seeds; the 3 that trained: 98.00% ± 1.00%", err
 
 
+def test_numpy_whole_numbers_are_whole_numbers_to_the_api(mnist_dir):
+    import numpy as np  # noqa: PLC0415
+
+    history = hpo.train({**CONFIG, "data": {"train_subset": 200, "test_subset": 100}}, epochs=np.int64(1),
+                        seed=np.int32(3), device="cpu")
+    assert len(history) == 1
+
+
 def test_ctrl_c_in_verify_json_writes_the_seeds_that_ended_marked_partial(tmp_path, monkeypatch, capsys):
     """`--json` wrote nothing on Ctrl-C: a script lost the seeds that had trained. It gets them,
     marked partial, and --against refuses such a file."""
