@@ -26,7 +26,7 @@ MODULES = [
 
 
 def _preload() -> None:
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # discards a Ctrl-C that came as the server started
     try:
         for name in MODULES:
             try:
@@ -37,6 +37,7 @@ def _preload() -> None:
         parent = os.environ.pop("HPO_PARENT_SIGINT", None)  # hpo.processes.PARENT_SIGINT
         wanted = {"ignore": signal.SIG_IGN, "interrupt": signal.default_int_handler}
         signal.signal(signal.SIGINT, wanted.get(parent, previous))  # unset: a server hpo did not start
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # started with it blocked (hpo.processes)
 
 
 _preload()

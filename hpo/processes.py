@@ -40,23 +40,27 @@ def worker_context():
 
 @contextmanager
 def server_start_without_ctrl_c() -> Iterator[None]:
-    """The fork server's interpreter (and multiprocessing's resource tracker's) starts with Ctrl-C
-    ignored: an ignored signal stays ignored across exec, and Python then installs no handler.
-    Ctrl-C at a terminal reaches the whole process group, and one that came while the server was
-    still starting up (importing `site`, before any code of hpo's could run) ended it with "Fatal
-    Python error" and a traceback beside the command's one line. What SIGINT does in the caller
-    goes to the server in PARENT_SIGINT, for hpo.preload to set once it has imported, so a worker
-    forked from the server handles Ctrl-C as the caller does (ignored under `hpo run &`)."""
+    """The fork server's interpreter starts with Ctrl-C blocked: a blocked signal stays blocked
+    across exec, and waits. Ctrl-C at a terminal reaches the whole process group, and one that came
+    while the server was still starting up (importing `site`, before any code of hpo's could run)
+    ended it with "Fatal Python error" and a traceback beside the command's one line. hpo.preload
+    drops such a one, sets what SIGINT does in the caller (PARENT_SIGINT) and unblocks it, so a
+    worker forked from the server handles Ctrl-C as the caller does (ignored under `hpo run &`)."""
     if threading.current_thread() is not threading.main_thread():  # signal.signal works in the main thread only
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.environ[PARENT_SIGINT] = "ignore" if previous is signal.SIG_IGN else "interrupt"
+    # Blocked in this thread, which forks the server: the server inherits the mask across fork and
+    # exec, so a Ctrl-C waits there until hpo.preload has set what it does and unblocks it. The
+    # caller's own handler stays: ignored here as well, a Ctrl-C in this moment was lost (another
+    # thread of the caller's, one of torch's, took it and ignored it), and `hpo verify` ran on.
+    current = signal.getsignal(signal.SIGINT)
+    os.environ[PARENT_SIGINT] = "ignore" if current is signal.SIG_IGN else "interrupt"
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
         os.environ.pop(PARENT_SIGINT, None)
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def stop_fork_server() -> None:
