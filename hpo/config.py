@@ -7,27 +7,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hpo import datasets, models, schema
+from hpo.applies import DEFAULT_OPTIMIZER, DEFAULT_SCHEDULE, OPTIMIZER_ONLY, SCHEDULE_ONLY
 from hpo.augment import Augment
 from hpo.errors import ConfigError, UserError
 from hpo.limits import MAX_EPOCHS, MAX_SEED
 from hpo.schema import require
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "nadam", "rmsprop", "adabelief")
-# keys that mean something for one schedule only; a value other than the default is refused elsewhere
-SCHEDULE_ONLY = {
-    "step_size": ("step",),
-    "gamma": ("step",),
-    "pct_start": ("onecycle",),
-    "warmup_epochs": ("cosine",),
-}
 SCHEDULES = ("none", "step", "onecycle", "cosine")
-# keys that mean something for only some optimizers; any other optimizer rejects them
-OPTIMIZER_ONLY = {
-    "momentum": ("sgd", "rmsprop"),
-    "nesterov": ("sgd",),
-    "beta1": ("adam", "adamw", "nadam", "adabelief"),
-    "beta2": ("adam", "adamw", "nadam", "adabelief"),
-}
 
 
 def optimizer_default(key: str, name: str) -> Any:
@@ -40,7 +27,7 @@ def optimizer_default(key: str, name: str) -> Any:
 
 @dataclass(frozen=True)
 class Optimizer:
-    name: str = "sgd"
+    name: str = DEFAULT_OPTIMIZER
     lr: float = 0.01
     weight_decay: float = 0.0  # L2 for sgd/adam/nadam/rmsprop; decoupled for adamw/adabelief
     momentum: Optional[float] = None  # sgd, rmsprop (default 0.9 for sgd, 0 for rmsprop)
@@ -66,7 +53,7 @@ class Optimizer:
 
 @dataclass(frozen=True)
 class Schedule:
-    name: str = "none"
+    name: str = DEFAULT_SCHEDULE
     step_size: int = 1         # step: epochs between decays
     gamma: float = 0.1         # step: factor at each decay
     pct_start: float = 0.25    # onecycle: fraction of training spent warming up to lr

@@ -331,7 +331,7 @@ def print_study(facts: dict) -> None:
 
 def search_table(params) -> Table:
     """The searched keys in the order they are sampled (a `when` sees the values drawn before it)."""
-    from hpo.space import implied_when  # noqa: PLC0415
+    from hpo.applies import implied_when  # noqa: PLC0415
 
     table = Table(title=f"searched: {len(params)} parameter(s), sampled in this order", title_justify="left")
     for col in ("parameter", "draws", "when"):

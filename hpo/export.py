@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 from dataclasses import dataclass
 from typing import Optional
@@ -12,6 +13,7 @@ import yaml
 
 import hpo
 from hpo import records
+from hpo.applies import drop_inapplicable
 from hpo.errors import UserError
 
 
@@ -83,7 +85,8 @@ def export(rdb: optuna.storages.BaseStorage, study_name: str, *, top: Optional[i
                 **({"torch_threads": t.user_attrs[records.THREADS]} if records.THREADS in t.user_attrs else {}),
                 **({"packed": max(t.user_attrs[records.PACKED])} if t.user_attrs.get(records.PACKED) else {}),
                 "versions": t.user_attrs.get(records.VERSIONS),
-                "config": t.user_attrs[records.CONFIG],
+                # a trial recorded before such keys were dropped (a cosine trial's inherited gamma) as it trained
+                "config": drop_inapplicable(copy.deepcopy(t.user_attrs[records.CONFIG])),
             }
             for t in best
         ],

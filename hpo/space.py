@@ -29,8 +29,8 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from hpo import models, schema
-from hpo.config import (OPTIMIZER_ONLY, SCHEDULE_ONLY, Optimizer, Schedule, TrainConfig, optimizer_default,
-                        parse_config)
+from hpo.applies import drop_inapplicable, inapplicable
+from hpo.config import Optimizer, TrainConfig, optimizer_default, parse_config
 from hpo.dotted import KEEP, base_value, get_path, set_path
 from hpo.errors import ConfigError
 from hpo.schema import is_number, require
@@ -261,40 +261,6 @@ def model_size(cfg: TrainConfig) -> int:
 
     dataset = datasets.describe(cfg.data)  # a registered set, or your own data at data.path
     return models.spec_params(cfg.model, shape=dataset.shape, classes=dataset.classes)
-
-
-ONLY = {"optimizer": (OPTIMIZER_ONLY, Optimizer.name), "schedule": (SCHEDULE_ONLY, Schedule.name)}
-
-
-def drop_inapplicable(cfg: dict) -> dict:
-    """`cfg` without optimizer and schedule keys that the chosen optimizer or schedule does not
-    take (a search that switches from SGD to Adam leaves the base's momentum behind, one from a
-    step schedule to cosine its step size)."""
-    for section, (only, default) in ONLY.items():
-        values = cfg.get(section)
-        if isinstance(values, dict):
-            name = values.get("name", default)
-            cfg[section] = {k: v for k, v in values.items() if name in only.get(k, (name,))}
-    return cfg
-
-
-def implied_when(key: str) -> str:
-    """The `when` a key carries by itself ('optimizer.name in sgd | rmsprop'), as `hpo check` shows it."""
-    section, _, field = key.partition(".")
-    names = ONLY.get(section, ({}, None))[0].get(field)
-    if not names:
-        return ""
-    return f"{section}.name = {names[0]}" if len(names) == 1 else f"{section}.name in {' | '.join(names)}"
-
-
-def inapplicable(key: str, cfg: dict) -> bool:
-    """Whether `key` (optimizer.momentum, schedule.gamma) means nothing for the optimizer or
-    schedule `cfg` has chosen: a searched one is then not drawn, as if it had that `when`."""
-    section, _, field = key.partition(".")
-    if section not in ONLY or "." in field:
-        return False
-    only, default = ONLY[section]
-    return field in only and (get_path(cfg, f"{section}.name") or default) not in only[field]
 
 
 # ----------------------------------------------------------------- parsing one key

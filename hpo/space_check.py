@@ -11,7 +11,8 @@ import dataclasses
 from typing import Any
 
 from hpo import schema
-from hpo.config import OPTIMIZER_ONLY, TrainConfig, parse_config
+from hpo.applies import OPTIMIZER_ONLY
+from hpo.config import TrainConfig, parse_config
 from hpo.dotted import KEEP, base_value, get_path, has_path
 from hpo.errors import ConfigError
 from hpo.schema import is_number, require

@@ -393,3 +393,19 @@ def test_a_retried_trials_copy_of_its_config_file_is_counted_once(tmp_path):
     study.add_trial(create_trial(state=TrialState.WAITING, system_attrs=dict(first.system_attrs)))  # its retry
     found = delete.find(optuna.storages.get_storage(url), "s")
     assert len(found.artifacts) == 1
+
+
+def test_an_exported_trial_recorded_with_a_key_its_schedule_ignores_trains(tmp_path):
+    """A cosine trial that inherited a step schedule's gamma (recorded so before such keys were
+    dropped) exported as it trained, not as a config `hpo train` refuses."""
+    from hpo.config import load_config  # noqa: PLC0415
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    config = {"model": {"preset": "linear"}, "schedule": {"name": "cosine", "gamma": 0.65, "step_size": 2},
+              "optimizer": {"name": "adam", "lr": 0.01, "momentum": 0.9}}
+    hpo_study(study_name="old", storage=url, direction="maximize").add_trial(
+        create_trial(value=0.9, user_attrs={"n_params": 100, "config": config}))
+    hpo("export", "--study", "old", "--storage", url, "-o", "best.yaml", cwd=tmp_path)
+    exported = yaml.safe_load((tmp_path / "best.yaml").read_text())["trials"][0]["config"]
+    assert exported["schedule"] == {"name": "cosine"} and exported["optimizer"] == {"name": "adam", "lr": 0.01}
+    assert load_config(tmp_path / "best.yaml").schedule.name == "cosine"
