@@ -698,7 +698,7 @@ def cmd_studies(args) -> int:
 
 
 def cmd_delete(args) -> int:
-    from hpo import artifacts, delete, records  # noqa: PLC0415
+    from hpo import artifacts, delete  # noqa: PLC0415
     from hpo.checkpoints import remove_checkpoints  # noqa: PLC0415
     from hpo.display import trials_line  # noqa: PLC0415
     from hpo.schema import plural  # noqa: PLC0415
@@ -736,7 +736,7 @@ def cmd_delete(args) -> int:
             print("nothing deleted", file=sys.stderr)
             return 1
     study_id = rdb.get_study_id_from_name(args.study)
-    key = storage.checkpoint_key(study_id, rdb.get_study_user_attrs(study_id).get(records.UID, ""))
+    key = storage.study_checkpoint_key(rdb, study_id)
     removed = delete.remove(rdb, found, store)
     gone = f", and {plural(removed, 'config file')} from {store}" if removed else ""
     left = remove_checkpoints(args.checkpoint_dir, args.study, key)  # what no retry will resume now

@@ -32,7 +32,6 @@ def study_facts(spec: StudySpec, data_dir: Optional[Path], *, local: Callable = 
             sizes += " (a proposal over it is shrunk onto it, or drawn again, before any training)"
     else:
         sizes = f"{n_params:,} params in every trial (no searched key changes the model's size){budget}"
-    optimizer = base.optimizer
     held_out = spec.eval == "val"
     most = spec.most_epochs
     epochs = (f"at most {most} a trial" + (f" (budget.epochs {spec.budget.epochs})" if most < spec.budget.epochs else "")

@@ -17,10 +17,10 @@ from typing import Any, Callable, Optional
 import optuna
 
 from hpo import processes, records
+from hpo.checkpoints import remove_checkpoints
 from hpo.errors import ConfigError, StudyDeleted, UserError
 from hpo.retry import PATIENCE_SECONDS, Backoff, DatabaseUnavailable, is_outage
 from hpo.storage import GRACE_SECONDS, HEARTBEAT_SECONDS, Storage, study_gone
-from hpo.checkpoints import remove_checkpoints
 from hpo.study import StudySpec
 from hpo.worker import POLL_SECONDS, Job, worker_entry
 
@@ -255,7 +255,7 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
         warn(f"created database for {storage.masked}")
     rdb = storage.open(heartbeat=heartbeat, grace=grace)
     study_id = ensure_study(rdb, spec, storage, data_mod.resolve(spec.data).digest)
-    checkpoint_key = storage.checkpoint_key(study_id, rdb.get_study_user_attrs(study_id).get(records.UID, ""))
+    checkpoint_key = storage.study_checkpoint_key(rdb, study_id)
     before = rdb.get_all_trials(study_id, deepcopy=False)
     # the display's poll goes through Optuna's cached storage: each second it reads again only the
     # trials that were unfinished at its last look and the new ones, not every trial's attributes

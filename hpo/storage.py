@@ -108,6 +108,12 @@ class Storage:
     def lock(self, name: str) -> "StudyLock":
         return StudyLock(self, name)
 
+    def study_checkpoint_key(self, rdb: optuna.storages.BaseStorage, study_id: int) -> str:
+        """checkpoint_key of study `study_id`, with the random id it was made with (records.UID)."""
+        from hpo.records import UID  # noqa: PLC0415
+
+        return self.checkpoint_key(study_id, rdb.get_study_user_attrs(study_id).get(UID, ""))
+
     def checkpoint_key(self, study_id: int, uid: str = "") -> str:
         """Eight hex digits that tell this storage's study `study_id` (made with the random `uid`,
         records.UID) from a study of the same name in another storage, or one made again after a
@@ -189,14 +195,6 @@ class Storage:
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return RDBStorage(self.url, engine_kwargs=self._engine_kwargs(), skip_table_creation=True)
 
-    def _tables(self) -> set[str]:
-        engine = sqlalchemy.create_engine(self.url, **self._engine_kwargs())
-        try:
-            with engine.connect() as conn:
-                return set(sqlalchemy.inspect(conn).get_table_names())
-        finally:
-            engine.dispose()
-
     def _everything(self) -> set[str]:
         """Every table and view, in every schema but the server's own (`app.customers` outside
         the default one): what another program may keep here."""
@@ -227,7 +225,7 @@ class Storage:
                             "(a new SQLite file, or a new PostgreSQL database, which hpo run creates)")
 
     def _check_tables(self) -> None:
-        tables = self._tables()
+        tables = self._everything()
         if OPTUNA_TABLES <= tables:
             return
         if not tables:

@@ -128,8 +128,8 @@ class Worker:
                                        pruner=spec.make_pruner())
         self.backoff = Backoff(job.patience)
         self.checkpoints = Path(job.checkpoint_dir) if job.checkpoint_dir else None
-        self.checkpoint_key = job.storage.checkpoint_key(  # its trials' checkpoints are its own (hpo.checkpoints)
-            self.study_id, self.rdb.get_study_user_attrs(self.study_id).get(records.UID, ""))
+        # its trials' checkpoints are its own (hpo.checkpoints)
+        self.checkpoint_key = job.storage.study_checkpoint_key(self.rdb, self.study_id)
         self.store = artifacts.open_store(Path(job.artifacts)) if job.artifacts else None
         # trials this worker asked for and has not told how they ended: what a Ctrl-C fails and queues
         # again, wherever in the loop it lands (the claim's lock release, between claim and train...)
