@@ -361,7 +361,9 @@ def _relu_norm(channels: int, batchnorm: bool, bn_first: bool) -> list[nn.Module
 
 
 def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """Every parameter the model holds, trainable or frozen: what the budget caps and every count
+    shows (a frozen layer is still part of the net's size)."""
+    return sum(p.numel() for p in model.parameters())
 
 
 def spec_params(spec: ModelSpec, *, shape: Shape = MNIST_SHAPE, classes: int = MNIST_CLASSES) -> int:

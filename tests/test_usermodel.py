@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from cli_helpers import hpo
-from hpo import usermodel
+from hpo import models, usermodel
 from hpo.config import parse_config
 from hpo.errors import ConfigError
 from hpo.study import load_spec
@@ -266,3 +266,17 @@ def test_searching_into_a_tuple_default_says_to_set_it_in_the_base(write_module,
     with pytest.raises(ConfigError, match=rf"model.hidden is not in the base: {name}:make's default for it, "
                                           r"\(32, 16\), is no plain value, so it fills no key; set model.hidden in base"):
         parse_study(raw, "um.yaml", "um")
+
+
+def test_a_frozen_layer_counts_against_the_budget(write_module):
+    """The budget caps the net's size: a layer frozen by its factory is still in the net. Before,
+    only trainable parameters counted, and a net of 3.2 million weights passed a 40,000 budget."""
+    target = factory_module(write_module, """
+        net = nn.Sequential(nn.Flatten(), nn.Linear(64, 512), nn.ReLU(), nn.Linear(512, num_classes))
+        net[1].requires_grad_(False)
+        return net""") + ":make"
+    spec = usermodel.parse({"module": target})
+    frozen, trained = 64 * 512 + 512, 512 * CLASSES + CLASSES
+    assert models.spec_params(spec, shape=SHAPE, classes=CLASSES) == frozen + trained
+    net = usermodel.build(spec, SHAPE, CLASSES)
+    assert models.count_params(net) == sum(p.numel() for p in net.parameters()) == frozen + trained
