@@ -506,13 +506,14 @@ def cmd_verify(args) -> int:
     if against:
         size = f"{against['n_params']:,} params, " if isinstance(against["n_params"], int) else ""
         epochs = f"{plural(against['epochs'], 'epoch')}, " if isinstance(against["epochs"], int) else ""
-        low, high = against["interval95"]
         name = escape(str(against["config"] or args.against)
                       + (f" (trial {against['trial']})" if isinstance(against.get("trial"), int) else ""))
         console.print(f"against {name} ({size}{epochs}{against['seeds']} seeds): "
                       f"{pct(against['mean'])} ± {pct(against['std'])}")
-        console.print(f"difference {100 * against['difference']:+.2f} points, 95% interval {100 * low:+.2f} to "
-                      f"{100 * high:+.2f} (Welch): [bold]{against['verdict']}[/]")
+        interval = against["interval95"]
+        welch = (f", 95% interval {100 * interval[0]:+.2f} to {100 * interval[1]:+.2f} (Welch)" if interval
+                 else "")
+        console.print(f"difference {100 * against['difference']:+.2f} points{welch}: [bold]{against['verdict']}[/]")
     return status
 
 

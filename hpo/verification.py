@@ -110,13 +110,18 @@ def t975(df: float) -> float:
 class Comparison:
     """This verification's final accuracies against an earlier one's: the difference of the means
     and its 95% interval by Welch's t (unequal spreads, few seeds). A difference whose interval
-    holds 0 is within the seeds' noise, however it looks."""
+    holds 0 is within the seeds' noise, however it looks. Where no seed of either side differs
+    from the others, the noise is unknown, not zero: there is no interval (None) and no verdict
+    of "beyond"."""
     difference: float
-    low: float
-    high: float
+    low: Optional[float]
+    high: Optional[float]
 
     @property
     def verdict(self) -> str:
+        if self.low is None or self.high is None:
+            return ("not judged: every seed of each side gave the same accuracy, so the seeds' noise is unknown; "
+                    "compare more seeds, or seeds scored on more test images")
         if self.low > 0:
             return "higher, beyond the seeds' noise"
         if self.high < 0:
@@ -124,7 +129,8 @@ class Comparison:
         return "within the seeds' noise"
 
     def as_dict(self) -> dict:
-        return {"difference": self.difference, "interval95": [self.low, self.high], "verdict": self.verdict}
+        interval = None if self.low is None or self.high is None else [self.low, self.high]
+        return {"difference": self.difference, "interval95": interval, "verdict": self.verdict}
 
 
 def compare(ours: Sequence[float], theirs: Sequence[float]) -> Comparison:
@@ -133,8 +139,8 @@ def compare(ours: Sequence[float], theirs: Sequence[float]) -> Comparison:
         raise ValueError("a comparison needs two seeds or more on each side")
     diff = statistics.fmean(ours) - statistics.fmean(theirs)
     a, b = statistics.variance(ours) / len(ours), statistics.variance(theirs) / len(theirs)
-    if a + b == 0:  # no spread on either side: the difference is all there is
-        return Comparison(diff, diff, diff)
+    if a + b == 0:  # no spread on either side: Welch's t is undefined, and a few equal seeds are not proof of none
+        return Comparison(diff, None, None) if diff else Comparison(0.0, 0.0, 0.0)
     df = (a + b) ** 2 / (a * a / (len(ours) - 1) + b * b / (len(theirs) - 1))
     half = t975(df) * math.sqrt(a + b)
     return Comparison(diff, diff - half, diff + half)

@@ -245,9 +245,13 @@ def test_welch_interval_by_hand():
     assert c.verdict == "within the seeds' noise"
     assert compare([0.995, 0.996, 0.995], [0.990, 0.991, 0.990]).verdict == "higher, beyond the seeds' noise"
     assert compare([0.990, 0.991, 0.990], [0.995, 0.996, 0.995]).verdict == "lower, beyond the seeds' noise"
-    assert compare([0.99, 0.99], [0.98, 0.98]).as_dict() == {"difference": pytest.approx(0.01),
-                                                            "interval95": [pytest.approx(0.01)] * 2,
-                                                            "verdict": "higher, beyond the seeds' noise"}
+    # no spread on either side: the noise is unknown, not zero (it said "higher, beyond the seeds'
+    # noise" for two seeds a side and one test image apart)
+    same = compare([0.99, 0.99], [0.98, 0.98]).as_dict()
+    assert same["difference"] == pytest.approx(0.01) and same["interval95"] is None
+    assert same["verdict"].startswith("not judged: every seed of each side gave the same accuracy")
+    assert compare([0.99, 0.99], [0.99, 0.99]).as_dict() == {"difference": 0.0, "interval95": [0.0, 0.0],
+                                                            "verdict": "within the seeds' noise"}
     assert t975(1000) == pytest.approx(1.962, abs=0.001) and t975(1e9) == pytest.approx(1.95996, abs=1e-5)
     with pytest.raises(ValueError):
         compare([0.99], [0.98, 0.97])
@@ -284,6 +288,29 @@ def test_against_an_earlier_result_prints_the_difference_and_its_interval(tmp_pa
     assert re.search(r"^against seed\.yaml \(7,416 params, 2 epochs, 2 seeds\): 11\.00% ± 1\.41%\n"
                      r"difference \+\d+\.\d\d points, 95% interval [-+]\d+\.\d\d to \+\d+\.\d\d \(Welch\): "
                      r"higher, beyond the seeds' noise$", shown, re.M), shown
+
+
+def test_against_seeds_that_never_vary_is_not_judged(tmp_path):
+    """Three flat images, one per class: every seed scores 100%, as every seed of the earlier run
+    scored 99%. Before, no spread on either side gave a zero-width interval and "beyond the seeds'
+    noise"."""
+    import numpy as np  # noqa: PLC0415
+
+    x = np.repeat(np.array([0, 120, 250], dtype=np.uint8)[:, None, None], 64, 1).reshape(3, 8, 8)
+    y = np.arange(3)
+    np.savez(tmp_path / "flat.npz", x_train=np.tile(x, (20, 1, 1)), y_train=np.tile(y, 20), x_test=x, y_test=y)
+    (tmp_path / "flat.yaml").write_text(yaml.safe_dump({
+        "model": {"family": "mlp", "hidden": [8]}, "optimizer": {"name": "sgd", "lr": 0.5, "momentum": 0.9},
+        "batch_size": 12, "epochs": 4, "data": {"dataset": "npz", "path": str(tmp_path / "flat.npz")}}))
+    (tmp_path / "seed.json").write_text(json.dumps({"config": "seed.yaml", "runs": [{"final": 0.99}] * 2}))
+    done = cli_zygote.run(["verify", "--config", str(tmp_path / "flat.yaml"), "--device", "cpu", "--seeds", "2",
+                           "--against", str(tmp_path / "seed.json")], cwd=tmp_path,
+                          env={**os.environ, "HPO_OFFLINE": "1"}, changed=None, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "over 2 seeds: 100.00% ± 0.00%" in done.stdout, done.stdout
+    assert re.search(r"^difference \+1\.00 points: not judged: every seed of each side gave the same accuracy, "
+                     r"so the seeds' noise is unknown", done.stdout, re.M), done.stdout
+    assert "beyond" not in done.stdout and "Welch" not in done.stdout
 
 
 @pytest.mark.parametrize(("content", "words"), [
