@@ -689,7 +689,8 @@ def cmd_studies(args) -> int:
         print(f"no studies of hpo's in {storage.masked}" + (f" (only Optuna's own: {', '.join(others)})" if others
                                                            else "") + "; run one: hpo run --study NAME --trials N")
         return 0
-    console.print(studies_table(studies))
+    held_out = frozenset(s.study_name for s in summaries if (s.user_attrs.get(records.SPEC) or {}).get("eval") == "val")
+    console.print(studies_table(studies, held_out))
     if others:
         from rich.text import Text  # noqa: PLC0415
 

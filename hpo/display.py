@@ -171,7 +171,8 @@ class RunDisplay:
         best_line = (f"{lead}[bold green]{pct(records.accuracy(best))}[/] (trial {best.number}, "
                      f"{_fmt_params(best.user_attrs.get(records.N_PARAMS))} params)" if best else "best so far: -")
         table = Table(box=None, show_header=True, header_style="dim")
-        for col in ("running trial", "epoch", "last test acc.", "params"):
+        last_acc = "last val. acc." if self.spec.eval == "val" else "last test acc."  # eval: val scores held-out images
+        for col in ("running trial", "epoch", last_acc, "params"):
             table.add_column(col)
         for t in trials:
             if records.kind(t) == "running":
@@ -269,12 +270,13 @@ def top_table(trials, top: int, *, title: str, held_out: bool = False) -> Table:
     return table
 
 
-def studies_table(studies: dict):
+def studies_table(studies: dict, held_out: frozenset = frozenset()):
     """`studies`: each study's name, its finished trials (what --trials counts), its best trial, and
     its trials by state, the nonzero ones only (so the table fits an 80-column terminal). A
     multi-objective study's best is its Pareto front's most accurate trial; a line under the table
     gives the front's size. `queued`: trials waiting for a worker (enqueued, or re-queued after a
-    crash or Ctrl-C); the next `hpo run` on the study trains them first."""
+    crash or Ctrl-C); the next `hpo run` on the study trains them first. `held_out`: the studies
+    with eval: val, whose best is a validation accuracy, marked so."""
     fronts = [f"{name}: accuracy against size, a Pareto front of {plural(len(records.pareto_front(trials)), 'trial')}; "
               "best is its most accurate" for name, trials in studies.items() if records.multi_objective(trials)]
     rows = []
@@ -282,9 +284,13 @@ def studies_table(studies: dict):
         c = records.count(trials)
         best = records.best_trial(trials)
         states = c.in_words()
-        rows.append((escape(name), str(c.finished), pct(records.accuracy(best)) if best else "-",
+        value = pct(records.accuracy(best)) + (" val" if name in held_out else "") if best else "-"
+        rows.append((escape(name), str(c.finished), value,
                      _fmt_params(best.user_attrs.get(records.N_PARAMS)) if best else "-",
                      str(best.number) if best else "-", states or "none yet"))
+    if any(name in held_out and records.best_trial(trials) for name, trials in studies.items()):
+        fronts.append("val: validation accuracy, on training images held out (eval: val); "
+                      "hpo studies NAME gives the test set's")
     return StudiesTable(rows, [Text(line) for line in fronts])  # fronts under the table, not wrapped to its width
 
 

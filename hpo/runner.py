@@ -28,18 +28,19 @@ STOP_SECONDS = 30         # how long interrupted workers get to record how their
 
 
 def ensure_study(rdb: optuna.storages.BaseStorage, spec: StudySpec, storage: Storage,
-                 data_digest: Optional[str] = None) -> int:
+                 data_digest: Optional[str] = None, folder: Optional[Path] = None) -> int:
     """The study's id; the study is created first, with the base recipe enqueued as trial 0, when
     the storage has none by that name. Creation is all or nothing: a study that could not be
     completed is deleted, so the next run does not find it half made. `data_digest` (own data:
-    hpo.owndata.digest) must be what the study's trials trained on."""
+    hpo.owndata.digest) must be what the study's trials trained on. `folder`: where `data.ensure`
+    found the data, for the held-out count in the study's note (eval: val)."""
     lock = storage.lock(spec.name)
     try:
         with lock.hold():
             try:
                 study_id = rdb.get_study_id_from_name(spec.name)
             except KeyError:
-                return _create(rdb, spec, data_digest)
+                return _create(rdb, spec, data_digest, folder)
             made_from = rdb.get_study_user_attrs(study_id)
             if records.FINGERPRINT in made_from and records.UID not in made_from:  # made before studies had one
                 rdb.set_study_user_attr(study_id, records.UID, uuid.uuid4().hex)
@@ -99,7 +100,8 @@ def objectives(directions: list[str], names: tuple[str, ...] = ()) -> str:
     return f"{verb} {'one objective' if len(directions) == 1 else f'{len(directions)} objectives'} ({listed})"
 
 
-def _create(rdb: optuna.storages.BaseStorage, spec: StudySpec, data_digest: Optional[str] = None) -> int:
+def _create(rdb: optuna.storages.BaseStorage, spec: StudySpec, data_digest: Optional[str] = None,
+            folder: Optional[Path] = None) -> int:
     import optuna_dashboard  # noqa: PLC0415 - heavy; needed once, for the study's note
 
     study = optuna.create_study(study_name=spec.name, storage=rdb, directions=spec.directions)
@@ -108,7 +110,7 @@ def _create(rdb: optuna.storages.BaseStorage, spec: StudySpec, data_digest: Opti
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # both are, in some versions
             study.set_metric_names(spec.metric_names)
             study.enqueue_trial(spec.space.base_params(), user_attrs={records.BASE: True})
-        optuna_dashboard.save_note(study, study_note(spec))
+        optuna_dashboard.save_note(study, study_note(spec, folder))
         study.set_user_attr(records.SOURCE, spec.source)
         study.set_user_attr(records.SPEC, spec.raw)
         study.set_user_attr(records.UID, uuid.uuid4().hex)  # its checkpoints' key: Storage.checkpoint_key
@@ -125,29 +127,38 @@ def searched_name(p) -> str:
     return f"`{p.name}`" if p.name == p.key else f"`{p.name}` (sets `{p.key}`)"
 
 
-def study_note(spec: StudySpec) -> str:
+def study_note(spec: StudySpec, folder: Optional[Path] = None) -> str:
     """The note optuna-dashboard shows on the study's page: where the search starts, its budget,
-    and the hand-tuned number it is out to beat."""
-    from hpo import datasets, models  # noqa: PLC0415
+    and the hand-tuned number it is out to beat. `folder`: the data's, for how many held-out
+    images an eval: val study scores its epochs on (without it, the note says how they are chosen)."""
+    from hpo import data, datasets, models  # noqa: PLC0415
     from hpo.config import parse_config  # noqa: PLC0415
     from hpo.seeds import SEED_RESULTS  # noqa: PLC0415
 
     base = parse_config(spec.base)
+    dataset = datasets.describe(base.data)
     budget = spec.budget
     limits = [f"at most {budget.max_params:,} parameters" if budget.max_params else "no parameter limit",
               f"at most {budget.epochs} epochs"]
     if budget.trial_seconds:
         limits.append(f"{budget.trial_seconds:g} s a trial")
-    held_out = (" Epochs are reported on 10,000 held-out training images; the test set is measured once, at "
-                "the end, as the user attribute `test_accuracy`." if spec.eval == "val" else "")
+    held_out = ""
+    if spec.eval == "val":
+        if folder is not None:
+            held = data.validation_size(data.split_sizes(base.data, folder)["train"])
+            scored = f"{base.data.test_subset:,} of {held:,}" if base.data.test_subset else f"{held:,}"
+        else:
+            scored = f"a sixth (at most {data.VALIDATION_IMAGES:,}) of the"
+        held_out = (f" Epochs are reported on {scored} training images held out of training; the test set is "
+                    "measured once, at the end, as the user attribute `test_accuracy`.")
     opt = base.optimizer
-    value = (f"Each trial has two values: its **{spec.metric}** after its last epoch (up) and its **trainable "
-             "parameters** (down); the study's best trials are its Pareto front, and nothing is pruned"
+    value = (f"Each trial has two values: its **{spec.metric}** after its last epoch (up) and its "
+             "**parameters** (down); the study's best trials are its Pareto front, and nothing is pruned"
              if spec.multi_objective else f"Each trial's value is its **{spec.metric}** after its last epoch")
     lines = [f"# {spec.name}", f"From `{spec.source}`. {value}; "
              f"each trial's full config is attached as an artifact (`hpo train --config` re-trains it).{held_out}", "",
-             f"**Base recipe (trial 0):** {models.describe(base.model)}, {opt.name} lr {opt.lr:g}, "
-             f"batch {base.batch_size}, {base.epochs} epochs on {datasets.describe(base.data).title}.", "",
+             f"**Base recipe (trial 0):** {models.describe(base.model, shape=dataset.shape, classes=dataset.classes)}, "
+             f"{opt.name} lr {opt.lr:g}, batch {base.batch_size}, {base.epochs} epochs on {dataset.title}.", "",
              f"**Budget:** {', '.join(limits)}.", "",
              f"**Searched:** {', '.join(searched_name(p) for p in spec.space.params) or 'nothing'}."]
     preset = (spec.raw.get("base", {}).get("model") or {}).get("preset")
@@ -254,7 +265,7 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
     if storage.create_database_if_missing():
         warn(f"created database for {storage.masked}")
     rdb = storage.open(heartbeat=heartbeat, grace=grace)
-    study_id = ensure_study(rdb, spec, storage, data_mod.resolve(spec.data).digest)
+    study_id = ensure_study(rdb, spec, storage, data_mod.resolve(spec.data).digest, folder)
     checkpoint_key = storage.study_checkpoint_key(rdb, study_id)
     before = rdb.get_all_trials(study_id, deepcopy=False)
     # the display's poll goes through Optuna's cached storage: each second it reads again only the

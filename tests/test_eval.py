@@ -4,6 +4,7 @@ once per trial, at its end; picking the best of many trials on the test set woul
 from __future__ import annotations
 
 import os
+import re
 
 import optuna
 import torch
@@ -48,6 +49,11 @@ def test_a_val_study_reports_validation_and_records_the_test_set_once(tmp_path):
     assert study.metric_names == ["validation accuracy"]
     complete = [t for t in study.get_trials(deepcopy=False) if records.kind(t) == "complete"]
     assert len(complete) == 3
+    # the dashboard's note gives the held-out count the trials scored on (it said 10,000 whatever it was)
+    import optuna_dashboard  # noqa: PLC0415
+
+    assert ("Epochs are reported on 300 of 10,000 training images held out of training"
+            in optuna_dashboard.get_note(study))
     for t in complete:
         test = t.user_attrs[records.TEST_ACCURACY]
         assert 0.5 < test <= 1 and t.value == t.intermediate_values[2]
@@ -73,3 +79,51 @@ def test_eval_takes_test_or_val_only():
         assert "key 'eval'" in str(error) and "got 'train'" in str(error)
     else:
         raise AssertionError("eval: train was accepted")
+
+
+def test_the_study_note_describes_your_own_data_and_model(tmp_path):
+    """The dashboard's note of an eval: val study on 8x8 images in 3 classes: its base model as
+    built for them, and the images its epochs are scored on (it described an MNIST model and
+    10,000 held-out images)."""
+    import numpy as np  # noqa: PLC0415
+
+    from hpo.runner import study_note  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "own.npz", x_train=rng.integers(0, 255, (600, 8, 8), dtype=np.uint8),
+             y_train=np.arange(600) % 3, x_test=rng.integers(0, 255, (90, 8, 8), dtype=np.uint8),
+             y_test=np.arange(90) % 3)
+    base = {**STUDY["base"], "model": {"family": "mlp", "hidden": [16]},
+            "data": {"dataset": "npz", "path": str(tmp_path / "own.npz")}}
+    note = study_note(parse_study({**STUDY, "base": base}, "own.yaml", "own"), tmp_path)
+    assert "mlp 64-16-3" in note and "784" not in note, note
+    assert "Epochs are reported on 100 training images held out of training" in note, note
+
+
+def test_the_live_panel_and_the_studies_list_say_validation_where_it_is():
+    """The run's panel headed its running trials' column "last test acc." and `hpo studies` showed
+    an eval: val study's best beside test accuracies, unmarked."""
+    import io  # noqa: PLC0415
+
+    from rich.console import Console  # noqa: PLC0415
+
+    from hpo import display  # noqa: PLC0415
+
+    def text_of(renderable) -> str:
+        out = Console(file=io.StringIO(), width=200, highlight=False)
+        out.print(renderable)
+        return out.file.getvalue()
+
+    running = optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING,
+                                        user_attrs={records.EPOCH_ACCURACY: [0.41], records.CONFIG: {"epochs": 2}})
+    done = optuna.trial.create_trial(value=0.95)
+    for number, t in enumerate((running, done)):
+        t.number = number
+    for eval_on, header in (("val", "last val. acc."), ("test", "last test acc.")):
+        spec = parse_study({**STUDY, "eval": eval_on}, "x.yaml", "x")
+        panel = text_of(display.RunDisplay(spec, 4, "sqlite:///x.db", 1, live=False).panel([running, done]))
+        assert header in panel and ("test acc." in panel) == (eval_on == "test"), panel
+    listed = text_of(display.studies_table({"held": [done], "tested": [done]}, frozenset({"held"})))
+    assert re.search(r"held .* 95\.00% val ", listed) and re.search(r"tested .* 95\.00% ", listed), listed
+    assert "val: validation accuracy, on training images held out (eval: val)" in listed
+    assert "val" not in text_of(display.studies_table({"tested": [done]}))
