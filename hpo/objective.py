@@ -114,9 +114,11 @@ class TrialHooks:
     out a database blip (retry.Backoff). In a multi-objective study Optuna takes no reports and
     prunes nothing: each epoch's accuracy is recorded as a user attribute instead."""
 
-    def __init__(self, trial: optuna.Trial, spec: StudySpec, *,
+    def __init__(self, trial: optuna.Trial, spec: StudySpec, *, epochs: int,
                  retry: Callable[[Callable[[], Any]], Any] = lambda fn: fn(), clock=time.monotonic):
-        self.trial, self.retry, self.clock = trial, retry, clock
+        """`epochs`: the trial's; its last epoch is reported but never pruned (the trial has
+        trained in full by then, so it is complete, with its value)."""
+        self.trial, self.retry, self.clock, self.epochs = trial, retry, clock, epochs
         self.limit = spec.budget.trial_seconds
         self.prunes = not spec.multi_objective
         self.started = clock()
@@ -160,7 +162,9 @@ class TrialHooks:
                 if epoch in self.restored:  # the first attempt may have reported it already
                     warnings.simplefilter("ignore")
                 self.trial.report(accuracy, epoch)
-        return self.prunes and self.trial.should_prune()
+        # a trial that trained every epoch is complete: stopping it saves nothing, and a pruned
+        # last epoch took a finished net out of the top-K lists and the counts of what pruning saved
+        return self.prunes and epoch < self.epochs and self.trial.should_prune()
 
     def publish_history(self) -> None:
         """Each epoch's seconds and training loss (and how many trials trained at once), written

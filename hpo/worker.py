@@ -266,7 +266,7 @@ class Worker:
                     continue
                 if self.store:  # the dashboard offers it for download beside the trial
                     artifacts.upload_config(self.store, c.trial, plan.config.to_dict())
-                hooks = TrialHooks(c.trial, self.job.spec, retry=self.backoff.call)
+                hooks = TrialHooks(c.trial, self.job.spec, epochs=plan.config.epochs, retry=self.backoff.call)
                 final = hooks.test_once(self.data.test_x, self.data.test_y) if self.job.spec.eval == "val" else None
                 jobs.append(TrainJob(plan.config, hooks.report, hooks.on_epoch,
                                      hooks.on_step if self.job.spec.budget.trial_seconds else None, plan.checkpoint,

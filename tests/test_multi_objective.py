@@ -130,7 +130,7 @@ def test_hooks_record_each_epoch_and_never_report_or_prune():
     spec = spec_with()
     study = optuna.create_study(directions=spec.directions)
     t = study.ask()
-    hooks = TrialHooks(t, spec)
+    hooks = TrialHooks(t, spec, epochs=2)
     for epoch, acc in ((1, 0.5), (2, 0.7), (1, 0.55), (2, 0.75)):  # epochs 1-2 replayed, as a resumed trial does
         hooks.report(epoch, acc)  # trial.report would raise NotImplementedError here
     frozen = study.trials[0]

@@ -92,13 +92,43 @@ def test_run_prunes_keeps_the_budget_and_counts_exactly(study_file, storage_url)
             assert t.user_attrs["n_params"] <= 3000
             assert len(t.user_attrs["epoch_seconds"]) == 3 and t.user_attrs["device"] == "cpu"
             assert t.user_attrs["config"]["epochs"] == 3 and "torch" in t.user_attrs["versions"]
-        if t.state == TrialState.PRUNED:  # each epoch's seconds and loss are written as a trial ends, pruned too
+        if t.state == TrialState.PRUNED and t.intermediate_values:  # pruned, not rejected over the budget
+            # each epoch's seconds and loss are written as a trial ends, pruned too
             assert len(t.user_attrs["epoch_seconds"]) == len(t.user_attrs["train_loss"]) == len(t.intermediate_values)
+            assert max(t.intermediate_values) < 3, "a trial that trained every epoch was pruned"
     base = trials[0]
     assert base.user_attrs.get("base") is True
     assert base.params == {"optimizer.lr": 0.05, "model.layers.0": 4, "model.layers.2": 8}
     # each trial's checkpoint went as it ended, and the emptied folders with them
     assert not (study_file.parent / "checkpoints").exists()
+
+
+def test_the_last_epoch_is_reported_but_never_pruned():
+    """A pruner that stops every trial it may look at stops a 3-epoch trial after epoch 2, never
+    after its third: by then it has trained in full, and is complete with its value (it used to
+    be counted and listed as pruned)."""
+    from hpo.objective import TrialHooks  # noqa: PLC0415
+    from hpo.study import parse_study  # noqa: PLC0415
+
+    spec = parse_study(TINY, "tiny.yaml", "tiny")
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=2.0))
+    for epochs, stops_at in ((3, 1), (1, None)):
+        hooks = TrialHooks(study.ask(), spec, epochs=epochs)
+        for epoch in range(1, epochs + 1):
+            if epoch == stops_at:
+                with pytest.raises(optuna.TrialPruned):
+                    hooks.report(epoch, 0.5)
+                break
+            hooks.report(epoch, 0.5)
+        else:
+            assert stops_at is None
+    longer = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=2.0,
+                                                                                            n_warmup_steps=3))
+    hooks = TrialHooks(longer.ask(), spec, epochs=3)
+    hooks.report(1, 0.5)
+    hooks.report(2, 0.5)  # warm-up: no look
+    hooks.report(3, 0.5)  # its first look would prune, but it is the last epoch
+    assert longer.trials[0].intermediate_values == {1: 0.5, 2: 0.5, 3: 0.5}
 
 
 def test_rerun_continues_to_n_and_never_past_it(study_file, storage_url):
