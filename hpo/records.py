@@ -14,7 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 # ----------------------------------------------------------------- a trial's user attributes
 
-N_PARAMS = "n_params"              # the model's trainable parameters, counted before any step
+N_PARAMS = "n_params"              # the model's parameters (frozen ones too), counted before any step
 CONFIG = "config"                  # the full training config, as `hpo train --config` reads it
 REJECTED = "rejected"              # "over_budget": PRUNED before any step; not counted toward --trials
 FAIL_REASON = "fail_reason"        # "diverged: ...", "time_limit: ...", "out_of_memory: ...", or the error
@@ -38,7 +38,7 @@ EPOCH_ACCURACY = "epoch_accuracy"  # multi-objective studies only: each epoch's 
 # what a study may optimize, in the order a study file lists them, and which way; accuracy comes
 # first, so a trial's values[0] is always its final-epoch accuracy
 ACCURACY = "accuracy"              # the final epoch's accuracy, maximized (the value of every study)
-PARAMS = "params"                  # the model's trainable parameters, minimized
+PARAMS = "params"                  # the model's parameters, minimized
 OBJECTIVES = {ACCURACY: "maximize", PARAMS: "minimize"}
 
 # ----------------------------------------------------------------- a study's user attributes

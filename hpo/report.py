@@ -123,7 +123,8 @@ def curves_figure(trials: list[FrozenTrial], metric: str = "test accuracy"):
     shown = set()
     for t in sorted(trials, key=lambda t: (kind(t) == "complete", t.number)):
         k = kind(t)
-        if k == "rejected" or not records.epochs(t):
+        # a queued retry carries its interrupted attempt's epochs, drawn once already as that failed trial
+        if k in ("rejected", "waiting") or not records.epochs(t):
             continue
         epochs, acc = curve(t)
         fig.add_scatter(x=epochs, y=acc, mode="lines+markers", line=styles[k], legendgroup=k, name=names[k],
@@ -228,7 +229,7 @@ def pareto_figure(study: optuna.Study, trials: list[FrozenTrial], metric: str = 
                            text=f" budget: {budget:,} parameters", font=dict(color=COLORS["rejected"], size=11))
     fig.update_xaxes(type="log")
     return _layout(fig, "Accuracy against size: smaller and higher is better (up and to the left)",
-                   "trainable parameters (log scale)", f"{metric} (%)", height=520)
+                   "parameters (log scale)", f"{metric} (%)", height=520)
 
 
 def timing_figure(trials: list[FrozenTrial]):
@@ -252,7 +253,7 @@ def timing_figure(trials: list[FrozenTrial]):
     fig.update_layout(barmode="stack", template=TEMPLATE, height=440, legend=dict(orientation="h", y=-0.2),
                       title="Time: seconds per training epoch, and the distribution of whole-trial wall time",
                       margin=dict(t=90, l=70, r=30, b=60))
-    fig.update_xaxes(title_text="trainable parameters", row=1, col=1)
+    fig.update_xaxes(title_text="parameters", row=1, col=1)
     fig.update_yaxes(title_text="seconds per epoch (mean over the trial)", row=1, col=1)
     fig.update_xaxes(title_text="trial wall time (seconds, start to finish)", row=1, col=2)
     fig.update_yaxes(title_text="number of trials", row=1, col=2)
@@ -349,8 +350,8 @@ def build_report(*, storage: optuna.storages.BaseStorage, study_name: str, where
     size = f" with {n_best:,} parameters" if isinstance(n_best, int) else ""
     lead = f"Pareto front: {plural(front, 'trial')}; most accurate" if front else "Best"
     facts = (f"{plural(c.finished, 'finished trial')}: {c.complete} complete, {c.pruned} pruned; "
-             f"{c.rejected} rejected over the parameter budget, {c.failed} failed, {c.running + c.waiting} running "
-             f"or waiting. {lead}: trial {best.number}, "
+             f"{c.rejected} rejected over the parameter budget, {c.failed} failed, {c.running} running, "
+             f"{c.waiting} queued (for the next run). {lead}: trial {best.number}, "
              f"{accuracy_pct(best):.2f}% {metric}{size}"
              + (f", {pct(best.user_attrs.get(records.TEST_ACCURACY))} test accuracy (measured once, at the end)"
                 if held_out else "") + ".")

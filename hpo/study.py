@@ -166,7 +166,7 @@ class StudySpec:
     @property
     def metric_names(self) -> list[str]:
         """Each value's name, as the dashboard shows it."""
-        names = {records.ACCURACY: self.metric, records.PARAMS: "trainable parameters"}
+        names = {records.ACCURACY: self.metric, records.PARAMS: "parameters"}
         return [names[name] for name in self.objectives]
 
     @property
@@ -310,7 +310,7 @@ def parse_objectives(raw: Any) -> tuple[str, ...]:
     for i, name in enumerate(raw):
         require(isinstance(name, str) and name in records.OBJECTIVES, f"objectives.{i}",
                 f"unknown objective {name!r}; choose from {', '.join(records.OBJECTIVES)} "
-                f"({records.ACCURACY}: final-epoch accuracy, up; {records.PARAMS}: trainable parameters, down)")
+                f"({records.ACCURACY}: final-epoch accuracy, up; {records.PARAMS}: parameters, down)")
         require(name not in raw[:i], f"objectives.{i}", f"{name!r} is listed twice; list each objective once")
     require(raw[:1] == [records.ACCURACY], "objectives",
             f"{records.ACCURACY} comes first (every study maximizes it); write {OBJECTIVES_EXAMPLE}"

@@ -57,7 +57,7 @@ def test_two_objectives_mean_two_directions_and_no_pruner():
     spec = spec_with()
     assert spec.objectives == ("accuracy", "params") and spec.multi_objective
     assert spec.directions == ["maximize", "minimize"]
-    assert spec.metric_names == ["test accuracy", "trainable parameters"]
+    assert spec.metric_names == ["test accuracy", "parameters"]
     assert spec.pruner.name == "none"  # absent: no pruner, not the single-objective default (median)
     assert spec_with(pruner={"name": "none"}).pruner.name == "none"
     assert spec_with(sampler={"name": "nsgaii", "seed": 0, "population_size": 8}).sampler.name == "nsgaii"
@@ -156,7 +156,7 @@ def test_a_tiny_multi_objective_study_runs_tells_both_values_and_exports_its_fro
 
     study = optuna.load_study(study_name="front", storage=url)
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
-    assert study.metric_names == ["test accuracy", "trainable parameters"]
+    assert study.metric_names == ["test accuracy", "parameters"]
     trials = study.get_trials(deepcopy=False)
     c = records.count(trials)
     assert (c.complete, c.pruned, c.failed, c.running) == (4, 0, 0, 0), [records.kind(t) for t in trials]

@@ -451,6 +451,24 @@ def test_reading_a_study_does_not_import_torch(tmp_path, command):
     assert out.stdout.split() == ["0", "False"], out.stdout + out.stderr
 
 
+def test_a_report_draws_a_study_with_a_queued_retry(tmp_path):
+    """A Ctrl-C queues the trial it stops again, and the retry carries the epochs its first attempt
+    reported (Optuna's retry callback copies them). The report ended in a KeyError traceback on it:
+    the learning curves had no style for a queued trial. Its curve is the failed attempt's, drawn once."""
+    from hpo.report import build_report  # noqa: PLC0415
+
+    url = f"sqlite:///{tmp_path / 'queued.db'}"
+    make_fake_study(url, trials=8)
+    study = optuna.load_study(study_name="quickstart", storage=url)
+    stopped = next(t for t in study.trials if t.state == TrialState.FAIL)
+    study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, params=stopped.params,
+                                              distributions=stopped.distributions,
+                                              user_attrs=stopped.user_attrs,
+                                              intermediate_values=stopped.intermediate_values))
+    page = build_report(storage=optuna.storages.RDBStorage(url), study_name="quickstart")
+    assert "1 queued" in page and "Learning curves" in page
+
+
 def test_a_report_of_an_eval_val_study_names_validation_accuracy_and_gives_the_test_set_once(tmp_path):
     """With `eval: val` the trials' values are accuracies on held-out training images: the report
     says so wherever it named a test accuracy, and its table and facts carry the test accuracy each
