@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import errno
 import os
-import shlex
 import signal
 import sys
 import threading
@@ -524,7 +523,10 @@ def load_verification(path: Path) -> dict:
 
     from hpo.schema import NotRegular, TooLarge, read_small  # noqa: PLC0415
 
-    how = f"write one with: hpo verify --config FILE --seeds 5 --json > {path}"
+    # into the file given only where there is none: an existing file (an export given by mistake) is
+    # the user's, and a pasted `> FILE` would replace it
+    how = (f"write one with: hpo verify --config FILE --seeds 5 --json > "
+           f"{path if not os.path.lexists(path) else 'RESULT.json'}")
     try:
         data = json.loads(read_small(path, 1 << 20))  # a result is kilobytes
     except (NotRegular, IsADirectoryError):
@@ -615,7 +617,7 @@ def run_study(args) -> int:
     def display(workers: int, before: list) -> RunDisplay:
         return RunDisplay(spec, args.trials, storage.masked, workers, live=not args.quiet and console.is_terminal,
                           already=before,
-                          storage_option=f" --storage {shlex.quote(storage.masked)}" if args.storage else "")
+                          storage_option=hint_option(args, storage))
 
     return run(spec=spec, storage=storage, trials=args.trials, workers=args.workers, timeout=args.timeout,
                device=args.device, data_dir=args.data_dir, heartbeat=args.heartbeat, grace=args.grace,
@@ -665,7 +667,7 @@ def cmd_studies(args) -> int:
     from hpo import records  # noqa: PLC0415
     from hpo.display import console, print_study_trials, studies_table  # noqa: PLC0415
     from hpo.export import study_trials  # noqa: PLC0415
-    from hpo.storage import Storage  # noqa: PLC0415
+    from hpo.storage import Storage, password_note  # noqa: PLC0415
 
     if args.study is None and args.top is not None:
         raise UserError(f"--top {args.top} shows the best trials of one study: give its name, "
@@ -679,15 +681,17 @@ def cmd_studies(args) -> int:
         print_study_trials(args.study, trials, source=attrs.get(records.SOURCE), where=storage.masked, top=args.top or 10,
                            held_out=(attrs.get(records.SPEC) or {}).get("eval") == "val",
                            multi=len(rdb.get_study_directions(study_id)) > 1,
-                           storage_option=f" --storage {shlex.quote(storage.masked)}" if args.storage else "")
+                           storage_option=hint_option(args, storage))
         return 0
     summaries = optuna.get_all_study_summaries(rdb, include_best_trial=False)
     studies = {s.study_name: rdb.get_all_trials(rdb.get_study_id_from_name(s.study_name), deepcopy=False)
                for s in summaries if records.made_by_hpo(s.user_attrs)}
     others = [s.study_name for s in summaries if s.study_name not in studies]
     if not studies:
+        option = hint_option(args, storage)
         print(f"no studies of hpo's in {storage.masked}" + (f" (only Optuna's own: {', '.join(others)})" if others
-                                                           else "") + "; run one: hpo run --study NAME --trials N")
+                                                           else "")
+              + f"; run one: hpo run --study NAME --trials N{option}{password_note(option)}")
         return 0
     held_out = frozenset(s.study_name for s in summaries if (s.user_attrs.get(records.SPEC) or {}).get("eval") == "val")
     console.print(studies_table(studies, held_out))
@@ -755,7 +759,7 @@ def cmd_export(args) -> int:
     storage = Storage.resolve(args.storage)
     check_output(output, "best.yaml", storage)
     rdb = storage.open_existing()
-    exported = export(rdb, args.study, top=args.top)
+    exported = export(rdb, args.study, top=args.top, storage_option=hint_option(args, storage))
     check_not_the_studys_own(output, rdb, args.study, "best.yaml")
     write_output(output, exported.text)
     if str(output) != "-":
@@ -845,7 +849,8 @@ def cmd_report(args) -> int:
     storage = Storage.resolve(args.storage)
     check_output(args.output, "report.html", storage)
     rdb = storage.open_existing()
-    text = build_report(storage=rdb, study_name=args.study, where=storage.masked)
+    text = build_report(storage=rdb, study_name=args.study, where=storage.masked,
+                        storage_option=hint_option(args, storage))
     check_not_the_studys_own(args.output, rdb, args.study, "report.html")
     write_output(args.output, text)
     if str(args.output) != "-":
@@ -924,6 +929,12 @@ def run_command(args) -> int:
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
+
+
+def hint_option(args, storage) -> str:
+    """' --storage URL' for the commands a hint prints, where this command was given --storage
+    (else they open the same default or $HPO_STORAGE as it did): see Storage.hint_option."""
+    return storage.hint_option() if getattr(args, "storage", None) else ""
 
 
 def storage_named(args) -> str:

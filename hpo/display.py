@@ -193,6 +193,8 @@ def print_best(name: str, trials, *, top: int, held_out: bool, multi: bool, stor
     """The best trials' table (a multi-objective study: its Pareto front's), then the export
     command that writes the configs it shows: what `hpo run` ends with and `hpo studies NAME`
     shows."""
+    from hpo.storage import password_note  # noqa: PLC0415
+
     if multi:
         front = len(records.pareto_front(trials))
         title = (f"Pareto front of {name}: {plural(front, 'trial')}, none beaten on both accuracy and size"
@@ -200,7 +202,8 @@ def print_best(name: str, trials, *, top: int, held_out: bool, multi: bool, stor
         console.print(top_table(trials, top, title=title, held_out=held_out))
         if front:
             console.print(Text(f"export the front's configs with: hpo export --study {shlex.quote(name)} "
-                               f"-o {shlex.quote(name + '-front.yaml')}{storage_option}"), soft_wrap=True)
+                               f"-o {shlex.quote(name + '-front.yaml')}{storage_option}{password_note(storage_option)}"),
+                          soft_wrap=True)
         return
     complete = records.count(trials).complete  # what hpo export writes: complete trials only
     if not complete:
@@ -211,7 +214,7 @@ def print_best(name: str, trials, *, top: int, held_out: bool, multi: bool, stor
         flag = f" --top {min(top, complete)}" if min(top, complete) > 1 else ""
         what = "configs" if flag else "config"
         console.print(Text(f"export the best {what} with: hpo export --study {shlex.quote(name)}{flag} -o best.yaml"
-                           f"{storage_option}"), soft_wrap=True)  # a command to paste: never wrapped
+                           f"{storage_option}{password_note(storage_option)}"), soft_wrap=True)  # never wrapped: to paste
 
 
 def trials_line(trials) -> str:

@@ -53,7 +53,8 @@ class Exported:
         return "the best trial's config" if self.trials == 1 else f"the {self.trials} best trials' configs"
 
 
-def export(rdb: optuna.storages.BaseStorage, study_name: str, *, top: Optional[int] = None) -> Exported:
+def export(rdb: optuna.storages.BaseStorage, study_name: str, *, top: Optional[int] = None,
+           storage_option: str = "") -> Exported:
     """The `top` (default 1) most accurate complete trials as YAML. For a multi-objective study,
     its Pareto front, most accurate first: every trial (or the `top` most accurate) that no other
     beats on both accuracy and size."""
@@ -61,7 +62,8 @@ def export(rdb: optuna.storages.BaseStorage, study_name: str, *, top: Optional[i
     front = len(records.pareto_front(trials)) if records.multi_objective(trials) else 0
     best = [t for t in records.ranked(trials, top or front or 1) if records.CONFIG in t.user_attrs]
     if not best:
-        raise UserError(records.no_complete_trial(study_name, trials, "export", study_file(rdb, study_name)))
+        raise UserError(records.no_complete_trial(study_name, trials, "export", study_file(rdb, study_name),
+                                                  storage_option))
     score = "accuracy" if front else "value"  # a multi-objective trial has two values
     document = {
         "study": study_name,

@@ -4,6 +4,7 @@ Reads only: no database, no data folder, no fetch."""
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -81,7 +82,9 @@ def data_presence(cfg: Data, dataset: Dataset, data_dir: Optional[Path], *, held
     else:
         folder, missing = local(dataset, data_dir)
         if missing:
-            return f"{dataset.name}: not in {folder} yet; hpo run fetches it (or hpo data --dataset {dataset.name} now)"
+            root = f" --data-dir {shlex.quote(str(Path(data_dir).resolve()))}" if data_dir else ""  # where it looked
+            return (f"{dataset.name}: not in {folder} yet; hpo run{root} fetches it (or hpo data --dataset "
+                    f"{dataset.name}{root} now)")
         where = f"{dataset.name} in {folder}"
     try:
         data.check_subsets_on_disk(cfg, folder, held_out=held_out, prefix="base.data")

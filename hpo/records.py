@@ -96,17 +96,22 @@ def count(trials: Iterable[FrozenTrial]) -> Counts:
     return Counts(**tally)
 
 
-def no_complete_trial(study_name: str, trials: Iterable[FrozenTrial], doing: str, source: Optional[str] = None) -> str:
+def no_complete_trial(study_name: str, trials: Iterable[FrozenTrial], doing: str, source: Optional[str] = None,
+                      storage_option: str = "") -> str:
     """Why `doing` (export, report) has nothing to work on: no trial yet, or how its trials ended.
-    `source`: the study file it was made from, which `hpo run --study` takes (its name may differ)."""
+    `source`: the study file it was made from, which `hpo run --study` takes (its name may differ);
+    `storage_option`: ' --storage URL' where the command was given one, so the hints open it too."""
     import shlex  # noqa: PLC0415
 
+    from hpo.storage import password_note  # noqa: PLC0415
+
     ended = count(trials).in_words()
-    run = f"hpo run --study {shlex.quote(source or study_name)} --trials N"
+    run = f"hpo run --study {shlex.quote(source or study_name)} --trials N{storage_option}"
+    note = password_note(storage_option)
     if not ended:
-        return f"study {study_name!r} has no complete trial to {doing} yet; run it first ({run})"
-    return (f"study {study_name!r} has no complete trial to {doing}: {ended} (hpo studies {shlex.quote(study_name)} "
-            f"says why); run more ({run})")
+        return f"study {study_name!r} has no complete trial to {doing} yet; run it first: {run}{note}"
+    return (f"study {study_name!r} has no complete trial to {doing}: {ended} (hpo studies {shlex.quote(study_name)}"
+            f"{storage_option} says why); run more: {run}{note}")
 
 
 def accuracy(t: FrozenTrial) -> Optional[float]:

@@ -34,10 +34,12 @@ LABEL_AT = {"mnistnet3": "bottom left", "mnistnet2": "top center", "mnistnet1": 
             "classic": "bottom center", "linear": "bottom center", "mlp": "bottom center", "cnn": "bottom left"}
 
 
-def load_trials(rdb: optuna.storages.BaseStorage, study_name: str) -> tuple[optuna.Study, list[FrozenTrial]]:
+def load_trials(rdb: optuna.storages.BaseStorage, study_name: str,
+                storage_option: str = "") -> tuple[optuna.Study, list[FrozenTrial]]:
     trials = study_trials(rdb, study_name)
     if not any(t.state == TrialState.COMPLETE for t in trials):
-        raise UserError(records.no_complete_trial(study_name, trials, "report", study_file(rdb, study_name)))
+        raise UserError(records.no_complete_trial(study_name, trials, "report", study_file(rdb, study_name),
+                                                  storage_option))
     return optuna.load_study(study_name=study_name, storage=rdb), trials
 
 
@@ -296,9 +298,10 @@ table { border-collapse: collapse; font-size: 0.9em; } td, th { border: 1px soli
 """
 
 
-def build_report(*, storage: optuna.storages.BaseStorage, study_name: str, where: str = "", top: int = 10) -> str:
-    """The whole report as one HTML document."""
-    study, trials = load_trials(storage, study_name)
+def build_report(*, storage: optuna.storages.BaseStorage, study_name: str, where: str = "", top: int = 10,
+                 storage_option: str = "") -> str:
+    """The whole report as one HTML document. `storage_option`: what a hint adds to open the same storage."""
+    study, trials = load_trials(storage, study_name, storage_option)
     c = records.count(trials)
     best = records.best_trial(trials)
     front = len(records.pareto_front(trials)) if records.multi_objective(trials) else None

@@ -111,7 +111,7 @@ def _create(rdb: optuna.storages.BaseStorage, spec: StudySpec, data_digest: Opti
             study.set_metric_names(spec.metric_names)
             study.enqueue_trial(spec.space.base_params(), user_attrs={records.BASE: True})
         optuna_dashboard.save_note(study, study_note(spec, folder))
-        study.set_user_attr(records.SOURCE, spec.source)
+        study.set_user_attr(records.SOURCE, os.path.abspath(spec.source))  # its hints work from any folder
         study.set_user_attr(records.SPEC, spec.raw)
         study.set_user_attr(records.UID, uuid.uuid4().hex)  # its checkpoints' key: Storage.checkpoint_key
         if data_digest:

@@ -32,7 +32,9 @@ def test_one_study_in_full_without_writing_or_fetching_anything(tmp_path, monkey
     assert smallest < base < 3000 < largest  # the widths' ends on both sides of the budget
     assert f"{base:,} params, 3 epochs, batch 64, sgd lr 0.05" in out
     assert f"{smallest:,} to {largest:,} params" in out and "budget 3,000" in out and "shrunk onto it" in out
-    assert "mnist: not in" in out and "hpo run fetches it" in out
+    # the hint looks where this check looked: pasted without --data-dir it fetched into ~/.cache/hpo
+    assert (f"mnist: not in {empty / 'mnist'} yet; hpo run --data-dir {empty} fetches it (or hpo data --dataset mnist "
+            f"--data-dir {empty} now)") in out, out
     assert re.search(r"optimizer\.momentum +│ float \[0\.5, 0\.95\] +│ optimizer\.name = sgd", out), out
     assert re.search(r"optimizer\.name +│ sgd \| adam", out) and "searched: 5 parameter(s)" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]  # no database, lock, data or artifacts

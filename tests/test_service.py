@@ -226,15 +226,46 @@ def test_export_of_a_study_without_complete_trials_is_a_clear_error(tmp_path):
     hpo_study(study_name="empty", storage=url)
     done = hpo("export", "--study", "empty", "--storage", url, cwd=tmp_path, check=False)
     assert done.returncode == 2 and "no complete trial" in done.stderr and "Traceback" not in done.stderr
-    assert "to export yet; run it first" in done.stderr
+    assert f"to export yet; run it first: hpo run --study empty --trials N --storage {url}" in done.stderr
     study = optuna.load_study(study_name="empty", storage=url)
     study.set_user_attr("hpo_study_file", "studies/my empty.yaml")  # its name need not be its file's
     study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL))
     study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED, intermediate_values={1: 0.5}))
-    ran = hpo("export", "--study", "empty", "--storage", url, cwd=tmp_path, check=False)
-    assert ran.returncode == 2 and "no complete trial to export: 1 pruned, 1 failed (hpo studies empty says why)" \
-        in ran.stderr and "yet" not in ran.stderr, ran.stderr
-    assert "run more (hpo run --study 'studies/my empty.yaml' --trials N)" in ran.stderr, ran.stderr
+    # the hints open the storage this command was given, by a path that works from any folder: pasted
+    # without it, they read (or made) ./hpo.db
+    ran = hpo("export", "--study", "empty", "--storage", "sqlite:///empty.db", cwd=tmp_path, check=False)
+    assert ran.returncode == 2 and (f"no complete trial to export: 1 pruned, 1 failed (hpo studies empty --storage "
+                                    f"{url} says why)") in ran.stderr and "yet" not in ran.stderr, ran.stderr
+    assert f"run more: hpo run --study 'studies/my empty.yaml' --trials N --storage {url}" in ran.stderr, ran.stderr
+    reported = hpo("report", "--study", "empty", "--storage", url, cwd=tmp_path, check=False)
+    assert f"(hpo studies empty --storage {url} says why)" in reported.stderr, reported.stderr
+    plain = hpo("export", "--study", "empty", cwd=tmp_path, check=False, env={"HPO_STORAGE": url})
+    assert "(hpo studies empty says why)" in plain.stderr, plain.stderr  # $HPO_STORAGE opens it for the hints too
+
+
+def test_a_study_records_its_file_by_a_path_that_works_from_any_folder(study_file, tmp_path):
+    """Run from its folder as `--study tiny.yaml`, a study recorded 'tiny.yaml', and the hints that
+    name it (run more, from export, report and hpo studies NAME) failed from any other folder."""
+    url = f"sqlite:///{tmp_path / 'rel.db'}"
+    hpo("run", "--study", "tiny.yaml", "--trials", "1", "--storage", url, "--device", "cpu", "--quiet", cwd=tmp_path)
+    assert optuna.load_study(study_name="tiny", storage=url).user_attrs["hpo_study_file"] == str(study_file)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shown = hpo("studies", "tiny", "--storage", url, cwd=elsewhere)
+    assert f"study tiny from {study_file} in " in shown.stdout, shown.stdout
+
+
+def test_a_hint_gives_the_storage_as_a_path_from_anywhere_and_says_where_a_password_was_masked(tmp_path,
+                                                                                              monkeypatch):
+    from hpo.storage import Storage, password_note  # noqa: PLC0415
+
+    monkeypatch.chdir(tmp_path)
+    assert Storage.resolve("sqlite:///sub/x.db").hint_option() == f" --storage sqlite:///{tmp_path / 'sub/x.db'}"
+    assert Storage.resolve("sqlite:////abs/x.db").hint_option() == " --storage sqlite:////abs/x.db"
+    option = Storage.resolve("postgresql+psycopg://me:s3cret@db.example/hpo").hint_option()
+    assert option == " --storage 'postgresql+psycopg://me:***@db.example/hpo'" and "s3cret" not in option
+    assert password_note(option) == " (put your password in place of ***)"
+    assert password_note(Storage.resolve("postgresql+psycopg://me@db.example/hpo").hint_option()) == ""
 
 
 def test_studies_and_the_optuna_cli_read_our_storage(study_file, tmp_path):

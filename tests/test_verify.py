@@ -334,6 +334,8 @@ def test_a_bad_against_file_is_one_line_before_any_training(tmp_path, content, w
                           cwd=Path.cwd(), env={**os.environ, "HPO_OFFLINE": "1"}, changed=None, timeout=300)
     assert done.returncode == 2 and words in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "seed " not in done.stdout  # nothing trained
+    if "write one with" in done.stderr:  # into the file given only where there is none: `> FILE` replaces a file
+        assert done.stderr.strip().endswith(f"--json > {path}" if content is None else "--json > RESULT.json")
 
 
 API_MISTAKES = [
