@@ -264,6 +264,9 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
         raise error.located(spec.source) from None
     if storage.create_database_if_missing():
         warn(f"created database for {storage.masked}")
+    folder_made = storage.make_folder()
+    if folder_made:
+        warn(f"made the folder {folder_made} for the new database {storage.masked}")
     rdb = storage.open(heartbeat=heartbeat, grace=grace)
     study_id = ensure_study(rdb, spec, storage, data_mod.resolve(spec.data).digest, folder)
     checkpoint_key = storage.study_checkpoint_key(rdb, study_id)

@@ -144,6 +144,20 @@ class Storage:
 
     # ------------------------------------------------------------- opening
 
+    def make_folder(self) -> Optional[Path]:
+        """For an SQLite file in a folder not there yet: make the folder, and return it (what `hpo
+        run` says it made: a typo in the path starts a new study there, and says so)."""
+        if self.file is None or self.file.parent.exists():
+            return None
+        try:
+            self.file.parent.mkdir(parents=True)
+        except FileExistsError:  # another run's, a moment ago
+            return None
+        except OSError as error:
+            raise UserError(f"cannot open storage {self.masked}: cannot make its folder {self.file.parent} "
+                            f"({error.strerror or error}); check the path and its permissions") from None
+        return self.file.parent.resolve()
+
     def create_database_if_missing(self) -> bool:
         """For PostgreSQL: create the URL's database when the server has none by that name."""
         if self.backend != "postgresql" or not self.parsed.database:
@@ -261,6 +275,12 @@ class Storage:
             yield
         except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as error:
             raise self._connect_error(error) from None
+        except sqlalchemy.exc.DatabaseError as error:
+            if self.file is None:
+                raise
+            # a file that is no SQLite database at all (a study file given by mistake): what
+            # _prepare_sqlite says of it, before hpo run's first look at its tables
+            raise self._not_sqlite(error.orig) from None
         except OSError as error:  # the SQLite lock file beside the database
             raise UserError(f"cannot open storage {self.masked}: {error}; check the path and its permissions") from None
         except ImportError:  # Optuna's own message names no driver
@@ -296,11 +316,14 @@ class Storage:
             raise UserError(f"cannot open storage {self.masked}: {error}; check the path and its permissions") \
                 from None
         except sqlite3.DatabaseError as error:
-            raise UserError(f"storage {self.masked} is not a readable SQLite database ({error}); restore it from "
-                            "a backup, or point --storage at another file") from None
+            raise self._not_sqlite(error) from None
         except OSError as error:
             raise UserError(f"cannot open storage {self.masked}: {error}; check the path and its permissions") \
                 from None
+
+    def _not_sqlite(self, error: BaseException) -> UserError:
+        return UserError(f"storage {self.masked} is not a readable SQLite database ({error}); point --storage at "
+                         "the database hpo run wrote, or restore it from a backup")
 
     def _engine_kwargs(self) -> dict:
         if self.backend == "sqlite":

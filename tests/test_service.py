@@ -19,6 +19,7 @@ import yaml
 from optuna.trial import TrialState
 
 import cli_zygote
+from hpo.errors import UserError
 from hpo.records import count
 
 TINY = {
@@ -411,3 +412,18 @@ def test_a_run_whose_reader_goes_away_trains_on(study_file, tmp_path):
         "(Ctrl-C stops it; hpo studies shows it)"]
     c = count(trials_of(url))
     assert c.finished == 3 and c.failed == 0 and c.running == 0
+
+
+def test_hpo_run_says_when_it_makes_the_databases_folder(tmp_path, monkeypatch):
+    """A typo in the folder of an SQLite path started a new study in a new folder tree without a
+    word; hpo run makes the folder (a new study may go anywhere) and says so."""
+    from hpo.storage import Storage  # noqa: PLC0415
+
+    monkeypatch.chdir(tmp_path)
+    storage = Storage.resolve("sqlite:///runs/typo/hpo.db")
+    assert storage.make_folder() == tmp_path / "runs" / "typo" and (tmp_path / "runs" / "typo").is_dir()
+    assert storage.make_folder() is None  # there now: nothing to say
+    assert Storage.resolve("postgresql+psycopg://u@h/db").make_folder() is None
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UserError, match=r"cannot make its folder .*file/sub"):
+        Storage.resolve("sqlite:///file/sub/hpo.db").make_folder()
