@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import re
 import signal
 import sys
 import threading
@@ -48,6 +49,7 @@ def workers_arg(text: str) -> int | str:
 
 epoch_count = number_type(int, "a whole number", lambda v: 1 <= v <= MAX_EPOCHS, f"between 1 and {MAX_EPOCHS}")
 seed_number = number_type(int, "a whole number", lambda v: 0 <= v <= MAX_SEED, f"from 0 to {MAX_SEED:,}")
+trial_number = number_type(int, "a whole number", lambda v: v >= 0, "0 or more")
 pack_count = number_type(int, "a whole number", lambda v: 1 <= v <= MAX_PACK, f"between 1 and {MAX_PACK}")
 positive_float = number_type(float, "a number", lambda v: v > 0, "greater than 0")
 port_number = number_type(int, "a port number", lambda v: 0 <= v <= 65535, "between 0 and 65535")
@@ -80,10 +82,58 @@ def output_arg(text: str) -> Path:
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse that prints one line, pointing to --help, and exits 2 on a usage error."""
+    """argparse that prints one line, pointing to --help, and exits 2 on a usage error. A
+    command's parser (`hpo run`) says itself what it does not know, and points to its own --help:
+    left to the top parser it said `hpo: error: unrecognized arguments`, and a misspelt flag that
+    hid a required one was not named at all (`--trails 2`: "required: --trials")."""
+
+    given: list[str] = []
+
+    def parse_known_args(self, args=None, namespace=None):
+        self.given = list(sys.argv[1:] if args is None else args)
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras and " " in self.prog:  # a command's parser
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
 
     def error(self, message: str):
+        import difflib  # noqa: PLC0415
+
+        unknown = self.unknown_options()
+        if message.startswith("unrecognized arguments"):
+            message += did_you_mean(unknown)
+        elif message.startswith("the following arguments are required") and unknown:
+            message += f"; unknown: {', '.join(unknown)}{did_you_mean(unknown)}"
+        choice = re.match(r"argument .*: invalid choice: '(.*)' \(choose from (.*)\)$", message)
+        if choice:  # a misspelt command or choice
+            close = difflib.get_close_matches(choice[1], re.findall(r"'([^']*)'", choice[2]), n=1, cutoff=0.75)
+            message += f" (did you mean {close[0]}?)" if close else ""
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def unknown_options(self) -> dict[str, str | None]:
+        """The flags given that this parser neither takes nor abbreviates, each with the flag it
+        takes that is closest to it (None where none is close)."""
+        import difflib  # noqa: PLC0415
+
+        known = [flag for flag in self._option_string_actions if flag.startswith("--")]
+        found = {}
+        for word in self.given:
+            flag = word.split("=", 1)[0]
+            if word == "--" or not flag.startswith("--") or any(k.startswith(flag) for k in known):
+                continue  # a value, a known flag, or an abbreviation argparse takes
+            close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
+            found[flag] = close[0] if close else None
+        return found
+
+
+def did_you_mean(unknown: dict[str, str | None]) -> str:
+    """' (did you mean --storage?)', or for several ' (did you mean --storage for --stroage, ...?)'."""
+    close = {flag: near for flag, near in unknown.items() if near}
+    if not close:
+        return ""
+    if len(close) == 1:
+        return f" (did you mean {next(iter(close.values()))}?)"
+    return f" (did you mean {', '.join(f'{near} for {flag}' for flag, near in close.items())}?)"
 
     def _print_message(self, message: str, file=None) -> None:
         # argparse's own drops a failed write: `hpo --help > /dev/full` would exit 0, nothing written
@@ -130,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one config from a YAML file")
     p.add_argument("--config", required=True, type=path_arg, metavar="FILE.yaml",
                    help="a training config, or an export file (its first trial is trained, or --trial's)")
-    p.add_argument("--trial", type=int, metavar="N", help="of an export file, the trial numbered N")
+    p.add_argument("--trial", type=trial_number, metavar="N", help="of an export file, the trial numbered N")
     p.add_argument("--epochs", type=epoch_count, help="override the config's epochs")
     p.add_argument("--seed", type=seed_number, help="override the config's seed")
     device(p)
@@ -140,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="re-train one config with several seeds: final accuracy, mean ± std")
     p.add_argument("--config", required=True, type=path_arg, metavar="FILE.yaml",
                    help="a training config, or an export file (its first trial, or --trial's)")
-    p.add_argument("--trial", type=int, metavar="N", help="of an export file, the trial numbered N")
+    p.add_argument("--trial", type=trial_number, metavar="N", help="of an export file, the trial numbered N")
     p.add_argument("--seeds", type=positive_int, default=5, metavar="N",
                    help="how many seeds, from the config's seed on (default: 5)")
     p.add_argument("--epochs", type=epoch_count, help="override the config's epochs")
