@@ -125,6 +125,11 @@ class Parser(argparse.ArgumentParser):
             found[flag] = close[0] if close else None
         return found
 
+    def _print_message(self, message: str, file=None) -> None:
+        # argparse's own drops a failed write: `hpo --help > /dev/full` would exit 0, nothing written
+        if message:
+            (file or sys.stderr).write(message)
+
 
 def did_you_mean(unknown: dict[str, str | None]) -> str:
     """' (did you mean --storage?)', or for several ' (did you mean --storage for --stroage, ...?)'."""
@@ -134,11 +139,6 @@ def did_you_mean(unknown: dict[str, str | None]) -> str:
     if len(close) == 1:
         return f" (did you mean {next(iter(close.values()))}?)"
     return f" (did you mean {', '.join(f'{near} for {flag}' for flag, near in close.items())}?)"
-
-    def _print_message(self, message: str, file=None) -> None:
-        # argparse's own drops a failed write: `hpo --help > /dev/full` would exit 0, nothing written
-        if message:
-            (file or sys.stderr).write(message)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -250,27 +250,54 @@ def print_study_trials(name: str, trials, *, source: str | None, where: str, top
         console.print(Text(trial_line(t)), soft_wrap=True)
 
 
-def top_table(trials, top: int, *, title: str, held_out: bool = False) -> Table:
+def top_table(trials, top: int, *, title: str, held_out: bool = False) -> "TopTable":
     """The best trials (in a multi-objective study, the Pareto front's, most accurate first);
     with `held_out` (eval: val) the value is the validation accuracy, and the test accuracy,
     measured once at the end, stands beside it."""
-    complete = records.ranked(trials, top)
-    table = Table(title=title, title_justify="left")
-    value = (("val. acc.", "right"), ("test acc.", "right")) if held_out else (("test acc.", "right"),)
-    for col, just in (("trial", "right"), *value, ("best epoch", "right"), ("params", "right"),
-                      ("s/epoch", "right"), ("config", "left")):
-        # a narrow terminal folds a long value onto the next line rather than cutting it to "0…"
-        table.add_column(col, justify=just, overflow="fold" if col == "config" else "ellipsis")
-    for t in complete:
+    rows = []
+    for t in records.ranked(trials, top):
         seconds = records.epoch_seconds(t) or [0]
         changed = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
         base = " (base)" if t.user_attrs.get(records.BASE) else ""
         value = pct(records.accuracy(t))
         values = (value, pct(t.user_attrs.get(records.TEST_ACCURACY))) if held_out else (value,)
-        table.add_row(f"{t.number}{base}", *values, str(t.user_attrs.get(records.BEST_EPOCH, "-")),
-                      _fmt_params(t.user_attrs.get(records.N_PARAMS)), f"{sum(seconds) / len(seconds):.2f}",
-                      escape(changed))
-    return table
+        rows.append((f"{t.number}{base}", *values, str(t.user_attrs.get(records.BEST_EPOCH, "-")),
+                     _fmt_params(t.user_attrs.get(records.N_PARAMS)), f"{sum(seconds) / len(seconds):.2f}", changed))
+    value = ("val. acc.", "test acc.") if held_out else ("test acc.",)
+    return TopTable(title, ("trial", *value, "best epoch", "params", "s/epoch"), rows)
+
+
+class TopTable:
+    """The best trials' table, laid out for the width it is drawn at: the numbers are never cut
+    ("91.6…") nor split (a header wraps at its spaces instead), and the config, last, folds onto
+    as many lines as it needs. Where the numbers leave it too little room (a terminal under about
+    65 columns) each trial's config is a line under the table instead of a cropped column."""
+
+    CONFIG_WIDTH = 16  # the least the config column is given before it moves under the table
+
+    def __init__(self, title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]):
+        self.title, self.columns, self.rows = title, columns, rows
+
+    @property
+    def widths(self) -> list[int]:
+        return [max([*(len(word) for word in col.split()), *(len(r[i]) for r in self.rows)])
+                for i, col in enumerate(self.columns)]
+
+    def __rich_console__(self, console, options):
+        widths = self.widths
+        room = options.max_width - sum(widths) - 3 * (len(widths) + 1) - 1
+        inside = room >= self.CONFIG_WIDTH
+        table = Table(title=self.title, title_justify="left")
+        for col, width in zip(self.columns, widths):  # narrow: as narrow as the numbers, headers wrapped
+            table.add_column(col, justify="right", overflow="fold", min_width=width, width=None if inside else width)
+        if inside:
+            table.add_column("config", justify="left", overflow="fold", min_width=self.CONFIG_WIDTH)
+        for row in self.rows:
+            table.add_row(*row[:-1], *((escape(row[-1]),) if inside else ()))
+        yield table
+        if not inside:
+            for row in self.rows:
+                yield Text(f"trial {row[0]}: {row[-1]}")
 
 
 def studies_table(studies: dict, held_out: frozenset = frozenset()):
@@ -310,8 +337,14 @@ class StudiesTable:
         widths = [max([len(col), *(len(row[i]) for row in self.rows)]) for i, col in enumerate(self.COLUMNS)]
         # a study's name is what a user types next, and a number cut short says nothing: neither is
         # ever shortened for a narrow terminal. The states wrap; a name wider than the room the numbers
-        # leave (at least NAME_WIDTH) folds onto more lines: kept on one, it pushed them off the table
-        room = options.max_width - sum(widths[1:5]) - min(widths[5], STATES_WIDTH) - 3 * len(self.COLUMNS) - 1
+        # leave (at least NAME_WIDTH) folds onto more lines: kept on one, it pushed them off the table.
+        # Where even that leaves the states too little room (under about 65 columns), they are a line
+        # under the table per study, instead of a column cut off at the terminal's edge
+        numbers = sum(widths[1:5])
+        if options.max_width < min(widths[0], NAME_WIDTH) + numbers + STATES_WIDTH + 3 * len(self.COLUMNS) + 1:
+            yield from self._without_states(widths, options.max_width)
+            return
+        room = options.max_width - numbers - min(widths[5], STATES_WIDTH) - 3 * len(self.COLUMNS) - 1
         for i, col in enumerate(self.COLUMNS):
             if i == 0:
                 fits = widths[0] <= room  # else folded at a fixed width, the states taking what is left
@@ -323,6 +356,19 @@ class StudiesTable:
         for row in self.rows:
             table.add_row(*row)
         yield table
+        yield from self.below
+
+    def _without_states(self, widths: list[int], width: int):
+        table = Table(title="studies", title_justify="left", show_edge=False)  # two columns more for the numbers
+        room = width - sum(widths[1:5]) - 3 * (len(self.COLUMNS) - 1) + 1
+        table.add_column(self.COLUMNS[0], overflow="fold", width=max(min(widths[0], room), NAME_WIDTH))
+        for i, col in enumerate(self.COLUMNS[1:5], start=1):
+            table.add_column(col, justify="right", no_wrap=True, min_width=widths[i])
+        for row in self.rows:
+            table.add_row(*row[:5])
+        yield table
+        for row in self.rows:
+            yield Text.from_markup(f"{row[0]}: {escape(row[5])}")  # the name is escaped markup already
         yield from self.below
 
 
