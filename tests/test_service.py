@@ -355,6 +355,38 @@ def test_a_100_character_study_name_folds_and_the_numbers_stay(width):
     assert folded == name, lines
 
 
+@pytest.mark.parametrize("width", [50, 60, 80])
+def test_on_a_narrow_terminal_no_number_is_cut_and_what_does_not_fit_goes_under_the_table(width):
+    """At 50 columns `hpo studies NAME` cut the accuracy to "91.6…" and the trial to "(bas…", and
+    `hpo studies` lost its trials by state and right border off the terminal's edge."""
+    import io  # noqa: PLC0415
+
+    from rich.console import Console  # noqa: PLC0415
+
+    from hpo import display, records  # noqa: PLC0415
+
+    lr = optuna.distributions.FloatDistribution(1e-4, 2.0, log=True)
+    trials = [optuna.trial.create_trial(value=0.916 - k / 100, params={"optimizer.lr": 0.05 + k, "model.layers.4": 12},
+                                        distributions={"optimizer.lr": lr,
+                                                       "model.layers.4": optuna.distributions.IntDistribution(4, 32)},
+                                        user_attrs={records.N_PARAMS: 6544, records.BEST_EPOCH: 3,
+                                                    records.BASE: k == 0, records.EPOCH_SECONDS: [0.5]})
+              for k in range(2)] + [optuna.trial.create_trial(state=TrialState.FAIL)]
+    for number, t in enumerate(trials):
+        t.number = number
+    out = Console(file=io.StringIO(), width=width, highlight=False)
+    out.print(display.top_table(trials, 5, title="top 2 of quickstart"))
+    out.print(display.studies_table({"quickstart": trials}))
+    text = out.file.getvalue()
+    assert max(map(len, text.splitlines())) <= width and "…" not in text, text
+    assert "0 (base)" in text and "91.60%" in text and "90.60%" in text and "6,544" in text, text
+    flat = " ".join(" ".join(line.strip(" │┃").split()) for line in text.splitlines())
+    assert "2 complete, 1 failed" in flat and "optimizer.lr=0.05," in flat and "model.layers.4=12" in flat, text
+    if width == 50:  # the configs and the states under the tables, a line each
+        assert "trial 0 (base): optimizer.lr=0.05, model.layers.4=12 trial 1:" in flat, text
+        assert "quickstart: 2 complete, 1 failed" in text, text
+
+
 def test_workers_auto_gives_each_core_a_worker_of_one_thread(study_file, tmp_path):
     from hpo.trainer import auto_workers  # noqa: PLC0415
     import torch  # noqa: PLC0415
