@@ -42,8 +42,8 @@ def data_table(summary: dict) -> Table:
 
 def checksum_table(summary: dict) -> Table:
     table = Table(title="checksums, verified against the pinned digests", title_justify="left")
-    for col in ("file", "algorithm", "digest", ""):
-        table.add_column(col, no_wrap=col == "digest")
+    for col in ("file", "algorithm", "digest", ""):  # on a narrow terminal the digest folds, never cut short
+        table.add_column(col, overflow="fold", no_wrap=col in ("algorithm", ""))
     for name, (algorithm, digest) in summary["checksums"].items():
         table.add_row(name, algorithm, digest, "[green]ok[/]")
     return table
@@ -389,8 +389,8 @@ def search_table(params) -> Table:
     from hpo.applies import implied_when  # noqa: PLC0415
 
     table = Table(title=f"searched: {len(params)} parameter(s), sampled in this order", title_justify="left")
-    for col in ("parameter", "draws", "when"):
-        table.add_column(col)
+    for col in ("parameter", "draws", "when"):  # a key cut to "model.layers…" names no key: folded instead
+        table.add_column(col, overflow="fold")
     for p in params:
         name = p.name if p.name == p.key else f"{p.name} (sets {p.key})"
         when = ", ".join(f"{key} = {plain(allowed[0])}" if len(allowed) == 1 else

@@ -159,3 +159,23 @@ def test_a_path_given_without_its_yaml_is_found(tmp_path, monkeypatch, capsys):
     assert load_spec("mine/tiny").source == "mine/tiny.yaml"
     rc, _, err = check("mine/other", capsys=capsys)
     assert rc == 2 and err.startswith("hpo check: error: mine/other: no such study file")
+
+
+def test_on_a_narrow_terminal_the_searched_keys_fold_and_are_never_cut():
+    """At 50 columns model.layers.4 and model.layers.5 were both 'model.layers…', and the data's
+    checksums lost their digest and their 'ok'."""
+    import io  # noqa: PLC0415
+
+    from rich.console import Console  # noqa: PLC0415
+
+    from hpo import display  # noqa: PLC0415
+
+    out = Console(file=io.StringIO(), width=50, highlight=False)
+    out.print(display.search_table(load_spec("quickstart").space.params))
+    out.print(display.checksum_table({"checksums": {"train-images-idx3-ubyte": ("sha256", "ab" * 32)}}))
+    text = out.file.getvalue()
+    assert "…" not in text and max(map(len, text.splitlines())) <= 50, text
+    cells = "".join(line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│"))
+    assert "model.layers.4" in cells and "model.layers.5" in cells, text
+    assert "ok" in text and "".join(line.split("│")[3].strip() for line in text.splitlines()
+                                    if line.count("│") == 5) == "ab" * 32, text
