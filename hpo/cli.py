@@ -717,7 +717,8 @@ def cmd_studies(args) -> int:
     from hpo import records  # noqa: PLC0415
     from hpo.display import console, print_study_trials, studies_table  # noqa: PLC0415
     from hpo.export import study_trials  # noqa: PLC0415
-    from hpo.storage import Storage, password_note  # noqa: PLC0415
+    from hpo.errors import password_note  # noqa: PLC0415
+    from hpo.storage import Storage  # noqa: PLC0415
 
     if args.study is None and args.top is not None:
         raise UserError(f"--top {args.top} shows the best trials of one study: give its name, "

@@ -193,7 +193,7 @@ def print_best(name: str, trials, *, top: int, held_out: bool, multi: bool, stor
     """The best trials' table (a multi-objective study: its Pareto front's), then the export
     command that writes the configs it shows: what `hpo run` ends with and `hpo studies NAME`
     shows."""
-    from hpo.storage import password_note  # noqa: PLC0415
+    from hpo.errors import password_note  # noqa: PLC0415
 
     if multi:
         front = len(records.pareto_front(trials))

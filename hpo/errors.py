@@ -34,3 +34,11 @@ class ConfigError(UserError):
     def located(self, source: str) -> "ConfigError":
         """The same error, now naming the file it came from."""
         return ConfigError(self.key, self.reason, source=source)
+
+
+PASSWORD_NOTE = " (put your password in place of ***)"
+
+
+def password_note(hint: str) -> str:
+    """What a hint (a command to paste) whose storage URL had its password masked adds after it, else ''."""
+    return PASSWORD_NOTE if ":***@" in hint else ""

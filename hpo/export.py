@@ -14,7 +14,7 @@ import yaml
 import hpo
 from hpo import records
 from hpo.applies import drop_inapplicable
-from hpo.errors import UserError
+from hpo.errors import UserError, password_note
 
 
 def study_trials(rdb: optuna.storages.BaseStorage, study_name: str) -> list[optuna.trial.FrozenTrial]:
@@ -63,7 +63,7 @@ def export(rdb: optuna.storages.BaseStorage, study_name: str, *, top: Optional[i
     best = [t for t in records.ranked(trials, top or front or 1) if records.CONFIG in t.user_attrs]
     if not best:
         raise UserError(records.no_complete_trial(study_name, trials, "export", study_file(rdb, study_name),
-                                                  storage_option))
+                                                  storage_option, password_note(storage_option)))
     score = "accuracy" if front else "value"  # a multi-objective trial has two values
     document = {
         "study": study_name,

@@ -97,17 +97,15 @@ def count(trials: Iterable[FrozenTrial]) -> Counts:
 
 
 def no_complete_trial(study_name: str, trials: Iterable[FrozenTrial], doing: str, source: Optional[str] = None,
-                      storage_option: str = "") -> str:
+                      storage_option: str = "", note: str = "") -> str:
     """Why `doing` (export, report) has nothing to work on: no trial yet, or how its trials ended.
     `source`: the study file it was made from, which `hpo run --study` takes (its name may differ);
-    `storage_option`: ' --storage URL' where the command was given one, so the hints open it too."""
+    `storage_option`: ' --storage URL' where the command was given one, so the hints open it too,
+    and `note` what follows them (hpo.errors.password_note)."""
     import shlex  # noqa: PLC0415
-
-    from hpo.storage import password_note  # noqa: PLC0415
 
     ended = count(trials).in_words()
     run = f"hpo run --study {shlex.quote(source or study_name)} --trials N{storage_option}"
-    note = password_note(storage_option)
     if not ended:
         return f"study {study_name!r} has no complete trial to {doing} yet; run it first: {run}{note}"
     return (f"study {study_name!r} has no complete trial to {doing}: {ended} (hpo studies {shlex.quote(study_name)}"

@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 import hpo
 from hpo import records
 from hpo.display import pct
-from hpo.errors import UserError
+from hpo.errors import UserError, password_note
 from hpo.export import study_file, study_trials
 from hpo.records import kind
 from hpo.schema import plural
@@ -39,7 +39,7 @@ def load_trials(rdb: optuna.storages.BaseStorage, study_name: str,
     trials = study_trials(rdb, study_name)
     if not any(t.state == TrialState.COMPLETE for t in trials):
         raise UserError(records.no_complete_trial(study_name, trials, "report", study_file(rdb, study_name),
-                                                  storage_option))
+                                                  storage_option, password_note(storage_option)))
     return optuna.load_study(study_name=study_name, storage=rdb), trials
 
 

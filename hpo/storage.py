@@ -32,14 +32,6 @@ MAX_RETRY = 3            # how many times a trial whose worker died is run again
 BACKENDS = ("sqlite", "postgresql", "mysql")
 
 
-PASSWORD_NOTE = " (put your password in place of ***)"
-
-
-def password_note(hint: str) -> str:
-    """What a hint holding a masked password adds after it, else ''."""
-    return PASSWORD_NOTE if ":***@" in hint else ""
-
-
 def mask(url: str) -> str:
     """The URL as given, with any password replaced by ***: everything from the user name's ':'
     to the last '@', so an unencoded '@' or '/' in a password, a URL missing a slash, or one that
@@ -103,7 +95,7 @@ class Storage:
 
     def hint_option(self) -> str:
         """' --storage URL' for a command a hint prints, to paste as is from any folder: an SQLite
-        file by its absolute path, a password as *** (`PASSWORD_NOTE` says so)."""
+        file by its absolute path, a password as *** (`hpo.errors.password_note` says so)."""
         import shlex  # noqa: PLC0415
 
         url = self.url

@@ -258,7 +258,8 @@ def test_a_study_records_its_file_by_a_path_that_works_from_any_folder(study_fil
 
 def test_a_hint_gives_the_storage_as_a_path_from_anywhere_and_says_where_a_password_was_masked(tmp_path,
                                                                                               monkeypatch):
-    from hpo.storage import Storage, password_note  # noqa: PLC0415
+    from hpo.errors import password_note  # noqa: PLC0415
+    from hpo.storage import Storage  # noqa: PLC0415
 
     monkeypatch.chdir(tmp_path)
     assert Storage.resolve("sqlite:///sub/x.db").hint_option() == f" --storage sqlite:///{tmp_path / 'sub/x.db'}"
