@@ -6,6 +6,7 @@ import argparse
 import errno
 import os
 import re
+import shlex
 import signal
 import sys
 import threading
@@ -105,7 +106,11 @@ class Parser(argparse.ArgumentParser):
         elif message.startswith("the following arguments are required") and unknown:
             message += f"; unknown: {', '.join(unknown)}{did_you_mean(unknown)}"
         choice = re.match(r"argument .*: invalid choice: '(.*)' \(choose from (.*)\)$", message)
-        if choice:  # a misspelt command or choice
+        if choice and unknown and " " not in self.prog:  # `hpo --storage URL studies`: URL taken for the command
+            first = next(iter(unknown))
+            message = (f"{', '.join(unknown)} before the command: a command's options go after it "
+                       f"(hpo COMMAND {first} ...)")
+        elif choice:  # a misspelt command or choice
             close = difflib.get_close_matches(choice[1], re.findall(r"'([^']*)'", choice[2]), n=1, cutoff=0.75)
             message += f" (did you mean {close[0]}?)" if close else ""
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -121,8 +126,9 @@ class Parser(argparse.ArgumentParser):
             flag = word.split("=", 1)[0]
             if word == "--" or not flag.startswith("--") or any(k.startswith(flag) for k in known):
                 continue  # a value, a known flag, or an abbreviation argparse takes
-            close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
-            found[flag] = close[0] if close else None
+            # on the names alone: the shared '--' made --dry 'close' to --study, --out to --timeout
+            close = difflib.get_close_matches(flag[2:], [k[2:] for k in known], n=1, cutoff=0.7)
+            found[flag] = f"--{close[0]}" if close else None
         return found
 
     def _print_message(self, message: str, file=None) -> None:
@@ -576,7 +582,7 @@ def load_verification(path: Path) -> dict:
     # into the file given only where there is none: an existing file (an export given by mistake) is
     # the user's, and a pasted `> FILE` would replace it
     how = (f"write one with: hpo verify --config FILE --seeds 5 --json > "
-           f"{path if not os.path.lexists(path) else 'RESULT.json'}")
+           f"{shlex.quote(str(path)) if not os.path.lexists(path) else 'RESULT.json'}")
     try:
         data = json.loads(read_small(path, 1 << 20))  # a result is kilobytes
     except (NotRegular, IsADirectoryError):

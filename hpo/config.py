@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Optional
@@ -186,7 +187,7 @@ def load_export(path: str | Path, trial: Optional[int] = None) -> tuple[TrainCon
     schema.require_document(data, path)
     if isinstance(data, dict) and "base" in data and "model" not in data:
         raise ConfigError("", "a study file, not a training config: run its search with "
-                              f"`hpo run --study {path} --trials N`, or train its base recipe by giving "
+                              f"`hpo run --study {shlex.quote(str(path))} --trials N`, or train its base recipe by giving "
                               "`hpo train` a file that holds what is under `base:`", source=str(path))
     if isinstance(data, dict) and "trials" in data and "model" not in data:
         trials = data["trials"]

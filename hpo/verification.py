@@ -140,7 +140,7 @@ def compare(ours: Sequence[float], theirs: Sequence[float]) -> Comparison:
     diff = statistics.fmean(ours) - statistics.fmean(theirs)
     a, b = statistics.variance(ours) / len(ours), statistics.variance(theirs) / len(theirs)
     if a + b == 0:  # no spread on either side: Welch's t is undefined, and a few equal seeds are not proof of none
-        return Comparison(diff, None, None) if diff else Comparison(0.0, 0.0, 0.0)
+        return Comparison(diff, None, None)
     df = (a + b) ** 2 / (a * a / (len(ours) - 1) + b * b / (len(theirs) - 1))
     half = t975(df) * math.sqrt(a + b)
     return Comparison(diff, diff - half, diff + half)

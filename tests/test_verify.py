@@ -250,8 +250,8 @@ def test_welch_interval_by_hand():
     same = compare([0.99, 0.99], [0.98, 0.98]).as_dict()
     assert same["difference"] == pytest.approx(0.01) and same["interval95"] is None
     assert same["verdict"].startswith("not judged: every seed of each side gave the same accuracy")
-    assert compare([0.99, 0.99], [0.99, 0.99]).as_dict() == {"difference": 0.0, "interval95": [0.0, 0.0],
-                                                            "verdict": "within the seeds' noise"}
+    equal = compare([0.99, 0.99], [0.99, 0.99]).as_dict()  # no difference either: still no noise to judge it by
+    assert equal["difference"] == 0.0 and equal["interval95"] is None and equal["verdict"].startswith("not judged")
     assert t975(1000) == pytest.approx(1.962, abs=0.001) and t975(1e9) == pytest.approx(1.95996, abs=1e-5)
     with pytest.raises(ValueError):
         compare([0.99], [0.98, 0.97])
