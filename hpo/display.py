@@ -273,7 +273,7 @@ class TopTable:
     as many lines as it needs. Where the numbers leave it too little room (a terminal under about
     65 columns) each trial's config is a line under the table instead of a cropped column."""
 
-    CONFIG_WIDTH = 16  # the least the config column is given before it moves under the table
+    CONFIG_WIDTH = 20  # the least the config column is given before it moves under the table
 
     def __init__(self, title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]):
         self.title, self.columns, self.rows = title, columns, rows
@@ -284,14 +284,22 @@ class TopTable:
                 for i, col in enumerate(self.columns)]
 
     def __rich_console__(self, console, options):
-        widths = self.widths
-        room = options.max_width - sum(widths) - 3 * (len(widths) + 1) - 1
-        inside = room >= self.CONFIG_WIDTH
+        natural = [max([len(col), *(len(r[i]) for r in self.rows)]) for i, col in enumerate(self.columns)]
+        config = options.max_width - sum(natural) - 3 * (len(natural) + 1) - 1  # what the numbers leave it
+        inside = config >= self.CONFIG_WIDTH
+        widths = natural if inside else self.widths  # headers on one line, or wrapped at their spaces
+        if not inside and options.max_width < sum(widths) + 3 * len(widths) + 1:  # no room: a line a trial
+            yield Text(self.title, style="italic")
+            for row in self.rows:
+                facts = ", ".join(f"{value} {col}" if col != "best epoch" else f"best epoch {value}"
+                                  for col, value in zip(self.columns[1:], row[1:-1]))
+                yield Text(f"trial {row[0]}: {facts}; {row[-1]}")
+            return
         table = Table(title=self.title, title_justify="left")
-        for col, width in zip(self.columns, widths):  # narrow: as narrow as the numbers, headers wrapped
-            table.add_column(col, justify="right", overflow="fold", min_width=width, width=None if inside else width)
+        for col, width in zip(self.columns, widths):  # each exactly as wide as it was measured
+            table.add_column(col, justify="right", overflow="fold", width=width)
         if inside:
-            table.add_column("config", justify="left", overflow="fold", min_width=self.CONFIG_WIDTH)
+            table.add_column("config", justify="left", overflow="fold", width=config)
         for row in self.rows:
             table.add_row(*row[:-1], *((escape(row[-1]),) if inside else ()))
         yield table
@@ -359,11 +367,18 @@ class StudiesTable:
         yield from self.below
 
     def _without_states(self, widths: list[int], width: int):
+        numbers = sum(widths[1:5])
+        name = min(widths[0], width - numbers - 14)  # 5 columns without the outer edge: 10 of padding, 4 borders
+        if name < NAME_WIDTH:  # not even the numbers fit beside a name: a line a study
+            for row in self.rows:
+                yield Text.from_markup(f"{row[0]}: {row[1]} finished, best {row[2]} (trial {row[4]}, {row[3]} "
+                                       f"params); {escape(row[5])}")  # the name is escaped markup already
+            yield from self.below
+            return
         table = Table(title="studies", title_justify="left", show_edge=False)  # two columns more for the numbers
-        room = width - sum(widths[1:5]) - 3 * (len(self.COLUMNS) - 1) + 1
-        table.add_column(self.COLUMNS[0], overflow="fold", width=max(min(widths[0], room), NAME_WIDTH))
+        table.add_column(self.COLUMNS[0], overflow="fold", width=name)
         for i, col in enumerate(self.COLUMNS[1:5], start=1):
-            table.add_column(col, justify="right", no_wrap=True, min_width=widths[i])
+            table.add_column(col, justify="right", no_wrap=True, width=widths[i])
         for row in self.rows:
             table.add_row(*row[:5])
         yield table
@@ -402,15 +417,40 @@ def search_table(params) -> Table:
     return table
 
 
-def studies_check_table(rows: list[dict]) -> Table:
+def studies_check_table(rows: list[dict]) -> "CheckTable":
     """`hpo check` of several study files: a row each."""
-    table = Table(title="study files that parse, with everything they need", title_justify="left")
-    for col, just in (("study", "left"), ("searched", "right"), ("base params", "right"),
-                      ("budget", "right"), ("epochs", "right"), ("eval", "left"), ("pruner", "left"),
-                      ("sampler", "left")):
-        table.add_column(col, justify=just, no_wrap=col == "study")
-    for r in rows:
-        table.add_row(escape(r["name"]), str(r["searched"]), f"{r['base_params']:,}",
-                      f"{r['budget']:,}" if r["budget"] else "-", str(r["max_epochs"]), r["eval_on"],
-                      escape(r["pruner_name"]), escape(r["sampler_name"]))
-    return table
+    return CheckTable([(r["name"], str(r["searched"]), f"{r['base_params']:,}",
+                        f"{r['budget']:,}" if r["budget"] else "-", str(r["max_epochs"]), r["eval_on"],
+                        r["pruner_name"], r["sampler_name"]) for r in rows])
+
+
+class CheckTable:
+    """`hpo check`'s table of several study files, laid out for its width: a long name folds, and
+    no number or word is cut ("search…", "6,5…"); where the columns do not fit beside a name of
+    NAME_WIDTH, each file is a line of its own."""
+
+    COLUMNS = (("study", "left"), ("searched", "right"), ("base params", "right"), ("budget", "right"),
+               ("epochs", "right"), ("eval", "left"), ("pruner", "left"), ("sampler", "left"))
+
+    def __init__(self, rows: list[tuple[str, ...]]):
+        self.rows = rows
+
+    def __rich_console__(self, console, options):
+        for header in (lambda col: [col], str.split):  # headers on one line, else wrapped at their spaces
+            widths = [max([*map(len, header(col)), *(len(r[i]) for r in self.rows)])
+                      for i, (col, _) in enumerate(self.COLUMNS)]
+            room = options.max_width - sum(widths[1:]) - 3 * len(widths) - 1  # what the others leave the name
+            if room >= min(widths[0], NAME_WIDTH):
+                break
+        else:
+            yield Text("study files that parse, with everything they need", style="italic")
+            for row in self.rows:
+                yield Text(f"{row[0]}: " + ", ".join(f"{col} {value}" for (col, _), value
+                                                     in zip(self.COLUMNS[1:], row[1:])))
+            return
+        table = Table(title="study files that parse, with everything they need", title_justify="left")
+        for i, (col, just) in enumerate(self.COLUMNS):
+            table.add_column(col, justify=just, overflow="fold", width=min(widths[0], room) if i == 0 else widths[i])
+        for row in self.rows:
+            table.add_row(*map(escape, row))
+        yield table

@@ -179,3 +179,26 @@ def test_on_a_narrow_terminal_the_searched_keys_fold_and_are_never_cut():
     assert "model.layers.4" in cells and "model.layers.5" in cells, text
     assert "ok" in text and "".join(line.split("│")[3].strip() for line in text.splitlines()
                                     if line.count("│") == 5) == "ab" * 32, text
+
+
+@pytest.mark.parametrize("width", [40, 60, 80, 120])
+def test_several_study_files_on_a_narrow_terminal_lose_no_number(width):
+    """hpo check of several files cut its columns to 'search…' and '6,5…' at 80 columns, and to
+    nothing at all beside a long study name."""
+    import io  # noqa: PLC0415
+
+    from rich.console import Console  # noqa: PLC0415
+
+    from hpo import display  # noqa: PLC0415
+
+    rows = [{"name": "a-very-long-study-name-for-narrow-terminal-tests-0123456789", "searched": 23,
+             "base_params": 44_426, "budget": 8000, "max_epochs": 15, "eval_on": "val", "pruner_name": "median",
+             "sampler_name": "tpe"}, {"name": "quickstart", "searched": 7, "base_params": 6_544, "budget": None,
+                                      "max_epochs": 3, "eval_on": "test", "pruner_name": "none", "sampler_name": "tpe"}]
+    out = Console(file=io.StringIO(), width=width, highlight=False)
+    out.print(display.studies_check_table(rows))
+    text = out.file.getvalue()
+    assert "…" not in text and max(map(len, text.splitlines())) <= width, text
+    flat = " ".join(line.strip(" │┃") for line in text.splitlines())
+    for value in ("44,426", "6,544", "8,000", "median", "quickstart", "23", "15"):
+        assert value in flat, (value, text)

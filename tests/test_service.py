@@ -356,7 +356,7 @@ def test_a_100_character_study_name_folds_and_the_numbers_stay(width):
     assert folded == name, lines
 
 
-@pytest.mark.parametrize("width", [50, 60, 80])
+@pytest.mark.parametrize("width", [40, 50, 60, 70, 80])
 def test_on_a_narrow_terminal_no_number_is_cut_and_what_does_not_fit_goes_under_the_table(width):
     """At 50 columns `hpo studies NAME` cut the accuracy to "91.6…" and the trial to "(bas…", and
     `hpo studies` lost its trials by state and right border off the terminal's edge."""
@@ -386,6 +386,10 @@ def test_on_a_narrow_terminal_no_number_is_cut_and_what_does_not_fit_goes_under_
     if width == 50:  # the configs and the states under the tables, a line each
         assert "trial 0 (base): optimizer.lr=0.05, model.layers.4=12 trial 1:" in flat, text
         assert "quickstart: 2 complete, 1 failed" in text, text
+    if width == 40:  # no room for the numbers' columns: a line a trial, a line a study
+        assert ("trial 0 (base): 91.60% test acc., best epoch 3, 6,544 params, 0.50 s/epoch; optimizer.lr=0.05, "
+                "model.layers.4=12") in flat, text
+        assert "quickstart: 2 finished, best 91.60% (trial 0, 6,544 params); 2 complete, 1 failed" in flat, text
 
 
 def test_workers_auto_gives_each_core_a_worker_of_one_thread(study_file, tmp_path):
