@@ -668,6 +668,7 @@ def run_study(args) -> int:
     # every check a user can fail comes before the study is created
     spec = load_spec(args.study, given_as="--study ")
     storage = Storage.resolve(args.storage)
+    storage.check_folder()
     store = artifacts.folder_for(storage, args.artifacts)
 
     def display(workers: int, before: list) -> RunDisplay:

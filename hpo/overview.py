@@ -83,7 +83,7 @@ def data_presence(cfg: Data, dataset: Dataset, data_dir: Optional[Path], *, held
         folder, missing = local(dataset, data_dir)
         if missing:
             root = f" --data-dir {shlex.quote(str(Path(data_dir).resolve()))}" if data_dir else ""  # where it looked
-            return (f"{dataset.name}: not in {folder} yet; hpo run{root} fetches it (or hpo data --dataset "
+            return (f"{dataset.name}: not in {folder} yet; hpo run fetches it there (or hpo data --dataset "
                     f"{dataset.name}{root} now)")
         where = f"{dataset.name} in {folder}"
     try:

@@ -155,7 +155,7 @@ def study_note(spec: StudySpec, folder: Optional[Path] = None) -> str:
     value = (f"Each trial has two values: its **{spec.metric}** after its last epoch (up) and its "
              "**parameters** (down); the study's best trials are its Pareto front, and nothing is pruned"
              if spec.multi_objective else f"Each trial's value is its **{spec.metric}** after its last epoch")
-    lines = [f"# {spec.name}", f"From `{spec.source}`. {value}; "
+    lines = [f"# {spec.name}", f"From `{os.path.abspath(spec.source)}`. {value}; "
              f"each trial's full config is attached as an artifact (`hpo train --config` re-trains it).{held_out}", "",
              f"**Base recipe (trial 0):** {models.describe(base.model, shape=dataset.shape, classes=dataset.classes)}, "
              f"{opt.name} lr {opt.lr:g}, batch {base.batch_size}, {base.epochs} epochs on {dataset.title}.", "",

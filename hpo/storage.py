@@ -22,7 +22,7 @@ import optuna
 import sqlalchemy
 from sqlalchemy.engine import URL, make_url
 
-from hpo.errors import UserError
+from hpo.errors import UserError, password_note
 from hpo.retry import is_outage
 
 DEFAULT_URL = "sqlite:///hpo.db"
@@ -136,6 +136,16 @@ class Storage:
 
     # ------------------------------------------------------------- opening
 
+    def check_folder(self) -> None:
+        """For an SQLite file: a folder on its path that is a file is a mistake in the URL, said of
+        the URL (not of the artifact store beside it, which is checked next)."""
+        if self.file is None:
+            return
+        for folder in self.file.parent.absolute().parents[::-1] + (self.file.parent.absolute(),):
+            if folder.exists() and not folder.is_dir():
+                raise UserError(f"storage {self.masked}: {folder} is a file, not a folder; give the database a path "
+                                "in a folder, e.g. sqlite:///hpo.db")
+
     def make_folder(self) -> Optional[Path]:
         """For an SQLite file in a folder not there yet: make the folder, and return it (what `hpo
         run` says it made: a typo in the path starts a new study there, and says so)."""
@@ -210,7 +220,7 @@ class Storage:
         tables; no lock file is made, no journal mode set."""
         if self.file is not None:
             if not self.file.exists():
-                raise UserError(f"no database at {self.file}: run a study first (hpo run --study NAME --trials N) "
+                raise UserError(f"no database at {self.file}: run a study first ({self._run_hint()}) "
                                 "or point --storage / HPO_STORAGE at one")
             self._prepare_sqlite(write=False)
         with self._opening():
@@ -218,6 +228,11 @@ class Storage:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return RDBStorage(self.url, engine_kwargs=self._engine_kwargs(), skip_table_creation=True)
+
+    def _run_hint(self) -> str:
+        """The `hpo run` that makes a study here: with --storage unless this is the default database."""
+        option = "" if self.url == DEFAULT_URL else self.hint_option()
+        return f"hpo run --study NAME --trials N{option}{password_note(option)}"
 
     def _everything(self) -> set[str]:
         """Every table and view, in every schema but the server's own (`app.customers` outside
@@ -254,8 +269,7 @@ class Storage:
             return
         if not tables:
             raise UserError(f"storage {self.masked} is an empty database: no study has run there; run one first "
-                            "(hpo run --study NAME --trials N) or point --storage / HPO_STORAGE at the database "
-                            "hpo run wrote")
+                            f"({self._run_hint()}) or point --storage / HPO_STORAGE at the database hpo run wrote")
         raise UserError(f"storage {self.masked} is not a database hpo wrote: it has {len(tables)} table(s), none of "
                         "them Optuna's studies and trials; point --storage / HPO_STORAGE at the database hpo run "
                         "wrote")

@@ -33,7 +33,7 @@ def test_one_study_in_full_without_writing_or_fetching_anything(tmp_path, monkey
     assert f"{base:,} params, 3 epochs, batch 64, sgd lr 0.05" in out
     assert f"{smallest:,} to {largest:,} params" in out and "budget 3,000" in out and "shrunk onto it" in out
     # the hint looks where this check looked: pasted without --data-dir it fetched into ~/.cache/hpo
-    assert (f"mnist: not in {empty / 'mnist'} yet; hpo run --data-dir {empty} fetches it (or hpo data --dataset mnist "
+    assert (f"mnist: not in {empty / 'mnist'} yet; hpo run fetches it there (or hpo data --dataset mnist "
             f"--data-dir {empty} now)") in out, out
     assert re.search(r"optimizer\.momentum +│ float \[0\.5, 0\.95\] +│ optimizer\.name = sgd", out), out
     assert re.search(r"optimizer\.name +│ sgd \| adam", out) and "searched: 5 parameter(s)" in out
