@@ -6,7 +6,7 @@ so a width search keeps each layer's kind.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from hpo import models
 
@@ -37,10 +37,11 @@ def get_path(cfg: dict, key: str) -> Any:
     return node
 
 
-def base_value(cfg: dict, key: str) -> Any:
-    """The value at `key`, with a convnet token read as its width (16k1 -> 16)."""
+def base_value(cfg: dict, key: str, choices: Sequence = ()) -> Any:
+    """The value at `key`, with a convnet token read as its width (16k1 -> 16), unless `choices`
+    (a categorical search's) holds the token as written (t8 among [t4, t8]: that layer, whole)."""
     value = get_path(cfg, key)
-    if isinstance(value, str) and key.startswith("model.layers."):
+    if isinstance(value, str) and key.startswith("model.layers.") and value not in choices:
         _, width, _, _ = models.parse_token(value, 3, key)
         return width
     return value

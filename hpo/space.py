@@ -169,7 +169,7 @@ class SearchSpace:
 
     def base_or_default(self, p: Param, cfg: dict) -> Any:
         """The base's value of `p`'s key, or what training uses where the base leaves it out."""
-        value = base_value(cfg, p.key)
+        value = base_value(cfg, p.key, p.choices or ())
         if value is None and p.key.startswith("optimizer.") and p.key.count(".") == 1:
             value = optimizer_default(p.key.split(".")[1], get_path(cfg, "optimizer.name") or Optimizer.name)
         return value

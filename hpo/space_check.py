@@ -46,7 +46,7 @@ def check_space(space, *, max_epochs: int) -> None:
             require(most <= max_epochs, where, f"{most} epochs is more than budget.epochs {max_epochs}")
         # the base is enqueued as trial 0, so its value must be a point of the space
         if p.applies(space.base) and has_path(space.base, p.key):
-            value = base_value(space.base, p.key)
+            value = base_value(space.base, p.key, p.choices or ())
             if p.kind == "categorical":
                 require(value in p.choices, where, f"the base value {value!r} is not among the choices")
             else:

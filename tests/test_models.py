@@ -343,3 +343,21 @@ def test_a_layer_choice_that_is_a_whole_token_is_that_layer():
 
     assert [with_width("t8", w) for w in ("t4", 12)] == ["t4", "t12"]
     assert [with_width("16k1", w) for w in (12, "s24p1", "m24")] == ["12k1", "s24p1", "m24"]
+
+
+@pytest.mark.parametrize(("layers", "index", "choices", "base"), [
+    ([8, 16, "t8", "M", 12, 16, 16, "GAP", "H"], 2, ["t4", "t8"], "t8"),   # the README's own example, refused before
+    ([8, "M", "s24p1", "GAP", "H"], 2, [16, "s24p1"], "s24p1"),
+    ([8, 16, "t8", "M", 12, "GAP", "H"], 2, [8, "t4"], 8),                  # the base's width, as before
+])
+def test_a_base_layer_written_as_a_whole_token_is_a_choice_of_whole_tokens(layers, index, choices, base):
+    """A base layer `t8` was read as its width 8 before it was looked for among [t4, t8]: the file
+    was refused ("the base value 8 is not among the choices"), whatever the base said."""
+    from hpo.study import parse_study  # noqa: PLC0415
+
+    study = {"name": "tokens", "base": {"model": {"family": "convnet", "layers": layers},
+                                        "optimizer": {"name": "sgd", "lr": 0.05}, "epochs": 1},
+             "search": {f"model.layers.{index}": {"choices": choices}}}
+    spec = parse_study(study, "tokens.yaml", "tokens")
+    assert spec.space.base_params() == {f"model.layers.{index}": base}
+    assert spec.space.apply({f"model.layers.{index}": base})["model"]["layers"] == layers  # trial 0 is the base
