@@ -842,6 +842,25 @@ def check_not_the_studys_own(path: Path, rdb, study: str, example: str) -> None:
         if isinstance(file, str) and Path(file).expanduser().resolve() == path.resolve():
             raise UserError(f"-o {path} is {what} study {study!r} was made from; writing there would destroy it: "
                             f"give another file, e.g. -o {example}")
+    # the same files by other paths (another machine's copy of the study file, the data seen from
+    # another folder) are not known here: any existing file is replaced only if this command wrote it
+    if path.is_file() and path.stat().st_size and not written_by_us(path, example):
+        raise UserError(f"-o {path} exists and is not a file hpo {'report' if example.endswith('.html') else 'export'} "
+                        f"wrote (a study file, data, a config?); writing there would destroy it: give another file, "
+                        f"e.g. -o {example}, or remove it first")
+
+
+def written_by_us(path: Path, example: str) -> bool:
+    """Whether the existing file `path` is what `hpo export` (YAML: `example` best.yaml) or `hpo
+    report` (HTML) writes: only such a file is replaced by -o."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return False
+    if example.endswith(".html"):
+        return head.lstrip().startswith(b"<!DOCTYPE html>") and b"<title>hpo report" in head
+    return head.startswith(b"# ") and b"hpo train --config THIS_FILE" in head  # export's header, either kind
 
 
 def check_output(path: Path, example: str, storage=None) -> None:

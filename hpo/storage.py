@@ -229,6 +229,11 @@ class Storage:
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return RDBStorage(self.url, engine_kwargs=self._engine_kwargs(), skip_table_creation=True)
 
+    def delete_hint_option(self) -> str:
+        """' --storage URL' (and the password note) for a hint naming this database, but the default's."""
+        option = "" if self.url == DEFAULT_URL else self.hint_option()
+        return f"{option}{password_note(option)}"
+
     def _run_hint(self) -> str:
         """The `hpo run` that makes a study here: with --storage unless this is the default database."""
         option = "" if self.url == DEFAULT_URL else self.hint_option()

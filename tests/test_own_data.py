@@ -418,7 +418,7 @@ def test_a_study_refuses_your_data_changed_since_its_trials_trained(tmp_path):
     assert refused.returncode == 2 and refused.stderr.strip() == (
         f"hpo run: error: study 'own' in {url} was searched on other data: d.npz has changed since its trials "
         "trained (its images, labels or classes differ), and trials on other data do not compare; restore the data, "
-        "give this study file another name: key, or delete the old study first (hpo delete --study own)")
+        f"give this study file another name: key, or delete the old study first (hpo delete --study own --storage {url})")
     assert len(optuna.load_study(study_name="own", storage=url).trials) == 1
     write_npz(path)  # restored
     assert run(2).returncode == 0

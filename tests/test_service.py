@@ -256,6 +256,29 @@ def test_a_study_records_its_file_by_a_path_that_works_from_any_folder(study_fil
     assert f"study tiny from {study_file} in " in shown.stdout, shown.stdout
 
 
+def test_export_and_report_replace_only_what_they_wrote(tmp_path):
+    """Run from another folder, -o named a copy of the study file or the study's data by a path
+    the study never recorded, and export or report wrote over it: any existing file is replaced
+    only where it is an export (or a report) hpo wrote."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    study = hpo_study(study_name="s", storage=url, direction="maximize")
+    study.set_user_attr("hpo_study_file", "/elsewhere/s.yaml")
+    study.set_user_attr("hpo_spec", {"name": "s"})
+    study.add_trial(optuna.trial.create_trial(value=0.9, user_attrs={"config": {"model": {"preset": "linear"}},
+                                                                     "n_params": 7850}))
+    (tmp_path / "copy.yaml").write_text("name: s\nbase: {}\n")
+    (tmp_path / "data.npz").write_bytes(b"PK\x03\x04 not really")
+    for command, target in (("export", "copy.yaml"), ("report", "data.npz"), ("export", "data.npz")):
+        done = hpo(command, "--study", "s", "--storage", url, "-o", target, cwd=tmp_path, check=False)
+        assert done.returncode == 2 and f"-o {target} exists and is not a file hpo {command} wrote" in done.stderr, \
+            done.stderr
+    assert (tmp_path / "copy.yaml").read_text() == "name: s\nbase: {}\n"
+    for command, target in (("export", "best.yaml"), ("report", "r.html")):  # its own output: replaced, again
+        for _ in range(2):
+            assert hpo(command, "--study", "s", "--storage", url, "-o", target, cwd=tmp_path).returncode == 0
+    assert hpo("export", "--study", "s", "--storage", url, "-o", "r.html", cwd=tmp_path, check=False).returncode == 2
+
+
 def test_a_hint_gives_the_storage_as_a_path_from_anywhere_and_says_where_a_password_was_masked(tmp_path,
                                                                                               monkeypatch):
     from hpo.errors import password_note  # noqa: PLC0415
