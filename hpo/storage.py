@@ -129,7 +129,12 @@ class Storage:
         records.UID) from a study of the same name in another storage, or one made again after a
         delete (SQLite gives it the same id), in its trials' checkpoint names: such studies run
         from one folder resumed each other's trials, or started them afresh over the other's
-        progress. The same database reached by another URL (a relative path) is the same key."""
+        progress. The random id alone tells every study from every other, so the key is the same
+        however the database's URL is spelled (127.0.0.1 or localhost, a relative path): keyed by
+        the URL, a run through another spelling neither resumed nor `hpo delete` removed them. A
+        study without one (never run since studies had one) is keyed by the database and its id."""
+        if uid:
+            return hashlib.blake2b(f"study#{uid}".encode(), digest_size=4).hexdigest()
         where = (str(self.file.resolve()) if self.file is not None else
                  f"{self.backend}://{self.parsed.host or ''}:{self.parsed.port or ''}/{self.parsed.database or ''}")
         return hashlib.blake2b(f"{where}#{study_id}#{uid}".encode(), digest_size=4).hexdigest()

@@ -294,6 +294,12 @@ def test_the_checkpoint_key_is_the_databases_and_the_studys():
     assert len({key(1), key(2), Storage.resolve("sqlite:///other.db").checkpoint_key(1)}) == 3
     pg = "postgresql+psycopg://hpo:{}@db:5432/hpo"
     assert Storage.resolve(pg.format("secret")).checkpoint_key(1) == Storage.resolve(pg.format("other")).checkpoint_key(1)
+    # a study's random id: the same key whatever the URL's spelling (a run through localhost neither
+    # resumed nor `hpo delete` removed the checkpoints a run through 127.0.0.1 left), and its own
+    uid = "0123456789abcdef" * 2
+    spellings = ("postgresql+psycopg://postgres@127.0.0.1:5432/hpo", "postgresql+psycopg://postgres@localhost/hpo")
+    assert len({Storage.resolve(url).checkpoint_key(1, uid) for url in spellings}) == 1
+    assert Storage.resolve(spellings[0]).checkpoint_key(1, uid) != Storage.resolve(spellings[0]).checkpoint_key(1, "f" * 32)
 
 
 def test_a_study_made_again_after_a_delete_has_checkpoints_of_its_own(tmp_path):
