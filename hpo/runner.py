@@ -65,7 +65,8 @@ def ensure_study(rdb: optuna.storages.BaseStorage, spec: StudySpec, storage: Sto
         since = f"{', '.join(changed)} changed since" if changed else "it has changed since"
         raise UserError(
             f"study {spec.name!r} in {storage.masked} was created from a different study file "
-            + (f"(an earlier version of {source}: {since})" if same else f"({source})")
+            + (f"(an earlier version of {source}: {since})" if same else
+               f"({source}{': ' + ', '.join(changed) + ' differ' if changed else ''})")
             + f"; give this one another name: key, use another --storage, or delete the old study first "
             f"(hpo delete --study {shlex.quote(spec.name)}{storage.delete_hint_option()})"
         )

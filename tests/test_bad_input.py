@@ -49,6 +49,15 @@ def existing_study(folder: Path) -> None:
     study_with(lambda s: s["search"]["optimizer.lr"].update(float=[0.001, 0.4]))(folder)
 
 
+def study_from_another_copy(folder: Path) -> None:
+    """The study made from machineA/tiny.yaml; tiny.yaml here (another machine's copy) edited."""
+    (folder / "machineA").mkdir()
+    study_with(lambda s: None)(folder / "machineA")
+    storage = Storage.resolve(f"sqlite:///{folder / 'db.sqlite'}")
+    ensure_study(storage.open(heartbeat=None), load_spec(str(folder / "machineA" / "tiny.yaml")), storage)
+    study_with(lambda s: s["search"]["optimizer.lr"].update(float=[0.001, 0.4]))(folder)
+
+
 def single_objective_study(folder: Path) -> None:
     """tiny.yaml and its one-objective study in db.sqlite, then tiny.yaml given two objectives."""
     study_with(lambda s: None)(folder)
@@ -179,6 +188,9 @@ CASES = [
     Case("a study's bare name, its file here", run_cmd(study="tiny"),
          ("--study tiny: no such study under studies/; for the file here, give its name with .yaml: --study tiny.yaml",),
          TINY_FILE),
+    Case("another machine's copy of the study file, changed: the keys that differ are named (they were not)", RUN,
+         ("created from a different study file ({dir}/machineA/tiny.yaml: search.optimizer.lr differ)",),
+         study_from_another_copy),
     Case("study file changed under its name", RUN, ("'tiny'", "created from a different study file", "another name"),
          existing_study),
     # --- command-line values
