@@ -736,7 +736,15 @@ def cmd_studies(args) -> int:
         trials = study_trials(rdb, args.study)
         study_id = rdb.get_study_id_from_name(args.study)
         attrs = rdb.get_study_user_attrs(study_id)
+        running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+        if running:  # how long each running trial's worker has been silent: a killed one's trial still shows
+            from hpo import delete  # noqa: PLC0415
+
+            silent = delete.beating(storage, args.study, float("inf"))
+        else:
+            silent = {}
         print_study_trials(args.study, trials, source=attrs.get(records.SOURCE), where=storage.masked, top=args.top or 10,
+                           silent=silent,
                            held_out=(attrs.get(records.SPEC) or {}).get("eval") == "val",
                            multi=len(rdb.get_study_directions(study_id)) > 1,
                            storage_option=hint_option(args, storage))

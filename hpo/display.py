@@ -226,7 +226,7 @@ def trials_line(trials) -> str:
 
 
 def print_study_trials(name: str, trials, *, source: str | None, where: str, top: int, held_out: bool,
-                       multi: bool, storage_option: str = "") -> None:
+                       multi: bool, storage_option: str = "", silent: dict | None = None) -> None:
     """`hpo studies NAME`: the study in a line, its best trials and how to export them, then the
     trials a user looks into: those running now (their epoch and worker), and the latest failures
     with their reasons."""
@@ -241,7 +241,11 @@ def print_study_trials(name: str, trials, *, source: str | None, where: str, top
         last, acc = records.last_epoch(t)
         at = f"after epoch {last}/{epochs} ({pct(acc)})" if last else f"in epoch 1/{epochs}"
         worker = t.user_attrs.get(records.WORKER)
-        console.print(Text(f"trial {t.number:>4} running   {at}" + (f", worker {worker}" if worker else "")))
+        quiet = (silent or {}).get(t.number)
+        # a worker beats every HEARTBEAT_SECONDS (30 s by default): twice that without one, it may be gone
+        gone = (f"; no heartbeat for {quiet:.0f} s: its worker may be gone (its trial is failed and re-run once "
+                "its heartbeat is --grace old)" if quiet is not None and quiet > 60 else "")
+        console.print(Text(f"trial {t.number:>4} running   {at}" + (f", worker {worker}" if worker else "") + gone))
     failed = [t for t in trials if records.kind(t) == "failed"]
     shown = failed[-5:]
     if len(failed) > len(shown):

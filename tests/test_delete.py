@@ -4,6 +4,7 @@ config files it put in the artifact store, on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 import io
 import sys
 from pathlib import Path
@@ -100,6 +101,8 @@ def test_force_never_deletes_a_study_whose_worker_still_beats(tmp_path, storage_
     assert refused.returncode == 2 and "is being trained: trial 0's worker sent a heartbeat" in refused.stderr, \
         refused.stderr
     assert optuna.get_all_study_names(storage_url) == ["live"]
+    shown = hpo("studies", "live", "--storage", storage_url, cwd=tmp_path).stdout
+    assert "trial    0 running" in shown and "no heartbeat" not in shown, shown
     engine = sqlalchemy.create_engine(storage_url)
     with engine.begin() as conn:  # its worker went silent 10 minutes ago: killed, or its machine lost
         past = conn.execute(sqlalchemy.text("SELECT heartbeat FROM trial_heartbeats")).scalar()
@@ -108,6 +111,9 @@ def test_force_never_deletes_a_study_whose_worker_still_beats(tmp_path, storage_
         conn.execute(sqlalchemy.text("UPDATE trial_heartbeats SET heartbeat = :t"),
                      {"t": past - dt.timedelta(minutes=10)})
     engine.dispose()
+    # hpo studies NAME says so: it listed the dead worker's trial as running, and nothing more
+    shown = " ".join(hpo("studies", "live", "--storage", storage_url, cwd=tmp_path).stdout.split())
+    assert re.search(r"trial 0 running .*; no heartbeat for 6\d\d s: its worker may be gone", shown), shown
     hpo("delete", "--study", "live", "--yes", "--force", "--storage", storage_url, cwd=tmp_path)
     assert optuna.get_all_study_names(storage_url) == []
 
