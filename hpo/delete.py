@@ -70,7 +70,7 @@ def beating(storage, name: str, within: float) -> dict[int, float]:
     return {number: age for number, age in ages.items() if age < within}
 
 
-TRIES = 5  # deletions a run's writes may undo before the command gives up
+TRIES = 10  # deletions a run's writes may undo before the command gives up (about 9 s of them)
 
 
 def delete_study(rdb: optuna.storages.BaseStorage, name: str, tries: int = TRIES) -> None:

@@ -144,7 +144,7 @@ def test_a_deletion_that_a_run_undoes_is_tried_again_then_reported(tmp_path, mon
         assert optuna.get_all_study_names(url) == [] and len(calls) == undone + 1
     else:
         with pytest.raises(delete.UserError, match="study 'busy' could not be deleted: a run wrote to it during "
-                                                   "each of 5 tries; stop the runs that use it"):
+                                                   f"each of {delete.TRIES} tries; stop the runs that use it"):
             delete.delete_study(rdb, "busy")
         assert optuna.get_all_study_names(url) == ["busy"] and len(calls) == delete.TRIES
 
