@@ -68,14 +68,14 @@ def ensure_study(rdb: optuna.storages.BaseStorage, spec: StudySpec, storage: Sto
             + (f"(an earlier version of {source}: {since})" if same else
                f"({source}{': ' + ', '.join(changed) + ' differ' if changed else ''})")
             + f"; give this one another name: key, use another --storage, or delete the old study first "
-            f"(hpo delete --study {shlex.quote(spec.name)}{storage.delete_hint_option()})"
+            f"(hpo delete --study {shlex.quote(spec.name)}{storage.hint_option_unless_default()})"
         )
     if data_digest and made_from.get(records.DATA, data_digest) != data_digest:
         raise UserError(
             f"study {spec.name!r} in {storage.masked} was searched on other data: {spec.data.path} has changed since "
             "its trials trained (its images, labels or classes differ), and trials on other data do not compare; "
             "restore the data, give this study file another name: key, or delete the old study first "
-            f"(hpo delete --study {shlex.quote(spec.name)}{storage.delete_hint_option()})"
+            f"(hpo delete --study {shlex.quote(spec.name)}{storage.hint_option_unless_default()})"
         )
     if data_digest and records.DATA not in made_from:  # made before studies kept it: from now on
         optuna.load_study(study_name=spec.name, storage=rdb).set_user_attr(records.DATA, data_digest)

@@ -234,15 +234,14 @@ class Storage:
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return RDBStorage(self.url, engine_kwargs=self._engine_kwargs(), skip_table_creation=True)
 
-    def delete_hint_option(self) -> str:
+    def hint_option_unless_default(self) -> str:
         """' --storage URL' (and the password note) for a hint naming this database, but the default's."""
         option = "" if self.url == DEFAULT_URL else self.hint_option()
         return f"{option}{password_note(option)}"
 
     def _run_hint(self) -> str:
-        """The `hpo run` that makes a study here: with --storage unless this is the default database."""
-        option = "" if self.url == DEFAULT_URL else self.hint_option()
-        return f"hpo run --study NAME --trials N{option}{password_note(option)}"
+        """The `hpo run` that makes a study here."""
+        return f"hpo run --study NAME --trials N{self.hint_option_unless_default()}"
 
     def _everything(self) -> set[str]:
         """Every table and view, in every schema but the server's own (`app.customers` outside
