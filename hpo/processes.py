@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 from contextlib import contextmanager
-from multiprocessing import forkserver
+from multiprocessing import forkserver, resource_tracker
 from typing import Iterator
 
 PRELOAD = ["hpo.preload"]  # its import is the preload: what a worker needs, Ctrl-C ignored meanwhile
@@ -33,6 +33,10 @@ def worker_context():
         return mp.get_context("spawn")  # HPO_WORKER_START=spawn: each worker a fresh interpreter, as before
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(PRELOAD)
+    # multiprocessing starts its resource tracker first, inside forkserver.ensure_running, and
+    # unblocks SIGINT after that start: the server then started with Ctrl-C live, and one that came
+    # while it imported printed a KeyboardInterrupt traceback. Started before the block, it is left be.
+    resource_tracker.ensure_running()
     with server_start_without_ctrl_c():
         forkserver.ensure_running()
     return ctx

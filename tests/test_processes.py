@@ -91,7 +91,6 @@ def test_hpo_run_returns_when_its_workers_end_not_at_its_next_look(tmp_path, mon
     assert len(optuna.load_study(study_name="quick", storage=url).trials) == 2
 
 
-@pytest.mark.timeout(300)
 @pytest.mark.timeout(300)  # a run of a million trials: only the stop ends it
 def test_an_on_trial_that_raises_stops_the_workers_and_leaves_no_empty_folders(tmp_path, monkeypatch):
     """The caller's callback raising ends hpo.run with its error: the workers are stopped with it
@@ -155,3 +154,35 @@ def test_a_ctrl_c_while_the_fork_server_starts_is_not_lost():
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.2)  # taken by another thread of this process (pytest's), or raised on unblocking
     assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())
+
+
+SPAWNS = """
+import json, signal
+from multiprocessing import util
+from hpo import processes
+
+spawns = []
+spawn = util.spawnv_passfds
+
+def recording(path, args, passfds):  # what multiprocessing starts its helper processes with
+    blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, set())
+    spawns.append({"forkserver": "forkserver" in " ".join(map(str, args)), "ctrl_c_blocked": blocked})
+    return spawn(path, args, passfds)
+
+util.spawnv_passfds = recording
+processes.worker_context()
+processes.stop_fork_server()
+print(json.dumps(spawns))
+"""
+
+
+@pytest.mark.skipif("forkserver" not in mp.get_all_start_methods(), reason="no fork server on this platform")
+def test_the_fork_server_starts_with_ctrl_c_blocked_in_a_process_that_started_no_helper_yet():
+    """multiprocessing starts its resource tracker before the fork server, and unblocks SIGINT
+    after that start: the server then started with Ctrl-C live, and one that came while it imported
+    `multiprocessing.connection` printed a KeyboardInterrupt traceback beside `hpo verify`'s one line
+    (a clean-clone CI run). A fresh interpreter, as `hpo verify` is: no tracker runs there yet."""
+    out = subprocess.run([sys.executable, "-c", SPAWNS], capture_output=True, text=True, check=True).stdout
+    spawns = json.loads(out)
+    assert [s["forkserver"] for s in spawns].count(True) == 1, spawns
+    assert all(s["ctrl_c_blocked"] for s in spawns), spawns
