@@ -48,6 +48,7 @@ SOURCE = "hpo_study_file"          # the study file it was created from
 SPEC = "hpo_spec"                  # the study file's content, as parsed YAML
 UID = "hpo_uid"                    # a random id, made with the study: its checkpoints' key, with the database's
 DATA = "hpo_data"                  # own data: its digest (hpo.owndata.digest); the same data run after run
+MODEL_CODE = "hpo_model_code"      # your own model: {factory: {file, digest}} (hpo.usermodel.code_digest)
 
 # ----------------------------------------------------------------- kinds and counts
 

@@ -79,7 +79,27 @@ def ensure_study(rdb: optuna.storages.BaseStorage, spec: StudySpec, storage: Sto
         )
     if data_digest and records.DATA not in made_from:  # made before studies kept it: from now on
         optuna.load_study(study_name=spec.name, storage=rdb).set_user_attr(records.DATA, data_digest)
+    kept = made_from.get(records.MODEL_CODE) or {}
+    code = model_code(spec)
+    for target, now in code.items():
+        if target in kept and kept[target].get("digest") != now["digest"]:
+            raise UserError(
+                f"study {spec.name!r} in {storage.masked} was searched with another model: the code of {target} "
+                f"({now['file']}) has changed since its trials trained, and trials of another model do not compare; "
+                "restore it, give this study file another name: key, or delete the old study first "
+                f"(hpo delete --study {shlex.quote(spec.name)}{storage.hint_option_unless_default()})"
+            )
+    if set(code) - set(kept):  # made before studies kept it, or a factory no trial has used yet: from now on
+        rdb.set_study_user_attr(study_id, records.MODEL_CODE, {**kept, **code})
     return study_id
+
+
+def model_code(spec: StudySpec) -> dict:
+    """{factory: {file, digest}} of your own model factories that `spec` may build (hpo.usermodel)."""
+    from hpo import usermodel  # noqa: PLC0415
+
+    digests = {target: usermodel.code_digest(target) for target in spec.model_factories()}
+    return {target: d for target, d in digests.items() if d is not None}
 
 
 def changed_keys(before, now, prefix: str = "", depth: int = 2, most: int = 4) -> list[str]:
@@ -117,6 +137,9 @@ def _create(rdb: optuna.storages.BaseStorage, spec: StudySpec, data_digest: Opti
         study.set_user_attr(records.UID, uuid.uuid4().hex)  # its checkpoints' key: Storage.checkpoint_key
         if data_digest:
             study.set_user_attr(records.DATA, data_digest)
+        code = model_code(spec)
+        if code:
+            study.set_user_attr(records.MODEL_CODE, code)
         study.set_user_attr(records.FINGERPRINT, spec.fingerprint)  # last: the mark of a complete study
     except BaseException:
         optuna.delete_study(study_name=spec.name, storage=rdb)

@@ -178,6 +178,17 @@ class StudySpec:
         """The most epochs a trial can train: the base's or the searched high end, within the budget."""
         return min(self.budget.epochs, extent(self.space, "epochs", max))
 
+    def model_factories(self) -> tuple[str, ...]:
+        """The factories of your own ('package.module:factory') that this study's trials may build:
+        the base's, and those a search draws (model.module choices, or model mappings that name one)."""
+        found = [self.base.get("model", {}).get("module")]
+        for p in self.space.params:
+            if p.key == "model.module":
+                found += list(p.choices)
+            elif p.key == "model":
+                found += [c.get("module") for c in p.choices if isinstance(c, dict)]
+        return tuple(dict.fromkeys(t for t in found if isinstance(t, str)))
+
     def notes(self) -> list[str]:
         """What the file allows but likely did not mean (`hpo check` prints them): a pruner whose
         first look comes at or after a trial's last epoch stops no trial early; a budget every

@@ -280,3 +280,53 @@ def test_a_frozen_layer_counts_against_the_budget(write_module):
     assert models.spec_params(spec, shape=SHAPE, classes=CLASSES) == frozen + trained
     net = usermodel.build(spec, SHAPE, CLASSES)
     assert models.count_params(net) == sum(p.numel() for p in net.parameters()) == frozen + trained
+
+
+NET = '''
+"""A net of my own."""
+from torch import nn
+
+
+def make(input_shape, num_classes, width: int = 8):
+    return nn.Sequential(nn.Flatten(), nn.Linear(input_shape[1] * input_shape[2], width), nn.ReLU(),
+                         nn.Linear(width, num_classes))
+'''
+
+
+def test_a_study_refuses_your_model_code_changed_since_its_trials_trained(tmp_path):
+    """Another layer, or another machine's copy of the module with a new default: the study's new
+    trials trained another model and were ranked beside the old ones with no word (a study kept its
+    data's digest, not its model's). Comments, docstrings and layout are not the model."""
+    import optuna  # noqa: PLC0415
+    from test_own_data import write_npz  # noqa: PLC0415
+    from test_service import hpo as hpo_cli  # noqa: PLC0415
+
+    write_npz(tmp_path / "d.npz")
+    (tmp_path / "my_net.py").write_text(NET)
+    study = tmp_path / "mine.yaml"
+    study.write_text(yaml.safe_dump({
+        "name": "mine", "base": {"model": {"module": "my_net:make"}, "optimizer": {"name": "sgd", "lr": 0.05},
+                                 "batch_size": 40, "epochs": 1, "data": {"dataset": "npz", "path": "d.npz"}},
+        "search": {"optimizer.lr": {"float": [0.01, 0.1], "log": True}}, "pruner": {"name": "none"}}))
+    url = f"sqlite:///{tmp_path / 'mine.db'}"
+
+    def run(trials: int):
+        return hpo_cli("run", "--study", str(study), "--trials", str(trials), "--storage", url, "--device", "cpu",
+                       "--quiet", cwd=tmp_path, check=False)
+
+    assert run(1).returncode == 0
+    # reworded, commented and re-wrapped: the same code
+    (tmp_path / "my_net.py").write_text(NET.replace('"""A net of my own."""', '"""My net, reworded."""')
+                                        .replace("    return", "    # two layers\n    return"))
+    done = run(2)
+    assert done.returncode == 0, done.stderr
+    (tmp_path / "my_net.py").write_text(NET.replace("nn.ReLU()", "nn.Tanh()"))  # no new parameter: the same count
+    refused = run(3)
+    assert refused.returncode == 2 and refused.stderr.strip() == (
+        f"hpo run: error: study 'mine' in {url} was searched with another model: the code of my_net:make "
+        f"({tmp_path / 'my_net.py'}) has changed since its trials trained, and trials of another model do not "
+        f"compare; restore it, give this study file another name: key, or delete the old study first "
+        f"(hpo delete --study mine --storage {url})")
+    study_attrs = optuna.load_study(study_name="mine", storage=url)
+    assert len(study_attrs.trials) == 2  # nothing ran
+    assert list(study_attrs.user_attrs["hpo_model_code"]) == ["my_net:make"]
