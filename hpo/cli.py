@@ -264,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="delete it even with trials marked running, when no run is training it any more "
                         "(a worker killed before it could end its trial)")
+    p.add_argument("--grace", type=positive_int, default=120, metavar="SECONDS",
+                   help="with --force: a running trial's worker silent this long is gone (default: 120, as hpo run's; "
+                        "give the --grace your runs used)")
     p.add_argument("--checkpoint-dir", type=path_arg, default=Path("checkpoints"), metavar="DIR",
                    help="where its runs kept the checkpoints of trials they left unfinished, which go too "
                         "(default: ./checkpoints, as hpo run's)")
@@ -783,12 +786,13 @@ def cmd_delete(args) -> int:
         raise UserError(f"study {args.study!r} has {plural(found.running, 'trial')} running: a run may still be "
                         "training it; stop that run first (Ctrl-C), or add --force if none is (its worker was "
                         "killed before it could end the trial)")
-    alive = delete.beating(storage, args.study, GRACE_SECONDS) if found.running else {}
+    alive = delete.beating(storage, args.study, args.grace) if found.running else {}
     if alive:  # --force is for trials whose worker is gone, never for a run that is training
         number, age = min(alive.items(), key=lambda item: item[1])
         raise UserError(f"study {args.study!r} is being trained: trial {number}'s worker sent a heartbeat {age:.0f} s "
                         f"ago; stop that run first (Ctrl-C). --force deletes only when every running trial's "
-                        f"worker has been silent for {GRACE_SECONDS} s (--grace's default)")
+                        f"worker has been silent for {args.grace} s (--grace"
+                        + ("'s default, as hpo run's)" if args.grace == GRACE_SECONDS else ")"))
     store = artifacts.folder_for(storage, args.artifacts)
     here = sum((store / artifact_id).is_file() for artifact_id in found.artifacts)
     files = f", and its {plural(here, 'config file')} in {store}" if here else ""
