@@ -974,6 +974,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as done:  # --help, --version or a usage error: argparse has written its lines
         code = done.code if isinstance(done.code, int) else EXIT_USAGE
         return flush_failure("hpo") or code
+    except BrokenPipeError:  # --help | head -1
+        silence_stdout()
+        return 141
     except OSError as error:  # --help or --version to a full disk
         if error.errno not in FULL:
             raise
@@ -997,7 +1000,10 @@ def run_command(args) -> int:
     except UserError as error:
         print(f"hpo {args.command}: error: {error}", file=sys.stderr)
         return getattr(error, "exit_code", EXIT_USAGE)
-    except Exception as error:
+    except BrokenPipeError:  # its reader is gone (| head): a command that prints stops, as Unix tools do
+        silence_stdout()
+        return 141  # 128 + SIGPIPE, what the shell reports for such a tool
+    except Exception as error:  # after BrokenPipeError, an OSError too: here it was re-raised as a traceback
         if isinstance(error, OSError) and error.errno in FULL:
             silence_stdout()  # what could not be written is lost; the exit must not try it again
             print(f"hpo {args.command}: error: cannot write: {error.strerror}; free some space, or write elsewhere",
@@ -1012,9 +1018,6 @@ def run_command(args) -> int:
     except KeyboardInterrupt:
         print(f"hpo {args.command}: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # its reader is gone (| head): a command that prints stops, as Unix tools do
-        silence_stdout()
-        return 141  # 128 + SIGPIPE, what the shell reports for such a tool
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)

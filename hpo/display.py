@@ -15,11 +15,18 @@ from rich.text import Text
 from hpo import records
 from hpo.schema import plain, plural
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """rich's own exits 1 when the reader is gone (`hpo studies | head -1`); hpo's commands
+        stop as Unix tools do, without a word, the shell's 141 (hpo.cli.run_command)."""
+        raise BrokenPipeError(32, "Broken pipe")
+
+
 # Piped output (logs, CI, notes) gets room for full checksums and layouts; a terminal keeps its width.
 # Piped lines are never broken mid-line either (a log is grepped line by line); a terminal wraps them.
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 120, soft_wrap=not sys.stdout.isatty())
-err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 120,
-                      soft_wrap=not sys.stderr.isatty())
+console = _Console(highlight=False, width=None if sys.stdout.isatty() else 120, soft_wrap=not sys.stdout.isatty())
+err_console = _Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 120,
+                       soft_wrap=not sys.stderr.isatty())
 
 
 def pct(fraction: float | None) -> str:

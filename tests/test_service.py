@@ -455,6 +455,29 @@ def test_help_and_version_to_a_full_disk_fail(tmp_path, unbuffered):
             "hpo: error: cannot write the output: No space left on device"], (args, done.stderr)
 
 
+def test_a_command_whose_reader_is_gone_stops_without_a_word(tmp_path):
+    """`hpo export | head -1`, `hpo studies | less` then q: a command that prints stops as Unix
+    tools do, the shell's 141 for a tool stopped by SIGPIPE, nothing on stderr. Written through
+    rich, it exited 1 (rich's own choice); written plainly (export, report, --help), a BrokenPipeError
+    traceback. Here the pipe's reading end is closed before the command starts."""
+    import os  # noqa: PLC0415
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    study = hpo_study(study_name="tiny", storage=url, direction="maximize")
+    study.add_trial(optuna.create_trial(value=0.9, user_attrs={"config": {"epochs": 1}}))
+    for args in (["--help"], ["studies", "--storage", url], ["studies", "tiny", "--storage", url],
+                 ["export", "--study", "tiny", "--storage", url]):
+        read, write = os.pipe()
+        os.close(read)
+        try:
+            done = subprocess.run([sys.executable, "-c", "import sys; from hpo.cli import main; sys.exit(main())",
+                                   *args], stdout=write, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                                  env=cli_env(), timeout=120)
+        finally:
+            os.close(write)
+        assert (done.returncode, done.stderr) == (141, ""), (args, done.stderr)
+
+
 @pytest.mark.timeout(300)
 def test_a_run_whose_reader_goes_away_trains_on(study_file, tmp_path):
     """`hpo run | head -1`, or a pager that quit: the broken pipe stopped the run as a Ctrl-C
