@@ -216,10 +216,12 @@ def _check_parameters(model: nn.Module, target: str, prefix: str) -> None:
 def check(spec: ModuleModel, shape: tuple[int, int, int], classes: int, prefix: str = "model") -> None:
     """Build the model and pass it a batch of 2 images: its forward must run on the dataset's
     [B, C, H, W] images and give [B, classes] floating-point logits that backpropagate to its
-    parameters. On the meta device first (no memory, no time); where that fails (a shape
-    mismatch, or an op without a meta kernel), again on the CPU for real, so that a forward that
-    cannot run is one line before any study or trial, not five failed trials. A model that passed
-    is not checked again in this process (a study checks the same configs many times over)."""
+    parameters, in training mode and in eval mode (the test set is scored in it), without changing
+    its input in place or making parameters of its own (they would not be counted, or trained).
+    On the meta device first (no memory, no time); where that fails (a shape mismatch, or an op
+    without a meta kernel), again on the CPU for real, so that a forward that cannot run is one
+    line before any study or trial, not five failed trials. A model that passed is not checked
+    again in this process (a study checks the same configs many times over)."""
     factory = factory_of(spec.target, f"{prefix}.module")
     key = (spec.target, id(factory), repr(spec.kwargs), tuple(shape), classes)
     if key in _checked:
@@ -227,31 +229,59 @@ def check(spec: ModuleModel, shape: tuple[int, int, int], classes: int, prefix: 
     with torch.device("meta"):
         model = build(spec, shape, classes, prefix)
         try:
-            with torch.enable_grad():
-                out = model(torch.empty(2, *shape))
+            probe = _Probe(model, torch.empty(2, *shape))
         except (Exception, SystemExit):
-            out = None
-    if out is None:
-        model = build(spec, shape, classes, prefix).eval()
-        try:
-            with torch.enable_grad():  # a batch of 2: the graph costs nothing, and shows the logits train
-                out = model(torch.zeros(2, *shape))
+            probe = None
+    if probe is None:
+        model = build(spec, shape, classes, prefix)
+        try:  # a batch of 2: the graph costs nothing, and shows the logits train
+            probe = _Probe(model, torch.zeros(2, *shape))
         except (Exception, SystemExit) as error:
-            raise ConfigError(prefix, f"{spec.target}'s forward fails on a batch of 2 {'x'.join(map(str, shape))} "
-                                      f"images (a [2, {', '.join(map(str, shape))}] tensor): {_failed(error, '')}; "
-                                      "make it take the dataset's images") from None
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, classes):
-        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ConfigError(prefix, f"{spec.target} maps a batch of 2 {'x'.join(map(str, shape))} images to {got}; "
-                                  f"expected (2, {classes}) logits for {classes} classes")
-    if not out.is_floating_point():
-        raise ConfigError(prefix, f"{spec.target} returns {str(out.dtype).removeprefix('torch.')} logits; return "
-                                  "floating-point logits (the loss is cross-entropy over them: leave argmax out "
-                                  "of forward)")
-    if not out.requires_grad and not torch.is_inference_mode_enabled():
-        raise ConfigError(prefix, f"{spec.target}'s logits carry no gradient back to its parameters (a .detach(), "
-                                  "torch.no_grad() or argmax in its forward?); hpo trains it through them")
+            mode = "" if model.training else " in eval mode (hpo scores the test set in it)"  # where it failed
+            raise ConfigError(prefix, f"{spec.target}'s forward fails{mode} on a batch of 2 "
+                                      f"{'x'.join(map(str, shape))} images (a [2, {', '.join(map(str, shape))}] "
+                                      f"tensor): {_failed(error, '')}; make it take the dataset's images") from None
+    _check_probe(probe, spec.target, shape, classes, prefix)
     _remember(_checked, key, factory)
+
+
+class _Probe:
+    """What a model does with a batch `x`: its logits in training mode (with their graph) and in
+    eval mode, whether its forward wrote into x, and its parameters before and after."""
+
+    def __init__(self, model: nn.Module, x: torch.Tensor):
+        self.params_before = sum(p.numel() for p in model.parameters())
+        version = x._version
+        with torch.enable_grad():
+            self.out = model.train()(x)
+        with torch.no_grad():
+            self.evaluated = model.eval()(x)
+        self.wrote_input = x._version != version  # in either mode
+        self.params_after = sum(p.numel() for p in model.parameters())
+
+
+def _check_probe(probe: _Probe, target: str, shape, classes: int, prefix: str) -> None:
+    images = f"a batch of 2 {'x'.join(map(str, shape))} images"
+    for out, mode in ((probe.out, ""), (probe.evaluated, " in eval mode (hpo scores the test set in it)")):
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, classes):
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ConfigError(prefix, f"{target} maps {images} to {got}{mode}; expected (2, {classes}) logits for "
+                                      f"{classes} classes")
+        if not out.is_floating_point():
+            raise ConfigError(prefix, f"{target} returns {str(out.dtype).removeprefix('torch.')} logits{mode}; return "
+                                      "floating-point logits (the loss is cross-entropy over them: leave argmax out "
+                                      "of forward)")
+    if not probe.out.requires_grad and not torch.is_inference_mode_enabled():
+        raise ConfigError(prefix, f"{target}'s logits carry no gradient back to its parameters (a .detach(), "
+                                  "torch.no_grad() or argmax in its forward?); hpo trains it through them")
+    if probe.params_after != probe.params_before:
+        raise ConfigError(prefix, f"{target} makes parameters in its forward ({probe.params_before:,} before its first "
+                                  f"batch, {probe.params_after:,} after): hpo counts them against the budget and hands "
+                                  "them to the optimizer before any step; make every layer in the factory")
+    if probe.wrote_input:
+        raise ConfigError(prefix, f"{target}'s forward changes its input in place (x *= ..., x -= ..., an in-place "
+                                  "op on x): hpo's batches are views of the images it keeps for every epoch, which "
+                                  "it would change under later epochs and trials; write x = x * ... instead")
 
 
 def describe(spec: ModuleModel) -> str:

@@ -68,6 +68,46 @@ FACTORIES = {  # make(input_shape, num_classes) -> a model that is wrong in one 
             def forward(self, x):
                 sys.exit(4)
         return Quit()""",
+    "in_place": """
+        class Half(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(64, num_classes)
+            def forward(self, x):
+                x *= 0.5
+                return self.fc(x.flatten(1))
+        return Half()""",
+    "grows": """
+        class Grow(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv = nn.Conv2d(1, 2, 3, padding=1)
+                self.head = None
+            def forward(self, x):
+                f = self.conv(x).flatten(1)
+                if self.head is None:
+                    self.head = nn.Linear(f.shape[1], num_classes).to(f.device)
+                return self.head(f)
+        return Grow()""",
+    "eval_argmax": """
+        class Vote(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(64, num_classes)
+            def forward(self, x):
+                z = self.fc(x.flatten(1))
+                return z if self.training else z.argmax(1)
+        return Vote()""",
+    "eval_fails": """
+        class Train(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(64, num_classes)
+            def forward(self, x):
+                if not self.training:
+                    raise RuntimeError("only trains")
+                return self.fc(x.flatten(1))
+        return Train()""",
 }
 
 REFUSED = [  # factory, the words of its one line
@@ -82,6 +122,13 @@ REFUSED = [  # factory, the words of its one line
     ("zero_width", ["make has a layer with no weights (1.weight is [0, 64])", "a width or size of 0"]),
     ("half", ["make's parameters are float16", "remove .half()"]),
     ("exits", ["make(input_shape=(1, 8, 8), num_classes=3) called sys.exit(3)", "a factory returns a model"]),
+    ("in_place", ["make's forward changes its input in place", "write x = x * ... instead"]),
+    ("grows", ["make makes parameters in its forward (20 before its first batch, 407 after)",
+               "make every layer in the factory"]),
+    ("eval_argmax", ["make maps a batch of 2 1x8x8 images to (2,) in eval mode (hpo scores the test set in it); "
+                     "expected (2, 3) logits"]),
+    ("eval_fails", ["make's forward fails in eval mode (hpo scores the test set in it) on a batch of 2 1x8x8 images",
+                    "only trains"]),
     ("forward_exits", ["make's forward fails on a batch of 2 1x8x8 images", "called sys.exit(4)"]),
 ]
 
