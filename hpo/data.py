@@ -383,7 +383,18 @@ def summary(dataset: str | Dataset, folder: Path) -> dict:
     return out
 
 
+def batch_sizes(n: int, batch_size: int) -> list[int]:
+    """The sizes of a pass's batches over n images: `batch_size` each and the last what is left,
+    except that a last batch of one image joins the batch before it. BatchNorm cannot train on one
+    image, and a model's .squeeze() drops the batch dimension with it: n = 97 at batch size 32
+    failed every trial of such a model (the GPU's static step pads the last batch instead)."""
+    sizes = [batch_size] * (n // batch_size) + ([n % batch_size] if n % batch_size else [])
+    if len(sizes) > 1 and sizes[-1] == 1:
+        sizes[-2:] = [sizes[-2] + 1]
+    return sizes
+
+
 def batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device):
-    """Index tensors covering 0..n-1 in a new random order (drawn on the device)."""
+    """Index tensors covering 0..n-1 in a new random order (drawn on the device), batch_sizes(n, batch_size) long."""
     order = torch.randperm(n, generator=generator, device=device)
-    return order.split(batch_size)
+    return order.split(batch_sizes(n, batch_size))

@@ -16,7 +16,7 @@ import torch
 from hpo import models
 from hpo.average import WeightAverage
 from hpo.config import TrainConfig
-from hpo.data import Splits, check_subsets
+from hpo.data import Splits, batch_sizes, check_subsets
 from hpo.datasets import Dataset
 from hpo.errors import UserError
 from hpo.optim import make_optimizer, make_schedule
@@ -128,8 +128,9 @@ def train(cfg: TrainConfig, data: Splits, *, report: Optional[Callable[[int, flo
     if cuda:
         model = model.to(memory_format=torch.channels_last)
     n = data.train_y.numel()
-    steps = math.ceil(n / cfg.batch_size)
     static = static_reason(cfg, device) is None  # hpo.steps: one CUDA graph a step
+    # the static step pads its last batch; the eager one lets a last image join the batch before
+    steps = math.ceil(n / cfg.batch_size) if static else len(batch_sizes(n, cfg.batch_size))
     optimizer = make_optimizer(cfg.optimizer, model.parameters(), fused=static,
                                moving_momentum=cfg.schedule.name == "onecycle")
     schedule = make_schedule(cfg.schedule, optimizer, epochs=cfg.epochs, steps_per_epoch=steps)
@@ -264,11 +265,12 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """Top-1 accuracy of `model` on (x, y), as a fraction."""
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=x.device)
-    size = EVAL_BATCH.get(x.device.type, 256)
-    for start in range(0, len(y), size):
+    start = 0
+    for size in batch_sizes(len(y), EVAL_BATCH.get(x.device.type, 256)):  # never one image alone: a squeeze()
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16_autocast(x.device.type)):
             logits = model(x[start : start + size])
         correct += (logits.argmax(1) == y[start : start + size]).sum()
+        start += size
     return correct.item() / len(y)
 
 

@@ -9,6 +9,7 @@ from typing import Optional
 import pytest
 import yaml
 
+import hpo.data
 import hpo.trainer
 from hpo import schema
 from hpo.config import OPTIMIZERS, SCHEDULES, TrainConfig, parse_config
@@ -62,6 +63,20 @@ def test_normalize_false_feeds_the_model_raw_pixels(tiny):
     assert seen[0].min().item() == pytest.approx(0, abs=1e-6) and seen[0].max().item() == pytest.approx(1, abs=1e-6)
     train(config(), tiny, on_done=trained.append)
     assert not isinstance(trained[1], hpo.trainer.RawPixels)
+
+
+def test_a_last_batch_of_one_image_joins_the_one_before(mnist, monkeypatch):
+    """97 training images at batch size 32 left one image alone in the last batch: a BatchNorm1d
+    (in a model of your own) refuses to train on one ("Expected more than 1 value per channel"), a
+    traceback in hpo train, and every trial of such a study failed. The last test batch likewise
+    (a model's .squeeze()). The steps show it here: 32, 32 and 33 images."""
+    monkeypatch.setitem(hpo.trainer.EVAL_BATCH, "cpu", 64)  # 129 test images: 64, 65
+    seen = []
+    cfg = config(model={"preset": "mnistnet2"}, batch_size=32, data={"train_subset": 97, "test_subset": 129})
+    history = train(cfg, mnist, on_step=lambda step, steps: seen.append((step, steps)))
+    assert seen == [(1, 3), (2, 3), (3, 3)] and len(history) == 1  # 32, 32, 33: every image, one step fewer
+    assert hpo.data.batch_sizes(97, 32) == [32, 32, 33] and hpo.data.batch_sizes(1, 32) == [1]
+    assert hpo.data.batch_sizes(129, 64) == [64, 65] and hpo.data.batch_sizes(96, 32) == [32] * 3
 
 
 def test_report_once_per_epoch(tiny):
