@@ -225,6 +225,8 @@ def labels(y: np.ndarray, name: str, n: int, path: Path) -> np.ndarray:
     if len(y) != n:
         raise UserError(f"{path}: x_{name[2:]} holds {n} images but {name} {len(y)} labels; "
                         "each image needs exactly one label")
+    if y.dtype.kind == "u" and y.size and y.max() > np.iinfo(np.int64).max:  # would wrap to a negative label
+        raise UserError(f"{path}: {name} holds label {y.max()}; labels must be 0..K-1, one per image")
     return y.astype(np.int64)
 
 
@@ -240,7 +242,9 @@ def check_classes(train_y: np.ndarray, test_y: np.ndarray, path: Path) -> int:
         raise UserError(f"{path}: y_test holds label {test_y.max()} but y_train's labels stop at {classes - 1}; "
                         "both splits need the same classes 0..K-1")
     for name, y in (("y_train", train_y), ("y_test", test_y)):
-        if len(absent := np.setdiff1d(np.arange(classes), y)):
+        present = np.unique(y)
+        # the first absent classes lie below len(present) + 6: never a range as long as a huge label
+        if len(absent := np.setdiff1d(np.arange(min(classes, len(present) + 6)), present)):
             shown = ", ".join(map(str, absent[:5])) + (", ..." if len(absent) > 5 else "")
             raise UserError(f"{path}: {name} has no image of class {shown} (of 0..{classes - 1}); labels must be "
                             "0..K-1 with every class in both splits")

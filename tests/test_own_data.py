@@ -271,6 +271,12 @@ BAD_DATA = [
      "{path}: y_test holds label 3 but y_train's labels stop at 2; both splits need the same classes 0..K-1"),
     ("npz a class missing", "npz", lambda t: write_npz(t / "x.npz", y_train=np.where(Y == 1, 2, Y)),
      "{path}: y_train has no image of class 1 (of 0..2); labels must be 0..K-1 with every class in both splits"),
+    ("npz a huge label", "npz", lambda t: write_npz(t / "x.npz", y_train=np.where(np.arange(TRAIN) == 0, 10**12, Y)),
+     # it built a range of 10**12 labels: a MemoryError traceback after asking for 7 TiB
+     "{path}: y_train has no image of class 3, 4, 5, 6, 7, ... (of 0..1000000000000); labels must be 0..K-1"),
+    ("npz uint64 label past int64", "npz", lambda t: write_npz(t / "x.npz", y_train=np.where(
+        np.arange(TRAIN) == 0, np.uint64(2**64 - 1), Y.astype(np.uint64))),
+     "{path}: y_train holds label 18446744073709551615; labels must be 0..K-1"),  # it said label -1
     ("npz one class", "npz", lambda t: write_npz(t / "x.npz", y_train=Y * 0, y_test=Y[:40] * 0),
      "{path}: y_train holds class 0 only; a classifier needs labels 0..K-1 with K >= 2"),
     ("npz blank images", "npz", lambda t: write_npz(t / "x.npz", x_train=X * 0),
