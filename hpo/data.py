@@ -230,6 +230,8 @@ def split_sizes(dataset: str | Dataset | Data, folder: Path) -> dict[str, int]:
     """Images per split ({"train": N, "test": M}) of the dataset in `folder`, as `ensure` returned
     it: an IDX file's header alone (8 bytes a split), or a user's own data read once."""
     dataset = resolve(dataset)
+    if dataset.sizes is not None:  # own data, counted as it was described
+        return dict(zip(datasets.SPLITS, dataset.sizes))
     if dataset.path is not None:
         own = owndata.read(dataset.source, Path(dataset.path))
         owndata.forget()
@@ -247,13 +249,18 @@ def check_subsets_on_disk(cfg: Data, folder: Path, *, held_out: bool = False, pr
     reads nothing (a user's folder of images is decoded again only when there are subsets to
     check). `held_out` (a study's eval: val): the trials train on what validation leaves and are
     scored on what it holds out."""
-    if cfg.train_subset is None and cfg.test_subset is None:
+    if cfg.train_subset is None and cfg.test_subset is None and not held_out:
         return
     dataset = resolve(cfg)
     sizes, name = split_sizes(cfg, folder), dataset.path or dataset.name  # own data: its file or folder
     called = {}
     if held_out:  # the trials' "test" split is the training images validation holds out
         held = validation_size(sizes["train"])
+        if held < dataset.classes:  # none at all: every epoch's score divided by zero, five failed trials
+            raise ConfigError("eval", f"val scores the epochs on a sixth of the training images, held out: "
+                                      f"{held:,} of {name}'s {sizes['train']:,}, fewer than its {dataset.classes} "
+                                      f"classes; give it {6 * dataset.classes} or more training images, or "
+                                      "score on the test set (eval: test)")
         sizes = {"train": sizes["train"] - held, "test": held}
         called = {"train": "training images left to train on", "test": "training images held out for eval: val"}
     check_subsets(cfg, sizes, name, prefix, called)

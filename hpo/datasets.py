@@ -64,6 +64,7 @@ class Dataset:
     mirrors: tuple[str, ...] = ()
     path: Optional[str] = None              # own data: the resolved .npz file or folder
     digest: Optional[str] = None            # own data: of its images, labels and classes (owndata.digest)
+    sizes: Optional[tuple[int, int]] = None  # own data: its train and test images, counted as it was read
 
     def __post_init__(self):
         if not NAME.match(self.name):
@@ -148,7 +149,8 @@ def describe(data: Any) -> Dataset:
         title = found.name + ("/" if name == "folder" else "")
         cached = stamp, Dataset(name=name, title=title, source=name, path=str(found),
                                 shape=(channels, height, width), classes=arrays.classes,
-                                mean=mean, std=std, class_names=arrays.class_names, digest=owndata.digest(arrays))
+                                mean=mean, std=std, class_names=arrays.class_names, digest=owndata.digest(arrays),
+                                sizes=(len(arrays.train_y), len(arrays.test_y)))
         _described[(name, str(found))] = cached
     return cached[1]
 

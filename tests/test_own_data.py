@@ -432,3 +432,23 @@ def test_a_study_refuses_your_data_changed_since_its_trials_trained(tmp_path):
     copy = shutil.copy(path, tmp_path / "elsewhere.npz")
     assert datasets.describe(Data(dataset="npz", path=str(copy))).digest == \
         datasets.describe(Data(dataset="npz", path=str(path))).digest
+
+
+def test_eval_val_on_too_few_training_images_is_one_line_before_any_trial(tmp_path):
+    """eval: val holds out a sixth of the training images: of 5, none. hpo check passed it
+    ("0 held out") and every trial of hpo run failed with ZeroDivisionError."""
+    from test_service import hpo  # noqa: PLC0415
+
+    write_npz(tmp_path / "few.npz", x_train=X[:12], y_train=Y[:12])  # 2 held out, for 3 classes
+    (tmp_path / "few.yaml").write_text(yaml.safe_dump({
+        "name": "few", "eval": "val",
+        "base": {"model": {"family": "mlp", "hidden": [8]}, "optimizer": {"name": "sgd", "lr": 0.05},
+                 "batch_size": 4, "epochs": 1, "data": {"dataset": "npz", "path": "few.npz"}},
+        "search": {"optimizer.lr": {"float": [0.01, 0.1]}}}))
+    line = (f"few.yaml: key 'eval': val scores the epochs on a sixth of the training images, held out: 2 of "
+            f"{tmp_path / 'few.npz'}'s 12, fewer than its 3 classes; give it 18 or more training images, or score "
+            "on the test set (eval: test)")
+    for command in (["check", "few.yaml"], ["run", "--study", "few.yaml", "--trials", "1", "--device", "cpu"]):
+        done = hpo(*command, cwd=tmp_path, check=False)
+        assert done.returncode == 2 and done.stderr.splitlines()[0] == f"hpo {command[0]}: error: {line}", done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["few.npz", "few.yaml"]  # no database, no folder
