@@ -117,20 +117,20 @@ def forget() -> None:
 
 def statistics(train_x: np.ndarray, where: Path) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Mean and std per channel of the training pixels as [0, 1] values, exact, from a histogram
-    of the bytes (no float copy of the images)."""
+    of the bytes (no float copy of the images). A channel that is the same everywhere (the blue of
+    red-and-green images) has std 1: normalized, it is 0, and the others carry what there is to learn."""
     means, stds = [], []
     values = np.arange(256) / 255
     for c in range(train_x.shape[-1]):
         counts = np.bincount(train_x[..., c].ravel(), minlength=256)
         mean = float(counts @ values / counts.sum())
-        std = float(np.sqrt(counts @ (values - mean) ** 2 / counts.sum()))
-        if std == 0:
-            channel = f" of channel {c}" if train_x.shape[-1] > 1 else ""
-            raise UserError(f"{where}: every training pixel{channel} is {round(mean * 255)}; "
-                            "the images hold nothing to learn from")
         means.append(mean)
-        stds.append(std)
-    return tuple(means), tuple(stds)
+        stds.append(float(np.sqrt(counts @ (values - mean) ** 2 / counts.sum())))
+    if max(stds) == 0:
+        pixels = [round(m * 255) for m in means]
+        shown = str(pixels[0]) if len(pixels) == 1 else f"({', '.join(map(str, pixels))}), channel by channel"
+        raise UserError(f"{where}: every training pixel is {shown}; the images hold nothing to learn from")
+    return tuple(means), tuple(std if std > 0 else 1.0 for std in stds)
 
 
 # ---------------------------------------------------------------- npz

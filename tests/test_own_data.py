@@ -281,6 +281,9 @@ BAD_DATA = [
      "{path}: y_train holds class 0 only; a classifier needs labels 0..K-1 with K >= 2"),
     ("npz blank images", "npz", lambda t: write_npz(t / "x.npz", x_train=X * 0),
      "{path}: every training pixel is 0; the images hold nothing to learn from"),
+    ("npz blank colour images", "npz", lambda t: write_npz(t / "x.npz", channels=3, x_train=np.full((TRAIN, SIDE, SIDE, 3), 7)
+                                                               .astype(np.uint8) * np.array([1, 0, 2], np.uint8)),
+     "{path}: every training pixel is (7, 0, 14), channel by channel; the images hold nothing to learn from"),
     ("npz object array", "npz", lambda t: write_npz(t / "x.npz", y_train=np.array(list(Y), dtype=object)),
      "{path}: cannot read array y_train ("),  # numpy's reason: object arrays need pickle
     ("not an npz", "npz", lambda t: put(t / "x.npz", b"x_train,y_train\n"),
@@ -452,3 +455,17 @@ def test_eval_val_on_too_few_training_images_is_one_line_before_any_trial(tmp_pa
         done = hpo(*command, cwd=tmp_path, check=False)
         assert done.returncode == 2 and done.stderr.splitlines()[0] == f"hpo {command[0]}: error: {line}", done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["few.npz", "few.yaml"]  # no database, no folder
+
+
+def test_colour_images_with_one_channel_the_same_everywhere_train(tmp_path):
+    """Red-and-green images whose blue is 0 everywhere were refused as holding nothing to learn
+    from. The constant channel is normalized to 0 (std 1); the others carry the classes."""
+    x_train, y_train = patterns(TRAIN, 3, 0)
+    x_test, y_test = patterns(TEST, 3, 1)
+    x_train[..., 2], x_test[..., 2] = 0, 0
+    path = tmp_path / "rg.npz"
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    dataset = datasets.describe(Data(dataset="npz", path=str(path)))
+    assert dataset.mean[2] == 0 and dataset.std[2] == 1.0 and min(dataset.std[:2]) > 0
+    splits = data.load(Data(dataset="npz", path=str(path)))
+    assert torch.count_nonzero(splits.train_x[:, 2]) == 0 and splits.train_x[:, :2].std() > 0.5
