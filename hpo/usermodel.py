@@ -164,13 +164,22 @@ def build(spec: ModuleModel, shape: tuple[int, int, int], classes: int, prefix: 
     if (built := _built.get(key)) is not None:
         return copy.deepcopy(built[1])
     try:
-        with warnings.catch_warnings():  # a layer of width 0: said in one line below, not in torch's two
-            warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
-            model = factory(**kwargs)
+        model, failure = _call_factory(factory, kwargs), None
     except (Exception, SystemExit) as error:  # not KeyboardInterrupt
+        model, failure = None, error
+    if failure is not None and key is not None:
+        # a factory that works a size out with real numbers (`.item()` on a probe's output) cannot
+        # build on the meta device: built on the CPU, then moved there for the counts and checks
+        try:
+            with torch.device("cpu"):
+                model, failure = _call_factory(factory, kwargs), None
+            model = model.to(torch.device("meta")) if isinstance(model, nn.Module) else model
+        except (Exception, SystemExit) as error:  # the CPU's own reason
+            failure = error
+    if failure is not None:
         refuse = "; a factory returns a model, or raises an error to refuse its arguments" if isinstance(
-            error, SystemExit) else ""
-        raise ConfigError(prefix, f"{spec.target}({_call(kwargs)}) {_failed(error)}{refuse}") from None
+            failure, SystemExit) else ""
+        raise ConfigError(prefix, f"{spec.target}({_call(kwargs)}) {_failed(failure)}{refuse}") from None
     if not isinstance(model, nn.Module):
         raise ConfigError(prefix, f"{spec.target} returned {type(model).__name__!r}, not a torch.nn.Module")
     _check_parameters(model, spec.target, prefix)
@@ -180,6 +189,12 @@ def build(spec: ModuleModel, shape: tuple[int, int, int], classes: int, prefix: 
         except Exception:  # a module that cannot be copied is built again next time
             pass
     return model
+
+
+def _call_factory(factory: Callable, kwargs: dict):
+    with warnings.catch_warnings():  # a layer of width 0: said in one line below, not in torch's two
+        warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
+        return factory(**kwargs)
 
 
 def _check_parameters(model: nn.Module, target: str, prefix: str) -> None:

@@ -377,3 +377,26 @@ def test_a_study_refuses_your_model_code_changed_since_its_trials_trained(tmp_pa
     study_attrs = optuna.load_study(study_name="mine", storage=url)
     assert len(study_attrs.trials) == 2  # nothing ran
     assert list(study_attrs.user_attrs["hpo_model_code"]) == ["my_net:make"]
+
+
+def test_a_factory_that_sizes_a_layer_with_real_numbers_is_counted_and_checked(write_module):
+    """`.item()` at build time cannot run on the meta device, where hpo builds a model to count
+    and check it: the factory, which builds on a CPU, was refused with "Tensor.item() cannot be
+    called on meta tensors". It is built on the CPU for that now."""
+    name = write_module(HEADER + """
+def make(input_shape, num_classes, width: int = 4):
+    features = nn.Sequential(nn.Conv2d(input_shape[0], width, 3), nn.ReLU(), nn.MaxPool2d(2))
+    with torch.no_grad():
+        n = torch.tensor(features(torch.zeros(1, *input_shape)).shape[1:]).prod().item()
+    CALLS.append(torch.get_default_device().type)
+    return nn.Sequential(features, nn.Flatten(), nn.Linear(n, num_classes))
+""")
+    spec = usermodel.parse({"module": f"{name}:make"})
+    usermodel.check(spec, SHAPE, CLASSES)
+    conv, head = 4 * 9 + 4, 4 * 3 * 3 * CLASSES + CLASSES  # 8x8 -> 6x6 -> pooled 3x3, 4 channels
+    assert models.spec_params(spec, shape=SHAPE, classes=CLASSES) == conv + head
+    assert sys.modules[name].CALLS == ["cpu"]  # once, then kept (on the meta device) for every count
+    with pytest.raises(ConfigError, match=r"make\(width=-1, input_shape=\(1, 8, 8\), num_classes=3\) raised "
+                                          r"RuntimeError: Trying to create tensor with negative dimension"):
+        with torch.device("meta"):  # fails there, and on the CPU: the CPU's reason
+            usermodel.build(usermodel.parse({"module": f"{name}:make", "width": -1}), SHAPE, CLASSES)
