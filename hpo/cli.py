@@ -10,6 +10,7 @@ import shlex
 import signal
 import sys
 import threading
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
 from hpo import __version__
@@ -464,6 +465,41 @@ def with_flags(cfg, source: Path, **flags):
 
 
 def cmd_verify(args) -> int:
+    if not args.json:
+        return verify_command(args, sys.stdout)
+    with stdout_for_json_only() as out:
+        return verify_command(args, out)
+
+
+@contextmanager
+def stdout_for_json_only():
+    """--json: standard output carries the JSON and nothing else. Whatever else writes to it (a
+    model factory's print, in this process or in a seed's) goes to standard error meanwhile; it
+    broke the JSON that `hpo verify --against` then refused. Yields the stream for the JSON."""
+    try:
+        on_fd = sys.stdout.fileno() == 1
+    except (AttributeError, OSError, ValueError):  # a stream of Python's own (a notebook, pytest's capsys)
+        on_fd = False
+    if not on_fd:  # written by this process alone
+        out = sys.stdout
+        with redirect_stdout(sys.stderr):
+            yield out
+        return
+    sys.stdout.flush()
+    out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # file descriptor 1 itself, which the seeds' processes inherit
+    try:
+        yield out
+    finally:
+        sys.stdout.flush()
+        try:
+            out.flush()
+        finally:
+            os.dup2(out.fileno(), 1)
+            out.close()
+
+
+def verify_command(args, out) -> int:
     import json  # noqa: PLC0415
     import statistics  # noqa: PLC0415
     import time  # noqa: PLC0415
@@ -526,7 +562,8 @@ def cmd_verify(args) -> int:
             partial = Verification(n_params, cfg.epochs, tuple(sorted((r for r in ended if isinstance(r, SeedRun)),
                                                                       key=lambda r: r.seed)),
                                    tuple(r for r in ended if isinstance(r, DivergedSeed)))
-            print(json.dumps({**source, "partial": True, "seeds_asked": args.seeds, **partial.as_dict()}, indent=2))
+            print(json.dumps({**source, "partial": True, "seeds_asked": args.seeds, **partial.as_dict()}, indent=2),
+                  file=out)
         return 130
     status = 0
     if result.diverged:  # the mean is over the seeds that trained; the exit status says not all did
@@ -537,7 +574,7 @@ def cmd_verify(args) -> int:
                                       "to the end") + " (try a lower optimizer.lr)", file=sys.stderr)
     if not result.runs:
         if args.json:
-            print(json.dumps({**source, **result.as_dict()}, indent=2))
+            print(json.dumps({**source, **result.as_dict()}, indent=2), file=out)
         return status
     against = None
     if earlier and len(result.runs) < 2:
@@ -551,7 +588,8 @@ def cmd_verify(args) -> int:
                    "mean": statistics.fmean(finals), "std": statistics.stdev(finals), "seeds": len(finals),
                    **compare([r.final for r in result.runs], finals).as_dict()}
     if args.json:
-        print(json.dumps({**source, **result.as_dict(), **({"against": against} if against else {})}, indent=2))
+        print(json.dumps({**source, **result.as_dict(), **({"against": against} if against else {})}, indent=2),
+              file=out)
         return status
     if len(result.runs) == 1:  # one number has no spread: say so rather than print ± 0.00%
         console.print(f"[bold]final test accuracy with seed {result.runs[0].seed}: {pct(result.mean)}[/] (one seed, "

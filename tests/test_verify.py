@@ -74,6 +74,21 @@ def test_json_is_the_whole_result_and_nothing_else(tmp_path):
     assert all(r["best"] >= r["final"] for r in result["runs"])
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_json_stays_whole_when_a_model_prints(tmp_path, workers):
+    """A factory's print went to standard output before the JSON, which `--against` then refused
+    as "not a JSON file". It goes to standard error, from this process and from the seeds'."""
+    (tmp_path / "chatty.py").write_text("from torch import nn\n\n\ndef make(input_shape, num_classes):\n"
+                                        "    print('building my net')\n"
+                                        "    return nn.Sequential(nn.Flatten(), nn.Linear(784, num_classes))\n")
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump({**CONFIG, "model": {"module": "chatty:make"}, "epochs": 1}))
+    done = cli_zygote.run(["verify", "--config", "cfg.yaml", "--device", "cpu", "--seeds", "2", "--workers", workers,
+                           "--json"], cwd=tmp_path, env={**os.environ, "HPO_OFFLINE": "1"}, changed=None, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert [r["seed"] for r in json.loads(done.stdout)["runs"]] == [0, 1]
+    assert "building my net" in done.stderr
+
+
 def test_each_seed_is_what_hpo_train_gives_with_that_seed(mnist_dir):
     verified = hpo.verify(CONFIG, seeds=2, device="cpu")
     assert [r.seed for r in verified.runs] == [0, 1]
