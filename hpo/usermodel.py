@@ -73,6 +73,12 @@ def factory_of(target: str, key: str) -> Callable:
         near = difflib.get_close_matches(name, own, n=1)
         hint = [f"did you mean {near[0]!r}"] if near else []
         hint += [f"it defines {', '.join(own[:8])}{', ...' if len(own) > 8 else ''}"] if own else []
+        found = getattr(module, "__file__", None)
+        mine = os.path.join(os.getcwd(), *module_name.split(".")) + ".py"
+        if found and os.path.isfile(mine) and os.path.realpath(found) != os.path.realpath(mine):
+            # the working folder comes last on the import path: Python's own `test` or `code` wins
+            hint = [f"the {module_name!r} imported is {found}, which hides your {os.path.relpath(mine)}: give "
+                    "yours another name"]
         raise ConfigError(key, "; ".join([f"module {module_name!r} has no {name!r}", *hint]))
     if not callable(factory):
         raise ConfigError(key, f"{target} is a {type(factory).__name__}, not a callable that returns a model")

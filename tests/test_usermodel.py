@@ -302,6 +302,17 @@ def test_a_misspelt_factory_name_says_what_the_module_defines(write_module):
         usermodel.parse({"module": f"{name}:mkae"})
 
 
+def test_a_model_file_that_python_hides_says_so(tmp_path, monkeypatch):
+    """A model in ./code.py (or ./test.py): the `hpo` command puts the working folder last on the
+    import path, so Python's own `code` module was imported, and the line said only that it had no
+    'make'."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "code.py").write_text("def make(input_shape, num_classes):\n    pass\n")
+    with pytest.raises(ConfigError, match=r"module 'code' has no 'make'; the 'code' imported is /.*/code.py, "
+                                          r"which hides your code.py: give yours another name$"):
+        usermodel.parse({"module": "code:make"})
+
+
 def test_searching_into_a_tuple_default_says_to_set_it_in_the_base(write_module, tmp_path):
     """`hidden=(32, 16)` is no plain value, so it fills no key: the line said 'no such key (after
     expanding the base's model preset)', of a model that has no preset."""
