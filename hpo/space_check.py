@@ -116,6 +116,10 @@ def check_key(key: str, every_key: dict, where: str) -> None:
     target = (every_key.get("model") or {}).get("module") if isinstance(every_key.get("model"), dict) else None
     if target and key.startswith("model."):  # your own model: its factory's arguments are the keys
         argument = key.split(".")[1]
+        from hpo.usermodel import FROM_DATA  # noqa: PLC0415 - torch: only for a model of your own
+
+        if argument in FROM_DATA:
+            raise ConfigError(where, f"{target} is given {argument} by hpo, from the dataset: it cannot be searched")
         default = factory_default(target, argument)
         if default is not None:
             raise ConfigError(where, f"model.{argument} is not in the base: {target}'s default for it, {default!r}, "

@@ -326,6 +326,20 @@ def test_searching_into_a_tuple_default_says_to_set_it_in_the_base(write_module,
         parse_study(raw, "um.yaml", "um")
 
 
+@pytest.mark.parametrize("argument", ["num_classes", "input_shape"])
+def test_searching_what_hpo_passes_from_the_data_says_it_cannot_be_searched(write_module, argument):
+    """The line said num_classes' default, 3, 'is no plain value' and to set it in the base,
+    where it was then refused as passed from the dataset."""
+    from hpo.study import parse_study  # noqa: PLC0415
+
+    name = write_module(HEADER + "def make(width=4, input_shape=(1, 28, 28), num_classes=3):\n"
+                                 "    return nn.Sequential(nn.Flatten(), nn.Linear(784, num_classes))\n")
+    raw = {"base": {"model": {"module": f"{name}:make"}}, "search": {f"model.{argument}": {"int": [2, 16]}}}
+    with pytest.raises(ConfigError, match=rf"search.model.{argument}'?: {name}:make is given {argument} by hpo, from "
+                                          r"the dataset: it cannot be searched$"):
+        parse_study(raw, "um.yaml", "um")
+
+
 def test_a_frozen_layer_counts_against_the_budget(write_module):
     """The budget caps the net's size: a layer frozen by its factory is still in the net. Before,
     only trainable parameters counted, and a net of 3.2 million weights passed a 40,000 budget."""
