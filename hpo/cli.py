@@ -429,8 +429,10 @@ def rerun_notes(record: dict | None, device, threads: int, *, n_params: int | No
     number, notes = record.get("trial", "?"), []
     searched = record.get("n_params")
     if isinstance(searched, int) and n_params is not None and searched != n_params:
+        model = (record.get("config") or {}).get("model")
+        code = ", or its factory's code," if isinstance(model, dict) and "module" in model else ""
         notes.append(f"trial {number} had {searched:,} parameters, this net has {n_params:,}: the data's classes or "
-                     "image size are not those it was searched on; its accuracy says nothing of this run")
+                     f"image size{code} are not those it was searched on; its accuracy says nothing of this run")
     trained_on, here = record.get("device"), "cpu" if device.type == "cpu" else "a GPU"
     if isinstance(trained_on, str) and (trained_on == "cpu") != (device.type == "cpu"):
         notes.append(f"trial {number} trained on {trained_on}, this run on {here}: other kernels, another rounding; "

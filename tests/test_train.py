@@ -369,6 +369,9 @@ def test_training_an_exported_trial_says_what_differs_from_how_it_trained(tmp_pa
     assert resized == ["trial 3 had 387 parameters, this net has 396: the data's classes or image size are not those "
                        "it was searched on; its accuracy says nothing of this run"]
     assert rerun_notes({"trial": 3, "n_params": 387}, cpu, threads=2, n_params=387) == []
+    own = rerun_notes({"trial": 3, "n_params": 387, "config": {"model": {"module": "net:make"}}}, cpu, threads=2,
+                      n_params=396)  # your own model: its code may have changed since, with the data as it was
+    assert "the data's classes or image size, or its factory's code, are not those it was searched on" in own[0]
     gpu = {"trial": 9, "device": "NVIDIA H100 80GB HBM3", "packed": "x", "test_accuracy": None}
     assert [n[:41] for n in rerun_notes(gpu, cpu, threads=2)] == ["trial 9 trained on NVIDIA H100 80GB HBM3,"]
     plain = tmp_path / "cfg.yaml"
