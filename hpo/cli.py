@@ -407,7 +407,8 @@ def cmd_train(args) -> int:
               f"{args.config}", file=sys.stderr)
         return 1
     for note in rerun_notes(record, device, torch.get_num_threads(), n_params=n_params,
-                            held_out=data.validation_size(len(splits.train_y)), test_images=(n_test, len(splits.test_y))):
+                            held_out=data.validation_size(len(splits.train_y)), test_images=(n_test, len(splits.test_y)),
+                            data_digest=splits.dataset.digest):
         print(f"hpo train: note: {note}", file=sys.stderr)
     precision = "bf16 autocast" if bf16_autocast(device.type) else "fp32"
     if device.type == "cuda":  # the graph is an epoch's 10x: say whether this config had it, and why not
@@ -418,15 +419,21 @@ def cmd_train(args) -> int:
 
 
 def rerun_notes(record: dict | None, device, threads: int, *, n_params: int | None = None,
-                held_out: int | None = None, test_images: tuple[int, int] | None = None) -> list[str]:
+                held_out: int | None = None, test_images: tuple[int, int] | None = None,
+                data_digest: str | None = None) -> list[str]:
     """Why `hpo train` of an exported trial may not give the trial's own number: each difference
     between how the trial trained and how this run does, as a line (nothing for a plain config).
     `n_params`: this run's net; `held_out`: the training images an `eval: val` study held out of it;
     `test_images`: the test images this run scores, and the whole test set's (a study's
-    `test_accuracy` is scored on all of it)."""
+    `test_accuracy` is scored on all of it); `data_digest`: of the own data this run trains on."""
     if not record:
         return []
     number, notes = record.get("trial", "?"), []
+    searched_on = record.get("data_digest")
+    if isinstance(searched_on, str) and data_digest and searched_on != data_digest:
+        notes.append(f"trial {number} was searched on other data: the images, labels or classes this run found at "
+                     "data.path differ (changed since, or another file of that name); its accuracy says nothing "
+                     "of this run")
     searched = record.get("n_params")
     if isinstance(searched, int) and n_params is not None and searched != n_params:
         model = (record.get("config") or {}).get("model")

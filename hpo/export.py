@@ -65,6 +65,8 @@ def export(rdb: optuna.storages.BaseStorage, study_name: str, *, top: Optional[i
         raise UserError(records.no_complete_trial(study_name, trials, "export", study_file(rdb, study_name),
                                                   storage_option, password_note(storage_option)))
     score = "accuracy" if front else "value"  # a multi-objective trial has two values
+    # own data: what the trials trained on, for `hpo train` to say when the data it finds differs
+    digest = rdb.get_study_user_attrs(rdb.get_study_id_from_name(study_name)).get(records.DATA)
     document = {
         "study": study_name,
         "exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -87,6 +89,7 @@ def export(rdb: optuna.storages.BaseStorage, study_name: str, *, top: Optional[i
                 **({"torch_threads": t.user_attrs[records.THREADS]} if records.THREADS in t.user_attrs else {}),
                 **({"packed": max(t.user_attrs[records.PACKED])} if t.user_attrs.get(records.PACKED) else {}),
                 "versions": t.user_attrs.get(records.VERSIONS),
+                **({"data_digest": digest} if digest else {}),
                 # a trial recorded before such keys were dropped (a cosine trial's inherited gamma) as it trained
                 "config": drop_inapplicable(copy.deepcopy(t.user_attrs[records.CONFIG])),
             }

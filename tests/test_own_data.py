@@ -420,6 +420,9 @@ def test_a_study_refuses_your_data_changed_since_its_trials_trained(tmp_path):
                    "--quiet", cwd=tmp_path, check=False)
 
     assert run(1).returncode == 0
+    exported = yaml.safe_load(hpo("export", "--study", "own", "--storage", url, cwd=tmp_path).stdout)
+    digest = datasets.describe(Data(dataset="npz", path=str(path))).digest
+    assert exported["trials"][0]["data_digest"] == digest  # what hpo train compares the data it finds with
     y_test = patterns(TEST, 1, 1)[1].copy()
     y_test[0] = (y_test[0] + 1) % CLASSES  # one label changed is other data too
     write_npz(path, y_test=y_test)

@@ -372,6 +372,11 @@ def test_training_an_exported_trial_says_what_differs_from_how_it_trained(tmp_pa
     own = rerun_notes({"trial": 3, "n_params": 387, "config": {"model": {"module": "net:make"}}}, cpu, threads=2,
                       n_params=396)  # your own model: its code may have changed since, with the data as it was
     assert "the data's classes or image size, or its factory's code, are not those it was searched on" in own[0]
+    moved = {"trial": 3, "data_digest": "a" * 16}  # an export of a study on your own data, re-trained elsewhere
+    assert rerun_notes(moved, cpu, threads=2, data_digest="a" * 16) == []
+    assert rerun_notes(moved, cpu, threads=2, data_digest="b" * 16) == [
+        "trial 3 was searched on other data: the images, labels or classes this run found at data.path differ "
+        "(changed since, or another file of that name); its accuracy says nothing of this run"]
     gpu = {"trial": 9, "device": "NVIDIA H100 80GB HBM3", "packed": "x", "test_accuracy": None}
     assert [n[:41] for n in rerun_notes(gpu, cpu, threads=2)] == ["trial 9 trained on NVIDIA H100 80GB HBM3,"]
     plain = tmp_path / "cfg.yaml"
