@@ -17,6 +17,11 @@ class StudyDeleted(UserError):
     exit_code = 1
 
 
+class DatabaseGone(StudyDeleted):
+    """The SQLite file a run works on was deleted or replaced under it: its workers wrote on into
+    the old file, which nothing can read any more."""
+
+
 class ConfigError(UserError):
     """A bad value in a YAML file, located by file and dotted key."""
 

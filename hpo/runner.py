@@ -18,7 +18,7 @@ import optuna
 
 from hpo import processes, records
 from hpo.checkpoints import remove_checkpoints
-from hpo.errors import ConfigError, StudyDeleted, UserError
+from hpo.errors import ConfigError, DatabaseGone, StudyDeleted, UserError
 from hpo.retry import PATIENCE_SECONDS, Backoff, DatabaseUnavailable, is_outage
 from hpo.storage import GRACE_SECONDS, HEARTBEAT_SECONDS, Storage, study_gone
 from hpo.study import StudySpec
@@ -322,7 +322,14 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
         return StudyDeleted(f"study {spec.name!r} was deleted from {storage.masked} while this run worked on it; "
                             "its workers are stopped, and nothing is left to continue")
 
+    identity = file_identity(storage.file)
+
     def refresh() -> None:
+        if identity is not None and file_identity(storage.file) != identity:
+            raise DatabaseGone(
+                f"the database file {storage.file} was deleted or replaced while this run worked on it: its workers "
+                "wrote on into the old file, and what they wrote is lost with it; they are stopped (restore the "
+                "file from a backup to continue the study, or run again to start it afresh)")
         try:
             view.update(watched.get_trials(deepcopy=False))
         except Exception as error:
@@ -349,7 +356,8 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
     except BaseException as error:  # Ctrl-C, SIGTERM, or the caller's display (hpo.run's on_trial) raising
         stop_workers(procs, warn)
         processes.stop_fork_server()
-        if isinstance(error, StudyDeleted) and checkpoint_dir:  # no trial of it will ever be retried
+        # no trial of a deleted study will ever be retried (one whose file a backup restores may be)
+        if isinstance(error, StudyDeleted) and not isinstance(error, DatabaseGone) and checkpoint_dir:
             remove_checkpoints(Path(checkpoint_dir), spec.name, checkpoint_key)
         tidy_checkpoints(checkpoint_dir, spec.name)
         if not isinstance(error, KeyboardInterrupt):
@@ -389,6 +397,16 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
         reason = "the --timeout passed" if deadline and time.time() >= deadline else "the workers stopped"
         warn(f"{counts.finished}/{trials} finished: {reason}; run the same command to continue")
     return 0
+
+
+def file_identity(path: Optional[Path]) -> Optional[tuple[int, int]]:
+    """An SQLite file's (device, inode): another once the file is deleted, or replaced by another
+    of its name. None for a server's database, or a file that is not there."""
+    try:
+        found = os.stat(path) if path is not None else None
+    except OSError:
+        return (-1, -1)  # gone: never the identity of a file that was there
+    return (found.st_dev, found.st_ino) if found else None
 
 
 def signal_name(number: int) -> str:

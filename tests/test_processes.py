@@ -141,6 +141,27 @@ def test_a_study_deleted_under_a_run_ends_it_in_one_error_with_no_worker_left(tm
     assert "doomed" not in [s.study_name for s in optuna.get_all_study_summaries(storage_url)]
 
 
+@pytest.mark.timeout(300)
+def test_a_database_file_deleted_under_a_run_ends_it_in_one_error(tmp_path, monkeypatch):
+    """`rm studies.db` while a run trains: the workers wrote on into the deleted file through their
+    open handles, every trial was shown complete, and the run ended with exit 0 and an export
+    hint for a database that was no longer there."""
+    from hpo.errors import DatabaseGone  # noqa: PLC0415
+
+    study = mlp_study(tmp_path, "lost")
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "lost.db"
+
+    def on_trial(trial):
+        if trial.number == 0:
+            path.unlink()
+
+    with pytest.raises(DatabaseGone, match=rf"^the database file {path} was deleted or replaced while this run "
+                                           "worked on it: its workers wrote on into the old file"):
+        hpo.run(study, trials=1_000_000, storage=f"sqlite:///{path}", workers=1, device="cpu", on_trial=on_trial)
+    assert not [p for p in mp.active_children() if p.name.startswith("hpo-worker")], "a worker still runs"
+
+
 def test_a_ctrl_c_while_the_fork_server_starts_is_not_lost():
     """The fork server started with Ctrl-C ignored in the caller too: one that reached `hpo verify`
     in that moment was taken by another of its threads and ignored, and the verification ran on to
