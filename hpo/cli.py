@@ -701,8 +701,11 @@ class GoesOnWithoutReader:
     def _reader_gone(self) -> None:
         self._gone = True
         silence_stdout()
-        print(f"{self._who}: standard output was closed (| head, or a pager that quit); the run goes on without "
-              "printing (Ctrl-C stops it; hpo studies shows it)", file=sys.stderr, flush=True)
+        try:
+            print(f"{self._who}: standard output was closed (| head, or a pager that quit); the run goes on without "
+                  "printing (Ctrl-C stops it; hpo studies shows it)", file=sys.stderr, flush=True)
+        except OSError:  # standard error went with it (2>&1 | head): the run goes on all the same, in silence
+            silence(sys.stderr)
 
     def __getattr__(self, name: str):  # isatty, fileno, encoding: the stream's own
         return getattr(self._stream, name)
@@ -1015,6 +1018,7 @@ def stop_as_on_ctrl_c(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    standard_streams_open()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -1032,10 +1036,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     code = run_command(args)
-    if code == 130 and argv is None and threading.current_thread() is threading.main_thread():
-        # the command has said it was interrupted; a second Ctrl-C (a terminal's, and `timeout`'s
-        # own) must not break into torch's exit handlers with a traceback under that line
+    if argv is None and threading.current_thread() is threading.main_thread():
+        # the command has ended and said how; a Ctrl-C now (a second one after an interrupt, a
+        # terminal's and `timeout`'s own, or one just after a run's summary) must not break into
+        # torch's exit handlers with a traceback, nor turn a finished command's exit status into 130
+        # (SIGTERM likewise: sent to the group twice, the second killed a run that had said it was stopping)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return flush_failure(f"hpo {args.command}") or code
 
 
@@ -1116,11 +1123,34 @@ FULL = (errno.ENOSPC, errno.EDQUOT)  # a disk or a quota that is full: one line,
 
 def silence_stdout() -> None:
     """Point standard output at /dev/null, so that Python's own flush at exit does not fail again."""
+    silence(sys.stdout)
+
+
+def silence(stream) -> None:
+    """Point `stream`'s file descriptor at /dev/null: what is written to it from now on, and what it
+    still buffers, goes nowhere instead of failing again."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
         pass
+
+
+def standard_streams_open() -> None:
+    """A standard stream that was closed when hpo started (`hpo studies >&-`, as some cron jobs and
+    supervisors run commands) is /dev/null: Python had set it to None (a traceback on the first
+    print), and the next file opened would have taken its number, so that a worker's line could
+    land in a database or a checkpoint."""
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            opened = os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one
+            if opened != fd:
+                os.dup2(opened, fd)
+                os.close(opened)
+            setattr(sys, name, open(fd, mode, closefd=False))
 
 
 if __name__ == "__main__":  # pragma: no cover

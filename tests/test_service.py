@@ -479,22 +479,42 @@ def test_a_command_whose_reader_is_gone_stops_without_a_word(tmp_path):
 
 
 @pytest.mark.timeout(300)
-def test_a_run_whose_reader_goes_away_trains_on(study_file, tmp_path):
+@pytest.mark.parametrize("stderr", ["apart", "into the pipe"])
+def test_a_run_whose_reader_goes_away_trains_on(study_file, tmp_path, stderr):
     """`hpo run | head -1`, or a pager that quit: the broken pipe stopped the run as a Ctrl-C
-    would, every trial it held failed as 'interrupted: Ctrl-C or SIGTERM', exit 1 and no word."""
+    would, every trial it held failed as 'interrupted: Ctrl-C or SIGTERM', exit 1 and no word.
+    With `2>&1 | head -1` the line that says so failed in its turn, and the run stopped so."""
     url = f"sqlite:///{tmp_path / 'pipe.db'}"
     proc = subprocess.Popen([sys.executable, "-m", "hpo", "run", "--study", str(study_file), "--trials", "3",
-                             "--storage", url, "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            cwd=tmp_path, env=cli_env())
+                             "--storage", url, "--device", "cpu"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE if stderr == "apart" else subprocess.STDOUT, cwd=tmp_path,
+                            env=cli_env())
     first = proc.stdout.readline()
     proc.stdout.close()  # as `head -1` does
     _, err = proc.communicate(timeout=240)
-    assert first.startswith(b"tiny from ") and proc.returncode == 0, err.decode()
-    assert err.decode().strip().splitlines() == [
-        "hpo run: standard output was closed (| head, or a pager that quit); the run goes on without printing "
-        "(Ctrl-C stops it; hpo studies shows it)"]
+    assert first.startswith(b"tiny from ") and proc.returncode == 0, err
+    if stderr == "apart":
+        assert err.decode().strip().splitlines() == [
+            "hpo run: standard output was closed (| head, or a pager that quit); the run goes on without printing "
+            "(Ctrl-C stops it; hpo studies shows it)"]
     c = count(trials_of(url))
     assert c.finished == 3 and c.failed == 0 and c.running == 0
+
+
+def test_a_command_started_with_standard_output_closed_runs_to_its_end(tmp_path):
+    """`hpo studies >&-` (some cron jobs and supervisors): Python set sys.stdout to None, and each
+    command that printed ended in a traceback; an export to a file was written, then the same."""
+    import os  # noqa: PLC0415
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    study = hpo_study(study_name="tiny", storage=url, direction="maximize")
+    study.add_trial(optuna.create_trial(value=0.9, user_attrs={"config": {"epochs": 1}}))
+    for args in (["studies", "--storage", url], ["export", "--study", "tiny", "--storage", url, "-o", "best.yaml"]):
+        done = subprocess.run([sys.executable, "-c", "import sys; from hpo.cli import main; sys.exit(main())", *args],
+                              stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=cli_env(), timeout=120,
+                              preexec_fn=lambda: os.close(1))
+        assert done.returncode == 0 and "Traceback" not in done.stderr, (args, done.stderr)
+    assert yaml.safe_load((tmp_path / "best.yaml").read_text())["trials"][0]["value"] == 0.9
 
 
 def test_hpo_run_says_when_it_makes_the_databases_folder(tmp_path, monkeypatch):
@@ -510,3 +530,16 @@ def test_hpo_run_says_when_it_makes_the_databases_folder(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("")
     with pytest.raises(UserError, match=r"cannot make its folder .*file/sub"):
         Storage.resolve("sqlite:///file/sub/hpo.db").make_folder()
+
+
+def test_a_ctrl_c_once_a_command_has_ended_changes_nothing(tmp_path):
+    """A Ctrl-C in the second a run takes to exit after its summary broke into torch's exit
+    handlers with a traceback, or turned the finished run's exit status into death by SIGINT.
+    Once the command has said how it ended, SIGINT and SIGTERM are ignored (only for the `hpo`
+    command itself: main() called with arguments, as a script or a test does, changes no handler)."""
+    probe = ("import signal, sys; from hpo.cli import main\n"
+             "def ignored(): return [signal.getsignal(s) is signal.SIG_IGN for s in (signal.SIGINT, signal.SIGTERM)]\n"
+             "main(sys.argv[1:]); print(*ignored()); code = main(); print(*ignored(), code)")
+    done = subprocess.run([sys.executable, "-c", probe, "studies", "--storage", f"sqlite:///{tmp_path / 'none.db'}"],
+                          capture_output=True, text=True, cwd=tmp_path, env=cli_env(), timeout=120)
+    assert done.stdout.split() == ["False", "False", "True", "True", "2"], done.stderr
