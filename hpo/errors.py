@@ -22,6 +22,24 @@ class DatabaseGone(StudyDeleted):
     the old file, which nothing can read any more."""
 
 
+class CannotWrite(Exception):
+    """A file of a run's could not be written on this machine (a full disk, a folder made read-only):
+    a fault of the machine's, not of the trial's. The worker queues its trials again for the next
+    run and stops, with this one line; each trial would fail the same way."""
+
+    def __init__(self, what: str, error: BaseException, folder=None):
+        import shutil  # noqa: PLC0415
+
+        reason = getattr(error, "strerror", None)
+        if not reason:  # torch's writer says "unexpected pos 381568 vs 381464" of a full disk
+            try:
+                full = folder is not None and shutil.disk_usage(folder).free < (1 << 20)
+            except OSError:
+                full = False
+            reason = "No space left on device" if full else f"{type(error).__name__}: {error}"
+        super().__init__(f"cannot write {what}: {reason}")
+
+
 class ConfigError(UserError):
     """A bad value in a YAML file, located by file and dotted key."""
 

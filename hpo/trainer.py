@@ -18,7 +18,7 @@ from hpo.average import WeightAverage
 from hpo.config import TrainConfig
 from hpo.data import Splits, batch_sizes, check_subsets
 from hpo.datasets import Dataset
-from hpo.errors import UserError
+from hpo.errors import CannotWrite, UserError
 from hpo.optim import make_optimizer, make_schedule
 from hpo.steps import EagerStep, StaticStep, lr_on_device, static_reason
 
@@ -197,18 +197,25 @@ def save(path: Path, cfg, model, optimizer, schedule, generator, history: list[E
     if average:
         state["average"] = average.state_dict()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    for last in (False, True):  # a run that ends beside this one removes the folder once it is empty
-        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        for last in (False, True):  # a run that ends beside this one removes the folder once it is empty
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                handle = open(tmp, "wb")
+            except FileNotFoundError:
+                if last:
+                    raise
+                continue
+            with handle:
+                torch.save(state, handle)
+            break
+        os.replace(tmp, path)
+    except Exception as error:  # a full disk, a folder made read-only: its half-written file must not stay
         try:
-            handle = open(tmp, "wb")
-        except FileNotFoundError:
-            if last:
-                raise
-            continue
-        with handle:
-            torch.save(state, handle)
-        break
-    os.replace(tmp, path)
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise CannotWrite(f"the checkpoint {path}", error, folder=path.parent) from None
 
 
 EXECUTION = ("fused", "capturable", "foreach", "differentiable")  # how an optimizer runs, not what it computes

@@ -38,7 +38,7 @@ from optuna.trial import TrialState
 from hpo import artifacts, records
 from hpo import data as data_mod
 from hpo.backend import OneAtATime, TrainJob, TrialBackend
-from hpo.errors import UserError
+from hpo.errors import CannotWrite, UserError
 from hpo.limits import MAX_SEED
 from hpo.objective import TrialHooks, ended_here, finish, prepare
 from hpo.packed import Packed, shape_names
@@ -154,6 +154,13 @@ class Worker:
             held, self.held = list(self.held.values()), {}
             self.interrupted(held)
             raise
+        except CannotWrite as error:  # every trial would fail so: its trials wait for the next run instead
+            held, self.held = list(self.held.values()), {}
+            self.interrupted(held, reason=f"interrupted: {error}")
+            queued = f"; trial {', '.join(str(t.number) for t in held)} queued again" if held else ""
+            print(f"hpo run: worker {self.index}: stopping: {error}{queued} (free some space, or make the folder "
+                  "writable, then run the same command)", file=sys.stderr, flush=True)
+            return 1
 
     def claim_and_train(self) -> int:
         failures = diverged = 0
@@ -265,7 +272,11 @@ class Worker:
                     self.held.pop(c.trial.number, None)
                     continue
                 if self.store:  # the dashboard offers it for download beside the trial
-                    artifacts.upload_config(self.store, c.trial, plan.config.to_dict())
+                    try:
+                        artifacts.upload_config(self.store, c.trial, plan.config.to_dict())
+                    except OSError as error:
+                        raise CannotWrite(f"the trial's config file in the artifact store {self.job.artifacts}",
+                                          error, folder=self.job.artifacts) from None
                 hooks = TrialHooks(c.trial, self.job.spec, epochs=plan.config.epochs, retry=self.backoff.call)
                 final = hooks.test_once(self.data.test_x, self.data.test_y) if self.job.spec.eval == "val" else None
                 jobs.append(TrainJob(plan.config, hooks.report, hooks.on_epoch,
@@ -278,11 +289,14 @@ class Worker:
         finally:
             for c in claimed:
                 c.heartbeat.stop()
-        outage = None
+        outage = unwritable = None
         # trained: a Ctrl-C now waits until each trial is told how it ended (a moment), rather than
         # leaving a finished trial RUNNING until the grace period fails and re-runs it
         with interrupts_held():
             for c, job, n_params, publish_history, outcome in zip(running, jobs, sizes, histories, outcomes):
+                if isinstance(outcome.error, CannotWrite):  # held: failed and queued again as the worker stops
+                    unwritable = outcome.error
+                    continue
                 # from here it is told, or was failed and retried by another, or goes stale in an outage
                 self.held.pop(c.trial.number, None)
                 try:
@@ -300,9 +314,15 @@ class Worker:
                         raise
                     outage = error  # the trial stays RUNNING, goes stale and is retried from its checkpoint
                     continue
-                if job.checkpoint:
-                    job.checkpoint.unlink(missing_ok=True)
                 ended.append((state, c.trial.user_attrs.get(records.FAIL_REASON, "")))
+                if job.checkpoint:
+                    try:
+                        job.checkpoint.unlink(missing_ok=True)
+                    except OSError as error:  # a folder made read-only: the next trial's checkpoint fails too
+                        unwritable = CannotWrite(f"the checkpoint folder {job.checkpoint.parent} (removing "
+                                                 f"{job.checkpoint.name} of a trial that ended)", error)
+        if unwritable is not None:
+            raise unwritable
         if outage is not None:
             raise outage  # the loop waits the outage out, or stops the worker past its patience
         return ended
@@ -310,7 +330,7 @@ class Worker:
     def study_gone(self) -> bool:
         return study_gone(self.rdb, self.job.spec.name, self.study_id)
 
-    def interrupted(self, trials: list[optuna.Trial]) -> None:
+    def interrupted(self, trials: list[optuna.Trial], reason: Optional[str] = None) -> None:
         """Ctrl-C: each trial claimed and not yet ended is failed and queued again at once, as a
         dead worker's would be after the grace period, so the next run resumes it from its
         checkpoint. One asked but not yet sampled (Ctrl-C during the claim) is failed alone: its
@@ -329,7 +349,7 @@ class Worker:
                     self.rdb.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)))
                 if frozen.state.is_finished():  # told just before the Ctrl-C landed: nothing to undo
                     continue
-                backoff.call(lambda: trial.set_user_attr(records.FAIL_REASON, INTERRUPTED["reason"]))
+                backoff.call(lambda: trial.set_user_attr(records.FAIL_REASON, reason or INTERRUPTED["reason"]))
                 backoff.call(lambda: self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True))
                 done = "queued again"
                 if retry and (frozen.params or frozen.system_attrs.get("fixed_params")):

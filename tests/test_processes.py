@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import optuna
+from optuna.trial import TrialState
 import pytest
 import yaml
 
@@ -160,6 +161,47 @@ def test_a_database_file_deleted_under_a_run_ends_it_in_one_error(tmp_path, monk
                                            "worked on it: its workers wrote on into the old file"):
         hpo.run(study, trials=1_000_000, storage=f"sqlite:///{path}", workers=1, device="cpu", on_trial=on_trial)
     assert not [p for p in mp.active_children() if p.name.startswith("hpo-worker")], "a worker still runs"
+
+
+@pytest.mark.timeout(300)
+def test_a_checkpoint_folder_that_cannot_be_written_stops_the_worker_with_its_trial_queued(tmp_path, monkeypatch,
+                                                                                          capfd):
+    """A full disk or a folder made read-only under a run: each trial failed with the raw error
+    ("OSError: [Errno 28]", or torch's "unexpected pos 381568"), five in a row before the worker
+    stopped, the base recipe's trial 0 among them, never to run again; a worker's traceback where
+    it removed a finished trial's checkpoint; half-written checkpoints left filling the disk. It is
+    the machine's fault, not the trials': the worker stops at once, its trial queued again."""
+    import shutil  # noqa: PLC0415
+
+    from hpo.api import RunStopped  # noqa: PLC0415
+
+    study = mlp_study(tmp_path, "nowrite")
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 'nowrite.db'}"
+    folder = tmp_path / "checkpoints" / "nowrite"
+
+    def on_trial(trial):
+        while trial.number == 0 and not folder.is_file():  # from now on no checkpoint can be written or removed
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.parent.mkdir(exist_ok=True)
+            try:
+                folder.write_text("in the way")
+            except IsADirectoryError:  # the worker made it again meanwhile, for its next trial's checkpoint
+                pass
+
+    with pytest.raises(RunStopped):
+        hpo.run(study, trials=1_000_000, storage=url, workers=1, device="cpu", on_trial=on_trial)
+    err = capfd.readouterr().err
+    assert "hpo run: worker 0: stopping: cannot write the checkpoint" in err and "Traceback" not in err, err
+    assert "(free some space, or make the folder writable, then run the same command)" in err
+    trials = optuna.load_study(study_name="nowrite", storage=url).trials
+    states = [t.state for t in trials]
+    assert TrialState.RUNNING not in states and states.count(TrialState.FAIL) <= 1, states
+    for t in trials:  # a trial that could not save its checkpoint is queued again, as after a Ctrl-C
+        if t.state == TrialState.FAIL:
+            assert t.user_attrs["fail_reason"].startswith("interrupted: cannot write the checkpoint ")
+            assert states[-1] == TrialState.WAITING and trials[-1].params == t.params
+    assert not list(tmp_path.rglob(".trial-*.tmp"))
 
 
 def test_a_ctrl_c_while_the_fork_server_starts_is_not_lost():

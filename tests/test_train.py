@@ -411,3 +411,24 @@ def test_a_checkpoint_folder_removed_by_a_neighbouring_run_is_made_again(tmp_pat
     monkeypatch.undo()
     assert removed and sorted(p.name for p in folder.iterdir()) == ["trial-0.pt"]
     assert torch.load(folder / "trial-0.pt", weights_only=True)["model"]["weight"].shape == (2, 2)
+
+
+def test_a_checkpoint_that_cannot_be_written_leaves_no_part_of_itself(tmp_path, tiny, monkeypatch):
+    """torch's writer on a full disk says "unexpected pos 381568 vs 381464" and left its half-written
+    temporary file behind, which kept the disk full. The file goes; the error says what it was."""
+    import shutil  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+
+    from hpo.errors import CannotWrite  # noqa: PLC0415
+
+    def full(state, handle):
+        handle.write(b"half a checkpoint")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 381568 vs 381464")
+
+    monkeypatch.setattr(torch, "save", full)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 0))
+    path = tmp_path / "ck" / "trial-0-abc.pt"
+    with pytest.raises(CannotWrite, match=rf"^cannot write the checkpoint {path}: No space left on device$"):
+        train(config(), tiny, checkpoint=path)
+    assert list(path.parent.iterdir()) == []
