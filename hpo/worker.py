@@ -390,13 +390,26 @@ def worker_main(job: Job, index: int) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-    except Exception:
+    except Exception as error:
         if worker is not None and worker.study_gone():
             return 1  # deleted under the run (hpo delete): `hpo run` says so, once for all its workers
+        if worker is None and isinstance(error, KeyError) and study_missing(job):
+            return 1  # deleted as the worker started (its KeyError came from the study's lookup)
         raise
     finally:
         if worker is not None:
             worker.lock.close()
+
+
+def study_missing(job: Job) -> bool:
+    """Whether the run's study is not in its storage (an error while looking is no sign of it)."""
+    try:
+        job.storage.open(heartbeat=None, schema_ready=True).get_study_id_from_name(job.spec.name)
+    except KeyError:
+        return True
+    except Exception:
+        return False
+    return False
 
 
 def watch_parent(ppid: int, parent: int, index: int) -> None:

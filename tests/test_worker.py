@@ -309,3 +309,18 @@ def test_workers_past_the_largest_sampler_seed_wrap_around_and_do_not_propose_in
     assert (first.joined, second.joined) == (0, 1)
     proposals = [worker.study.ask().suggest_float("optimizer.lr", 0.001, 0.5, log=True) for worker in (first, second)]
     assert proposals[0] != proposals[1]
+
+
+def test_a_worker_that_starts_after_its_study_was_deleted_ends_without_a_word(tmp_path, capfd):
+    """`hpo delete` as a run's workers start: a worker found no study at its first lookup, and
+    printed a KeyError traceback beside `hpo run`'s one line saying the study was deleted."""
+    from hpo.worker import worker_main  # noqa: PLC0415
+
+    spec = parse_study(STUDY, "worker.yaml", "worker")
+    storage = Storage.resolve(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    ensure_study(storage.open(heartbeat=None), spec, storage)
+    optuna.delete_study(study_name="worker", storage=storage.url)
+    job = Job(spec, storage, 2, None, "cpu", None, 1, heartbeat=None, grace=5,
+              checkpoint_dir=str(tmp_path / "checkpoints"), patience=5)
+    assert worker_main(job, 0) == 1
+    assert capfd.readouterr().err == ""
