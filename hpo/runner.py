@@ -363,7 +363,8 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
         if not isinstance(error, KeyboardInterrupt):
             raise
         counts = records.count(rdb.get_all_trials(study_id, deepcopy=False))
-        warn(f"interrupted: {counts.finished}/{trials} finished; run the same command to continue")
+        more = "; run the same command to continue" if counts.finished < trials else ", all it asked for"
+        warn(f"interrupted: {counts.finished}/{trials} finished{more}")
         return 130
     finally:
         if main_thread:
@@ -390,8 +391,9 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
                  f"stays RUNNING until its heartbeat is {grace} s old (--grace), then a run retries it from its "
                  "checkpoint")
     if bad:
+        more = "; rerun to continue" if counts.finished < trials else ", all it asked for"
         warn(f"hpo run: {len(bad)} of {workers} workers stopped with an error (see above); "
-             f"{counts.finished}/{trials} finished; rerun to continue")
+             f"{counts.finished}/{trials} finished{more}")
         return 1
     if counts.finished < trials:
         reason = "the --timeout passed" if deadline and time.time() >= deadline else "the workers stopped"

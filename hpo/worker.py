@@ -158,8 +158,8 @@ class Worker:
             held, self.held = list(self.held.values()), {}
             self.interrupted(held, reason=f"interrupted: {error}")
             queued = f"; trial {', '.join(str(t.number) for t in held)} queued again" if held else ""
-            print(f"hpo run: worker {self.index}: stopping: {error}{queued} (free some space, or make the folder "
-                  "writable, then run the same command)", file=sys.stderr, flush=True)
+            say(f"hpo run: worker {self.index}: stopping: {error}{queued} (free some space, or make the folder "
+                "writable, then run the same command)")
             return 1
 
     def claim_and_train(self) -> int:
@@ -192,13 +192,13 @@ class Worker:
                 else:
                     failures += 1
                 if failures >= MAX_CONSECUTIVE_FAILURES:
-                    print(f"hpo run: worker {self.index}: {failures} trials failed in a row, stopping; "
-                          f"last: {reason}", file=sys.stderr)
+                    say(f"hpo run: worker {self.index}: {failures} trials failed in a row, stopping; "
+                        f"last: {reason}")
                     return 1
                 if diverged >= MAX_CONSECUTIVE_DIVERGED:
-                    print(f"hpo run: worker {self.index}: {diverged} trials in a row diverged, stopping; last: "
-                          f"{reason}; the search space reaches too little that trains: narrow its learning rates "
-                          "(or what else makes the loss blow up) toward the base's", file=sys.stderr)
+                    say(f"hpo run: worker {self.index}: {diverged} trials in a row diverged, stopping; last: "
+                        f"{reason}; the search space reaches too little that trains: narrow its learning rates "
+                        "(or what else makes the loss blow up) toward the base's")
                     return 1
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -306,8 +306,8 @@ class Worker:
                     state = finish(self.study, c.trial, outcome, objectives=self.job.spec.objectives,
                                    n_params=n_params)
                 except optuna.exceptions.UpdateFinishedTrialError:
-                    print(f"hpo run: worker {self.index}: trial {c.trial.number} was silent for longer than --grace "
-                          "and was failed and retried by another worker; going on", file=sys.stderr)
+                    say(f"hpo run: worker {self.index}: trial {c.trial.number} was silent for longer than --grace "
+                        "and was failed and retried by another worker; going on")
                     continue
                 except Exception as error:
                     if not is_outage(error):
@@ -361,8 +361,8 @@ class Worker:
                     backoff.patience = 0  # the database is gone: try the others once each, without waiting
                 then = ("it stays RUNNING until --grace passes, then is failed and queued again" if done == "failed"
                         else "it is failed, and the next run samples a new trial in its place")
-                print(f"hpo run: worker {self.index}: interrupted trial {trial.number} could not be {done} "
-                      f"({describe(error)}); {then}", file=sys.stderr, flush=True)
+                say(f"hpo run: worker {self.index}: interrupted trial {trial.number} could not be {done} "
+                    f"({describe(error)}); {then}")
 
 
 def shape_of(trial: optuna.Trial, spec: StudySpec) -> dict:
@@ -382,11 +382,11 @@ def worker_main(job: Job, index: int) -> int:
         worker = Worker(job, index, Packed(job.pack) if job.pack > 1 else OneAtATime())
         return worker.loop()
     except UserError as error:
-        print(f"hpo run: worker {index}: error: {error}", file=sys.stderr)
+        say(f"hpo run: worker {index}: error: {error}")
         return 2
     except DatabaseUnavailable as error:
-        print(f"hpo run: worker {index}: stopping: the database {job.storage.masked} was {error}; "
-              "the study is intact, run the same command again once the database is back", file=sys.stderr)
+        say(f"hpo run: worker {index}: stopping: the database {job.storage.masked} was {error}; "
+            "the study is intact, run the same command again once the database is back")
         return 1
     except KeyboardInterrupt:
         return 130
@@ -399,6 +399,16 @@ def worker_main(job: Job, index: int) -> int:
     finally:
         if worker is not None:
             worker.lock.close()
+
+
+def say(line: str) -> None:
+    """One line on standard error, in one write: two workers' lines printed at once ran together
+    ("...; stoppinghpo run: worker 1: ..."), print writing the text and its newline apart."""
+    try:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):  # nobody reads it any more (2>&1 | head, a killed hpo run)
+        pass
 
 
 def study_missing(job: Job) -> bool:
@@ -420,10 +430,7 @@ def watch_parent(ppid: int, parent: int, index: int) -> None:
     its workers does, so the watch is on `hpo run` itself."""
     wait_for_exit(parent, ppid)
     INTERRUPTED["reason"] = f"interrupted: its hpo run (pid {parent}) was killed"
-    try:
-        print(f"hpo run: worker {index}: hpo run (pid {parent}) is gone; stopping", file=sys.stderr, flush=True)
-    except OSError:  # nobody reads its stderr any more
-        pass
+    say(f"hpo run: worker {index}: hpo run (pid {parent}) is gone; stopping")
     _thread.interrupt_main(signal.SIGTERM)  # handled as Ctrl-C (worker_entry), even where SIGINT is ignored
 
 

@@ -204,6 +204,28 @@ def test_a_checkpoint_folder_that_cannot_be_written_stops_the_worker_with_its_tr
     assert not list(tmp_path.rglob(".trial-*.tmp"))
 
 
+@pytest.mark.timeout(300)
+def test_a_ctrl_c_after_the_last_trial_does_not_ask_for_another_run(tmp_path, monkeypatch):
+    """Ctrl-C once every trial had finished said "interrupted: 2/2 finished; run the same command
+    to continue", which would do nothing."""
+    from hpo.runner import Silent, run as run_study  # noqa: PLC0415
+    from hpo.storage import Storage  # noqa: PLC0415
+    from hpo.study import load_spec  # noqa: PLC0415
+
+    monkeypatch.chdir(tmp_path)
+
+    class CtrlCWhenDone(Silent):
+        def update(self, trials) -> None:
+            if any(t.state.is_finished() for t in trials):
+                raise KeyboardInterrupt
+
+    lines = []
+    status = run_study(spec=load_spec(str(mlp_study(tmp_path, "done"))), storage=Storage.resolve(
+        f"sqlite:///{tmp_path / 'done.db'}"), trials=1, device="cpu", display=lambda *_: CtrlCWhenDone(),
+        warn=lines.append)
+    assert status == 130 and lines == ["interrupted: 1/1 finished, all it asked for"]
+
+
 def test_a_ctrl_c_while_the_fork_server_starts_is_not_lost():
     """The fork server started with Ctrl-C ignored in the caller too: one that reached `hpo verify`
     in that moment was taken by another of its threads and ignored, and the verification ran on to
