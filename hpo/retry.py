@@ -69,7 +69,10 @@ class Backoff:
             self.since = now
         waited = now - self.since
         if waited >= self.patience:
-            raise DatabaseUnavailable(f"unreachable for {waited:.0f} s ({describe(error)})")
+            why = describe(error)
+            # a full or failing disk under an SQLite file is not the network: say what it was
+            state = "unusable" if any(word in why for word in ("disk", "full", "readonly")) else "unreachable"
+            raise DatabaseUnavailable(f"{state} for {waited:.0f} s ({why})")
         time.sleep(min(self.pause, self.patience - waited))
         self.pause = min(2 * self.pause, MAX_PAUSE)
 

@@ -324,3 +324,16 @@ def test_a_worker_that_starts_after_its_study_was_deleted_ends_without_a_word(tm
               checkpoint_dir=str(tmp_path / "checkpoints"), patience=5)
     assert worker_main(job, 0) == 1
     assert capfd.readouterr().err == ""
+
+
+def test_a_database_past_its_patience_is_called_unusable_where_its_disk_is_the_trouble():
+    """A full disk under an SQLite file was reported as the database being "unreachable"."""
+    import sqlalchemy  # noqa: PLC0415
+
+    from hpo.retry import Backoff, DatabaseUnavailable  # noqa: PLC0415
+
+    full = sqlalchemy.exc.OperationalError("INSERT", {}, Exception("database or disk is full"))
+    down = sqlalchemy.exc.OperationalError("SELECT", {}, Exception("connection refused"))
+    for error, word in ((full, "unusable"), (down, "unreachable")):
+        with pytest.raises(DatabaseUnavailable, match=rf"^{word} for 0 s \({error.orig}\)$"):
+            Backoff(0).wait(error)
