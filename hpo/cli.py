@@ -955,11 +955,26 @@ def check_output(path: Path, example: str, storage=None) -> None:
             break
 
 
+def write_all(stream, text: str) -> None:
+    """All of `text`, or an error: a reader that went away mid-way (`| head -c 1000000`) made one
+    large write return short, without an error, and a 5 MB report was cut off with exit 0."""
+    out = getattr(stream, "buffer", None)
+    if out is None:  # a stream of Python's own (a test's capture): it takes it whole
+        stream.write(text)
+        return
+    stream.flush()
+    data = memoryview(text.encode(stream.encoding or "utf-8"))
+    while data:
+        written = out.write(data[: 1 << 16])
+        out.flush()
+        data = data[written or 0 :]
+
+
 def write_output(path: Path, text: str) -> None:
     """Write `-o`'s file, making its folders as needed (as `hpo report` and `hpo export` both do);
     `-` is standard output."""
     if str(path) == "-":
-        sys.stdout.write(text)
+        write_all(sys.stdout, text)
         return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

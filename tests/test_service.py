@@ -501,6 +501,20 @@ def test_a_run_whose_reader_goes_away_trains_on(study_file, tmp_path, stderr):
     assert c.finished == 3 and c.failed == 0 and c.running == 0
 
 
+def test_a_report_to_a_reader_that_goes_away_midway_is_not_a_success(tmp_path):
+    """`hpo report -o - | head -c 1000000`: the report's one write of 5 MB came back short when
+    the reader went, without an error, and a cut-off report ended with exit 0."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    study = hpo_study(study_name="tiny", storage=url, direction="maximize")
+    study.add_trial(optuna.create_trial(value=0.9, user_attrs={"config": {"epochs": 1}}))
+    proc = subprocess.Popen([sys.executable, "-m", "hpo", "report", "--study", "tiny", "--storage", url, "-o", "-"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, env=cli_env())
+    assert len(proc.stdout.read(200_000)) == 200_000  # more than a pipe holds: the rest is still to come
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 141 and err == b"", err
+
+
 def test_a_command_started_with_standard_output_closed_runs_to_its_end(tmp_path):
     """`hpo studies >&-` (some cron jobs and supervisors): Python set sys.stdout to None, and each
     command that printed ended in a traceback; an export to a file was written, then the same."""
