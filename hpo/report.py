@@ -144,6 +144,11 @@ def importance_figure(study: optuna.Study, trials: list[FrozenTrial], metric: st
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if len(complete) < 2 or not any(t.params for t in complete):
         return None, "Needs at least two complete trials with searched settings."
+    # Optuna shares the importance out equally where there is nothing to explain: not a finding
+    if len({accuracy_pct(t) for t in complete}) < 2:
+        return None, f"Every complete trial scored the same final {metric}: there is no variation to explain."
+    if all(len({repr(t.params.get(name)) for t in complete}) < 2 for name in {n for t in complete for n in t.params}):
+        return None, "Every complete trial has the same searched settings: there is nothing to tell apart."
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -179,13 +184,14 @@ def parallel_figure(study: optuna.Study, trials: list[FrozenTrial], metric: str 
 
 def seeded(spec) -> tuple[bool, bool]:
     """Whether the study is on MNIST, where the seeds' hand-tuned results are the numbers to beat,
-    and whether its base (trial 0) is one of the seeds' recipes (a seed's preset); a study on your
+    and whether its base (trial 0) is one of the seeds' recipes (a seed's preset, unchanged); a study on your
     own data is compared with its own base alone."""
     base = spec.get("base") if isinstance(spec, dict) else None
     base = base if isinstance(base, dict) else {}
     data, model = base.get("data") or {}, base.get("model") or {}
     on_mnist = (data.get("dataset", "mnist") if isinstance(data, dict) else "mnist") == "mnist"
-    preset = model.get("preset") if isinstance(model, dict) else None
+    # a seed's preset as it is: `{preset: mlp, hidden: [16]}` is a net of the study's own
+    preset = model.get("preset") if isinstance(model, dict) and set(model) == {"preset"} else None
     return on_mnist, on_mnist and any(s.preset == preset for s in SEED_RESULTS)
 
 

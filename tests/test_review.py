@@ -498,6 +498,7 @@ def test_a_report_of_an_eval_val_study_names_validation_accuracy_and_gives_the_t
 @pytest.mark.parametrize("base, stars, diamond", [
     ({"model": {"preset": "mnistnet2"}}, True, "trial 0: the seed's recipe as this study trains it"),
     ({"model": {"family": "mlp", "hidden": [8]}}, True, "trial 0: the study's base recipe"),
+    ({"model": {"preset": "mlp", "hidden": [16]}}, True, "trial 0: the study's base recipe"),  # not seed 000's net
     ({"model": {"module": "nets:make"}, "data": {"dataset": "npz", "path": "shapes.npz"}}, False,
      "trial 0: the study's base recipe"),
 ])
@@ -515,3 +516,33 @@ def test_the_seeds_stars_are_drawn_only_beside_mnist_studies(tmp_path, base, sta
     page = build_report(storage=optuna.storages.RDBStorage(url), study_name="own")
     assert ("seeds' hand-tuned results" in page) == stars and ("full MNIST test set" in page) == stars
     assert diamond in page
+
+
+@pytest.mark.parametrize("varies, note", [
+    ("nothing in the accuracy", "Every complete trial scored the same final test accuracy: there is no variation"),
+    ("nothing in the settings", "Every complete trial has the same searched settings: there is nothing to tell"),
+    ("both", None),
+])
+def test_the_importances_chart_is_left_out_where_there_is_nothing_to_explain(tmp_path, varies, note):
+    """Optuna's importances share the whole out equally where no setting or no accuracy varies
+    (100 test images score in 1% steps: equal accuracies happen), and the chart showed it as a
+    finding: each setting 0.50."""
+    from hpo import records  # noqa: PLC0415
+    from hpo.report import build_report  # noqa: PLC0415
+
+    url = f"sqlite:///{tmp_path / 'flat.db'}"
+    study = hpo_study(study_name="flat", storage=url, direction="maximize")
+    lr, width = FloatDistribution(0.001, 0.1, log=True), IntDistribution(8, 32)
+    for i in range(4):
+        same_settings = varies == "nothing in the settings"
+        study.add_trial(optuna.trial.create_trial(
+            value=0.5 + (i / 100 if varies != "nothing in the accuracy" else 0) + (i * i / 1000 if varies == "both"
+                                                                                   else 0),
+            params={"optimizer.lr": 0.01 if same_settings else 0.001 * (i + 1), "model.width": 16 if same_settings
+                    else 8 + i}, distributions={"optimizer.lr": lr, "model.width": width},
+            user_attrs={records.N_PARAMS: 1000, records.CONFIG: {}, records.EPOCH_SECONDS: [0.1]}))
+    page = build_report(storage=optuna.storages.RDBStorage(url), study_name="flat")
+    if note is None:  # settings and accuracies both vary: the chart, as before
+        assert "Which settings mattered" in page
+    else:
+        assert note in page and "Which settings mattered" not in page
