@@ -224,12 +224,14 @@ def print_best(name: str, trials, *, top: int, held_out: bool, multi: bool, stor
                            f"{storage_option}{password_note(storage_option)}"), soft_wrap=True)  # never wrapped: to paste
 
 
-def trials_line(trials) -> str:
-    """'6 trials (4 complete, 2 pruned), best 69.33% (trial 4)': a study in one line."""
+def trials_line(trials, held_out: bool = False) -> str:
+    """'6 trials (4 complete, 2 pruned), best 69.33% (trial 4)': a study in one line; `held_out`
+    (eval: val): its best is a validation accuracy, 'best 69.33% val'."""
     states = records.count(trials).in_words()
     best = records.best_trial(trials)
+    val = " val" if held_out else ""
     return (plural(len(trials), "trial") + (f" ({states})" if states else "")
-            + (f", best {pct(records.accuracy(best))} (trial {best.number})" if best else ""))
+            + (f", best {pct(records.accuracy(best))}{val} (trial {best.number})" if best else ""))
 
 
 def print_study_trials(name: str, trials, *, source: str | None, where: str, top: int, held_out: bool,
@@ -238,7 +240,7 @@ def print_study_trials(name: str, trials, *, source: str | None, where: str, top
     trials a user looks into: those running now (their epoch and worker), and the latest failures
     with their reasons."""
     origin = f" from {source}" if source else ""
-    console.print(Text("study ", style="bold") + Text(f"{name}{origin} in {where}: {trials_line(trials)}"),
+    console.print(Text("study ", style="bold") + Text(f"{name}{origin} in {where}: {trials_line(trials, held_out)}"),
                   soft_wrap=True)
     if records.count(trials).complete:
         print_best(name, trials, top=top, held_out=held_out, multi=multi, storage_option=storage_option)

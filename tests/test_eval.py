@@ -127,3 +127,6 @@ def test_the_live_panel_and_the_studies_list_say_validation_where_it_is():
     assert re.search(r"held .* 95\.00% val ", listed) and re.search(r"tested .* 95\.00% ", listed), listed
     assert "val: validation accuracy, on training images held out (eval: val)" in listed
     assert "val" not in text_of(display.studies_table({"tested": [done]}))
+    # hpo studies NAME's headline likewise (its table below said "val. acc." under "best 95.00%")
+    assert display.trials_line([done], held_out=True) == "1 trial (1 complete), best 95.00% val (trial 1)"
+    assert display.trials_line([done]) == "1 trial (1 complete), best 95.00% (trial 1)"
