@@ -813,7 +813,14 @@ def cmd_studies(args) -> int:
               + f"; run one: hpo run --study NAME --trials N{option}{password_note(option)}")
         return 0
     held_out = frozenset(s.study_name for s in summaries if (s.user_attrs.get(records.SPEC) or {}).get("eval") == "val")
-    console.print(studies_table(studies, held_out))
+    table = studies_table(studies, held_out)
+    width = console.width
+    if not console.is_terminal:  # a pipe or a file: wider than its 120 columns where a name needs it
+        console.width = table.piped_width(width)
+    try:
+        console.print(table)
+    finally:
+        console.width = width
     if others:
         from rich.text import Text  # noqa: PLC0415
 

@@ -353,6 +353,12 @@ class StudiesTable:
     def __init__(self, rows: list[tuple[str, ...]], below: list):
         self.rows, self.below = rows, below
 
+    def piped_width(self, width: int) -> int:
+        """The width to draw at off a terminal (a pipe, a log, a file): `width`, or as wide as every
+        name and state on one line needs. Folded at 120 columns, a long name no longer matched a grep."""
+        widths = [max([len(col), *(len(row[i]) for row in self.rows)]) for i, col in enumerate(self.COLUMNS)]
+        return max(width, sum(widths) + 3 * len(self.COLUMNS) + 1)
+
     def __rich_console__(self, console, options):
         table = Table(title="studies", title_justify="left")
         widths = [max([len(col), *(len(row[i]) for row in self.rows)]) for i, col in enumerate(self.COLUMNS)]

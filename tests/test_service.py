@@ -557,3 +557,15 @@ def test_a_ctrl_c_once_a_command_has_ended_changes_nothing(tmp_path):
     done = subprocess.run([sys.executable, "-c", probe, "studies", "--storage", f"sqlite:///{tmp_path / 'none.db'}"],
                           capture_output=True, text=True, cwd=tmp_path, env=cli_env(), timeout=120)
     assert done.stdout.split() == ["False", "False", "True", "True", "2"], done.stderr
+
+
+def test_piped_hpo_studies_keeps_each_long_name_on_one_line(tmp_path):
+    """Off a terminal `hpo studies` drew at 120 columns, and a name of 78 characters folded mid-word:
+    `hpo studies | grep NAME` found nothing."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    name = "tiny-mlp-study-with-a-rather-long-name-for-testing-narrow-terminals-" + "x" * 30
+    hpo_study(study_name=name, storage=url, direction="maximize").add_trial(
+        optuna.create_trial(value=0.9, user_attrs={"config": {}, "n_params": 1234}))
+    out = hpo("studies", "--storage", url, cwd=tmp_path).stdout
+    line = next(line for line in out.splitlines() if name in line)
+    assert "90.00%" in line and "1,234" in line and "1 complete" in line, out
