@@ -128,7 +128,8 @@ def trial_line(t) -> str:
     # hpo records a reason for every failure it sees; a trial without one was failed for its silence
     reason = t.user_attrs.get(records.FAIL_REASON, "worker lost: no heartbeat for --grace seconds (killed, or its "
                                                    "machine lost)")
-    return f"trial {t.number:>4} failed    {reason}"
+    lines = str(reason).strip().splitlines() or [""]  # torch's errors run to many lines: a trial is one
+    return f"trial {t.number:>4} failed    {lines[0]}" + (" [...]" if len(lines) > 1 else "")
 
 
 class RunDisplay:
@@ -269,13 +270,15 @@ def top_table(trials, top: int, *, title: str, held_out: bool = False) -> "TopTa
     measured once at the end, stands beside it."""
     rows = []
     for t in records.ranked(trials, top):
-        seconds = records.epoch_seconds(t) or [0]
+        seconds = records.epoch_seconds(t)
         changed = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
         base = " (base)" if t.user_attrs.get(records.BASE) else ""
         value = pct(records.accuracy(t))
         values = (value, pct(t.user_attrs.get(records.TEST_ACCURACY))) if held_out else (value,)
-        rows.append((f"{t.number}{base}", *values, str(t.user_attrs.get(records.BEST_EPOCH, "-")),
-                     _fmt_params(t.user_attrs.get(records.N_PARAMS)), f"{sum(seconds) / len(seconds):.2f}", changed))
+        best_epoch = t.user_attrs.get(records.BEST_EPOCH)
+        rows.append((f"{t.number}{base}", *values, "-" if best_epoch is None else str(best_epoch),
+                     _fmt_params(t.user_attrs.get(records.N_PARAMS)),
+                     f"{sum(seconds) / len(seconds):.2f}" if seconds else "-", changed))
     value = ("val. acc.", "test acc.") if held_out else ("test acc.",)
     return TopTable(title, ("trial", *value, "best epoch", "params", "s/epoch"), rows)
 
@@ -308,7 +311,7 @@ class TopTable:
                                   for col, value in zip(self.columns[1:], row[1:-1]))
                 yield Text(f"trial {row[0]}: {facts}; {row[-1]}")
             return
-        table = Table(title=self.title, title_justify="left")
+        table = Table(title=Text(self.title, style="table.title"), title_justify="left")  # a name is no markup
         for col, width in zip(self.columns, widths):  # each exactly as wide as it was measured
             table.add_column(col, justify="right", overflow="fold", width=width)
         if inside:
@@ -336,7 +339,7 @@ def studies_table(studies: dict, held_out: frozenset = frozenset()):
         best = records.best_trial(trials)
         states = c.in_words()
         value = pct(records.accuracy(best)) + (" val" if name in held_out else "") if best else "-"
-        rows.append((escape(name), str(c.finished), value,
+        rows.append((escape(name), f"{c.finished:,}", value,
                      _fmt_params(best.user_attrs.get(records.N_PARAMS)) if best else "-",
                      str(best.number) if best else "-", states or "none yet"))
     if any(name in held_out and records.best_trial(trials) for name, trials in studies.items()):

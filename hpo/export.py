@@ -60,7 +60,10 @@ def export(rdb: optuna.storages.BaseStorage, study_name: str, *, top: Optional[i
     beats on both accuracy and size."""
     trials = study_trials(rdb, study_name)
     front = len(records.pareto_front(trials)) if records.multi_objective(trials) else 0
-    best = [t for t in records.ranked(trials, top or front or 1) if records.CONFIG in t.user_attrs]
+    # ranked among the trials that carry a config to export (a hand-made trial may not): one without
+    # was skipped after ranking, and a best trial without one left "no complete trial to export"
+    best = records.ranked([t for t in trials if isinstance(t.user_attrs.get(records.CONFIG), dict)],
+                          top or front or 1)
     if not best:
         raise UserError(records.no_complete_trial(study_name, trials, "export", study_file(rdb, study_name),
                                                   storage_option, password_note(storage_option)))

@@ -80,7 +80,7 @@ class Counts:
 
     def in_words(self) -> str:
         """'4 complete, 2 pruned, 1 queued': the states these trials are in, those with any."""
-        return ", ".join(f"{n} {'queued' if state == 'waiting' else state}"
+        return ", ".join(f"{n:,} {'queued' if state == 'waiting' else state}"
                          for state, n in ((k, getattr(self, k)) for k in KINDS) if n)
 
     @property

@@ -280,7 +280,8 @@ def top_table(trials: list[FrozenTrial], top: int, held_out: bool = False) -> st
         n = t.user_attrs.get(records.N_PARAMS)
         best_epoch, best_acc = t.user_attrs.get(records.BEST_EPOCH), t.user_attrs.get(records.BEST_ACCURACY)
         spe, span = seconds_per_epoch(t), duration(t)
-        config = yaml.safe_dump(t.user_attrs.get(records.CONFIG, {}), sort_keys=False, default_flow_style=None, width=90)
+        config = yaml.safe_dump(t.user_attrs.get(records.CONFIG, {}), sort_keys=False, default_flow_style=None, width=90,
+                                allow_unicode=True)
         cells = [str(rank), f"{t.number}{' (base)' if t.user_attrs.get(records.BASE) else ''}",
                  f"{accuracy_pct(t):.2f}%", *([pct(t.user_attrs.get(records.TEST_ACCURACY))] if held_out else []),
                  f"{100 * best_acc:.2f}% (epoch {best_epoch})" if best_acc is not None else "-",
@@ -350,7 +351,7 @@ def build_report(*, storage: optuna.storages.BaseStorage, study_name: str, where
          "Seconds per epoch as the trainer measured it; trial wall time includes evaluation and the storage's "
          "writes. Over-budget trials take no time and are left out."),
         (f"Pareto front: {plural(front, 'trial')}, most accurate first" + (f" (the first {top})" if front > top else "")
-         if front else f"Top {min(top, c.complete)} trials", top_table(trials, top, held_out),
+         if front else f"Top {plural(min(top, c.complete), 'trial')}", top_table(trials, top, held_out),
          ("Each is the most accurate model of its size or smaller. " if front else "")
          + "Each config re-trains as is: hpo export writes them as YAML for hpo train --config."),
     ]

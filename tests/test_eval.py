@@ -130,3 +130,24 @@ def test_the_live_panel_and_the_studies_list_say_validation_where_it_is():
     # hpo studies NAME's headline likewise (its table below said "val. acc." under "best 95.00%")
     assert display.trials_line([done], held_out=True) == "1 trial (1 complete), best 95.00% val (trial 1)"
     assert display.trials_line([done]) == "1 trial (1 complete), best 95.00% (trial 1)"
+
+
+def test_a_trial_line_is_one_line_and_says_what_it_does_not_know():
+    """A failure reason of many lines (torch's size-mismatch error) broke `hpo studies NAME`'s one
+    line per failure; a hand-made trial without epoch seconds showed s/epoch 0.00, its best epoch None."""
+    from hpo import display  # noqa: PLC0415
+
+    failed = optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, user_attrs={
+        records.FAIL_REASON: "RuntimeError: Error(s) in loading state_dict:\n\tsize mismatch for 0.weight"})
+    failed.number = 3
+    assert display.trial_line(failed) == "trial    3 failed    RuntimeError: Error(s) in loading state_dict: [...]"
+    bare = optuna.trial.create_trial(value=0.5, user_attrs={records.BEST_EPOCH: None})
+    bare.number = 0
+    assert display.top_table([bare], 1, title="top 1 of x").rows == [("0", "50.00%", "-", "-", "-", "")]
+    import io  # noqa: PLC0415
+
+    from rich.console import Console  # noqa: PLC0415
+
+    out = Console(file=io.StringIO(), width=100)  # a study name is no markup (one plain Optuna made)
+    out.print(display.top_table([bare], 1, title="top 1 of evil-[red]markup[/red]"))
+    assert "top 1 of evil-[red]markup[/red]" in out.file.getvalue()

@@ -569,3 +569,18 @@ def test_piped_hpo_studies_keeps_each_long_name_on_one_line(tmp_path):
     out = hpo("studies", "--storage", url, cwd=tmp_path).stdout
     line = next(line for line in out.splitlines() if name in line)
     assert "90.00%" in line and "1,234" in line and "1 complete" in line, out
+
+
+def test_export_ranks_among_the_trials_that_carry_a_config(tmp_path):
+    """A best trial without a config (added by hand, or by plain Optuna) was ranked first, then
+    skipped: "no complete trial to export" for a study with one to export; one whose config was no
+    mapping ended in a traceback."""
+    from hpo.export import export  # noqa: PLC0415
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    study = hpo_study(study_name="mixed", storage=url, direction="maximize")
+    study.add_trial(optuna.create_trial(value=0.99))
+    study.add_trial(optuna.create_trial(value=0.98, user_attrs={"config": "not a mapping"}))
+    study.add_trial(optuna.create_trial(value=0.9, user_attrs={"config": {"epochs": 1}}))
+    exported = yaml.safe_load(export(optuna.storages.RDBStorage(url), "mixed", top=2).text)
+    assert [t["trial"] for t in exported["trials"]] == [2]
