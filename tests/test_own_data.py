@@ -400,6 +400,26 @@ def test_a_subset_larger_than_your_data_names_the_file(tmp_path, capsys):
                                        "use them all\n")
 
 
+def study_on_own_data(folder: Path, name: str, model: dict):
+    """A study NAME of one-epoch trials of `model` on folder/d.npz (written now): its storage's URL,
+    and run(trials), which runs it with `hpo run` from `folder`."""
+    from test_service import hpo  # noqa: PLC0415
+
+    write_npz(folder / "d.npz")
+    study = folder / f"{name}.yaml"
+    study.write_text(yaml.safe_dump({
+        "name": name, "base": {"model": model, "optimizer": {"name": "sgd", "lr": 0.05},
+                               "batch_size": 40, "epochs": 1, "data": {"dataset": "npz", "path": "d.npz"}},
+        "search": {"optimizer.lr": {"float": [0.01, 0.1], "log": True}}, "pruner": {"name": "none"}}))
+    url = f"sqlite:///{folder / (name + '.db')}"
+
+    def run(trials: int):
+        return hpo("run", "--study", str(study), "--trials", str(trials), "--storage", url, "--device", "cpu",
+                   "--quiet", cwd=folder, check=False)
+
+    return url, run
+
+
 def test_a_study_refuses_your_data_changed_since_its_trials_trained(tmp_path):
     """A class added to shapes.npz between two runs of one study: the new trials trained on four
     classes were pruned against, and ranked beside, trials on three, with no word."""
@@ -407,18 +427,8 @@ def test_a_study_refuses_your_data_changed_since_its_trials_trained(tmp_path):
 
     from test_service import hpo  # noqa: PLC0415
 
-    path = write_npz(tmp_path / "d.npz")
-    study = tmp_path / "own.yaml"
-    study.write_text(yaml.safe_dump({
-        "name": "own", "base": {"model": {"family": "mlp", "hidden": [8]}, "optimizer": {"name": "sgd", "lr": 0.05},
-                                "batch_size": 40, "epochs": 1, "data": {"dataset": "npz", "path": "d.npz"}},
-        "search": {"optimizer.lr": {"float": [0.01, 0.1], "log": True}}, "pruner": {"name": "none"}}))
-    url = f"sqlite:///{tmp_path / 'own.db'}"
-
-    def run(trials: int):
-        return hpo("run", "--study", str(study), "--trials", str(trials), "--storage", url, "--device", "cpu",
-                   "--quiet", cwd=tmp_path, check=False)
-
+    path = tmp_path / "d.npz"
+    url, run = study_on_own_data(tmp_path, "own", {"family": "mlp", "hidden": [8]})
     assert run(1).returncode == 0
     exported = yaml.safe_load(hpo("export", "--study", "own", "--storage", url, cwd=tmp_path).stdout)
     digest = datasets.describe(Data(dataset="npz", path=str(path))).digest

@@ -370,22 +370,10 @@ def test_a_study_refuses_your_model_code_changed_since_its_trials_trained(tmp_pa
     trials trained another model and were ranked beside the old ones with no word (a study kept its
     data's digest, not its model's). Comments, docstrings and layout are not the model."""
     import optuna  # noqa: PLC0415
-    from test_own_data import write_npz  # noqa: PLC0415
-    from test_service import hpo as hpo_cli  # noqa: PLC0415
+    from test_own_data import study_on_own_data  # noqa: PLC0415
 
-    write_npz(tmp_path / "d.npz")
     (tmp_path / "my_net.py").write_text(NET)
-    study = tmp_path / "mine.yaml"
-    study.write_text(yaml.safe_dump({
-        "name": "mine", "base": {"model": {"module": "my_net:make"}, "optimizer": {"name": "sgd", "lr": 0.05},
-                                 "batch_size": 40, "epochs": 1, "data": {"dataset": "npz", "path": "d.npz"}},
-        "search": {"optimizer.lr": {"float": [0.01, 0.1], "log": True}}, "pruner": {"name": "none"}}))
-    url = f"sqlite:///{tmp_path / 'mine.db'}"
-
-    def run(trials: int):
-        return hpo_cli("run", "--study", str(study), "--trials", str(trials), "--storage", url, "--device", "cpu",
-                       "--quiet", cwd=tmp_path, check=False)
-
+    url, run = study_on_own_data(tmp_path, "mine", {"module": "my_net:make"})
     assert run(1).returncode == 0
     # reworded, commented and re-wrapped: the same code
     (tmp_path / "my_net.py").write_text(NET.replace('"""A net of my own."""', '"""My net, reworded."""')
