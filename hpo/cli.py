@@ -1172,6 +1172,7 @@ def standard_streams_open() -> None:
             if opened != fd:
                 os.dup2(opened, fd)
                 os.close(opened)
+            os.set_inheritable(fd, True)  # os.open's are not: the workers would start with it closed again
             setattr(sys, name, open(fd, mode, closefd=False))
 
 

@@ -39,6 +39,15 @@ class CannotWrite(Exception):
             reason = "No space left on device" if full else f"{type(error).__name__}: {error}"
         super().__init__(f"cannot write {what}: {reason}")
 
+    def __reduce__(self):  # whole across processes, as its message
+        return _cannot_write, (str(self),)
+
+
+def _cannot_write(message: str) -> CannotWrite:
+    error = CannotWrite.__new__(CannotWrite)
+    Exception.__init__(error, message)
+    return error
+
 
 class ConfigError(UserError):
     """A bad value in a YAML file, located by file and dotted key."""
@@ -57,6 +66,15 @@ class ConfigError(UserError):
     def located(self, source: str) -> "ConfigError":
         """The same error, now naming the file it came from."""
         return ConfigError(self.key, self.reason, source=source)
+
+    def __reduce__(self):
+        # whole across processes: unpickled from its message alone, it failed in `hpo verify --workers K`'s
+        # result thread, and the command waited forever for a seed's answer
+        return _config_error, (self.key, self.reason, self.source)
+
+
+def _config_error(key: str, reason: str, source: str | None) -> ConfigError:
+    return ConfigError(key, reason, source=source)
 
 
 PASSWORD_NOTE = " (put your password in place of ***)"

@@ -529,6 +529,13 @@ def test_a_command_started_with_standard_output_closed_runs_to_its_end(tmp_path)
                               preexec_fn=lambda: os.close(1))
         assert done.returncode == 0 and "Traceback" not in done.stderr, (args, done.stderr)
     assert yaml.safe_load((tmp_path / "best.yaml").read_text())["trials"][0]["value"] == 0.9
+    # and the processes it starts (hpo run's workers, the fork server) find them open too: /dev/null
+    # opened by os.open is not inherited, and they started with them closed again
+    probe = ("import os, subprocess, sys; from hpo.cli import standard_streams_open; standard_streams_open(); "
+             "sys.exit(subprocess.run([sys.executable, '-c', 'import os; os.fstat(1); os.fstat(2)']).returncode)")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=cli_env(), timeout=120,
+                          preexec_fn=lambda: (os.close(1), os.close(2)))
+    assert done.returncode == 0
 
 
 def test_hpo_run_says_when_it_makes_the_databases_folder(tmp_path, monkeypatch):

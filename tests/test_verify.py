@@ -89,6 +89,28 @@ def test_json_stays_whole_when_a_model_prints(tmp_path, workers):
     assert "building my net" in done.stderr
 
 
+@pytest.mark.timeout(300)  # it waited forever
+def test_a_config_error_in_a_seeds_process_is_one_line_not_a_hang(tmp_path):
+    """A ConfigError raised in a seed's process could not be unpickled in hpo verify's (it was
+    rebuilt from its message alone): the pool's result thread died, and the command waited forever."""
+    import pickle  # noqa: PLC0415
+
+    from hpo.errors import ConfigError  # noqa: PLC0415
+
+    error = ConfigError("model", "refused", source="cfg.yaml")
+    assert str(pickle.loads(pickle.dumps(error))) == str(error) == "cfg.yaml: key 'model': refused"
+    (tmp_path / "picky.py").write_text(
+        "import multiprocessing\nfrom torch import nn\n\n\ndef make(input_shape, num_classes):\n"
+        "    if multiprocessing.current_process().name != 'MainProcess':\n"
+        "        raise ValueError('not in a seed process')\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(784, num_classes))\n")
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump({**CONFIG, "model": {"module": "picky:make"}, "epochs": 1}))
+    done = cli_zygote.run(["verify", "--config", "cfg.yaml", "--device", "cpu", "--seeds", "2", "--workers", "2"],
+                          cwd=tmp_path, env={**os.environ, "HPO_OFFLINE": "1"}, changed=None, timeout=240)
+    assert done.returncode == 2 and "raised ValueError: not in a seed process" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_each_seed_is_what_hpo_train_gives_with_that_seed(mnist_dir):
     verified = hpo.verify(CONFIG, seeds=2, device="cpu")
     assert [r.seed for r in verified.runs] == [0, 1]
