@@ -36,8 +36,12 @@ def _preload() -> None:
     finally:
         parent = os.environ.pop("HPO_PARENT_SIGINT", None)  # hpo.processes.PARENT_SIGINT
         wanted = {"ignore": signal.SIG_IGN, "interrupt": signal.default_int_handler}
-        signal.signal(signal.SIGINT, wanted.get(parent, previous))  # unset: a server hpo did not start
+        # a Ctrl-C that came while the imports ran waits, blocked, even though ignored (Linux keeps a
+        # blocked signal pending whatever its action): ignoring it again drops it, and only then is it
+        # unblocked and given its handler. Given the handler first, it was raised here, a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # started with it blocked (hpo.processes)
+        signal.signal(signal.SIGINT, wanted.get(parent, previous))  # unset: a server hpo did not start
 
 
 _preload()

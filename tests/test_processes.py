@@ -271,3 +271,23 @@ def test_the_fork_server_starts_with_ctrl_c_blocked_in_a_process_that_started_no
     spawns = json.loads(out)
     assert [s["forkserver"] for s in spawns].count(True) == 1, spawns
     assert all(s["ctrl_c_blocked"] for s in spawns), spawns
+
+
+def test_a_ctrl_c_that_came_while_the_fork_server_imported_is_dropped_not_raised():
+    """The server starts with Ctrl-C blocked; one that comes while it imports waits, pending (Linux
+    keeps a blocked signal pending even while it is ignored). hpo.preload gave SIGINT its handler,
+    then unblocked it: the pending Ctrl-C was raised there, a traceback beside the command's line."""
+    probe = ("import os, signal\n"
+             "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})\n"
+             "os.environ['HPO_PARENT_SIGINT'] = 'interrupt'\n"
+             "import importlib\n"
+             "load = importlib.import_module\n"
+             "def loading(name, *rest, **named):  # a terminal's Ctrl-C as the server imports its first module\n"
+             "    if name == 'hpo.worker': os.kill(os.getpid(), signal.SIGINT)\n"
+             "    return load(name, *rest, **named)\n"
+             "importlib.import_module = loading\n"
+             "import hpo.preload\n"
+             "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler, "
+             "signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, set()))\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout.split(), done.stderr) == (0, ["True", "False"], "")
