@@ -111,7 +111,23 @@ def code_digest(target: str) -> Optional[dict]:
                 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
                 and isinstance(body[0].value.value, str)):
             node.body = body[1:] or [ast.Pass()]
-    return {"file": path, "digest": hashlib.sha256(ast.dump(tree).encode()).hexdigest()[:16]}
+    return {"file": path, "digest": hashlib.sha256(_canonical(tree).encode()).hexdigest()[:16]}
+
+
+def _canonical(node) -> str:
+    """A syntax tree as text that no Python version changes for the same code: each node's type and
+    its fields that hold something. ast.dump's differs (3.12 adds `type_params=[]` to every function,
+    3.13 leaves empty fields out), and a copy of the same module on a machine with another Python
+    read as changed code."""
+    import ast  # noqa: PLC0415
+
+    if isinstance(node, ast.AST):
+        fields = ((name, getattr(node, name, None)) for name in node._fields)
+        return type(node).__name__ + "(" + ",".join(f"{name}={_canonical(value)}" for name, value in fields
+                                                    if value is not None and value != []) + ")"
+    if isinstance(node, list):
+        return "[" + ",".join(_canonical(item) for item in node) + "]"
+    return repr(node)
 
 
 def parse(data: dict, prefix: str = "model") -> ModuleModel:
