@@ -269,6 +269,8 @@ def check(spec: ModuleModel, shape: tuple[int, int, int], classes: int, prefix: 
             probe = _Probe(model, torch.empty(2, *shape))
         except (Exception, SystemExit):
             probe = None
+    if probe is not None and probe.backward_error is not None:  # perhaps an op without a meta kernel: for real
+        probe = None
     if probe is None:
         model = build(spec, shape, classes, prefix)
         try:  # a batch of 2: the graph costs nothing, and shows the logits train
@@ -291,6 +293,13 @@ class _Probe:
         version = x._version
         with torch.enable_grad():
             self.out = model.train()(x)
+        self.backward_error = None  # the step's backward pass: an in-place op on a tensor autograd needs fails it
+        if isinstance(self.out, torch.Tensor) and self.out.requires_grad and self.out.is_floating_point():
+            try:
+                with torch.enable_grad():
+                    self.out.float().sum().backward()
+            except Exception as error:
+                self.backward_error = error
         with torch.no_grad():
             self.evaluated = model.eval()(x)
         self.wrote_input = x._version != version  # in either mode
@@ -311,6 +320,9 @@ def _check_probe(probe: _Probe, target: str, shape, classes: int, prefix: str) -
     if not probe.out.requires_grad and not torch.is_inference_mode_enabled():
         raise ConfigError(prefix, f"{target}'s logits carry no gradient back to its parameters (a .detach(), "
                                   "torch.no_grad() or argmax in its forward?); hpo trains it through them")
+    if probe.backward_error is not None:
+        raise ConfigError(prefix, f"{target}'s backward pass fails on {images}: {_failed(probe.backward_error, '')}; "
+                                  "an in-place op (relu_, +=) on a tensor autograd still needs? write y = y + 1")
     if probe.params_after != probe.params_before:
         raise ConfigError(prefix, f"{target} makes parameters in its forward ({probe.params_before:,} before its first "
                                   f"batch, {probe.params_after:,} after): hpo counts them against the budget and hands "

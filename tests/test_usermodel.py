@@ -89,6 +89,19 @@ FACTORIES = {  # make(input_shape, num_classes) -> a model that is wrong in one 
                     self.head = nn.Linear(f.shape[1], num_classes).to(f.device)
                 return self.head(f)
         return Grow()""",
+    "backward_fails": """
+        class Bump(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv = nn.Conv2d(1, 2, 3, padding=1)
+                self.fc = nn.Linear(128, num_classes)
+            def forward(self, x):
+                y = self.conv(x)
+                y.relu_()
+                y = y.view(len(x), -1)
+                y += 1
+                return self.fc(y)
+        return Bump()""",
     "eval_argmax": """
         class Vote(nn.Module):
             def __init__(self):
@@ -125,6 +138,9 @@ REFUSED = [  # factory, the words of its one line
     ("in_place", ["make's forward changes its input in place", "write x = x * ... instead"]),
     ("grows", ["make makes parameters in its forward (20 before its first batch, 407 after)",
                "make every layer in the factory"]),
+    ("backward_fails", ["make's backward pass fails on a batch of 2 1x8x8 images: RuntimeError: one of the "
+                        "variables needed for gradient computation has been modified by an inplace operation",
+                        "write y = y + 1"]),
     ("eval_argmax", ["make maps a batch of 2 1x8x8 images to (2,) in eval mode (hpo scores the test set in it); "
                      "expected (2, 3) logits"]),
     ("eval_fails", ["make's forward fails in eval mode (hpo scores the test set in it) on a batch of 2 1x8x8 images",
