@@ -399,12 +399,17 @@ def cmd_train(args) -> int:
     except Diverged as error:  # the config is valid; training it is what failed
         print(f"hpo train: diverged: {error}; try a lower optimizer.lr in {args.config}", file=sys.stderr)
         return 1
-    except (torch.OutOfMemoryError, RuntimeError) as error:
-        if not out_of_memory(error):
-            raise
+    except Exception as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"hpo train: out of memory on {device}: {first}; lower batch_size or the model's widths in "
-              f"{args.config}", file=sys.stderr)
+        if out_of_memory(error):
+            print(f"hpo train: out of memory on {device}: {first}; lower batch_size or the model's widths in "
+                  f"{args.config}", file=sys.stderr)
+            return 1
+        if not isinstance(cfg.model, models.usermodel.ModuleModel) or os.environ.get("HPO_DEBUG"):
+            raise  # hpo's own models failing is hpo's bug: its traceback
+        # your model's code failing as it trains (BatchNorm1d at batch_size 1, say): its error, in a line
+        print(f"hpo train: {cfg.model.target} failed as it trained: {type(error).__name__}: {first} "
+              "(HPO_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
     for note in rerun_notes(record, device, torch.get_num_threads(), n_params=n_params,
                             held_out=data.validation_size(len(splits.train_y)), test_images=(n_test, len(splits.test_y)),

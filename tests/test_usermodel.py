@@ -440,3 +440,22 @@ def test_the_model_code_digest_reads_no_field_that_python_versions_disagree_on()
     text = usermodel._canonical(ast.parse("def make(width=4):\n    return width\n"))
     assert text == ("Module(body=[FunctionDef(name='make',args=arguments(args=[arg(arg='width')],"
                     "defaults=[Constant(value=4)]),body=[Return(value=Name(id='width',ctx=Load()))])])")
+
+
+def test_your_model_failing_as_it_trains_is_one_line_from_hpo_train(tmp_path):
+    """BatchNorm1d at batch_size 1 passes the check (a batch of 2) and fails the first step: hpo
+    train printed the traceback of a user's model's error."""
+    from test_own_data import write_npz  # noqa: PLC0415
+
+    write_npz(tmp_path / "d.npz")
+    (tmp_path / "bn_net.py").write_text("from torch import nn\n\n\ndef make(input_shape, num_classes):\n"
+                                        "    return nn.Sequential(nn.Flatten(), nn.Linear(256, 8), nn.BatchNorm1d(8), "
+                                        "nn.Linear(8, num_classes))\n")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({
+        "model": {"module": "bn_net:make"}, "batch_size": 1, "epochs": 1,
+        "data": {"dataset": "npz", "path": "d.npz", "train_subset": 12}}))
+    done = hpo("train", "--config", "c.yaml", "--device", "cpu", cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "hpo train: bn_net:make failed as it trained: ValueError: Expected more than 1 value per channel when "
+        "training, got input size torch.Size([1, 8]) (HPO_DEBUG=1 shows the traceback)")
