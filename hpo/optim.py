@@ -146,7 +146,11 @@ def make_schedule(cfg: Schedule, optimizer: torch.optim.Optimizer, *, epochs: in
     total = epochs * steps_per_epoch
     if cfg.name == "onecycle":
         max_lr = [group["lr"] for group in optimizer.param_groups]
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total, pct_start=cfg.pct_start)
+        # torch divides by each phase's length in steps, less one: under about 1.5 steps of warm-up (a
+        # run of 4 steps at pct_start 0.25) that is zero, a ZeroDivisionError. So short a run warms up
+        # for 1.5 steps, and anneals for at least half a step
+        pct = min(max(cfg.pct_start, 1.5 / total), 1 - 0.5 / total) if total > 1 else cfg.pct_start
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total, pct_start=pct)
     if cfg.name == "step":
         every = cfg.step_size * steps_per_epoch
         factor = lambda step: cfg.gamma ** (step // every)  # noqa: E731

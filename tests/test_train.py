@@ -432,3 +432,12 @@ def test_a_checkpoint_that_cannot_be_written_leaves_no_part_of_itself(tmp_path, 
     with pytest.raises(CannotWrite, match=rf"^cannot write the checkpoint {path}: No space left on device$"):
         train(config(), tiny, checkpoint=path)
     assert list(path.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize("pct_start", [0.05, 0.25, 0.95])
+def test_a_one_cycle_schedule_of_a_few_steps_trains(tiny, pct_start):
+    """256 images at batch 128 for 2 epochs: 4 steps, a warm-up of one step at pct_start 0.25,
+    and torch's one-cycle divided by zero as it was made (a traceback from hpo train)."""
+    cfg = config(epochs=2, batch_size=128, schedule={"name": "onecycle", "pct_start": pct_start})
+    history = train(cfg, tiny)
+    assert [r.epoch for r in history] == [1, 2] and all(math.isfinite(r.train_loss) for r in history)
