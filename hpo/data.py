@@ -230,12 +230,8 @@ def split_sizes(dataset: str | Dataset | Data, folder: Path) -> dict[str, int]:
     """Images per split ({"train": N, "test": M}) of the dataset in `folder`, as `ensure` returned
     it: an IDX file's header alone (8 bytes a split), or a user's own data read once."""
     dataset = resolve(dataset)
-    if dataset.sizes is not None:  # own data, counted as it was described
+    if dataset.sizes is not None:  # own data, counted as datasets.describe read it
         return dict(zip(datasets.SPLITS, dataset.sizes))
-    if dataset.path is not None:
-        own = owndata.read(dataset.source, Path(dataset.path))
-        owndata.forget()
-        return {"train": len(own.train_y), "test": len(own.test_y)}
     sizes = {}
     for split in datasets.SPLITS:
         spec = dataset.split_files(split)[0]

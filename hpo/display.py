@@ -356,15 +356,19 @@ class StudiesTable:
     def __init__(self, rows: list[tuple[str, ...]], below: list):
         self.rows, self.below = rows, below
 
+    @property
+    def widths(self) -> list[int]:
+        """Each column's width on one line: its header's, or its widest cell's."""
+        return [max([len(col), *(len(row[i]) for row in self.rows)]) for i, col in enumerate(self.COLUMNS)]
+
     def piped_width(self, width: int) -> int:
         """The width to draw at off a terminal (a pipe, a log, a file): `width`, or as wide as every
         name and state on one line needs. Folded at 120 columns, a long name no longer matched a grep."""
-        widths = [max([len(col), *(len(row[i]) for row in self.rows)]) for i, col in enumerate(self.COLUMNS)]
-        return max(width, sum(widths) + 3 * len(self.COLUMNS) + 1)
+        return max(width, sum(self.widths) + 3 * len(self.COLUMNS) + 1)
 
     def __rich_console__(self, console, options):
         table = Table(title="studies", title_justify="left")
-        widths = [max([len(col), *(len(row[i]) for row in self.rows)]) for i, col in enumerate(self.COLUMNS)]
+        widths = self.widths
         # a study's name is what a user types next, and a number cut short says nothing: neither is
         # ever shortened for a narrow terminal. The states wrap; a name wider than the room the numbers
         # leave (at least NAME_WIDTH) folds onto more lines: kept on one, it pushed them off the table.

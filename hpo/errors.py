@@ -27,9 +27,12 @@ class CannotWrite(Exception):
     a fault of the machine's, not of the trial's. The worker queues its trials again for the next
     run and stops, with this one line; each trial would fail the same way."""
 
-    def __init__(self, what: str, error: BaseException, folder=None):
+    def __init__(self, what: str, error: BaseException | None = None, folder=None):
         import shutil  # noqa: PLC0415
 
+        if error is None:  # unpickled: `what` is the whole message
+            super().__init__(what)
+            return
         reason = getattr(error, "strerror", None)
         if not reason:  # torch's writer says "unexpected pos 381568 vs 381464" of a full disk
             try:
@@ -40,13 +43,7 @@ class CannotWrite(Exception):
         super().__init__(f"cannot write {what}: {reason}")
 
     def __reduce__(self):  # whole across processes, as its message
-        return _cannot_write, (str(self),)
-
-
-def _cannot_write(message: str) -> CannotWrite:
-    error = CannotWrite.__new__(CannotWrite)
-    Exception.__init__(error, message)
-    return error
+        return CannotWrite, (str(self),)
 
 
 class ConfigError(UserError):

@@ -363,8 +363,7 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
         if not isinstance(error, KeyboardInterrupt):
             raise
         counts = records.count(rdb.get_all_trials(study_id, deepcopy=False))
-        more = "; run the same command to continue" if counts.finished < trials else ", all it asked for"
-        warn(f"interrupted: {counts.finished}/{trials} finished{more}")
+        warn(f"interrupted: {counts.finished}/{trials} finished{what_is_left(counts.finished, trials)}")
         return 130
     finally:
         if main_thread:
@@ -391,14 +390,19 @@ def run(*, spec: StudySpec, storage: Storage, trials: int, workers: int | str = 
                  f"stays RUNNING until its heartbeat is {grace} s old (--grace), then a run retries it from its "
                  "checkpoint")
     if bad:
-        more = "; rerun to continue" if counts.finished < trials else ", all it asked for"
         warn(f"hpo run: {len(bad)} of {workers} workers stopped with an error (see above); "
-             f"{counts.finished}/{trials} finished{more}")
+             f"{counts.finished}/{trials} finished{what_is_left(counts.finished, trials)}")
         return 1
     if counts.finished < trials:
         reason = "the --timeout passed" if deadline and time.time() >= deadline else "the workers stopped"
         warn(f"{counts.finished}/{trials} finished: {reason}; run the same command to continue")
     return 0
+
+
+def what_is_left(finished: int, trials: int) -> str:
+    """How a run's last line ends: what to do for the trials it did not finish, or that it has none
+    left (it said "run the same command to continue" of a study that had all its trials)."""
+    return "; run the same command to continue" if finished < trials else ", all it asked for"
 
 
 def file_identity(path: Optional[Path]) -> Optional[tuple[int, int]]:
