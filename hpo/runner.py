@@ -51,6 +51,7 @@ def ensure_study(rdb: optuna.storages.BaseStorage, spec: StudySpec, storage: Sto
         raise UserError(f"study {spec.name!r} in {storage.masked} was not made by hpo run (plain Optuna's, or one whose "
                         f"making was cut short); give this file another name: key, or remove that study with Optuna's "
                         f"own command: optuna delete-study --study-name {shlex.quote(spec.name)} --storage URL")
+    delete = f"hpo delete --study {shlex.quote(spec.name)}{storage.hint_option_unless_default()}"  # the way out
     directions = [d.name.lower() for d in rdb.get_study_directions(study_id)]
     if directions != spec.directions:  # Optuna cannot change a study's objectives
         raise UserError(
@@ -68,14 +69,14 @@ def ensure_study(rdb: optuna.storages.BaseStorage, spec: StudySpec, storage: Sto
             + (f"(an earlier version of {source}: {since})" if same else
                f"({source}{': ' + ', '.join(changed) + ' differ' if changed else ''})")
             + f"; give this one another name: key, use another --storage, or delete the old study first "
-            f"(hpo delete --study {shlex.quote(spec.name)}{storage.hint_option_unless_default()})"
+            f"({delete})"
         )
     if data_digest and made_from.get(records.DATA, data_digest) != data_digest:
         raise UserError(
             f"study {spec.name!r} in {storage.masked} was searched on other data: {spec.data.path} has changed since "
             "its trials trained (its images, labels or classes differ), and trials on other data do not compare; "
             "restore the data, give this study file another name: key, or delete the old study first "
-            f"(hpo delete --study {shlex.quote(spec.name)}{storage.hint_option_unless_default()})"
+            f"({delete})"
         )
     if data_digest and records.DATA not in made_from:  # made before studies kept it: from now on
         optuna.load_study(study_name=spec.name, storage=rdb).set_user_attr(records.DATA, data_digest)
@@ -87,7 +88,7 @@ def ensure_study(rdb: optuna.storages.BaseStorage, spec: StudySpec, storage: Sto
                 f"study {spec.name!r} in {storage.masked} was searched with another model: the code of {target} "
                 f"({now['file']}) has changed since its trials trained, and trials of another model do not compare; "
                 "restore it, give this study file another name: key, or delete the old study first "
-                f"(hpo delete --study {shlex.quote(spec.name)}{storage.hint_option_unless_default()})"
+                f"({delete})"
             )
     if set(code) - set(kept):  # made before studies kept it, or a factory no trial has used yet: from now on
         rdb.set_study_user_attr(study_id, records.MODEL_CODE, {**kept, **code})
@@ -407,7 +408,7 @@ def what_is_left(finished: int, trials: int) -> str:
 
 def file_identity(path: Optional[Path]) -> Optional[tuple[int, int]]:
     """An SQLite file's (device, inode): another once the file is deleted, or replaced by another
-    of its name. None for a server's database, or a file that is not there."""
+    of its name. None for a server's database; (-1, -1) for a file that is not there."""
     try:
         found = os.stat(path) if path is not None else None
     except OSError:
