@@ -413,7 +413,7 @@ def cmd_train(args) -> int:
         return 1
     for note in rerun_notes(record, device, torch.get_num_threads(), n_params=n_params,
                             held_out=data.validation_size(len(splits.train_y)), test_images=(n_test, len(splits.test_y)),
-                            data_digest=splits.dataset.digest):
+                            data_digest=splits.dataset.digest, model_digest=model_digest(cfg)):
         print(f"hpo train: note: {note}", file=sys.stderr)
     precision = "bf16 autocast" if bf16_autocast(device.type) else "fp32"
     if device.type == "cuda":  # the graph is an epoch's 10x: say whether this config had it, and why not
@@ -425,26 +425,16 @@ def cmd_train(args) -> int:
 
 def rerun_notes(record: dict | None, device, threads: int, *, n_params: int | None = None,
                 held_out: int | None = None, test_images: tuple[int, int] | None = None,
-                data_digest: str | None = None) -> list[str]:
+                data_digest: str | None = None, model_digest: str | None = None) -> list[str]:
     """Why `hpo train` of an exported trial may not give the trial's own number: each difference
     between how the trial trained and how this run does, as a line (nothing for a plain config).
-    `n_params`: this run's net; `held_out`: the training images an `eval: val` study held out of it;
-    `test_images`: the test images this run scores, and the whole test set's (a study's
-    `test_accuracy` is scored on all of it); `data_digest`: of the own data this run trains on."""
+    `held_out`: the training images an `eval: val` study held out of it; `test_images`: the test
+    images this run scores, and the whole test set's (a study's `test_accuracy` is scored on all
+    of it); the rest as `other_net_notes` has them."""
     if not record:
         return []
-    number, notes = record.get("trial", "?"), []
-    searched_on = record.get("data_digest")
-    if isinstance(searched_on, str) and data_digest and searched_on != data_digest:
-        notes.append(f"trial {number} was searched on other data: the images, labels or classes this run found at "
-                     "data.path differ (changed since, or another file of that name); its accuracy says nothing "
-                     "of this run")
-    searched = record.get("n_params")
-    if isinstance(searched, int) and n_params is not None and searched != n_params:
-        model = (record.get("config") or {}).get("model")
-        code = ", or its factory's code," if isinstance(model, dict) and "module" in model else ""
-        notes.append(f"trial {number} had {searched:,} parameters, this net has {n_params:,}: the data's classes or "
-                     f"image size{code} are not those it was searched on; its accuracy says nothing of this run")
+    number = record.get("trial", "?")
+    notes = other_net_notes(record, n_params=n_params, data_digest=data_digest, model_digest=model_digest)
     trained_on, here = record.get("device"), "cpu" if device.type == "cpu" else "a GPU"
     if isinstance(trained_on, str) and (trained_on == "cpu") != (device.type == "cpu"):
         notes.append(f"trial {number} trained on {trained_on}, this run on {here}: other kernels, another rounding; "
@@ -466,6 +456,46 @@ def rerun_notes(record: dict | None, device, threads: int, *, n_params: int | No
                      f"round by the thread count, and a short run turns that into points; OMP_NUM_THREADS={trained} "
                      "gives the trial's own digits on this machine")
     return notes
+
+
+def other_net_notes(record: dict | None, *, n_params: int | None = None, data_digest: str | None = None,
+                    model_digest: str | None = None) -> list[str]:
+    """Where an exported trial's accuracy says nothing of this run (`hpo train`, `hpo verify`): the
+    own data at data.path, your factory's code, or the net's size differ from what it was searched
+    with. `n_params`: this run's net; `data_digest`: of the own data it trains on; `model_digest`: of
+    its factory's code (hpo.usermodel.code_digest)."""
+    if not record:
+        return []
+    number, notes = record.get("trial", "?"), []
+    searched_on = record.get("data_digest")
+    if isinstance(searched_on, str) and data_digest and searched_on != data_digest:
+        notes.append(f"trial {number} was searched on other data: the images, labels or classes this run found at "
+                     "data.path differ (changed since, or another file of that name); its accuracy says nothing "
+                     "of this run")
+    model = (record.get("config") or {}).get("model")
+    factory = model.get("module") if isinstance(model, dict) else None
+    searched_with = record.get("model_digest")
+    code_changed = isinstance(searched_with, str) and model_digest is not None and searched_with != model_digest
+    if code_changed:
+        notes.append(f"trial {number} was searched with other model code: the code of {factory} this run imported "
+                     "differs (changed since, or another module of that name); its accuracy says nothing of this run")
+    searched = record.get("n_params")
+    if isinstance(searched, int) and n_params is not None and searched != n_params:
+        code = ", or its factory's code," if factory and not code_changed else ""
+        notes.append(f"trial {number} had {searched:,} parameters, this net has {n_params:,}: the data's classes or "
+                     f"image size{code} are not those it was searched on; its accuracy says nothing of this run")
+    return notes
+
+
+def model_digest(cfg) -> str | None:
+    """The digest of the code of your own model factory `cfg` builds (None for hpo's models, or
+    a module without Python source); its module is imported by then (model_size built it)."""
+    from hpo import usermodel  # noqa: PLC0415
+
+    if not isinstance(cfg.model, usermodel.ModuleModel):
+        return None
+    found = usermodel.code_digest(cfg.model.target)
+    return found["digest"] if found else None
 
 
 def with_flags(cfg, source: Path, **flags):
@@ -539,8 +569,11 @@ def verify_command(args, out) -> int:
     n_params = model_size(cfg)
     try:  # the data is there and the config's subsets fit it, before any process starts
         data.check_subsets_on_disk(cfg.data, data.ensure(cfg.data, args.data_dir))
+        data_digest = data.resolve(cfg.data).digest
     except ConfigError as error:
         raise error.located(args.config) from None
+    for note in other_net_notes(record, n_params=n_params, data_digest=data_digest, model_digest=model_digest(cfg)):
+        print(f"hpo verify: note: {note}", file=sys.stderr)  # before the seeds train: Ctrl-C now costs nothing
 
     def line(r) -> None:
         if args.json:

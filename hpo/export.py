@@ -53,6 +53,16 @@ class Exported:
         return "the best trial's config" if self.trials == 1 else f"the {self.trials} best trials' configs"
 
 
+def factory_digest(code: dict, config: dict) -> Optional[str]:
+    """The recorded digest of the code of the factory a trial's `config` built (a study's
+    records.MODEL_CODE: {factory: {file, digest}}); None for hpo's own models."""
+    model = config.get("model")
+    target = model.get("module") if isinstance(model, dict) else None
+    found = code.get(target) if isinstance(target, str) and isinstance(code, dict) else None
+    digest = found.get("digest") if isinstance(found, dict) else None
+    return digest if isinstance(digest, str) else None
+
+
 def export(rdb: optuna.storages.BaseStorage, study_name: str, *, top: Optional[int] = None,
            storage_option: str = "") -> Exported:
     """The `top` (default 1) most accurate complete trials as YAML. For a multi-objective study,
@@ -69,7 +79,8 @@ def export(rdb: optuna.storages.BaseStorage, study_name: str, *, top: Optional[i
                                                   storage_option, password_note(storage_option)))
     score = "accuracy" if front else "value"  # a multi-objective trial has two values
     # own data: what the trials trained on, for `hpo train` to say when the data it finds differs
-    digest = rdb.get_study_user_attrs(rdb.get_study_id_from_name(study_name)).get(records.DATA)
+    made_from = rdb.get_study_user_attrs(rdb.get_study_id_from_name(study_name))
+    digest, code = made_from.get(records.DATA), made_from.get(records.MODEL_CODE) or {}
     document = {
         "study": study_name,
         "exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -93,6 +104,8 @@ def export(rdb: optuna.storages.BaseStorage, study_name: str, *, top: Optional[i
                 **({"packed": max(t.user_attrs[records.PACKED])} if t.user_attrs.get(records.PACKED) else {}),
                 "versions": t.user_attrs.get(records.VERSIONS),
                 **({"data_digest": digest} if digest else {}),
+                # your own model: its factory's code as the study recorded it, for the same notes
+                **({"model_digest": d} if (d := factory_digest(code, t.user_attrs[records.CONFIG])) else {}),
                 # a trial recorded before such keys were dropped (a cosine trial's inherited gamma) as it trained
                 "config": drop_inapplicable(copy.deepcopy(t.user_attrs[records.CONFIG])),
             }

@@ -408,6 +408,33 @@ def test_a_study_refuses_your_model_code_changed_since_its_trials_trained(tmp_pa
     assert list(study_attrs.user_attrs["hpo_model_code"]) == ["my_net:make"]
 
 
+def test_train_and_verify_of_an_export_say_when_your_model_code_changed_since(tmp_path):
+    """An export re-trained after its factory's code changed (here another activation, the same
+    parameter count) printed the trial's accuracy beside a run of another model with no word: the
+    study refuses such a run, the export did not know the code it was searched with."""
+    import yaml  # noqa: PLC0415
+    from test_own_data import study_on_own_data  # noqa: PLC0415
+    from test_service import hpo  # noqa: PLC0415
+
+    (tmp_path / "my_net.py").write_text(NET)
+    url, run = study_on_own_data(tmp_path, "mine", {"module": "my_net:make"})
+    assert run(1).returncode == 0
+    hpo("export", "--study", "mine", "--storage", url, "-o", "best.yaml", cwd=tmp_path)
+    recorded = yaml.safe_load((tmp_path / "best.yaml").read_text())["trials"][0]["model_digest"]
+    import optuna  # noqa: PLC0415
+    kept = optuna.load_study(study_name="mine", storage=url).user_attrs["hpo_model_code"]
+    assert recorded == kept["my_net:make"]["digest"]
+    note = "note: trial 0 was searched with other model code: the code of my_net:make this run imported differs"
+    for command in (["train"], ["verify", "--seeds", "1"]):
+        same = hpo(*command, "--config", "best.yaml", "--epochs", "1", "--device", "cpu", cwd=tmp_path)
+        assert "other model code" not in same.stderr
+    (tmp_path / "my_net.py").write_text(NET.replace("nn.ReLU()", "nn.Tanh()"))
+    for command in (["train"], ["verify", "--seeds", "1"]):
+        changed = hpo(*command, "--config", "best.yaml", "--epochs", "1", "--device", "cpu", cwd=tmp_path)
+        assert f"hpo {command[0]}: {note}" in changed.stderr, changed.stderr
+        assert "parameters, this net has" not in changed.stderr  # the same count: no size note
+
+
 def test_a_factory_that_sizes_a_layer_with_real_numbers_is_counted_and_checked(write_module):
     """`.item()` at build time cannot run on the meta device, where hpo builds a model to count
     and check it: the factory, which builds on a CPU, was refused with "Tensor.item() cannot be
