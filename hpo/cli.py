@@ -323,7 +323,7 @@ def cmd_data(args) -> int:
         console.print(f"{escape(dataset.path)}: {summary['splits']['train']['images']:,} training and "
                       f"{summary['splits']['test']['images']:,} test images of {shape} (channels x height x width), "
                       f"{dataset.classes} classes; pixel mean {fmt_channels(dataset.mean)}, "
-                      f"std {fmt_channels(dataset.std)}", soft_wrap=True)
+                      f"std {fmt_std(dataset.std)}", soft_wrap=True)
         console.print(data_table(summary))
         console.print(f"use it in a study's base or a config: data: {{dataset: {dataset.source}, "
                       f"path: {escape(dataset.path)}}}", soft_wrap=True)
@@ -357,6 +357,12 @@ def data_source(given: str):
 
 def fmt_channels(values) -> str:
     return ", ".join(f"{v:.4f}" for v in values)
+
+
+def fmt_std(stds) -> str:
+    """A dataset's std per channel as it is. A constant channel's is 0, and hpo divides it by 1
+    (owndata.statistics): of [0, 1] pixels no other std reaches 1, so 1 marks it."""
+    return ", ".join("0 (constant: divided by 1)" if v == 1.0 else f"{v:.4f}" for v in stds)
 
 
 def cmd_models(args) -> int:

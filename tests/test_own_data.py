@@ -482,3 +482,15 @@ def test_colour_images_with_one_channel_the_same_everywhere_train(tmp_path):
     assert dataset.mean[2] == 0 and dataset.std[2] == 1.0 and min(dataset.std[:2]) > 0
     splits = data.load(Data(dataset="npz", path=str(path)))
     assert torch.count_nonzero(splits.train_x[:, 2]) == 0 and splits.train_x[:, :2].std() > 0.5
+
+
+def test_hpo_data_shows_a_constant_channels_std_as_0(tmp_path, capsys):
+    """`hpo data` printed 1.0000 as the std of a blue channel that is 0 everywhere: the divisor hpo
+    normalizes it with, not the data's spread."""
+    x_train, y_train = patterns(TRAIN, 3, 0)
+    x_test, y_test = patterns(TEST, 3, 1)
+    x_train[..., 2], x_test[..., 2] = 0, 0
+    np.savez(tmp_path / "rg.npz", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    assert cli.main(["data", str(tmp_path / "rg.npz")]) == 0
+    headline = capsys.readouterr().out.splitlines()[0]
+    assert headline.endswith(", 0 (constant: divided by 1)") and "1.0000" not in headline, headline
