@@ -22,15 +22,25 @@ def study_trials(rdb: optuna.storages.BaseStorage, study_name: str) -> list[optu
     try:
         study_id = rdb.get_study_id_from_name(study_name)
     except KeyError:
-        names = optuna.get_all_study_names(rdb)
-        raise UserError(f"no study named {study_name!r} in this storage; studies here: "
-                        f"{', '.join(names) or '(none)'}") from None
+        raise UserError(no_study_named(study_name, optuna.get_all_study_names(rdb))) from None
     if not records.made_by_hpo(rdb.get_study_user_attrs(study_id)):
         # its values need not be accuracies, nor its direction up, and its trials carry no config
         raise UserError(f"study {study_name!r} was not made by hpo run (it records no study file): hpo reads and "
                         "deletes only its own studies; hpo dashboard shows any Optuna study, and Optuna's own command "
                         f"removes one: optuna delete-study --study-name {study_name} --storage URL")
     return rdb.get_all_trials(study_id, deepcopy=False)
+
+
+def no_study_named(study_name: str, names: list[str], most: int = 8) -> str:
+    """The line for a study name the storage lacks: the likeliest meant first, then what is there
+    (the first `most`; `hpo studies` lists them all)."""
+    import difflib  # noqa: PLC0415
+
+    close = difflib.get_close_matches(study_name, names, n=1, cutoff=0.6)
+    meant = f"; did you mean {close[0]!r}?" if close else ""
+    listed = ", ".join(sorted(names)[:most]) + (f" and {len(names) - most} more (hpo studies lists them)"
+                                                if len(names) > most else "")
+    return f"no study named {study_name!r} in this storage{meant}; studies here: {listed or '(none)'}"
 
 
 def study_file(rdb: optuna.storages.BaseStorage, study_name: str) -> Optional[str]:

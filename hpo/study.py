@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import copy
+import difflib
 import dataclasses
 import hashlib
 import inspect
@@ -426,9 +427,12 @@ def find_study_file(name_or_path: str, given_as: str = "study ") -> Path:
     if here and not name_or_path.endswith((".yaml", ".yml")):  # a bare name is looked up in studies/ only
         raise UserError(f"{given_as}{name_or_path}: no such study under studies/; for the file here, give its name "
                         f"with .yaml: {given_as}{here[0]}")
-    known = sorted(p.stem for p in STUDIES_DIR.glob("*.yaml")) if STUDIES_DIR.is_dir() else []
-    raise UserError(f"{given_as}{name_or_path}: no such study file; give a path, or one of: "
-                    f"{', '.join(known) or '(none found)'}")
+    known = sorted({p.stem for folder in (Path("studies"), STUDIES_DIR) if folder.is_dir()
+                    for p in folder.glob("*.yaml")})
+    close = difflib.get_close_matches(name_or_path.removesuffix(".yaml"), known, n=1, cutoff=0.6)
+    raise UserError(f"{given_as}{name_or_path}: no such study file"
+                    + (f"; did you mean {close[0]!r}?" if close else "")
+                    + f"; give a path, or one of: {', '.join(known) or '(none found)'}")
 
 
 def load_spec(name_or_path: str | os.PathLike, *, given_as: str = "study ") -> StudySpec:

@@ -185,6 +185,8 @@ CASES = [
          single_objective_study),
     Case("unknown study name", ("run", "--study", "nosuch", "--trials", "3", "--storage", "sqlite:///{dir}/db.sqlite"),
          ("--study nosuch", "no such study file", "quickstart")),
+    Case("a study name misspelt", ("run", "--study", "lenet-tunning", "--trials", "1", "--storage", "sqlite:///{dir}/db.sqlite"),
+         ("--study lenet-tunning", "did you mean 'lenet-tuning'?")),
     Case("a study's bare name, its file here", run_cmd(study="tiny"),
          ("--study tiny: no such study under studies/; for the file here, give its name with .yaml: --study tiny.yaml",),
          TINY_FILE),
@@ -274,6 +276,8 @@ CASES = [
     # --- export and report
     Case("export of an unknown study", ("export", "--study", "nosuch", "--storage", "sqlite:///{dir}/db.sqlite"),
          ("'nosuch'", "studies here: tiny"), study_without_finished_trials),
+    Case("export of a study name one letter off", ("export", "--study", "tinny", "--storage", "sqlite:///{dir}/db.sqlite"),
+         ("'tinny'", "did you mean 'tiny'?"), study_without_finished_trials),
     Case("export of a study with no finished trial",
          ("export", "--study", "tiny", "--storage", "sqlite:///{dir}/db.sqlite"),
          ("'tiny'", "no complete trial", "hpo run --study {dir}/tiny.yaml --trials N"), study_without_finished_trials),
