@@ -73,12 +73,8 @@ def factory_of(target: str, key: str) -> Callable:
         near = difflib.get_close_matches(name, own, n=1)
         hint = [f"did you mean {near[0]!r}"] if near else []
         hint += [f"it defines {', '.join(own[:8])}{', ...' if len(own) > 8 else ''}"] if own else []
-        found = getattr(module, "__file__", None)
-        mine = os.path.join(os.getcwd(), *module_name.split(".")) + ".py"
-        if found and os.path.isfile(mine) and os.path.realpath(found) != os.path.realpath(mine):
-            # the working folder comes last on the import path: Python's own `test` or `code` wins
-            hint = [f"the {module_name!r} imported is {found}, which hides your {os.path.relpath(mine)}: give "
-                    "yours another name"]
+        hidden = _hides_yours(module_name)
+        hint = [hidden] if hidden else hint
         raise ConfigError(key, "; ".join([f"module {module_name!r} has no {name!r}", *hint]))
     if not callable(factory):
         raise ConfigError(key, f"{target} is a {type(factory).__name__}, not a callable that returns a model")
@@ -343,6 +339,9 @@ def _import_failed(module_name: str, error: BaseException) -> str:
     parts = module_name.split(".")
     chain = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]  # the module and its packages, outermost first
     if isinstance(error, ModuleNotFoundError) and error.name in chain:
+        hidden = _hides_yours(module_name)  # your ./email/nets.py, where Python's own email package wins
+        if hidden:
+            return f"cannot import {module_name!r}: {hidden}"
         return (f"cannot import {module_name!r} ({type(error).__name__}: {error}); install its package, put its "
                 "folder on PYTHONPATH, or run hpo from its folder (on every machine that runs workers)")
     failed = next((name for name in chain if name not in sys.modules), module_name)  # what a failed import left out
@@ -355,6 +354,26 @@ def _import_failed(module_name: str, error: BaseException) -> str:
         return (f"importing {failed!r} failed: {_failed(error, '')}; install what it imports, on every machine "
                 f"that runs workers{found}")
     return f"importing {failed!r} failed: {_failed(error, '')}; fix the module{found}"
+
+
+def _hides_yours(module_name: str) -> str | None:
+    """Where a module or package of the same name as yours, here, was imported instead (the working
+    folder comes last on the import path: Python's own `code`, `test` or `email` wins): the line
+    that says so; None where nothing hides it."""
+    top = module_name.split(".")[0]
+    imported = sys.modules.get(top)
+    found = getattr(imported, "__file__", None) or next(iter(getattr(imported, "__path__", None) or []), None)
+    if not found:
+        return None
+    for mine in (os.path.join(os.getcwd(), top + ".py"), os.path.join(os.getcwd(), top)):
+        if not (os.path.isfile(mine) if mine.endswith(".py") else os.path.isdir(mine)):
+            continue
+        real, at = os.path.realpath(found), os.path.realpath(mine)
+        if real != at and not real.startswith(at + os.sep):
+            kind = "" if mine.endswith(".py") else " folder"
+            return (f"the {top!r} imported is {found}, which hides your{kind} {os.path.relpath(mine)}: give yours "
+                    "another name")
+    return None
 
 
 def _origin(module_name: str) -> str | None:

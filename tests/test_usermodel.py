@@ -329,6 +329,17 @@ def test_a_model_file_that_python_hides_says_so(tmp_path, monkeypatch):
         usermodel.parse({"module": "code:make"})
 
 
+def test_a_model_package_that_python_hides_says_so(tmp_path, monkeypatch):
+    """A model in ./email/nets.py: Python's own `email` package wins, and the line said to install
+    'email.nets' or put its folder on PYTHONPATH, which it was."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "email").mkdir()
+    (tmp_path / "email" / "nets.py").write_text("def make(input_shape, num_classes):\n    pass\n")
+    with pytest.raises(ConfigError, match=r"cannot import 'email.nets': the 'email' imported is /.*/email/__init__.py, "
+                                          r"which hides your folder email: give yours another name$"):
+        usermodel.parse({"module": "email.nets:make"})
+
+
 def test_searching_into_a_tuple_default_says_to_set_it_in_the_base(write_module, tmp_path):
     """`hidden=(32, 16)` is no plain value, so it fills no key: the line said 'no such key (after
     expanding the base's model preset)', of a model that has no preset."""
