@@ -386,7 +386,7 @@ def worker_main(job: Job, index: int) -> int:
         return 2
     except DatabaseUnavailable as error:
         say(f"hpo run: worker {index}: stopping: the database {job.storage.masked} was {error}; "
-            "the study is intact, run the same command again once the database is back")
+            "run the same command again once the database is back: it goes on from what the database holds")
         return 1
     except KeyboardInterrupt:
         return 130
