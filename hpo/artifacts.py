@@ -8,6 +8,7 @@ share (`--artifacts` or `HPO_ARTIFACTS`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import warnings
@@ -34,9 +35,22 @@ def folder_for(storage: Storage, given: Optional[Path] = None) -> Path:
     return SERVER_FOLDER
 
 
+class WholeFiles(FileSystemArtifactStore):
+    """Optuna's store, less what a failed write leaves: a full disk left a 0-byte or cut-short
+    file in the store that no trial names and the dashboard never lists."""
+
+    def write(self, artifact_id: str, content_body) -> None:
+        try:
+            super().write(artifact_id, content_body)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.remove(artifact_id)
+            raise
+
+
 def open_store(folder: Path) -> FileSystemArtifactStore:
     folder.mkdir(parents=True, exist_ok=True)
-    return FileSystemArtifactStore(str(folder))
+    return WholeFiles(str(folder))
 
 
 def upload_config(store: FileSystemArtifactStore, trial: optuna.Trial, config: dict) -> str:

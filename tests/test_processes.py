@@ -291,3 +291,29 @@ def test_a_ctrl_c_that_came_while_the_fork_server_imported_is_dropped_not_raised
              "signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, set()))\n")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert (done.returncode, done.stdout.split(), done.stderr) == (0, ["True", "False"], "")
+
+
+def test_a_config_artifact_cut_short_by_a_full_disk_leaves_no_file(tmp_path, monkeypatch):
+    """The disk filling as a trial's config was uploaded left a 0-byte or cut-short file in the
+    artifact store, named by no trial, listed by no dashboard, there for good."""
+    import errno  # noqa: PLC0415
+    import shutil  # noqa: PLC0415
+
+    from hpo import artifacts  # noqa: PLC0415
+
+    store = artifacts.open_store(tmp_path / "store")
+    trial = optuna.create_study().ask()
+
+    def full_disk(source, target, *args):
+        target.write(source.read(5))
+        target.flush()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copyfileobj", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        artifacts.upload_config(store, trial, {"batch_size": 64})
+    assert list((tmp_path / "store").iterdir()) == []
+    monkeypatch.undo()
+    artifacts.upload_config(store, trial, {"batch_size": 64})  # the store works once there is room
+    (written,) = (tmp_path / "store").iterdir()
+    assert "batch_size: 64" in written.read_text()
