@@ -842,7 +842,7 @@ def cmd_studies(args) -> int:
             silent = {}
         print_study_trials(args.study, trials, source=attrs.get(records.SOURCE), where=storage.masked, top=args.top or 10,
                            silent=silent,
-                           held_out=(attrs.get(records.SPEC) or {}).get("eval") == "val",
+                           held_out=records.held_out(attrs),
                            multi=len(rdb.get_study_directions(study_id)) > 1,
                            storage_option=hint_option(args, storage))
         return 0
@@ -856,7 +856,7 @@ def cmd_studies(args) -> int:
                                                            else "")
               + f"; run one: hpo run --study NAME --trials N{option}{password_note(option)}")
         return 0
-    held_out = frozenset(s.study_name for s in summaries if (s.user_attrs.get(records.SPEC) or {}).get("eval") == "val")
+    held_out = frozenset(s.study_name for s in summaries if records.held_out(s.user_attrs))
     table = studies_table(studies, held_out)
     width = console.width
     if not console.is_terminal:  # a pipe or a file: wider than its 120 columns where a name needs it

@@ -91,6 +91,7 @@ def export(rdb: optuna.storages.BaseStorage, study_name: str, *, top: Optional[i
     # own data: what the trials trained on, for `hpo train` to say when the data it finds differs
     made_from = rdb.get_study_user_attrs(rdb.get_study_id_from_name(study_name))
     digest, code = made_from.get(records.DATA), made_from.get(records.MODEL_CODE) or {}
+    held_out = records.held_out(made_from) or any(records.TEST_ACCURACY in t.user_attrs for t in best)
     document = {
         "study": study_name,
         "exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -102,8 +103,9 @@ def export(rdb: optuna.storages.BaseStorage, study_name: str, *, top: Optional[i
                 score: records.accuracy(t),
                 "n_params": t.user_attrs.get(records.N_PARAMS),
                 # eval: val: the epochs were measured on held-out training images, the test set once
-                **({"test_accuracy": t.user_attrs[records.TEST_ACCURACY],
-                    "validation_accuracy_per_epoch": records.curve(t)} if records.TEST_ACCURACY in t.user_attrs
+                # (by the study's file: a trial without its test accuracy is still scored on validation)
+                **({"test_accuracy": t.user_attrs.get(records.TEST_ACCURACY),
+                    "validation_accuracy_per_epoch": records.curve(t)} if held_out
                    else {"test_accuracy_per_epoch": records.curve(t)}),
                 "best_epoch": t.user_attrs.get(records.BEST_EPOCH),
                 "seconds_per_epoch": t.user_attrs.get(records.EPOCH_SECONDS),

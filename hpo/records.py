@@ -61,6 +61,13 @@ def made_by_hpo(study_user_attrs: dict) -> bool:
     return FINGERPRINT in study_user_attrs
 
 
+def held_out(study_user_attrs: dict) -> bool:
+    """Whether a study scores its epochs on held-out training images (`eval: val`), its trials'
+    test accuracy measured once, at the end (TEST_ACCURACY), as its study file said."""
+    spec = study_user_attrs.get(SPEC)
+    return isinstance(spec, dict) and spec.get("eval") == "val"
+
+
 def kind(t: FrozenTrial) -> str:
     """What a person calls the trial's state: an over-budget rejection is not a pruned trial."""
     if t.state == TrialState.PRUNED:

@@ -151,3 +151,27 @@ def test_a_trial_line_is_one_line_and_says_what_it_does_not_know():
     out = Console(file=io.StringIO(), width=100)  # a study name is no markup (one plain Optuna made)
     out.print(display.top_table([bare], 1, title="top 1 of evil-[red]markup[/red]"))
     assert "top 1 of evil-[red]markup[/red]" in out.file.getvalue()
+
+
+def test_an_exported_val_trial_without_its_test_accuracy_is_still_labelled_validation(tmp_path):
+    """The export chose its key trial by trial: in an `eval: val` study, a complete trial without a
+    recorded test accuracy (hand-made, or recorded before hpo kept one) had its validation curve
+    exported as `test_accuracy_per_epoch`."""
+    from conftest import hpo_study  # noqa: PLC0415
+
+    from hpo.export import export  # noqa: PLC0415
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    study = hpo_study(study_name="heldout", storage=url, direction="maximize")
+    study.set_user_attr(records.SPEC, STUDY)
+    for value, test in ((0.9, 0.88), (0.95, None)):
+        trial = study.ask()
+        trial.report(value, 1)
+        trial.set_user_attr(records.CONFIG, {"model": {"preset": "linear"}})
+        if test is not None:
+            trial.set_user_attr(records.TEST_ACCURACY, test)
+        study.tell(trial, value)
+    exported = yaml.safe_load(export(study._storage, "heldout", top=2).text)
+    assert [t["value"] for t in exported["trials"]] == [0.95, 0.9]
+    assert all("test_accuracy_per_epoch" not in t and t["validation_accuracy_per_epoch"] for t in exported["trials"])
+    assert [t["test_accuracy"] for t in exported["trials"]] == [None, 0.88]
