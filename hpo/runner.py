@@ -59,7 +59,7 @@ def ensure_study(rdb: optuna.storages.BaseStorage, spec: StudySpec, storage: Sto
             f"{objectives(spec.directions, spec.objectives)}; a study's objectives cannot change: give this file "
             "another name: key, or use another --storage"
         )
-    if made_from.get(records.FINGERPRINT) != spec.fingerprint:
+    if made_from.get(records.FINGERPRINT) != spec.fingerprint and not same_search(made_from.get(records.SPEC), spec.raw):
         source = made_from.get(records.SOURCE, "unknown")
         same = Path(str(source)).resolve() == Path(str(spec.source)).resolve()
         changed = changed_keys(made_from.get(records.SPEC), spec.raw)
@@ -101,6 +101,23 @@ def model_code(spec: StudySpec) -> dict:
 
     digests = {target: usermodel.code_digest(target) for target in spec.model_factories()}
     return {target: d for target, d in digests.items() if d is not None}
+
+
+def same_search(before, now) -> bool:
+    """Whether two study files, as parsed, search the same way though their text differs: one says
+    the name its file's name gives (`name: tiny` in tiny.yaml), or writes the data's path another
+    way (./data/x.npz for data/x.npz; the data's own digest is checked apart). Both were refused as
+    "a different study file", and the fingerprint, the text's hash, stays what existing studies kept."""
+    def searched(raw):
+        if not isinstance(raw, dict):
+            return raw
+        raw = {key: value for key, value in raw.items() if key != "name"}
+        data = (raw.get("base") or {}).get("data") if isinstance(raw.get("base"), dict) else None
+        if isinstance(data, dict) and isinstance(data.get("path"), str):
+            raw["base"] = {**raw["base"], "data": {**data, "path": os.path.normpath(data["path"])}}
+        return raw
+
+    return isinstance(before, dict) and searched(before) == searched(now)
 
 
 def changed_keys(before, now, prefix: str = "", depth: int = 2, most: int = 4) -> list[str]:

@@ -171,6 +171,25 @@ def test_a_different_study_file_under_the_same_name_is_refused(study_file, stora
     assert count(trials_of(storage_url)).finished == 1
 
 
+def test_the_same_study_written_another_way_is_the_same_study(study_file, tmp_path):
+    """tiny.yaml saying `name: tiny`, as its file name would, then not saying it: the second run was
+    refused as "a different study file" (the fingerprint hashes the text as parsed). So was
+    ./data/x.npz for data/x.npz. A real change is still refused."""
+    from hpo.runner import same_search  # noqa: PLC0415
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    run(study_file, url, 1)
+    study_file.write_text(yaml.safe_dump({k: v for k, v in TINY.items() if k != "name"}))  # and other key order
+    assert run(study_file, url, 2).returncode == 0
+    assert count(trials_of(url)).finished == 2
+    own = {"base": {"data": {"dataset": "npz", "path": "data/x.npz"}}}
+    assert same_search(own, {"name": "x", "base": {"data": {"dataset": "npz", "path": "./data/x.npz"}}})
+    assert not same_search(own, {"base": {"data": {"dataset": "npz", "path": "data/y.npz"}}})
+    study_file.write_text(yaml.safe_dump({**TINY, "budget": {**TINY["budget"], "max_params": 2000}}))
+    refused = run(study_file, url, 3, check=False)
+    assert refused.returncode == 2 and "budget.max_params changed since" in refused.stderr, refused.stderr
+
+
 # ----------------------------------------------------------------- PostgreSQL only
 
 
