@@ -429,14 +429,15 @@ def cmd_train(args) -> int:
     return 0
 
 
-def rerun_notes(record: dict | None, device, threads: int, *, n_params: int | None = None,
+def rerun_notes(record: dict | None, device, threads: int | None, *, n_params: int | None = None,
                 held_out: int | None = None, test_images: tuple[int, int] | None = None,
                 data_digest: str | None = None, model_digest: str | None = None) -> list[str]:
-    """Why `hpo train` of an exported trial may not give the trial's own number: each difference
-    between how the trial trained and how this run does, as a line (nothing for a plain config).
-    `held_out`: the training images an `eval: val` study held out of it; `test_images`: the test
-    images this run scores, and the whole test set's (a study's `test_accuracy` is scored on all
-    of it); the rest as `other_net_notes` has them."""
+    """Why `hpo train` (or `hpo verify`) of an exported trial may not give the trial's own number:
+    each difference between how the trial trained and how this run does, as a line (nothing for a
+    plain config). `threads`: this run's torch threads on a CPU (None: not one count, as verify's
+    processes share the cores); `held_out`: the training images an `eval: val` study held out of
+    it; `test_images`: the test images this run scores, and the whole test set's (a study's
+    `test_accuracy` is scored on all of it); the rest as `other_net_notes` has them."""
     if not record:
         return []
     number = record.get("trial", "?")
@@ -457,7 +458,7 @@ def rerun_notes(record: dict | None, device, threads: int, *, n_params: int | No
                      f"this run trains on what the config says and scores the test set: compare with the trial's "
                      f"test_accuracy, {100 * record['test_accuracy']:.2f}%, scored on {scored}{here}")
     trained = record.get("torch_threads")
-    if device.type == "cpu" and isinstance(trained, int) and trained != threads:
+    if device.type == "cpu" and isinstance(trained, int) and threads is not None and trained != threads:
         notes.append(f"trial {number} trained with {trained} torch thread(s), this run with {threads}: a CPU's sums "
                      f"round by the thread count, and a short run turns that into points; OMP_NUM_THREADS={trained} "
                      "gives the trial's own digits on this machine")
@@ -466,8 +467,8 @@ def rerun_notes(record: dict | None, device, threads: int, *, n_params: int | No
 
 def other_net_notes(record: dict | None, *, n_params: int | None = None, data_digest: str | None = None,
                     model_digest: str | None = None) -> list[str]:
-    """Where an exported trial's accuracy says nothing of this run (`hpo train`, `hpo verify`): the
-    own data at data.path, your factory's code, or the net's size differ from what it was searched
+    """rerun_notes' first lines: where an exported trial's accuracy says nothing of this run, the own
+    data at data.path, your factory's code, or the net's size differing from what it was searched
     with. `n_params`: this run's net; `data_digest`: of the own data it trains on; `model_digest`: of
     its factory's code (hpo.usermodel.code_digest)."""
     if not record:
@@ -574,11 +575,15 @@ def verify_command(args, out) -> int:
     device = pick_device(args.device)
     n_params = model_size(cfg)
     try:  # the data is there and the config's subsets fit it, before any process starts
-        data.check_subsets_on_disk(cfg.data, data.ensure(cfg.data, args.data_dir))
-        data_digest = data.resolve(cfg.data).digest
+        folder = data.ensure(cfg.data, args.data_dir)
+        data.check_subsets_on_disk(cfg.data, folder)
+        dataset, sizes = data.resolve(cfg.data), data.split_sizes(cfg.data, folder)
     except ConfigError as error:
         raise error.located(args.config) from None
-    for note in other_net_notes(record, n_params=n_params, data_digest=data_digest, model_digest=model_digest(cfg)):
+    n_test = cfg.data.test_subset or sizes["test"]
+    for note in rerun_notes(record, device, None, n_params=n_params, held_out=data.validation_size(sizes["train"]),
+                            test_images=(n_test, sizes["test"]), data_digest=dataset.digest,
+                            model_digest=model_digest(cfg)):
         print(f"hpo verify: note: {note}", file=sys.stderr)  # before the seeds train: Ctrl-C now costs nothing
 
     def line(r) -> None:

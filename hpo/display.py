@@ -116,8 +116,8 @@ def trial_line(t) -> str:
     """One line for a trial that just finished, as `hpo run` prints it off a terminal."""
     n = t.user_attrs.get(records.N_PARAMS)
     kind = records.kind(t)
-    if kind == "complete":
-        seconds = sum(records.epoch_seconds(t))
+    if kind == "complete":  # its wall time, as the report gives it: a packed trial's epochs record a share
+        seconds = t.duration.total_seconds() if t.duration else sum(records.epoch_seconds(t))
         return (f"trial {t.number:>4} complete  {pct(records.accuracy(t))}  {_fmt_params(n)} params  "
                 f"{plural(len(records.epochs(t)), 'epoch')}  {seconds:.1f}s")
     if kind == "rejected":

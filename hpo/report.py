@@ -7,6 +7,7 @@ made on any machine that reaches the database, long after the workers are gone.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import html
 import math
@@ -19,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 import hpo
 from hpo import records
+from hpo.applies import drop_inapplicable
 from hpo.display import pct
 from hpo.errors import UserError, password_note
 from hpo.export import study_file, study_trials
@@ -280,8 +282,9 @@ def top_table(trials: list[FrozenTrial], top: int, held_out: bool = False) -> st
         n = t.user_attrs.get(records.N_PARAMS)
         best_epoch, best_acc = t.user_attrs.get(records.BEST_EPOCH), t.user_attrs.get(records.BEST_ACCURACY)
         spe, span = seconds_per_epoch(t), duration(t)
-        config = yaml.safe_dump(t.user_attrs.get(records.CONFIG, {}), sort_keys=False, default_flow_style=None, width=90,
-                                allow_unicode=True)
+        # as the export writes it: keys the trial's choices ignore (a none schedule's gamma) left out
+        config = yaml.safe_dump(drop_inapplicable(copy.deepcopy(t.user_attrs.get(records.CONFIG, {}))), sort_keys=False,
+                                default_flow_style=None, width=90, allow_unicode=True)
         cells = [str(rank), f"{t.number}{' (base)' if t.user_attrs.get(records.BASE) else ''}",
                  f"{accuracy_pct(t):.2f}%", *([pct(t.user_attrs.get(records.TEST_ACCURACY))] if held_out else []),
                  f"{100 * best_acc:.2f}% (epoch {best_epoch})" if best_acc is not None else "-",

@@ -68,6 +68,15 @@ def test_a_val_study_reports_validation_and_records_the_test_set_once(tmp_path):
     best = max(complete, key=lambda t: t.value)
     assert first["value"] == best.value and first["test_accuracy"] == best.user_attrs[records.TEST_ACCURACY]
     assert len(first["validation_accuracy_per_epoch"]) == 2 and "test_accuracy_per_epoch" not in first
+    # hpo verify of it says what hpo train says: its seeds' test accuracy is not the trial's value
+    (tmp_path / "best.yaml").write_text(exported.stdout)
+    verified = cli_zygote.run(["verify", "--config", "best.yaml", "--seeds", "1", "--device", "cpu"], cwd=tmp_path,
+                              env={**os.environ, "HPO_OFFLINE": "1"}, changed=None, timeout=300)
+    assert verified.returncode == 0, verified.stderr
+    assert (f"hpo verify: note: trial {best.number}'s value is its validation accuracy (eval: val: trained without "
+            "10,000 held-out training images); this run trains on what the config says and scores the test set: "
+            f"compare with the trial's test_accuracy, {100 * first['test_accuracy']:.2f}%, scored on all 10,000 test "
+            "images, where this run tests on 300 of them") in verified.stderr, verified.stderr
 
 
 def test_eval_takes_test_or_val_only():

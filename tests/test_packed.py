@@ -374,3 +374,20 @@ def test_pack_knows_when_every_trial_averages_its_weights(base_ema, search, neve
     spec = parse_study({"name": "e", "base": base, "search": {"optimizer.lr": {"float": [0.01, 0.1]}, **search},
                         "pruner": "none"}, "e.yaml", "e")
     assert (never_packs(spec) is not None) == never
+
+
+def test_a_packed_trials_line_gives_its_wall_time_as_the_report_does():
+    """`hpo run --pack 2` printed each trial's share of its pack's epochs (16.6 s) where the trial
+    ran 34 s, the figure the report's "trial s" gives for it."""
+    import datetime as dt  # noqa: PLC0415
+
+    import optuna  # noqa: PLC0415
+
+    from hpo import display, records  # noqa: PLC0415
+    from hpo.report import duration  # noqa: PLC0415
+
+    start = dt.datetime(2026, 12, 7, 12, 0, 0)
+    t = optuna.trial.create_trial(value=0.5, intermediate_values={1: 0.4, 2: 0.5}, user_attrs={
+        records.EPOCH_SECONDS: [9.1, 7.5], records.PACKED: [2, 2], records.N_PARAMS: 6544})
+    t.datetime_start, t.datetime_complete, t.number = start, start + dt.timedelta(seconds=34.0), 0
+    assert display.trial_line(t).endswith("  2 epochs  34.0s") and duration(t) == 34.0

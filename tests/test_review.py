@@ -469,6 +469,28 @@ def test_a_report_draws_a_study_with_a_queued_retry(tmp_path):
     assert "1 queued" in page and "Learning curves" in page
 
 
+def test_a_reports_full_config_is_the_one_export_writes(tmp_path):
+    """The report showed each trial's config with the keys its choices ignore (`schedule: {name:
+    none, step_size: 1, gamma: 0.1, ...}`) under "re-trains as is", where the export leaves them out."""
+    import html  # noqa: PLC0415
+
+    from hpo.export import export  # noqa: PLC0415
+    from hpo.report import top_table  # noqa: PLC0415
+
+    url = f"sqlite:///{tmp_path / 'cfg.db'}"
+    make_fake_study(url, trials=4)
+    study = optuna.load_study(study_name="quickstart", storage=url)
+    best = max((t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    config = {**best.user_attrs["config"], "schedule": {"name": "none", "step_size": 1, "gamma": 0.1}}
+    study.add_trial(optuna.trial.create_trial(value=0.999, params=best.params, distributions=best.distributions,
+                                              user_attrs={**best.user_attrs, "config": config},
+                                              intermediate_values=best.intermediate_values))
+    shown = html.unescape(top_table(study.get_trials(), 1))
+    exported = yaml.safe_load(export(study._storage, "quickstart").text)["trials"][0]["config"]
+    assert exported["schedule"] == {"name": "none"}
+    assert "schedule: {name: none}" in shown and "gamma" not in shown, shown
+
+
 def test_a_report_of_an_eval_val_study_names_validation_accuracy_and_gives_the_test_set_once(tmp_path):
     """With `eval: val` the trials' values are accuracies on held-out training images: the report
     says so wherever it named a test accuracy, and its table and facts carry the test accuracy each
