@@ -93,6 +93,10 @@ def test_compose_file_is_valid_and_runs_db_dashboard_and_gpu_workers(compose):
     assert devices[0]["driver"] == "nvidia" and devices[0]["capabilities"] == ["gpu"]
     assert "container_name" not in worker and "ports" not in worker, "`--scale worker=N` needs both absent"
     assert worker["image"] == dashboard["image"] and worker["build"]["dockerfile"] == "Dockerfile"
+    # the trials' configs: the workers write them where the dashboard reads them (./hpo-artifacts in
+    # the working folder, for a database server); each container had its own, and every download failed
+    shared = [{v["source"] for v in s["volumes"] if v["target"] == "/srv/hpo/hpo-artifacts"} for s in (worker, dashboard)]
+    assert shared == [{"artifacts"}, {"artifacts"}] and "artifacts" in config["volumes"], shared
 
 
 def test_a_worker_only_machine_needs_only_the_database_url(compose, tmp_path):
@@ -118,7 +122,8 @@ def test_compose_says_what_is_missing_and_rejects_what_the_spec_does_not_allow(c
 
 
 def test_env_example_holds_no_secret_and_env_is_ignored():
-    assert EXAMPLE["POSTGRES_PASSWORD"].startswith("change-me")
+    assert EXAMPLE["POSTGRES_PASSWORD"].startswith("changeme")
+    assert EXAMPLE["POSTGRES_PASSWORD"].isalnum(), "the README asks for letters and digits: it goes into a URL"
     ignored = subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=ROOT)
     assert ignored.returncode == 0, ".env is not git-ignored"
 
