@@ -559,7 +559,7 @@ def verify_command(args, out) -> int:
     from hpo.display import console, escape, pct  # noqa: PLC0415
     from hpo.schema import plural  # noqa: PLC0415
     from hpo.space import model_size  # noqa: PLC0415
-    from hpo.trainer import pick_device  # noqa: PLC0415
+    from hpo.trainer import cpu_share, pick_device  # noqa: PLC0415
     from hpo import data  # noqa: PLC0415
     from hpo.verification import DivergedSeed, SeedRun, Verification, check_seeds, compare, verify  # noqa: PLC0415
 
@@ -585,6 +585,14 @@ def verify_command(args, out) -> int:
                             test_images=(n_test, sizes["test"]), data_digest=dataset.digest,
                             model_digest=model_digest(cfg)):
         print(f"hpo verify: note: {note}", file=sys.stderr)  # before the seeds train: Ctrl-C now costs nothing
+    # on a CPU a seed's digits depend on its torch threads, which --workers splits the cores into
+    threads = cpu_share(min(args.workers, args.seeds)) if device.type == "cpu" else None
+    source = {**source, **({"torch_threads": threads} if threads else {})}
+    before = earlier.get("torch_threads") if earlier else None
+    if isinstance(before, int) and threads and before != threads:
+        print(f"hpo verify: note: {args.against}'s seeds trained with {before} torch thread(s) each, these with "
+              f"{threads}: a CPU's sums round by the thread count, so the difference carries that too; run both with "
+              "the same --workers (and OMP_NUM_THREADS) to compare the configs alone", file=sys.stderr)
 
     def line(r) -> None:
         if args.json:

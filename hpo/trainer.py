@@ -286,8 +286,15 @@ def share_cpu(processes: int) -> None:
     share of the cores (at least one thread), unless OMP_NUM_THREADS says otherwise (several runs
     on one machine): two processes of two threads each on two cores thrash."""
     if processes > 1 and not os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(cpu_share(processes))
+
+
+def cpu_share(processes: int) -> int:
+    """The torch threads each of `processes` processes training on the CPU at once has (share_cpu)."""
+    if processes > 1 and not os.environ.get("OMP_NUM_THREADS"):
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        torch.set_num_threads(max(1, cores // processes))
+        return max(1, cores // processes)
+    return torch.get_num_threads()
 
 
 WORKER_MEMORY = 1 << 30  # what one worker process may take: torch, the dataset on the device's host side, a model

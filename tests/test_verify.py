@@ -327,6 +327,22 @@ def test_against_an_earlier_result_prints_the_difference_and_its_interval(tmp_pa
                      r"higher, beyond the seeds' noise$", shown, re.M), shown
 
 
+def test_against_a_result_of_another_thread_count_says_so(tmp_path):
+    """A seed's digits on a CPU depend on its torch threads, which --workers splits the cores into:
+    the JSON recorded neither, and --against compared a 1-worker result with a 2-worker run without
+    a word (the README asks for the same --workers)."""
+    mine = json.loads(verify_cli(tmp_path, "--seeds", "2", "--json").stdout)
+    threads = mine["torch_threads"]
+    assert isinstance(threads, int) and threads >= 1
+    (tmp_path / "same.json").write_text(json.dumps(mine))
+    (tmp_path / "other.json").write_text(json.dumps({**mine, "torch_threads": threads + 5}))
+    note = "other.json's seeds trained with"
+    assert note not in verify_cli(tmp_path, "--seeds", "2", "--against", str(tmp_path / "same.json")).stderr
+    differs = verify_cli(tmp_path, "--seeds", "2", "--against", str(tmp_path / "other.json")).stderr
+    assert (f"hpo verify: note: {tmp_path / 'other.json'}'s seeds trained with {threads + 5} torch thread(s) each, "
+            f"these with {threads}: a CPU's sums round by the thread count") in differs, differs
+
+
 def test_against_seeds_that_never_vary_is_not_judged(tmp_path):
     """Three flat images, one per class: every seed scores 100%, as every seed of the earlier run
     scored 99%. Before, no spread on either side gave a zero-width interval and "beyond the seeds'
