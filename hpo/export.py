@@ -15,6 +15,7 @@ import hpo
 from hpo import records
 from hpo.applies import drop_inapplicable
 from hpo.errors import UserError, password_note
+from hpo.schema import plural
 
 
 def study_trials(rdb: optuna.storages.BaseStorage, study_name: str) -> list[optuna.trial.FrozenTrial]:
@@ -130,7 +131,9 @@ def export(rdb: optuna.storages.BaseStorage, study_name: str, *, top: Optional[i
                   f"of its size or smaller.\n"
                   f"# Most accurate first; re-train the first with: hpo train --config THIS_FILE (another: --trial N)\n")
     else:
-        header = (f"# Top {len(best)} trial(s) of study {study_name!r}, best first.\n"
+        header = (f"# The best trial of study {study_name!r}.\n# Re-train it with: hpo train --config THIS_FILE\n"
+                  if len(best) == 1 else
+                  f"# Top {plural(len(best), 'trial')} of study {study_name!r}, best first.\n"
                   f"# Re-train the first with: hpo train --config THIS_FILE (another: --trial N)\n")
     text = header + yaml.safe_dump(document, sort_keys=False, default_flow_style=None, width=100)
     return Exported(text, len(best), front)

@@ -352,6 +352,11 @@ class Storage:
             if "FATAL" in line or "failed" in line.lower():
                 reason = line.strip()
                 break
+        if re.search(r'database ".*" does not exist', reason):  # a read: hpo run creates it, the readers do not
+            return UserError(f"storage {self.masked}: the server has no database {self.parsed.database!r}, so no "
+                             "study has run there; run one "
+                             f"first ({self._run_hint()}, which creates it) or point --storage / HPO_STORAGE at the "
+                             "database hpo run wrote")
         return UserError(f"cannot open storage {self.masked}: {reason}; check the URL, the server and the credentials")
 
 
