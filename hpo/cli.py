@@ -449,14 +449,17 @@ def rerun_notes(record: dict | None, device, threads: int | None, *, n_params: i
     if isinstance(record.get("packed"), int) and record["packed"] > 1:
         notes.append(f"trial {number} trained packed with {record['packed'] - 1} other trial(s) (--pack): the same "
                      "recipe, not the same run (README, --pack); expect its accuracy within the seeds' spread")
-    if isinstance(record.get("test_accuracy"), (int, float)):
+    test_accuracy = record.get("test_accuracy")
+    if isinstance(test_accuracy, (int, float)) or "validation_accuracy_per_epoch" in record:  # eval: val
         without = f"{held_out:,} held-out training images" if held_out else "the held-out training images"
         scored = (f"all {test_images[1]:,} test images" if test_images else "the whole test set")
         here = ("" if not test_images or test_images[0] == test_images[1] else
                 f", where this run tests on {test_images[0]:,} of them (data.test_subset): expect a wider spread")
+        compare = (f"compare with the trial's test_accuracy, {100 * test_accuracy:.2f}%, scored on {scored}{here}"
+                   if isinstance(test_accuracy, (int, float)) else
+                   "the trial recorded no test accuracy to compare with")
         notes.append(f"trial {number}'s value is its validation accuracy (eval: val: trained without {without}); "
-                     f"this run trains on what the config says and scores the test set: compare with the trial's "
-                     f"test_accuracy, {100 * record['test_accuracy']:.2f}%, scored on {scored}{here}")
+                     f"this run trains on what the config says and scores the test set: {compare}")
     trained = record.get("torch_threads")
     if device.type == "cpu" and isinstance(trained, int) and threads is not None and trained != threads:
         notes.append(f"trial {number} trained with {trained} torch thread(s), this run with {threads}: a CPU's sums "
@@ -488,9 +491,13 @@ def other_net_notes(record: dict | None, *, n_params: int | None = None, data_di
                      "differs (changed since, or another module of that name); its accuracy says nothing of this run")
     searched = record.get("n_params")
     if isinstance(searched, int) and n_params is not None and searched != n_params:
-        code = ", or its factory's code," if factory and not code_changed else ""
-        notes.append(f"trial {number} had {searched:,} parameters, this net has {n_params:,}: the data's classes or "
-                     f"image size{code} are not those it was searched on; its accuracy says nothing of this run")
+        if code_changed:
+            why = "its factory's code has changed (above)"
+        else:
+            code = ", or its factory's code," if factory else ""
+            why = f"the data's classes or image size{code} are not those it was searched on"
+        notes.append(f"trial {number} had {searched:,} parameters, this net has {n_params:,}: {why}; its accuracy "
+                     "says nothing of this run")
     return notes
 
 
@@ -963,7 +970,10 @@ def check_not_the_studys_own(path: Path, rdb, study: str, example: str) -> None:
     if str(path) == "-" or not path.exists():
         return
     attrs = rdb.get_study_user_attrs(rdb.get_study_id_from_name(study))
-    data = ((attrs.get(records.SPEC) or {}).get("base") or {}).get("data") or {}
+    spec = attrs.get(records.SPEC)
+    base = spec.get("base") if isinstance(spec, dict) else None
+    data = base.get("data") if isinstance(base, dict) else None
+    data = data if isinstance(data, dict) else {}
     for what, file in (("the study file", attrs.get(records.SOURCE)), ("the data file", data.get("path"))):
         if isinstance(file, str) and Path(file).expanduser().resolve() == path.resolve():
             raise UserError(f"-o {path} is {what} study {study!r} was made from; writing there would destroy it: "

@@ -15,7 +15,7 @@ import hpo
 from hpo import records
 from hpo.applies import drop_inapplicable
 from hpo.errors import UserError, password_note
-from hpo.schema import plural
+from hpo.schema import did_you_mean, plural
 
 
 def study_trials(rdb: optuna.storages.BaseStorage, study_name: str) -> list[optuna.trial.FrozenTrial]:
@@ -35,10 +35,8 @@ def study_trials(rdb: optuna.storages.BaseStorage, study_name: str) -> list[optu
 def no_study_named(study_name: str, names: list[str], most: int = 8) -> str:
     """The line for a study name the storage lacks: the likeliest meant first, then what is there
     (the first `most`; `hpo studies` lists them all)."""
-    import difflib  # noqa: PLC0415
-
-    close = difflib.get_close_matches(study_name, names, n=1, cutoff=0.6)
-    meant = f"; did you mean {close[0]!r}?" if close else ""
+    close = did_you_mean(study_name, names)
+    meant = f" (did you mean {close!r}?)" if close else ""
     listed = ", ".join(sorted(names)[:most]) + (f" and {len(names) - most} more (hpo studies lists them)"
                                                 if len(names) > most else "")
     return f"no study named {study_name!r} in this storage{meant}; studies here: {listed or '(none)'}"

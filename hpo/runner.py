@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
@@ -117,7 +118,10 @@ def same_search(before, now) -> bool:
             raw["base"] = {**raw["base"], "data": {**data, "path": os.path.normpath(data["path"])}}
         return raw
 
-    return isinstance(before, dict) and searched(before) == searched(now)
+    # compared as JSON, as the fingerprint hashes it: 1, 1.0 and true are equal in Python, not to a
+    # factory of your own that tells them apart
+    return isinstance(before, dict) and (json.dumps(searched(before), sort_keys=True, default=str)
+                                         == json.dumps(searched(now), sort_keys=True, default=str))
 
 
 def changed_keys(before, now, prefix: str = "", depth: int = 2, most: int = 4) -> list[str]:

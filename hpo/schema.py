@@ -304,6 +304,18 @@ def plain(value: Any) -> str:
     return str(value)
 
 
+def did_you_mean(given: str, names: list[str]) -> str | None:
+    """The name among `names` closest to `given` (a letter off, another case, .yml for .yaml), if any is."""
+    import difflib  # noqa: PLC0415
+
+    def plain(name: str) -> str:
+        return name.lower().removesuffix(".yaml").removesuffix(".yml")
+
+    by_plain = {plain(n): n for n in names}
+    close = difflib.get_close_matches(plain(given), list(by_plain), n=1, cutoff=0.6)
+    return by_plain[close[0]] if close else None
+
+
 def plural(n: int, word: str) -> str:
     """`1 epoch`, `2 epochs`, `1,000 epochs`."""
     return f"{n:,} {word}{'' if n == 1 else 's'}"

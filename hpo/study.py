@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import copy
-import difflib
 import dataclasses
 import hashlib
 import inspect
@@ -34,7 +33,7 @@ from hpo import records, schema
 from hpo.errors import ConfigError, UserError
 from hpo.grouped import GROUPABLE, WithinGroups
 from hpo.limits import MAX_EPOCHS, MAX_SEED
-from hpo.schema import require
+from hpo.schema import did_you_mean, require
 from hpo.space import SearchSpace
 from hpo.space_check import extent
 
@@ -429,10 +428,16 @@ def find_study_file(name_or_path: str, given_as: str = "study ") -> Path:
                         f"with .yaml: {given_as}{here[0]}")
     known = sorted({p.stem for folder in (Path("studies"), STUDIES_DIR) if folder.is_dir()
                     for p in folder.glob("*.yaml")})
-    close = difflib.get_close_matches(name_or_path.removesuffix(".yaml"), known, n=1, cutoff=0.6)
-    raise UserError(f"{given_as}{name_or_path}: no such study file"
-                    + (f"; did you mean {close[0]!r}?" if close else "")
+    if name_or_path.endswith((".yaml", ".yml")) or os.sep in name_or_path:  # a path: the files beside it
+        folder = candidates[0].parent
+        beside = [str(folder / p.name) if str(folder) != "." else p.name
+                  for p in (folder.glob("*.y*ml") if folder.is_dir() else []) if p.suffix in (".yaml", ".yml")]
+        close = did_you_mean(name_or_path, beside)
+    else:
+        close = did_you_mean(name_or_path, known)
+    raise UserError(f"{given_as}{name_or_path}: no such study file" + (f" (did you mean {close!r}?)" if close else "")
                     + f"; give a path, or one of: {', '.join(known) or '(none found)'}")
+
 
 
 def load_spec(name_or_path: str | os.PathLike, *, given_as: str = "study ") -> StudySpec:

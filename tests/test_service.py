@@ -185,6 +185,10 @@ def test_the_same_study_written_another_way_is_the_same_study(study_file, tmp_pa
     own = {"base": {"data": {"dataset": "npz", "path": "data/x.npz"}}}
     assert same_search(own, {"name": "x", "base": {"data": {"dataset": "npz", "path": "./data/x.npz"}}})
     assert not same_search(own, {"base": {"data": {"dataset": "npz", "path": "data/y.npz"}}})
+    # 1, 1.0 and true are one in Python, not to a factory of your own that tells them apart
+    mine = {"base": {"model": {"module": "net:make", "act": 1}}}
+    assert not any(same_search(mine, {"base": {"model": {"module": "net:make", "act": other}}}) for other in (True, 1.0))
+    assert not same_search("a string", "a string")  # a study's stored file that is no mapping is never the same
     study_file.write_text(yaml.safe_dump({**TINY, "budget": {**TINY["budget"], "max_params": 2000}}))
     refused = run(study_file, url, 3, check=False)
     assert refused.returncode == 2 and "budget.max_params changed since" in refused.stderr, refused.stderr
@@ -610,3 +614,21 @@ def test_export_ranks_among_the_trials_that_carry_a_config(tmp_path):
     study.add_trial(optuna.create_trial(value=0.9, user_attrs={"config": {"epochs": 1}}))
     exported = yaml.safe_load(export(optuna.storages.RDBStorage(url), "mixed", top=2).text)
     assert [t["trial"] for t in exported["trials"]] == [2]
+
+
+def test_export_over_a_file_reads_a_recorded_study_file_that_is_no_mapping(tmp_path):
+    """A study whose recorded study file is no mapping (a string, or base: 3) ended `hpo export -o`
+    and `hpo report -o` in an AttributeError traceback, where `hpo studies` read it fine."""
+    from conftest import hpo_study  # noqa: PLC0415
+
+    from hpo import records  # noqa: PLC0415
+    from hpo.cli import check_not_the_studys_own  # noqa: PLC0415
+    from hpo.errors import UserError  # noqa: PLC0415
+
+    study = hpo_study(study_name="ns", storage=f"sqlite:///{tmp_path / 'db.sqlite'}")
+    out = tmp_path / "out.yaml"
+    out.write_text("mine: 1\n")
+    for spec in ("a string", {"base": 3}, {"base": {"data": "x"}}):
+        study.set_user_attr(records.SPEC, spec)
+        with pytest.raises(UserError, match="exists and is not a file hpo export wrote"):
+            check_not_the_studys_own(out, study._storage, "ns", "best.yaml")

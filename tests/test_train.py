@@ -372,6 +372,17 @@ def test_training_an_exported_trial_says_what_differs_from_how_it_trained(tmp_pa
     own = rerun_notes({"trial": 3, "n_params": 387, "config": {"model": {"module": "net:make"}}}, cpu, threads=2,
                       n_params=396)  # your own model: its code may have changed since, with the data as it was
     assert "the data's classes or image size, or its factory's code, are not those it was searched on" in own[0]
+    changed = rerun_notes({"trial": 3, "n_params": 387, "config": {"model": {"module": "net:make"}},
+                           "model_digest": "a" * 16}, cpu, threads=2, n_params=396, model_digest="b" * 16)
+    assert changed == [  # the size note blamed the data, which had not changed
+        "trial 3 was searched with other model code: the code of net:make this run imported differs (changed since, "
+        "or another module of that name); its accuracy says nothing of this run",
+        "trial 3 had 387 parameters, this net has 396: its factory's code has changed (above); its accuracy says "
+        "nothing of this run"]
+    unscored = rerun_notes({"trial": 2, "test_accuracy": None, "validation_accuracy_per_epoch": [0.9]}, cpu, threads=2)
+    assert unscored == ["trial 2's value is its validation accuracy (eval: val: trained without the held-out training "
+                        "images); this run trains on what the config says and scores the test set: the trial recorded "
+                        "no test accuracy to compare with"]
     moved = {"trial": 3, "data_digest": "a" * 16}  # an export of a study on your own data, re-trained elsewhere
     assert rerun_notes(moved, cpu, threads=2, data_digest="a" * 16) == []
     assert rerun_notes(moved, cpu, threads=2, data_digest="b" * 16) == [
