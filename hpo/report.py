@@ -328,6 +328,7 @@ def build_report(*, storage: optuna.storages.BaseStorage, study_name: str, where
     n_best = best.user_attrs.get(records.N_PARAMS)
     source = study.user_attrs.get(records.SOURCE, "")
     held_out = records.held_out(study.user_attrs)
+    on_mnist = seeded(study.user_attrs.get(records.SPEC))[0]  # the seeds' stars are drawn beside MNIST studies
     # eval: val: the search sees accuracy on held-out training images; the test set once, at the end
     metric = "validation accuracy" if held_out else "test accuracy"
     sections = [
@@ -344,8 +345,8 @@ def build_report(*, storage: optuna.storages.BaseStorage, study_name: str, where
           "fewer epochs sits lower than the seeds by design."
           + (" Validation images are held-out training images, not the test set the stars are measured on; the "
              "table below gives each top trial's test accuracy, measured once." if held_out else ""))
-         if seeded(study.user_attrs.get(records.SPEC))[0] else f"Each trial's final epoch's {metric} against its size; the diamond is the study's "
-                                 "base recipe (trial 0)."),
+         if on_mnist else f"Each trial's final epoch's {metric} against its size; the diamond is the study's "
+                          "base recipe (trial 0)."),
         ("Parameter importances", figure(*importance_figure(study, trials, metric)),
          "Computed by Optuna (PED-ANOVA) from the complete trials; with few trials it is a rough guide."),
         ("Parallel coordinates", figure(*parallel_figure(study, trials, metric)), ""),

@@ -108,12 +108,12 @@ def same_search(before, now) -> bool:
     """Whether two study files, as parsed, search the same way though their text differs: one says
     the name its file's name gives (`name: tiny` in tiny.yaml), or writes the data's path another
     way (./data/x.npz for data/x.npz; the data's own digest is checked apart). Both were refused as
-    "a different study file", and the fingerprint, the text's hash, stays what existing studies kept."""
+    "a different study file"; the fingerprint, a hash of the parsed file, stays what existing studies kept."""
     def searched(raw):
         if not isinstance(raw, dict):
             return raw
         raw = {key: value for key, value in raw.items() if key != "name"}
-        data = (raw.get("base") or {}).get("data") if isinstance(raw.get("base"), dict) else None
+        data = raw["base"].get("data") if isinstance(raw.get("base"), dict) else None
         if isinstance(data, dict) and isinstance(data.get("path"), str):
             raw["base"] = {**raw["base"], "data": {**data, "path": os.path.normpath(data["path"])}}
         return raw

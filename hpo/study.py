@@ -439,7 +439,6 @@ def find_study_file(name_or_path: str, given_as: str = "study ") -> Path:
                     + f"; give a path, or one of: {', '.join(known) or '(none found)'}")
 
 
-
 def load_spec(name_or_path: str | os.PathLike, *, given_as: str = "study ") -> StudySpec:
     """The study file named (under studies/) or at this path, parsed and checked."""
     if not isinstance(name_or_path, (str, os.PathLike)):
